@@ -1,0 +1,11 @@
+"""The subcommands, one small module per group; `register_all` adds the finished ones to the app."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register_all(app: typer.Typer) -> None:
+    from . import prepare
+
+    prepare.register(app)

@@ -1,0 +1,1 @@
+"""Datasets: raw sources, the prepared cache, the training Dataset and batch augmentation."""

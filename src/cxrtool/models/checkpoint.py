@@ -1,0 +1,208 @@
+"""Checkpoints without pickles: weights as safetensors plus a JSON model card.
+
+A checkpoint is a folder, `checkpoints/best/` or `checkpoints/last/` in a run:
+- `model.safetensors`: the classifier's tensors (body, head, normalisation buffers);
+- `card.json`: what is needed to use the weights without the run: architecture, label order,
+  network input size, the cache's preprocessing (size, crop), normalisation, the training data's
+  hash, metrics and (after `evaluate`) the operating thresholds;
+- `state.safetensors` + `state.json` (only for resuming): optimiser, scheduler, RNG and
+  sampler state, split into tensors and plain JSON by `save_state`/`load_state`.
+Each folder is written under a temporary name and renamed into place, so a crash mid-save leaves
+the previous checkpoint intact. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import CxrError
+from .backbones import XRayClassifier
+
+CARD = "card.json"
+WEIGHTS = "model.safetensors"
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+CARD_FORMAT = "cxrtool-checkpoint/1"
+
+
+def _write_folder_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Fill a temporary sibling folder, then swap it in place of `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def model_card(model: XRayClassifier, labels: list[str], image_size: int, cache_size: int, **extra: Any) -> dict[str, Any]:
+    """The JSON description that makes a weights file usable on its own."""
+    return {
+        "format": CARD_FORMAT,
+        "arch": model.arch,
+        "labels": list(labels),
+        "num_labels": model.num_labels,
+        "num_features": model.num_features,
+        "image_size": int(image_size),
+        "preprocessing": {"cache_size": int(cache_size), "crop": "centre-square", "grayscale": "uint8", "scale": "1/255"},
+        "normalisation": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+
+
+def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # DDP wraps the model; safetensors wants contiguous tensors that share no storage.
+    inner = getattr(model, "module", model)
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in inner.state_dict().items()}
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, card: dict[str, Any],
+                    state: dict[str, Any] | None = None) -> Path:
+    """Write weights, card and (optionally) resumable training state into `folder` atomically."""
+    from safetensors.torch import save_file
+
+    from ..runs import to_json
+
+    def fill(tmp: Path) -> None:
+        save_file(_plain_state(model), str(tmp / WEIGHTS), metadata={"format": CARD_FORMAT})
+        (tmp / CARD).write_text(to_json(card), encoding="utf-8")
+        if state is not None:
+            save_state(tmp, state)
+
+    return _write_folder_atomically(Path(folder), fill)
+
+
+def resolve_checkpoint(path: Path, which: str = "best") -> Path:
+    """A checkpoint folder from a run dir, a checkpoint folder, or a model.safetensors file."""
+    path = Path(path)
+    if path.is_file() and path.name.endswith(".safetensors"):
+        path = path.parent
+    if (path / "checkpoints" / which / CARD).is_file():
+        return path / "checkpoints" / which
+    if (path / CARD).is_file():
+        return path
+    if (path / "checkpoints").is_dir():
+        raise CxrError(f"{path}: the run has no {which} checkpoint yet (checkpoints/{which}/card.json)")
+    raise CxrError(f"{path}: not a run directory or checkpoint (no {CARD})")
+
+
+def read_card(path: Path, which: str = "best") -> dict[str, Any]:
+    folder = resolve_checkpoint(path, which)
+    try:
+        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CxrError(f"{folder / CARD}: not valid JSON ({exc.msg})") from None
+    if card.get("format") != CARD_FORMAT:
+        raise CxrError(f"{folder / CARD}: unknown checkpoint format {card.get('format')!r}")
+    return card
+
+
+def load_checkpoint(path: Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[XRayClassifier, dict[str, Any]]:
+    """Rebuild the classifier from its card and load its weights (no pickle, no network)."""
+    from safetensors.torch import load_file
+
+    from .registry import create_model
+
+    folder = resolve_checkpoint(path, which)
+    card = read_card(folder)
+    model = create_model(card["arch"], int(card["num_labels"]), weights="none")
+    try:
+        tensors = load_file(str(folder / WEIGHTS))
+    except Exception as exc:
+        raise CxrError(f"{folder / WEIGHTS}: unreadable weights ({exc})") from None
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise CxrError(f"{folder / WEIGHTS}: weights do not fit {card['arch']} (missing {len(missing)}, unexpected {len(unexpected)})")
+    model.eval()
+    return model.to(device), card
+
+
+def update_card(path: Path, which: str = "best", **fields: Any) -> dict[str, Any]:
+    """Merge fields (e.g. thresholds from evaluate) into a checkpoint's card, atomically."""
+    from ..runs import atomic_write_json
+
+    folder = resolve_checkpoint(path, which)
+    card = read_card(folder)
+    card.update(fields)
+    atomic_write_json(folder / CARD, card)
+    return card
+
+
+# ---------------------------------------------------------------- training state
+
+
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().to("cpu").contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        # JSON keys are strings: remember int keys (optimizer state is keyed by param index).
+        return {"__dict__": [[k, _flatten(v, tensors, f"{prefix}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, tensors, prefix) for v in obj]}
+    if isinstance(obj, list):
+        return [_flatten(v, tensors, prefix) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
+        import numpy as np
+
+        arr = np.asarray(obj)
+        return {"__ndarray__": arr.tolist(), "dtype": str(arr.dtype)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__ndarray__" in obj:
+            import numpy as np
+
+            return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
+    return obj
+
+
+def save_state(folder: Path, state: dict[str, Any]) -> None:
+    """Nested dicts/lists/tuples of tensors, arrays and scalars -> state.safetensors + state.json."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    tree = _flatten(state, tensors, "")
+    save_file(tensors, str(Path(folder) / STATE_TENSORS))
+    (Path(folder) / STATE_JSON).write_text(json.dumps(tree), encoding="utf-8")
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    """The inverse of `save_state`."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / STATE_JSON).is_file():
+        raise CxrError(f"{folder}: no resumable training state here (state.json)")
+    tensors = load_file(str(folder / STATE_TENSORS))
+    return _unflatten(json.loads((folder / STATE_JSON).read_text(encoding="utf-8")), tensors)

@@ -1,0 +1,52 @@
+"""Fixtures shared by the suite: quiet output, the real-data folder, small synthetic caches and runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("CXRTOOL_QUIET", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+NIH_SAMPLE = SHARED_DATA / "nih-chestxray14-sample"
+COVID_SET = SHARED_DATA / "covid-chestxray-dataset"
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    from cxrtool.progress import set_quiet
+
+    set_quiet(True)
+    yield
+
+
+@pytest.fixture(scope="session")
+def nih_root() -> Path:
+    if not (NIH_SAMPLE / "images").is_dir():
+        pytest.skip(f"real NIH sample not found at {NIH_SAMPLE}")
+    return NIH_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def covid_root() -> Path:
+    if not (COVID_SET / "metadata.csv").is_file():
+        pytest.skip(f"real Cohen COVID-19 set not found at {COVID_SET}")
+    return COVID_SET
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """A 64-px synthetic cache with the five pretraining findings (read-only for tests)."""
+    from helpers import synthetic_cache
+
+    return synthetic_cache(tmp_path_factory.mktemp("synth") / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synth_data):
+    """A tiny CNN trained on `synth_data`, as a run directory (read-only for tests)."""
+    from helpers import quick_train
+
+    return quick_train(synth_data, tmp_path_factory.mktemp("runs") / "pretrain-tiny")
