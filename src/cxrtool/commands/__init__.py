@@ -6,6 +6,7 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from . import prepare
+    from . import prepare, report
 
     prepare.register(app)
+    report.register(app)

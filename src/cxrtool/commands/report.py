@@ -1,0 +1,28 @@
+"""`cxrtool report [RUN]`: one self-contained HTML page for a run (see docs/report.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..cli import quiet_option, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    @user_errors
+    def report(
+        run: Optional[Path] = typer.Argument(None, help="Run directory (default: the newest under ./runs)."),
+        run_opt: Optional[Path] = typer.Option(None, "--run", help="Run directory (same as the argument)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default RUN/report.html)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the report's path."),
+    ) -> None:
+        """Write RUN/report.html: config, curves, ROC and table, CAMs, embeddings, parent runs, images inlined."""
+        quiet_option(quiet)
+        from ..progress import result
+        from ..report import ReportConfig, build_report
+
+        path = build_report(ReportConfig(run=run or run_opt, out=out))
+        result(f"report: {path}")
