@@ -1,0 +1,128 @@
+"""The Cohen/Dao COVID-19 image data collection (ieee8023/covid-chestxray-dataset layout).
+
+`metadata.csv` has one row per image: patientid, finding, view, modality, folder, filename, sex,
+age. Kept: X-rays in frontal views (PA, AP, AP Supine by default), with a finding that is not
+`todo` (not yet labelled upstream). COVID-19 is read from both vocabularies the collection has
+used: flat (`COVID-19`, `COVID-19, ARDS`) and hierarchical (`Pneumonia/Viral/COVID-19`).
+`Pneumonia` can be asked for too (any infectious finding; `No Finding` is 0, anything else not
+annotated). Files are decoded by content (some `.jpg` files hold PNG data). A row whose file is
+absent is listed as skipped, with the reason MISSING_images.txt gives when it lists the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...config import parse_list, require
+from ...errors import CxrError
+from ..labels import COVID_LABEL, NO_FINDING, canonical
+from ..prepare import PrepareOptions, SourceTable, unique_ids
+
+DEFAULT_VIEWS = ["PA", "AP", "AP Supine"]
+SUPPORTED = [COVID_LABEL, "Pneumonia"]
+# Findings of the flat vocabulary that are pneumonias (the hierarchical one says "Pneumonia/...").
+PNEUMONIAS = {
+    "covid-19", "sars", "mers", "mers-cov", "pneumonia", "viral", "bacterial", "fungal", "lipoid",
+    "pneumocystis", "streptococcus", "klebsiella", "mycoplasma bacterial pneumonia", "mycoplasma",
+    "legionella", "varicella", "e.coli", "chlamydophila", "influenza", "herpes", "aspergillosis",
+    "nocardia", "staphylococcus", "h1n1", "aspiration",
+}
+COLUMNS = ("patientid", "finding", "view", "modality", "filename")
+
+
+@dataclass(kw_only=True)
+class PrepareCovidConfig(PrepareOptions):
+    root: Path
+    out: Path = Path("data/covid")
+    views: list[str] | None = None  # None: PA, AP, AP Supine
+    findings: list[str] | None = None  # None: COVID-19 only
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.root = Path(self.root)
+        require(self.root.is_dir(), f"{self.root}: no such folder (ROOT of the covid-chestxray-dataset)")
+        self.views = parse_list(self.views, "--views") if self.views is not None else list(DEFAULT_VIEWS)
+        if self.findings is not None:
+            self.findings = [canonical(f) for f in parse_list(self.findings, "--findings")]
+            unknown = [f for f in self.findings if f not in SUPPORTED]
+            require(not unknown, f"--findings: {', '.join(unknown)} cannot be read from this collection; choose from {', '.join(SUPPORTED)}")
+
+
+def finding_tokens(finding: str) -> list[str]:
+    """'COVID-19, ARDS' and 'Pneumonia/Viral/COVID-19' -> their parts, lower-case."""
+    return [t.strip().lower() for part in str(finding).split(",") for t in part.split("/") if t.strip()]
+
+
+def label_value(finding: str, label: str) -> float:
+    tokens = finding_tokens(finding)
+    if label == COVID_LABEL:
+        return float(any(canonical(t) == COVID_LABEL for t in tokens))
+    if label == "Pneumonia":
+        if any(t in PNEUMONIAS or canonical(t) == COVID_LABEL for t in tokens):
+            return 1.0
+        return 0.0 if str(finding).strip().lower() == NO_FINDING.lower() else np.nan
+    raise ValueError(label)
+
+
+def missing_list(root: Path) -> dict[str, str]:
+    """MISSING_images.txt (status<TAB>path), when the copy has one."""
+    path = root / "MISSING_images.txt"
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2 and not line.startswith("#"):
+            out.setdefault(parts[1].strip(), parts[0].strip())
+    return out
+
+
+def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
+    root = cfg.root
+    meta_path = root / "metadata.csv"
+    if not meta_path.is_file():
+        raise CxrError(f"{root}: no metadata.csv; is this the covid-chestxray-dataset folder?")
+    try:
+        meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise CxrError(f"{meta_path}: cannot read ({str(exc).splitlines()[0]})") from None
+    for col in COLUMNS:
+        if col not in meta.columns:
+            raise CxrError(f"{meta_path}: no column {col!r}")
+    labels = cfg.findings or [COVID_LABEL]
+    views = {v.strip().lower() for v in cfg.views}
+    xray = meta["modality"].str.strip().str.lower() == "x-ray"
+    frontal = meta["view"].str.strip().str.lower().isin(views)
+    finding = meta["finding"].str.strip()
+    labelled = ~finding.str.lower().isin(["todo", ""])
+    keep = xray & frontal & labelled
+    notes = [f"{meta_path}: {len(meta)} rows; kept {int(keep.sum())} X-rays in views {', '.join(cfg.views)} "
+             f"({int((~xray).sum())} other modalities, {int((xray & ~frontal).sum())} other or blank views, "
+             f"{int((xray & frontal & ~labelled).sum())} not yet labelled)"]
+    meta = meta[keep].reset_index(drop=True)
+    folder = meta["folder"].str.strip().replace("", "images") if "folder" in meta.columns else pd.Series("images", index=meta.index)
+    source_path = folder + "/" + meta["filename"].str.strip()
+    paths = source_path.map(lambda p: root / p)
+    present = paths.map(lambda p: p.is_file())
+    listed = missing_list(root)
+    ids = unique_ids(meta["filename"].str.strip(), meta["patientid"].str.strip())
+    skipped = pd.DataFrame({
+        "source_path": source_path[~present], "id": ids[~present], "patient": meta["patientid"][~present].str.strip(),
+        "reason": source_path[~present].map(lambda p: f"file not found ({listed[p]} in MISSING_images.txt)" if p in listed else "file not found"),
+    })
+    rows = pd.DataFrame({
+        "id": ids, "patient": meta["patientid"].str.strip(), "view": meta["view"].str.strip(),
+        "path": paths.map(str), "source_path": source_path,
+    })
+    if "sex" in meta.columns:
+        rows["sex"] = meta["sex"].str.strip()
+    if "age" in meta.columns:
+        rows["age"] = pd.to_numeric(meta["age"], errors="coerce")
+    for label in labels:
+        rows[label] = finding.loc[keep].reset_index(drop=True).map(lambda f, l=label: label_value(f, l))
+    rows = rows[present.to_numpy()].reset_index(drop=True)
+    return SourceTable(name="covid", rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes)

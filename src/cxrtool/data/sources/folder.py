@@ -1,0 +1,104 @@
+"""Any labelled X-ray set described by one CSV: an image path column, label columns, a patient column.
+
+Paths are relative to `--root` (the CSV's folder by default) or absolute. Label cells are 1/0
+(also true/false, yes/no, positive/negative); a blank cell, or -1 (CheXpert's "uncertain"), means
+not annotated (NaN). Without a patient column every image is its own patient, which is only safe
+when each patient has one image: the run says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...config import parse_list, require
+from ...errors import CxrError, did_you_mean
+from ..labels import canonical
+from ..prepare import PrepareOptions, SourceTable, unique_ids
+
+POSITIVE = {"1", "1.0", "true", "yes", "y", "positive", "pos"}
+NEGATIVE = {"0", "0.0", "false", "no", "n", "negative", "neg"}
+UNKNOWN = {"", "nan", "-1", "-1.0", "uncertain", "na", "n/a"}
+
+
+@dataclass(kw_only=True)
+class PrepareFolderConfig(PrepareOptions):
+    csv: Path
+    image_col: str = "image"
+    label_cols: list[str] | None = None
+    patient_col: str | None = None
+    view_col: str | None = None
+    image_root: Path | None = None  # --root; default: the CSV's folder
+    name: str = "folder"
+    out: Path = Path("data/folder")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.csv = Path(self.csv)
+        require(self.csv.is_file(), f"{self.csv}: no such CSV file")
+        require(self.label_cols is not None, "--label-cols: name the label columns, e.g. --label-cols COVID-19,Pneumonia")
+        self.label_cols = parse_list(self.label_cols, "--label-cols")
+        self.image_root = Path(self.image_root) if self.image_root is not None else self.csv.parent
+        require(self.image_root.is_dir(), f"{self.image_root}: no such folder (--root)")
+        require(bool(self.name.strip()) and "/" not in self.name, f"--name: {self.name!r} is not a usable dataset name")
+
+
+def parse_label(value: object, row: int, column: str, csv: Path) -> float:
+    text = str(value).strip().lower()
+    if text in POSITIVE:
+        return 1.0
+    if text in NEGATIVE:
+        return 0.0
+    if text in UNKNOWN:
+        return np.nan
+    raise CxrError(f"{csv}: row {row}, column {column!r}: {value!r} is not a label (use 1/0, or leave it blank for not annotated)")
+
+
+def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
+    try:
+        frame = pd.read_csv(cfg.csv, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise CxrError(f"{cfg.csv}: cannot read ({str(exc).splitlines()[0]})") from None
+    wanted = {"--image-col": [cfg.image_col], "--label-cols": list(cfg.label_cols or [])}
+    if cfg.patient_col:
+        wanted["--patient-col"] = [cfg.patient_col]
+    if cfg.view_col:
+        wanted["--view-col"] = [cfg.view_col]
+    for option, cols in wanted.items():
+        for col in cols:
+            if col not in frame.columns:
+                raise CxrError(f"{cfg.csv}: no column {col!r} ({option}); the columns are: "
+                               f"{', '.join(frame.columns)}.{did_you_mean(col, list(frame.columns))}")
+    labels = [canonical(c) for c in cfg.label_cols or []]
+    if len(set(labels)) != len(labels):
+        raise CxrError(f"--label-cols: two columns name the same label ({', '.join(labels)})")
+    notes = []
+    images = frame[cfg.image_col].str.strip()
+    if cfg.patient_col:
+        patients = frame[cfg.patient_col].str.strip()
+        blank = patients == ""
+        patients = patients.where(~blank, images)
+        if blank.any():
+            notes.append(f"{int(blank.sum())} rows have no patient id; each of them is its own patient")
+    else:
+        patients = images
+        notes.append("no --patient-col: each image is its own patient, so one patient's images may land in different splits")
+    paths = images.map(lambda p: Path(p) if Path(p).is_absolute() else cfg.image_root / p)
+    present = paths.map(lambda p: p.is_file())
+    ids = unique_ids(images, patients)
+    rows = pd.DataFrame({
+        "id": ids, "patient": patients, "view": frame[cfg.view_col].str.strip() if cfg.view_col else "",
+        "path": paths.map(str), "source_path": images,
+    })
+    for col in ("sex", "age"):
+        if col in frame.columns:
+            rows[col] = frame[col] if col == "sex" else pd.to_numeric(frame[col], errors="coerce")
+    for col, label in zip(cfg.label_cols or [], labels):
+        rows[label] = [parse_label(v, i + 2, col, cfg.csv) for i, v in enumerate(frame[col])]
+    skipped = pd.DataFrame({"source_path": images[~present], "id": ids[~present], "patient": patients[~present],
+                            "reason": f"file not found (under {cfg.image_root})"})
+    rows = rows[present.to_numpy()].reset_index(drop=True)
+    return SourceTable(name=cfg.name, rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes)

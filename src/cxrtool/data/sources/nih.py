@@ -1,0 +1,191 @@
+"""NIH ChestX-ray14 as NIH ships it: a label file, images in any sub-folder, optional lists and boxes.
+
+The label file is `Data_Entry_2017.csv` or `Data_Entry_2017_v2020.csv` (gzipped or not) anywhere
+under the root, or the one `--labels` names. Its header has a comma inside
+`OriginalImage[Width,Height]` (and in the pixel-spacing field), so a CSV reader sees those as two
+columns each: columns are found by name, and only the ones used are required. Images are found
+by file name anywhere under the root (NIH splits them over images_001/images ... images_012/images);
+rows whose file is absent are listed as skipped (a user with 2 of the 12 archives is normal).
+`train_val_list.txt` / `test_list.txt` are used when present. `BBox_List_2017.csv` boxes are in
+1024-pixel coordinates of the image file and are carried through the crop into cache pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ...config import parse_list, require
+from ...errors import CxrError, did_you_mean
+from ..labels import NIH_LABELS, NO_FINDING, canonical
+from ..prepare import PrepareOptions, SourceTable
+
+LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+BOX_FILE = "BBox_List_2017.csv"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
+BOX_ALIASES = {"Infiltrate": "Infiltration"}  # the box file's spelling of an NIH label
+
+COLUMNS = {  # our name: the label file's header name
+    "image": "Image Index", "findings": "Finding Labels", "patient": "Patient ID",
+    "age": "Patient Age", "sex": "Patient Gender", "view": "View Position",
+}
+REQUIRED = ("image", "findings", "patient")
+
+
+@dataclass(kw_only=True)
+class PrepareNihConfig(PrepareOptions):
+    root: Path
+    out: Path = Path("data/nih")
+    labels_file: Path | None = None
+    views: list[str] | None = None  # None: every view
+    findings: list[str] | None = None  # None: the 14 NIH labels, in NIH order
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.root = Path(self.root)
+        require(self.root.is_dir(), f"{self.root}: no such folder (ROOT of the NIH data)")
+        if self.labels_file is not None:
+            self.labels_file = Path(self.labels_file)
+            require(self.labels_file.is_file(), f"{self.labels_file}: label file not found (--labels)")
+        if self.views is not None:
+            self.views = [v.upper() for v in parse_list(self.views, "--views")]
+        if self.findings is not None:
+            self.findings = [canonical(f) for f in parse_list(self.findings, "--findings")]
+            require(len(set(self.findings)) == len(self.findings), "--findings: a finding is given twice")
+
+
+def find_file(root: Path, names: tuple[str, ...]) -> Path | None:
+    """The first of `names` (or name.gz) at the root, else anywhere below it."""
+    candidates = [n for name in names for n in (name, name + ".gz")]
+    for name in candidates:
+        if (root / name).is_file():
+            return root / name
+    for dirpath, _, files in os.walk(root):
+        for name in candidates:
+            if name in files:
+                return Path(dirpath) / name
+    return None
+
+
+def image_files(root: Path) -> dict[str, Path]:
+    """File name -> path for every image file under root (the first one wins on a repeated name)."""
+    found: dict[str, Path] = {}
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                found.setdefault(name, Path(dirpath) / name)
+    return found
+
+
+def read_label_file(path: Path) -> pd.DataFrame:
+    """The label file with our column names (image, findings, patient, and age/sex/view when present)."""
+    try:
+        raw = pd.read_csv(path, dtype=str, index_col=False, skipinitialspace=True)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise CxrError(f"{path}: cannot read the label file ({str(exc).splitlines()[0]})") from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    frame = pd.DataFrame(index=raw.index)
+    for ours, theirs in COLUMNS.items():
+        if theirs in raw.columns:
+            frame[ours] = raw[theirs].fillna("").str.strip()
+        elif ours in REQUIRED:
+            raise CxrError(f"{path}: no column {theirs!r}; is this an NIH Data_Entry file? (columns: {', '.join(raw.columns[:8])})")
+    width = next((c for c in raw.columns if c.startswith("OriginalImage[Width")), None)
+    if width is not None:
+        frame["orig_width"] = pd.to_numeric(raw[width], errors="coerce")
+    return frame
+
+
+def _age(text: str) -> float:
+    digits = "".join(ch for ch in str(text) if ch.isdigit())  # "058Y" in some copies
+    return float(digits) if digits else np.nan
+
+
+def _patient(text: str) -> str:
+    text = str(text).strip()
+    return str(int(text)) if text.isdigit() else text
+
+
+def read_boxes(path: Path, labels: list[str]) -> pd.DataFrame:
+    """BBox_List_2017.csv -> id, label, x, y, w, h (NIH's 1024-pixel space); other labels dropped."""
+    try:
+        raw = pd.read_csv(path, header=None, skiprows=1, usecols=range(6), dtype=str)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise CxrError(f"{path}: cannot read the box file ({str(exc).splitlines()[0]})") from None
+    raw.columns = ["id", "label", "x", "y", "w", "h"]
+    raw["label"] = raw["label"].str.strip().map(lambda l: canonical(BOX_ALIASES.get(l, l)))
+    for col in ("x", "y", "w", "h"):
+        raw[col] = pd.to_numeric(raw[col], errors="coerce")
+    raw = raw.dropna()
+    return raw[raw["label"].isin(labels)].reset_index(drop=True)
+
+
+def read_list(path: Path | None) -> set[str]:
+    if path is None:
+        return set()
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def read_nih(cfg: PrepareNihConfig) -> SourceTable:
+    root = cfg.root
+    label_path = cfg.labels_file or find_file(root, LABEL_FILES)
+    if label_path is None:
+        raise CxrError(f"{root}: no NIH label file ({' or '.join(LABEL_FILES)}, optionally .gz); pass --labels FILE")
+    frame = read_label_file(label_path)
+    vocabulary = {t.strip() for cell in frame["findings"] for t in cell.split("|") if t.strip()} - {NO_FINDING}
+    findings = cfg.findings or list(NIH_LABELS)
+    for f in findings:
+        if f not in NIH_LABELS and f not in vocabulary:
+            choices = sorted(set(NIH_LABELS) | vocabulary)
+            raise CxrError(f"--findings: {f!r} is neither an NIH finding nor found in {label_path}.{did_you_mean(f, choices)}")
+    notes = [f"label file: {label_path}"]
+    if cfg.views:
+        if "view" not in frame.columns:
+            raise CxrError(f"{label_path}: no column 'View Position' to filter --views on")
+        wanted = frame["view"].str.upper().isin(cfg.views)
+        notes.append(f"--views {','.join(cfg.views)}: {int((~wanted).sum())} rows of other views left out")
+        frame = frame[wanted]
+    frame = frame.drop_duplicates("image").reset_index(drop=True)
+
+    files = image_files(root)
+    present = frame["image"].isin(files.keys())
+    missing = frame[~present]
+    skipped = pd.DataFrame({"source_path": missing["image"], "id": missing["image"],
+                            "patient": missing["patient"].map(_patient), "reason": f"image file not found under {root}"})
+    frame = frame[present].reset_index(drop=True)
+    tokens = frame["findings"].map(lambda cell: {canonical(t) for t in cell.split("|")})
+    rows = pd.DataFrame({
+        "id": frame["image"], "patient": frame["patient"].map(_patient),
+        "view": frame.get("view", pd.Series("", index=frame.index)),
+        "path": frame["image"].map(lambda n: str(files[n])),
+        "source_path": frame["image"].map(lambda n: files[n].relative_to(root).as_posix()),
+    })
+    if "sex" in frame.columns:
+        rows["sex"] = frame["sex"]
+    if "age" in frame.columns:
+        rows["age"] = frame["age"].map(_age)
+    for f in findings:
+        rows[f] = tokens.map(lambda t, f=f: float(f in t))
+
+    train_val = find_file(root, ("train_val_list.txt",))
+    test = find_file(root, ("test_list.txt",))
+    if test is not None:
+        rows["in_test"] = rows["id"].isin(read_list(test))
+        notes.append(f"official split: {test.name}" + (f" and {train_val.name}" if train_val else "")
+                     + "; validation carved from train_val by patient")
+        if train_val is not None:
+            listed = read_list(train_val) | read_list(test)
+            unlisted = ~rows["id"].isin(listed)
+            if unlisted.any():
+                notes.append(f"{int(unlisted.sum())} images are on neither official list; they join train/val")
+    boxes = None
+    box_path = find_file(root, (BOX_FILE,))
+    if box_path is not None:
+        boxes = read_boxes(box_path, findings)
+        boxes = boxes[boxes["id"].isin(set(rows["id"]))].reset_index(drop=True)
+    return SourceTable(name="nih", rows=rows, labels=findings, skipped=skipped, boxes=boxes, box_space=1024.0, notes=notes)
