@@ -1,0 +1,271 @@
+"""`cxrtool evaluate`: honest numbers for a trained run on held-out patients.
+
+A run's checkpoint is scored on a split of a prepared cache (the test split of the data it was
+trained on, by default): per label ROC AUC and precision-recall AUC with 95% intervals from a
+patient bootstrap, the mean AUROC with its interval, Youden's operating point with sensitivity and
+specificity, calibration (ECE and a reliability plot). Beside them, optionally: published AUROCs
+(`--compare chexnet`), metadata-only shortcut baselines (on by default where the index has
+metadata), and the same model scored on another collection (`--external DATA`). A cross-validation
+run (one holding `oof_predictions.csv`) is scored from its out-of-fold predictions instead.
+
+Everything goes to `RUN/eval/` (`RUN/eval-<split>/` for other splits; `--out` to choose):
+metrics.json, per_label.csv/.md, predictions.csv, roc.png, reliability.png, and shortcuts.csv,
+external.csv, external_predictions.csv, folds.csv where they apply. Youden thresholds are written
+into the checkpoint's card so that `cxrtool predict` can say positive/negative.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import config_to_dict, require
+from .errors import CxrError
+from .metrics import label_report, operating_point, per_label_auroc
+from .progress import info, warn
+from .runs import MANIFEST, atomic_write_json, atomic_write_text, read_manifest
+
+OOF_FILE = "oof_predictions.csv"
+SPLIT_CHOICES = ("train", "val", "test", "all")
+
+
+@dataclass
+class EvaluateConfig:
+    run: Path | None = None  # run directory; the newest under ./runs when None
+    data: Path | None = None  # prepared cache; the run's own data when None
+    split: str = "test"
+    bootstrap: int = 1000  # patient-bootstrap replicates (0: no intervals)
+    tta: bool = False  # average with the horizontally flipped image
+    compare: str | None = None  # published results to show beside ours ("chexnet")
+    shortcuts: bool | None = None  # metadata-only baselines; None: on where metadata exists
+    external: Path | None = None  # another prepared collection to score the run on
+    batch_size: int = 64
+    device: str = "auto"
+    seed: int = 0
+    out: Path | None = None  # output folder; RUN/eval (RUN/eval-<split>) when None
+    checkpoint: str = "best"
+    overwrite: bool = False
+    write_thresholds: bool = True  # store Youden thresholds in the checkpoint card
+
+    def __post_init__(self) -> None:
+        require(self.split in SPLIT_CHOICES, f"--split: unknown split {self.split!r}; choose one of {', '.join(SPLIT_CHOICES)}")
+        require(isinstance(self.bootstrap, int) and self.bootstrap >= 0, f"--bootstrap: must be 0 or a positive number of replicates, got {self.bootstrap}")
+        require(self.bootstrap == 0 or self.bootstrap >= 100, f"--bootstrap: {self.bootstrap} replicates give no stable 95% interval; use at least 100 (or 0 for none)")
+        require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
+        require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
+        if self.compare is not None:
+            from .published import published_results
+
+            published_results(self.compare)  # fails now, naming --compare, not after inference
+
+
+def default_out(run: Path, split: str) -> Path:
+    return run / ("eval" if split == "test" else f"eval-{split}")
+
+
+def is_cv_run(run: Path) -> bool:
+    if (run / OOF_FILE).is_file():
+        return True
+    return (run / MANIFEST).is_file() and read_manifest(run).get("kind") == "cv"
+
+
+def _prepare_out(cfg: EvaluateConfig, run: Path) -> Path:
+    out = Path(cfg.out) if cfg.out else default_out(run, cfg.split)
+    if (out / "metrics.json").exists() and not cfg.overwrite:
+        raise CxrError(f"{out}: holds an earlier evaluation; pass --overwrite to replace it or --out DIR to write elsewhere")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def evaluate_run(cfg: EvaluateConfig) -> dict:
+    """Score a run and write its evaluation folder; returns the metrics (as in metrics.json)."""
+    from .runs import resolve_run
+
+    if cfg.run is not None and Path(cfg.run).is_dir() and is_cv_run(Path(cfg.run)):
+        from .evaluate_cv import evaluate_cv_run
+
+        return evaluate_cv_run(cfg, Path(cfg.run))
+    run = resolve_run(cfg.run)
+    if is_cv_run(run):
+        from .evaluate_cv import evaluate_cv_run
+
+        return evaluate_cv_run(cfg, run)
+    return _evaluate_model(cfg, run)
+
+
+def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
+    from .device import resolve_device
+    from .inference import predict_probs, resolve_data
+    from .models.checkpoint import load_checkpoint
+
+    device = resolve_device(cfg.device)
+    out = _prepare_out(cfg, run)
+    model, card = load_checkpoint(run, cfg.checkpoint, device)
+    labels = list(card["labels"])
+    data = resolve_data(cfg.data, run)
+    cols = data.require_labels(labels, f"the model in {run}")
+    rows = data.require_rows(cfg.split)
+    targets = data.targets(rows)[:, cols]
+    image_size = int(card["image_size"])
+    probs = predict_probs(model, data, rows, image_size, cfg.batch_size, device, cfg.tta, description=f"evaluate {cfg.split}")
+    frame = data.index.iloc[rows]
+    metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(),
+                    what=f"{cfg.split} split of {data.root}", run=run)
+    metrics.update(checkpoint=cfg.checkpoint, data=str(data.root), data_hash=data.data_hash, split=cfg.split, tta=cfg.tta)
+    _stored_thresholds(metrics, card, targets, probs, labels)
+
+    shortcuts = cfg.shortcuts
+    if shortcuts is not False:
+        from .shortcuts import shortcut_baselines
+
+        fit_rows = data.rows("train")
+        result = None
+        if len(fit_rows):
+            result = shortcut_baselines(data.index, labels, fit_rows, data.targets(fit_rows)[:, cols], rows, targets,
+                                        metrics["labels"], cfg.bootstrap, cfg.seed)
+        if result is None and shortcuts:
+            warn(f"--shortcuts: {data.root} has no metadata (view, sex, age, source) that varies in its train split; no baselines")
+        metrics["shortcuts"] = result
+    if cfg.external is not None:
+        metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device)
+
+    write_predictions(out / "predictions.csv", frame, labels, probs, targets)
+    write_outputs(out, metrics, labels, targets, probs)
+    if cfg.write_thresholds:
+        metrics["thresholds_written"] = _write_thresholds(run, cfg, card, metrics, data)
+        atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def score(cfg: EvaluateConfig, labels: list[str], targets: np.ndarray, probs: np.ndarray, patients: np.ndarray,
+          what: str, run: Path) -> dict:
+    """The label report with the run's description around it (no files written)."""
+    from .evaluate_report import compare_entries
+
+    rep = label_report(targets, probs, labels, patients, n_boot=cfg.bootstrap, seed=cfg.seed)
+    mean = rep["mean"]
+    return {
+        "run": str(run), "what": what, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "images": int(len(targets)), "patients": int(pd.Series(patients).nunique()),
+        "mean_auroc": mean.get("estimate"), "mean_auroc_low": mean.get("low"), "mean_auroc_high": mean.get("high"),
+        "bootstrap": {"replicates": cfg.bootstrap, "unit": "patient", "seed": cfg.seed, "interval": 0.95},
+        "labels": rep["labels"], "mean": mean, "compare": compare_entries(cfg.compare, labels),
+        "config": config_to_dict(cfg),
+    }
+
+
+def write_predictions(path: Path, frame: pd.DataFrame, labels: list[str], probs: np.ndarray, targets: np.ndarray,
+                      extra: dict[str, np.ndarray] | None = None) -> None:
+    """predictions.csv: image id, patient, (view), probability and true label (1/0/blank) per label."""
+    table = pd.DataFrame({"id": frame["id"].to_numpy(), "patient": frame["patient"].to_numpy()})
+    if "view" in frame.columns:
+        table["view"] = frame["view"].to_numpy()
+    for name, values in (extra or {}).items():
+        table[name] = values
+    for j, label in enumerate(labels):
+        table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)
+    for j, label in enumerate(labels):
+        table[f"true_{label}"] = pd.array(np.where(np.isnan(targets[:, j]), np.nan, targets[:, j]), dtype="Int64")
+    atomic_write_text(path, table.to_csv(index=False))
+
+
+def write_outputs(out: Path, metrics: dict, labels: list[str], targets: np.ndarray, probs: np.ndarray) -> None:
+    """metrics.json, the tables, roc.png and reliability.png; then print the tables."""
+    from .evaluate_report import print_tables, write_tables
+    from .plots import reliability_figure, roc_figure
+
+    titles = {**metrics["labels"], "__mean__": metrics["mean"]}
+    roc_figure(targets, probs, labels, out / "roc.png", titles, title=f"ROC: {metrics['what']}")
+    reliability_figure({l: metrics["labels"][l].get("calibration") for l in labels}, out / "reliability.png",
+                       title=f"Reliability: {metrics['what']}")
+    write_tables(out, metrics)
+    atomic_write_json(out / "metrics.json", metrics)
+    for label, e in metrics["labels"].items():
+        if e.get("not_computable"):
+            warn(f"{label}: AUROC not computable ({e['not_computable']})")
+        elif e.get("skipped_replicates"):
+            info(f"{label}: {e['skipped_replicates']} of {metrics['bootstrap']['replicates']} bootstrap replicates had one class and were skipped")
+    for message in (metrics.get("shortcuts") or {}).get("warnings", []):
+        warn(message)
+    print_tables(metrics)
+    info(f"wrote {out}")
+
+
+def _stored_thresholds(metrics: dict, card: dict, targets: np.ndarray, probs: np.ndarray, labels: list[str]) -> None:
+    """Sensitivity/specificity at thresholds already in the card (chosen on another split, say)."""
+    stored = card.get("thresholds") or {}
+    for j, label in enumerate(labels):
+        if label in stored and stored[label] is not None:
+            metrics["labels"][label]["at_card_threshold"] = operating_point(targets[:, j], probs[:, j], float(stored[label]))
+
+
+def _write_thresholds(run: Path, cfg: EvaluateConfig, card: dict, metrics: dict, data) -> bool:
+    """Store Youden thresholds in the card, unless that would replace thresholds chosen on the
+    validation split with ones chosen on another split (tuning on the test set flatters it)."""
+    from .models.checkpoint import update_card
+
+    source = card.get("thresholds_source") or {}
+    if card.get("thresholds") and source.get("split") == "val" and cfg.split != "val":
+        info(f"kept the card's thresholds chosen on the val split (this evaluation is on {cfg.split})")
+        return False
+    new = {l: e["youden"]["threshold"] for l, e in metrics["labels"].items() if e.get("youden")}
+    if not new:
+        return False
+    thresholds = {**(card.get("thresholds") or {}), **new}
+    update_card(run, cfg.checkpoint, thresholds=thresholds,
+                thresholds_source={"method": "youden", "split": cfg.split, "data": str(data.root), "data_hash": data.data_hash})
+    if cfg.split == "test":
+        info("thresholds chosen on the test split are stored in the card; choose them on val (`--split val`) for an unbiased test")
+    return True
+
+
+def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: list[str], targets: np.ndarray,
+              probs: np.ndarray, frame: pd.DataFrame, device) -> dict:
+    """Score the model on every image of another prepared collection, on the labels both share."""
+    from .data.cache import PreparedData
+    from .inference import predict_probs
+
+    ext = PreparedData(cfg.external)
+    shared = [l for l in labels if l in ext.labels]
+    if not shared:
+        raise CxrError(f"{ext.root}: shares no label with the model (model: {', '.join(labels)}; data: {', '.join(ext.labels)}); --external needs at least one")
+    if ext.data_hash and ext.data_hash == data.data_hash:
+        warn(f"--external {ext.root}: is the same collection as the internal data; this is not an external test")
+    if len(shared) < len(labels):
+        info(f"--external: scoring the {len(shared)} shared label(s): {', '.join(shared)}")
+    model_cols = [labels.index(l) for l in shared]
+    ext_rows = np.arange(len(ext))
+    if len(ext_rows) == 0:
+        raise CxrError(f"{ext.root}: holds no images (--external)")
+    ext_probs = predict_probs(model, ext, ext_rows, int(card["image_size"]), cfg.batch_size, device, cfg.tta,
+                              description="evaluate external")[:, model_cols]
+    ext_targets = ext.targets(ext_rows)[:, [ext.labels.index(l) for l in shared]]
+    ext_frame = ext.index.iloc[ext_rows]
+    rep = label_report(ext_targets, ext_probs, shared, ext_frame["patient"].to_numpy(), cfg.bootstrap, cfg.seed)
+    # The internal mean over the shared labels only, so that the two means are comparable.
+    internal = label_report(targets[:, model_cols], probs[:, model_cols], shared, frame["patient"].to_numpy(),
+                            cfg.bootstrap, cfg.seed)["mean"]
+    write_predictions(out / "external_predictions.csv", ext_frame, shared, ext_probs, ext_targets)
+    for e in rep["labels"].values():
+        e.pop("calibration", None)
+    return {"data": str(ext.root), "data_hash": ext.data_hash, "images": int(len(ext_rows)),
+            "patients": int(ext_frame["patient"].nunique()), "labels": rep["labels"], "mean": rep["mean"],
+            "internal_mean": internal, "split": "all"}
+
+
+def fold_aurocs(labels: list[str], targets: np.ndarray, probs: np.ndarray, folds: np.ndarray) -> dict:
+    """Per-fold AUROC per label and mean, and the mean and spread of the fold means."""
+    out = {}
+    for fold in sorted(np.unique(folds).tolist()):
+        held = folds == fold
+        values = per_label_auroc(targets[held], probs[held])
+        finite = values[np.isfinite(values)]
+        out[str(fold)] = {"images": int(held.sum()), "mean_auroc": float(finite.mean()) if len(finite) else None,
+                          "auroc": {l: (float(v) if np.isfinite(v) else None) for l, v in zip(labels, values)}}
+    means = [f["mean_auroc"] for f in out.values() if f["mean_auroc"] is not None]
+    return {"folds": out, "fold_mean": float(np.mean(means)) if means else None,
+            "fold_sd": float(np.std(means, ddof=1)) if len(means) > 1 else None}

@@ -1,0 +1,189 @@
+"""`cxrtool predict`: a trained model's answer for X-ray files on disk.
+
+PNG, JPEG and DICOM files (folders are walked for them) are decoded and preprocessed exactly as
+`cxrtool prepare` did for the cache the model was trained on (the card's
+`preprocessing.cache_size`: centre square crop and resize, MONOCHROME1 DICOM inverted), then
+brought to the network's input size by the same `to_model_input` as in training. The result is a
+probability per label and, when `cxrtool evaluate` has stored operating points in the card, a
+positive/negative call per label. A file that cannot be read is reported and skipped; the command
+fails only when none could be read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import require
+from .errors import CxrError
+from .progress import info, print_table, track, warn
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
+OUT_SUFFIXES = (".csv", ".json")
+TABLE_LABELS_MAX = 8  # more labels than this: the printed table lists positives and the top three
+
+
+@dataclass
+class PredictConfig:
+    inputs: list[Path] = field(default_factory=list)  # image files and folders
+    run: Path | None = None  # run directory or checkpoint folder; the newest run when None
+    out: Path | None = None  # FILE.csv or FILE.json
+    tta: bool = False
+    device: str = "auto"
+    batch_size: int = 32
+    checkpoint: str = "best"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.inputs = [Path(p) for p in self.inputs]
+        require(len(self.inputs) > 0, "give at least one image file or folder to predict")
+        require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
+        require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
+        if self.out is not None:
+            self.out = Path(self.out)
+            require(self.out.suffix.lower() in OUT_SUFFIXES, f"--out {self.out}: give a .csv or .json file name")
+            require(not self.out.exists() or self.overwrite, f"--out {self.out}: exists; pass --overwrite to replace it")
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to predict (folders walked for images, DICOM found by content too) and skipped inputs."""
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for item in inputs:
+        if item.is_dir():
+            found = [p for p in sorted(item.rglob("*")) if p.is_file() and not p.name.startswith(".")
+                     and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and _looks_like_dicom(p)))]
+            if not found:
+                skipped.append((str(item), "folder holds no PNG, JPEG or DICOM files"))
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)  # named explicitly: try it whatever its extension
+        else:
+            skipped.append((str(item), "file not found"))
+    return files, skipped
+
+
+def resolve_model_source(run: Path | None) -> Path:
+    """A checkpoint folder or run directory to load; the newest run when None."""
+    from .runs import resolve_run
+
+    if run is not None and (Path(run) / "card.json").is_file():
+        return Path(run)
+    return resolve_run(run)
+
+
+@torch.no_grad()
+def predict_arrays(model: torch.nn.Module, images: np.ndarray, image_size: int, device, tta: bool = False,
+                   batch_size: int = 32) -> np.ndarray:
+    """Probabilities (n, L) for preprocessed uint8 images (n, S, S), as in training."""
+    from .data.tensors import to_model_input
+
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])), image_size, device)
+        probs = torch.sigmoid(model(x).float())
+        if tta:
+            probs = (probs + torch.sigmoid(model(torch.flip(x, dims=[-1])).float())) / 2
+        out.append(probs.cpu().numpy())
+    return np.concatenate(out)
+
+
+def predict_files(cfg: PredictConfig) -> pd.DataFrame:
+    """Predict every readable file; returns one row per file (file, prob_<label>, pred_<label>).
+
+    `df.attrs["skipped"]` lists (path, reason) for inputs that could not be read and
+    `df.attrs["thresholds"]` the card's operating points (empty when evaluate has not run).
+    """
+    from .data.imageio import ImageReadError, load_preprocessed
+    from .device import resolve_device
+    from .models.checkpoint import load_checkpoint
+
+    device = resolve_device(cfg.device)
+    source = resolve_model_source(cfg.run)
+    model, card = load_checkpoint(source, cfg.checkpoint, device)
+    labels = list(card["labels"])
+    cache_size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])
+    files, skipped = collect_files(cfg.inputs)
+    images, read = [], []
+    for path in track(files, "read images"):
+        try:
+            images.append(load_preprocessed(path, cache_size)[0])
+            read.append(path)
+        except ImageReadError as exc:
+            skipped.append((str(path), str(exc)))
+    for path, reason in skipped:
+        warn(f"{path}: skipped ({reason})")
+    if not read:
+        first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
+    probs = predict_arrays(model, np.stack(images), int(card["image_size"]), device, cfg.tta, cfg.batch_size)
+    thresholds = {l: float(t) for l, t in (card.get("thresholds") or {}).items() if l in labels and t is not None}
+    table = pd.DataFrame({"file": [str(p) for p in read]})
+    for j, label in enumerate(labels):
+        table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)
+    for label, t in thresholds.items():
+        table[f"pred_{label}"] = (table[f"prob_{label}"] >= t).astype(int)
+    table.attrs["skipped"] = skipped
+    table.attrs["thresholds"] = thresholds
+    table.attrs["labels"] = labels
+    if cfg.out is not None:
+        write_predictions(cfg.out, table)
+        info(f"wrote {cfg.out}")
+    show(table)
+    return table
+
+
+def write_predictions(path: Path, table: pd.DataFrame) -> None:
+    """CSV (one row per file) or JSON (records with probabilities, calls, and the skipped files)."""
+    from .runs import atomic_write_text, to_json
+
+    if path.suffix.lower() == ".csv":
+        atomic_write_text(path, table.to_csv(index=False))
+        return
+    labels, thresholds = table.attrs["labels"], table.attrs["thresholds"]
+    records = []
+    for row in table.to_dict("records"):
+        rec = {"file": row["file"], "probabilities": {l: row[f"prob_{l}"] for l in labels}}
+        if thresholds:
+            rec["positive"] = {l: bool(row[f"pred_{l}"]) for l in thresholds}
+        records.append(rec)
+    payload = {"thresholds": thresholds, "predictions": records,
+               "skipped": [{"file": f, "reason": r} for f, r in table.attrs["skipped"]]}
+    atomic_write_text(path, to_json(payload))
+
+
+def show(table: pd.DataFrame) -> None:
+    labels, thresholds = table.attrs["labels"], table.attrs["thresholds"]
+
+    def cell(row, label):
+        text = f"{row[f'prob_{label}']:.3f}"
+        if label in thresholds:
+            text += " +" if row[f"pred_{label}"] else " -"
+        return text
+
+    rows = table.to_dict("records")
+    if len(labels) <= TABLE_LABELS_MAX:
+        print_table("Predictions" + (" (+/-: the card's operating points)" if thresholds else ""),
+                    ["file", *labels], [[Path(r["file"]).name, *[cell(r, l) for l in labels]] for r in rows])
+        return
+    out = []
+    for r in rows:
+        top = sorted(labels, key=lambda l: -r[f"prob_{l}"])[:3]
+        positives = [l for l in thresholds if r[f"pred_{l}"]]
+        out.append([Path(r["file"]).name, ", ".join(f"{l} {r[f'prob_{l}']:.2f}" for l in top),
+                    ", ".join(positives) if thresholds else "(no thresholds: run evaluate)"])
+    print_table("Predictions", ["file", "top 3", "positive"], out)
