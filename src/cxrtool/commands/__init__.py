@@ -10,3 +10,7 @@ def register_all(app: typer.Typer) -> None:
 
     prepare.register(app)
     report.register(app)
+
+    from . import evaluate
+
+    evaluate.register(app)
