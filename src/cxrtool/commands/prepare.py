@@ -1,12 +1,28 @@
-"""`cxrtool prepare ...`: raw datasets -> the decoded, patient-split cache (see docs/prepare.md)."""
+"""`cxrtool prepare ...`: raw datasets -> the decoded, patient-split cache (see docs/prepare.md).
+
+Each subcommand gathers its options into the source's config dataclass (options left unset do not
+override `--config FILE.yaml`) and makes one call into `cxrtool.data.prepare` / `data.combine`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from ..cli import quiet_option, user_errors
+
+OUT_HELP = "Cache folder to write."
+SIZE_HELP = "Side of the cached square images in pixels (default: 256)."
+WORKERS_HELP = "Decoding processes (default: min(8, CPU count))."
+SEED_HELP = "Seed of the patient split (default: 0)."
+VAL_HELP = "Fraction of images for validation (by patient) (default: 0.1)."
+TEST_HELP = "Fraction of images for test (by patient; ignored with NIH's official lists) (default: 0.2)."
+DIST_HELP = "Near-duplicate threshold: bits (of 256) two fingerprints may differ by (default: 40)."
+OVERWRITE_HELP = "Replace a cache prepared with other settings."
+CONFIG_HELP = "YAML file of option values (options given here win)."
+QUIET_HELP = "No progress bars or notes."
 
 
 def register(app: typer.Typer) -> None:
@@ -30,3 +46,129 @@ def register(app: typer.Typer) -> None:
 
         counts = write_raw(out, SyntheticConfig(n_patients=patients, size=size, seed=seed, shortcut=shortcut))
         result(f"wrote {counts['images']} images of {counts['patients']} patients ({counts['boxes']} boxes) to {out}")
+
+    @prepare_app.command("nih")
+    @user_errors
+    def nih(
+        root: Path = typer.Argument(..., help="Folder holding the NIH label file and images (any sub-folders)."),
+        out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP + " (default: data/nih)"),
+        size: Optional[int] = typer.Option(None, "--size", help=SIZE_HELP),
+        workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
+        views: Optional[str] = typer.Option(None, "--views", help="Keep only these views, e.g. PA,AP (default: all)."),
+        findings: Optional[str] = typer.Option(None, "--findings", help="Label columns, comma-separated (default: the 14 NIH findings)."),
+        labels: Optional[Path] = typer.Option(None, "--labels", help="The label file, if not Data_Entry_2017*.csv[.gz] under ROOT."),
+        seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
+        val_frac: Optional[float] = typer.Option(None, "--val-frac", help=VAL_HELP),
+        test_frac: Optional[float] = typer.Option(None, "--test-frac", help=TEST_HELP),
+        max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
+        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    ) -> None:
+        """NIH ChestX-ray14 -> cache (official lists when present, else a seeded patient split)."""
+        quiet_option(quiet)
+        from ..config import build_config
+        from ..data.prepare import PrepareNihConfig, prepare_nih
+
+        cfg = build_config(PrepareNihConfig, config, root=root, out=out, size=size, workers=workers, views=views,
+                           findings=findings, labels_file=labels, seed=seed, val_frac=val_frac, test_frac=test_frac,
+                           max_distance=max_distance, overwrite=overwrite or None)
+        prepare_nih(cfg)
+
+    @prepare_app.command("covid")
+    @user_errors
+    def covid(
+        root: Path = typer.Argument(..., help="The covid-chestxray-dataset folder (metadata.csv, images/)."),
+        out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP + " (default: data/covid)"),
+        size: Optional[int] = typer.Option(None, "--size", help=SIZE_HELP),
+        workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
+        views: Optional[str] = typer.Option(None, "--views", help="Views to keep (default: PA,AP,AP Supine)."),
+        findings: Optional[str] = typer.Option(None, "--findings", help="Labels: COVID-19 and/or Pneumonia (default: COVID-19)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
+        val_frac: Optional[float] = typer.Option(None, "--val-frac", help=VAL_HELP),
+        test_frac: Optional[float] = typer.Option(None, "--test-frac", help=TEST_HELP),
+        max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
+        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    ) -> None:
+        """Cohen/Dao COVID-19 collection -> cache (frontal X-rays, split by patient, duplicates grouped)."""
+        quiet_option(quiet)
+        from ..config import build_config
+        from ..data.prepare import PrepareCovidConfig, prepare_covid
+
+        cfg = build_config(PrepareCovidConfig, config, root=root, out=out, size=size, workers=workers, views=views,
+                           findings=findings, seed=seed, val_frac=val_frac, test_frac=test_frac,
+                           max_distance=max_distance, overwrite=overwrite or None)
+        prepare_covid(cfg)
+
+    @prepare_app.command("folder")
+    @user_errors
+    def folder(
+        csv: Path = typer.Argument(..., help="CSV with one row per image."),
+        image_col: Optional[str] = typer.Option(None, "--image-col", help="Column with the image path (default: image)."),
+        label_cols: Optional[str] = typer.Option(None, "--label-cols", help="Label columns, comma-separated (cells 1/0, blank = not annotated)."),
+        patient_col: Optional[str] = typer.Option(None, "--patient-col", help="Column with the patient id (strongly advised)."),
+        view_col: Optional[str] = typer.Option(None, "--view-col", help="Column with the view (PA, AP, ...)."),
+        root: Optional[Path] = typer.Option(None, "--root", help="Folder the image paths are relative to (default: the CSV's folder)."),
+        name: Optional[str] = typer.Option(None, "--name", help="Dataset name for the `source` column (default: folder)."),
+        out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP + " (default: data/folder)"),
+        size: Optional[int] = typer.Option(None, "--size", help=SIZE_HELP),
+        workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
+        seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
+        val_frac: Optional[float] = typer.Option(None, "--val-frac", help=VAL_HELP),
+        test_frac: Optional[float] = typer.Option(None, "--test-frac", help=TEST_HELP),
+        max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
+        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    ) -> None:
+        """Any labelled set described by a CSV -> cache."""
+        quiet_option(quiet)
+        from ..config import build_config
+        from ..data.prepare import PrepareFolderConfig, prepare_folder
+
+        cfg = build_config(PrepareFolderConfig, config, csv=csv, image_col=image_col, label_cols=label_cols,
+                           patient_col=patient_col, view_col=view_col, image_root=root, name=name, out=out, size=size,
+                           workers=workers, seed=seed, val_frac=val_frac, test_frac=test_frac,
+                           max_distance=max_distance, overwrite=overwrite or None)
+        prepare_folder(cfg)
+
+    @prepare_app.command("combine")
+    @user_errors
+    def combine_cmd(
+        data: list[Path] = typer.Argument(..., help="Prepared caches (same --size), e.g. data/nih data/covid."),
+        out: Path = typer.Option(..., "--out", help="Cache folder to write."),
+        per_class: Optional[int] = typer.Option(None, "--per-class", help="Positive images per class (default: 200)."),
+        classes: Optional[str] = typer.Option(None, "--classes", help="Classes, comma-separated (default: the 14 NIH findings and COVID-19)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the selection (default: 0)."),
+        max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
+        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    ) -> None:
+        """A class-balanced set from several caches (the 15-class NIH + COVID-19 set)."""
+        quiet_option(quiet)
+        from ..config import build_config, parse_list
+        from ..data.combine import CombineConfig, combine
+
+        cfg = build_config(CombineConfig, config, data=data, out=out, per_class=per_class, seed=seed,
+                           classes=parse_list(classes, "--classes") if classes else None,
+                           max_distance=max_distance, overwrite=overwrite or None)
+        combine(cfg)
+
+    @prepare_app.command("dedupe")
+    @user_errors
+    def dedupe_cmd(
+        data: list[Path] = typer.Argument(..., help="Prepared caches to compare, e.g. data/nih data/external."),
+        drop_from: Optional[Path] = typer.Option(None, "--drop-from", help="Remove from this cache (one of DATA) the images duplicated in the others."),
+        max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
+        report: Optional[Path] = typer.Option(None, "--report", help="Write every pair found to this CSV."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    ) -> None:
+        """Find near-duplicate radiographs across caches; optionally drop them from one."""
+        quiet_option(quiet)
+        from ..config import build_config
+        from ..data.combine import DedupeConfig, dedupe
+
+        dedupe(build_config(DedupeConfig, None, data=data, drop_from=drop_from, max_distance=max_distance, report=report))

@@ -100,7 +100,7 @@ class SourceTable:
 
 def check_output(out: Path, settings: dict[str, Any], source: str, overwrite: bool) -> PreparedData | None:
     """The existing cache if it was made with these settings; refuse a different one unless overwrite."""
-    from ..progress import info
+    from ..progress import result
     from ..runs import read_json
 
     manifest = out / MANIFEST
@@ -110,7 +110,7 @@ def check_output(out: Path, settings: dict[str, Any], source: str, overwrite: bo
             try:
                 data = PreparedData(out)
                 _ = data.images.shape  # a manifest over missing images is not "ready"
-                info(f"{out}: the cache is ready (same settings); nothing to do")
+                result(f"{out}: the cache is ready (same settings); nothing to do")
                 return data
             except CxrError:
                 pass

@@ -135,3 +135,18 @@ def check_splits(index: pd.DataFrame, where: str) -> None:
     unknown = set(index["split"]) - set(SPLITS)
     if unknown:
         raise CxrError(f"{where}: unknown split name(s) {sorted(unknown)}")
+
+
+def unify_splits(groups: np.ndarray, split: np.ndarray) -> tuple[np.ndarray, int]:
+    """Put each group wholly into one split: where most of its images are (ties: test, then val).
+
+    Used when caches made separately are joined (`prepare combine`): a radiograph shared by two
+    sources must not sit in two splits. Returns the new splits and how many images moved.
+    """
+    frame = pd.DataFrame({"group": np.asarray(groups).astype(str), "split": np.asarray(split).astype(str)})
+    rank = {"test": 0, "val": 1, "train": 2}
+    counts = frame.groupby(["group", "split"]).size().reset_index(name="n")
+    counts["rank"] = counts["split"].map(rank)
+    chosen = counts.sort_values(["group", "n", "rank"], ascending=[True, False, True]).drop_duplicates("group")
+    target = frame["group"].map(dict(zip(chosen["group"], chosen["split"]))).to_numpy(dtype=object)
+    return target, int((target != frame["split"].to_numpy()).sum())

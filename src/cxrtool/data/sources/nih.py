@@ -64,7 +64,7 @@ def find_file(root: Path, names: tuple[str, ...]) -> Path | None:
     for name in candidates:
         if (root / name).is_file():
             return root / name
-    for dirpath, _, files in os.walk(root):
+    for dirpath, _, files in os.walk(root, followlinks=True):
         for name in candidates:
             if name in files:
                 return Path(dirpath) / name
@@ -74,7 +74,7 @@ def find_file(root: Path, names: tuple[str, ...]) -> Path | None:
 def image_files(root: Path) -> dict[str, Path]:
     """File name -> path for every image file under root (the first one wins on a repeated name)."""
     found: dict[str, Path] = {}
-    for dirpath, dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:

@@ -1,0 +1,282 @@
+"""Caches made from caches: `prepare combine` (a balanced multi-source set) and `prepare dedupe`.
+
+`combine` builds the report's balanced 15-class set (the 14 NIH findings and COVID-19) from
+prepared caches of one size: up to `per_class` positive images per class, rarest class first, an
+image with several findings counting for each. Label columns are the union, NaN where a source
+does not annotate a finding; patients and ids are namespaced by the source (`nih:123`,
+`covid/x.png`); every image keeps its split, except that a radiograph shared by two sources pulls
+its patients into one split (reported); boxes are carried.
+
+`dedupe` compares caches by fingerprint (e.g. a training set and an external test set), reports
+near-duplicate radiographs between them, and with `drop_from` removes them from that cache,
+rewriting it in the same format and listing what went in its skipped.csv.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import require
+from ..errors import CxrError
+from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, PreparedData
+from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
+from .labels import COVID_LABEL, NIH_LABELS, canonical
+from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, write_images_subset
+
+COMBINE_CLASSES = NIH_LABELS + [COVID_LABEL]
+
+
+def _open_all(paths: list[Path], option: str = "DATA") -> list[PreparedData]:
+    require(len(paths) > 0, f"{option}: give at least one prepared cache")
+    caches = [PreparedData(p) for p in paths]
+    roots = [c.root.resolve() for c in caches]
+    require(len(set(roots)) == len(roots), f"{option}: a cache is given twice")
+    return caches
+
+
+def _names(caches: list[PreparedData]) -> list[str]:
+    """Each cache's name: its folder name, made unique with a counter."""
+    names: list[str] = []
+    for c in caches:
+        name, k = c.root.resolve().name, 2
+        while name in names:
+            name, k = f"{c.root.resolve().name}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def fingerprints_of(data: PreparedData) -> list[str]:
+    """The cache's fingerprints; computed from the images for caches written without them."""
+    if "fingerprint" in data.index.columns:
+        fps = data.index["fingerprint"].fillna("").astype(str)
+        if (fps.str.len() == FINGERPRINT_HEX).all():
+            return fps.tolist()
+    return [fingerprint(np.asarray(data.images[i])) for i in range(len(data))]
+
+
+# ---------------------------------------------------------------- combine
+
+
+@dataclass(kw_only=True)
+class CombineConfig:
+    data: list[Path]
+    out: Path
+    per_class: int = 200
+    seed: int = 0
+    classes: list[str] | None = None  # None: the 14 NIH findings and COVID-19
+    overwrite: bool = False
+    max_distance: int = DEFAULT_MAX_DISTANCE
+
+    def __post_init__(self) -> None:
+        self.data = [Path(p) for p in self.data]
+        self.out = Path(self.out)
+        require(len(self.data) >= 1, "DATA: give the prepared caches to combine")
+        require(self.per_class >= 1, f"--per-class: {self.per_class}; give 1 or more")
+        self.classes = [canonical(c) for c in (self.classes or COMBINE_CLASSES)]
+        require(all(p.resolve() != self.out.resolve() for p in self.data), "--out: must differ from every DATA folder")
+
+
+def select_balanced(targets: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows so that each class has up to per_class positives (rarest class first; NaN = unknown)."""
+    positive = np.nan_to_num(targets, nan=0.0) > 0.5
+    chosen = np.zeros(len(targets), dtype=bool)
+    for c in np.argsort(positive.sum(axis=0), kind="stable"):
+        have = int((positive[:, c] & chosen).sum())
+        pool = np.flatnonzero(positive[:, c] & ~chosen)
+        need = min(per_class - have, len(pool))
+        if need > 0:
+            chosen[rng.choice(pool, size=need, replace=False)] = True
+    return np.flatnonzero(chosen)
+
+
+def combine(cfg: CombineConfig) -> PreparedData:
+    from ..progress import warn
+    from .splits import patient_groups, unify_splits
+
+    caches = _open_all(cfg.data)
+    sizes = {c.root.name: c.size for c in caches}
+    if len(set(sizes.values())) > 1:
+        raise CxrError(f"DATA: the caches have different image sizes ({', '.join(f'{k} {v} px' for k, v in sizes.items())}); prepare them with the same --size")
+    names = _names(caches)
+    settings = {"data": [str(c.root.resolve()) for c in caches], "data_hashes": [c.data_hash for c in caches],
+                "per_class": cfg.per_class, "seed": cfg.seed, "classes": cfg.classes, "max_distance": cfg.max_distance}
+    ready = check_output(cfg.out, settings, "combine", cfg.overwrite)
+    if ready is not None:
+        return ready
+    labels = [c for c in cfg.classes if any(c in d.labels for d in caches)]
+    absent = [c for c in cfg.classes if c not in labels]
+    if not labels:
+        raise CxrError(f"DATA: none of the caches has any of the classes {', '.join(cfg.classes)}")
+    if absent:
+        warn(f"no cache annotates {', '.join(absent)}; the combined set has {len(labels)} classes")
+    parts = []
+    for k, (data, name) in enumerate(zip(caches, names)):
+        frame = data.index.copy()
+        for label in labels:
+            frame[label] = frame[label].astype(float) if label in data.labels else np.nan
+        frame["_cache"], frame["_row"] = k, np.arange(len(frame))
+        frame["fingerprint"] = fingerprints_of(data)
+        parts.append(frame)
+    pool = pd.concat(parts, ignore_index=True)
+    rows = select_balanced(pool[labels].to_numpy(float), cfg.per_class, np.random.default_rng(cfg.seed))
+    picked = pool.iloc[rows].sort_values(["_cache", "_row"]).reset_index(drop=True)
+    picked["source"] = [names[k] for k in picked["_cache"]]
+    picked["id"] = picked["source"] + "/" + picked["id"].astype(str)
+    picked["patient"] = picked["source"] + ":" + picked["patient"].astype(str)
+    for label in labels:
+        short = int((picked[label] == 1).sum())
+        if short < cfg.per_class:
+            warn(f"{label}: only {short} positive images available (--per-class {cfg.per_class})")
+
+    tmp = cfg.out / TMP_DIR
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    target = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(picked), caches[0].size, caches[0].size))
+    start = 0
+    for k, data in enumerate(caches):
+        src_rows = picked.loc[picked["_cache"] == k, "_row"].to_numpy()
+        target[start : start + len(src_rows)] = data.images[src_rows]
+        start += len(src_rows)
+    target.flush()
+
+    # A radiograph present in two sources must not leave its patients in two splits.
+    pairs = near_duplicates(picked["fingerprint"].tolist(), lambda i: target[i], max_distance=cfg.max_distance,
+                            side=min(64, caches[0].size))
+    patients = picked["patient"].tolist()
+    groups = patient_groups(patients, [(patients[i], patients[j]) for i, j, _ in pairs])
+    picked["split"], moved = unify_splits(groups, picked["split"].to_numpy())
+    del target
+    boxes = []
+    for k, (data, name) in enumerate(zip(caches, names)):
+        b = data.boxes()
+        if b is not None and len(b):
+            b = b[b["label"].isin(labels)].copy()
+            b["id"] = name + "/" + b["id"].astype(str)
+            boxes.append(b[b["id"].isin(set(picked["id"]))])
+    index = picked.drop(columns=["_cache", "_row"])
+    duplicates = duplicate_pairs_frame(index, pairs)
+    notes = [f"{len(index)} images from {', '.join(names)}; up to {cfg.per_class} positives per class"]
+    if moved:
+        notes.append(f"{moved} image(s) moved split so that near-duplicates across sources share one")
+    manifest = {"source": "combine", "settings": settings, "sources": dict(zip(names, settings["data"])),
+                "moved_for_duplicates": moved, "duplicates": int(len(duplicates)), "notes": notes}
+    skipped = pd.DataFrame(columns=list(SKIPPED_COLUMNS))
+    out = finish_cache(cfg.out, tmp / IMAGES, index, labels, manifest, skipped, duplicates,
+                       pd.concat(boxes, ignore_index=True) if boxes else None)
+    print_summary(out, skipped, duplicates, notes)
+    return out
+
+
+# ---------------------------------------------------------------- dedupe
+
+
+@dataclass(kw_only=True)
+class DedupeConfig:
+    data: list[Path]
+    drop_from: Path | None = None
+    max_distance: int = DEFAULT_MAX_DISTANCE
+    report: Path | None = None  # write the pairs as CSV here
+
+    def __post_init__(self) -> None:
+        self.data = [Path(p) for p in self.data]
+        require(len(self.data) >= 1, "DATA: give at least one prepared cache")
+        require(0 <= self.max_distance <= 256, f"--max-distance: {self.max_distance}; give 0..256")
+        if self.drop_from is not None:
+            self.drop_from = Path(self.drop_from)
+            require(len(self.data) >= 2, "--drop-from: give at least two caches, the one to clean and the ones to compare it with")
+            require(self.drop_from.resolve() in [p.resolve() for p in self.data],
+                    f"--drop-from: {self.drop_from} is not one of the DATA folders given")
+
+
+@dataclass
+class DedupeReport:
+    pairs: pd.DataFrame  # data_a, id_a, patient_a, split_a, data_b, id_b, patient_b, split_b, distance
+    dropped: list[str] = field(default_factory=list)
+
+
+PAIR_COLUMNS = ["data_a", "id_a", "patient_a", "split_a", "data_b", "id_b", "patient_b", "split_b", "distance"]
+
+
+def dedupe(cfg: DedupeConfig) -> DedupeReport:
+    from ..progress import info, print_table, result
+    from ..runs import atomic_write_bytes
+
+    caches = _open_all(cfg.data)
+    names = _names(caches)
+    fps = [fingerprints_of(c) for c in caches]
+    records = []
+    for a in range(len(caches)):
+        for b in range(a, len(caches)):
+            side = min(64, caches[a].size, caches[b].size)
+            same = a == b
+            found = near_duplicates(fps[a], lambda i, a=a: caches[a].images[i], None if same else fps[b],
+                                    None if same else (lambda j, b=b: caches[b].images[j]), cfg.max_distance, side=side)
+            ia, ib = caches[a].index, caches[b].index
+            for i, j, dist in found:
+                if same and ia["patient"].iloc[i] == ia["patient"].iloc[j]:
+                    continue  # follow-ups of one patient are not a leak
+                records.append((names[a], ia["id"].iloc[i], ia["patient"].iloc[i], ia["split"].iloc[i],
+                                names[b], ib["id"].iloc[j], ib["patient"].iloc[j], ib["split"].iloc[j], dist))
+    pairs = pd.DataFrame(records, columns=PAIR_COLUMNS)
+    across = pairs[pairs["data_a"] != pairs["data_b"]]
+    if len(pairs):
+        print_table("near-duplicate radiographs", PAIR_COLUMNS, pairs.head(30).to_numpy().tolist())
+        if len(pairs) > 30:
+            info(f"... and {len(pairs) - 30} more" + (f" (all in {cfg.report})" if cfg.report else "; pass --report FILE.csv for all"))
+    result(f"{len(across)} near-duplicate pair(s) across caches, {len(pairs) - len(across)} within a cache (different patients)")
+    if cfg.report is not None:
+        atomic_write_bytes(Path(cfg.report), pairs.to_csv(index=False).encode())
+    dropped: list[str] = []
+    if cfg.drop_from is not None:
+        k = [c.root.resolve() for c in caches].index(cfg.drop_from.resolve())
+        dropped = drop_rows(caches[k], names[k], across, names)
+    return DedupeReport(pairs=pairs, dropped=dropped)
+
+
+def drop_rows(data: PreparedData, name: str, across: pd.DataFrame, names: list[str]) -> list[str]:
+    """Rewrite `data` without its images that have a near-duplicate in another cache."""
+    from ..progress import result
+    from ..runs import read_json
+
+    reasons: dict[str, str] = {}
+    for row in across.itertuples(index=False):
+        if row.data_a == name:
+            reasons.setdefault(row.id_a, f"near-duplicate of {row.data_b}/{row.id_b} (distance {row.distance})")
+        if row.data_b == name:
+            reasons.setdefault(row.id_b, f"near-duplicate of {row.data_a}/{row.id_a} (distance {row.distance})")
+    if not reasons:
+        result(f"{data.root}: nothing to drop")
+        return []
+    index = data.index
+    gone = index["id"].isin(reasons.keys()).to_numpy()
+    if gone.all():
+        raise CxrError(f"--drop-from {data.root}: every image has a near-duplicate elsewhere; nothing would be left")
+    keep_rows = np.flatnonzero(~gone)
+    tmp = data.root / TMP_DIR
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_images_subset(data.images, keep_rows, tmp / IMAGES)
+    new_skipped = pd.DataFrame({"source_path": index.loc[gone, "source_path"], "id": index.loc[gone, "id"],
+                                "patient": index.loc[gone, "patient"], "reason": index.loc[gone, "id"].map(reasons)})
+    old_skipped = pd.read_csv(data.root / "skipped.csv", dtype=str) if (data.root / "skipped.csv").is_file() else None
+    skipped = pd.concat([x for x in (old_skipped, new_skipped) if x is not None], ignore_index=True)
+    dup_path = data.root / "duplicates.csv"
+    duplicates = pd.read_csv(dup_path, dtype={"id_a": str, "id_b": str, "patient_a": str, "patient_b": str}) if dup_path.is_file() else pd.DataFrame()
+    if len(duplicates):
+        duplicates = duplicates[~duplicates["id_a"].isin(reasons) & ~duplicates["id_b"].isin(reasons)]
+    boxes = data.boxes()
+    if boxes is not None:
+        boxes = boxes[~boxes["id"].isin(reasons)]
+    manifest = {k: v for k, v in read_json(data.root / MANIFEST).items()
+                if k not in ("created", "environment", "size", "count", "labels", "splits", "split_hash", "data_hash")}
+    manifest["deduplicated"] = list(manifest.get("deduplicated", [])) + [{"dropped": int(gone.sum()), "against": [n for n in names if n != name]}]
+    labels = list(data.labels)
+    new_index = index.loc[~gone].reset_index(drop=True)
+    data._images = None  # release the memmap before its file is replaced
+    finish_cache(data.root, tmp / IMAGES, new_index, labels, manifest, skipped, duplicates, boxes)
+    result(f"dropped {int(gone.sum())} image(s) from {data.root} (listed in its skipped.csv)")
+    return sorted(reasons)
