@@ -1,0 +1,251 @@
+"""The library calls behind `cxrtool pretrain` and `cxrtool finetune`.
+
+`pretrain(cfg)` builds a network (ImageNet, a weights file, or random), `finetune(cfg)` takes
+one from a parent run or checkpoint and gives it a head for the data's labels (rows of labels
+the parent already knew are carried over), and `resume(run)` continues either from its
+`checkpoints/last`. Each creates or reuses a run directory, writes `config.yaml` (the resolved
+options, readable back with `--config`) and `manifest.json` (kind, arch, data folder and hash,
+seed, parent, selection rule, versions), then hands a `TrainPlan` to `trainer.fit`.
+Under torchrun only rank 0 creates and writes files; the others learn the run directory from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..config import build_config, dump_config
+from ..data.cache import PreparedData
+from ..device import resolve_device
+from ..errors import CxrError
+from ..models.backbones import XRayClassifier
+from ..models.checkpoint import load_checkpoint, load_state, read_card, resolve_checkpoint
+from ..models.registry import create_model
+from ..progress import info, result, set_quiet, warn
+from ..runs import RunPaths, atomic_write_json, new_run_dir, read_manifest, resolve_run, write_manifest
+from . import distributed as dist_utils
+from .config import FinetuneConfig, TrainConfig
+from .curves import read_metrics
+from .trainer import EpochCallback, TrainPlan, fit, small_validation, small_validation_message, validation_counts
+
+
+def select_labels(data: PreparedData, wanted: list[str] | None, rows: np.ndarray) -> tuple[list[str], list[int]]:
+    """The labels to train on (default: all of the data's) and their columns; each must be annotated."""
+    labels = list(wanted or data.labels)
+    columns = data.require_labels(labels, "--labels")
+    targets = data.targets(rows)[:, columns]
+    for j, label in enumerate(labels):
+        known = targets[~np.isnan(targets[:, j]), j]
+        if len(known) == 0:
+            raise CxrError(f"{data.root}: no image in the train split is annotated for {label}; drop it with --labels")
+        if known.min() == known.max():
+            warn(f"every annotated training image is {'positive' if known[0] else 'negative'} for {label}: the network cannot learn it")
+    return labels, columns
+
+
+def check_validation(targets: np.ndarray, labels: list[str], select: str, dinfo: dist_utils.DistInfo,
+                     announce: bool = True) -> dict[str, Any]:
+    """Warn (once) when the validation split is too small to pick an epoch reliably; for the manifest."""
+    counts = validation_counts(targets, labels)
+    small = small_validation(counts)
+    if small and announce and dinfo.is_main:
+        warn(small_validation_message(small, select))
+    return {"rule": select, "validation_counts": counts, "small_validation": sorted(small)}
+
+
+def _start(cfg: TrainConfig, kind: str) -> tuple[dist_utils.DistInfo, torch.device]:
+    dinfo, device = dist_utils.setup(resolve_device(cfg.device))
+    if not dinfo.is_main:
+        set_quiet(True)  # one progress display: rank 0's
+    if device.type == "cpu":
+        # Deterministic kernels cost nothing on the CPU and make resumed runs exact.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return dinfo, device
+
+
+def _make_run_dir(out: Path | None, kind: str, arch: str, dinfo: dist_utils.DistInfo) -> Path:
+    """Rank 0 creates the run directory (runs/KIND-ARCH-TIME or --out); the others are told its name."""
+    run_dir = new_run_dir(kind, arch, out) if dinfo.is_main else None
+    return Path(dist_utils.broadcast_object(dinfo, str(run_dir) if run_dir else None))
+
+
+def _train(cfg: TrainConfig, kind: str, data: PreparedData, model: XRayClassifier, labels: list[str],
+           columns: list[int], train_rows: np.ndarray, val_rows: np.ndarray, dinfo: dist_utils.DistInfo,
+           device: torch.device, run_dir: Path, manifest: dict[str, Any], callbacks: Sequence[EpochCallback],
+           announce: bool = True) -> dict[str, Any]:
+    """Write config + manifest into `run_dir`, then fit; shared by pretrain, finetune and folds."""
+    selection = check_validation(data.targets(val_rows)[:, columns], labels, cfg.select, dinfo, announce)
+    cfg = dataclasses.replace(cfg, data=data.root.resolve(), out=run_dir.resolve(), labels=labels)
+    if dinfo.is_main:
+        dump_config(cfg, RunPaths(run_dir).config)
+        write_manifest(run_dir, kind=kind, arch=cfg.arch, data=str(data.root.resolve()), data_hash=data.data_hash,
+                       labels=labels, seed=cfg.seed, weights=cfg.weights, selection=selection,
+                       train_images=len(train_rows), val_images=len(val_rows), world_size=dinfo.world_size, **manifest)
+    dist_utils.barrier(dinfo)
+    card_extra = {k: manifest[k] for k in ("parent", "fold") if k in manifest}
+    plan = TrainPlan(cfg, run_dir, data, labels, columns, train_rows, val_rows, model, device, dinfo,
+                     card_extra=card_extra, callbacks=callbacks)
+    return fit(plan)
+
+
+def _report(run_dir: Path, summary: dict[str, Any], select: str) -> None:
+    best = summary.get("best") or {}
+    result(f"run: {run_dir}")
+    if best:
+        result(f"best epoch {best['epoch']} (by {select}): val loss {best['val_loss']:.4f}, "
+               f"val AUROC {best['val_auroc_mean']:.3f}")
+
+
+def _finish(dinfo: dist_utils.DistInfo) -> None:
+    dist_utils.teardown(dinfo)
+
+
+def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
+    """Train `cfg.arch` on the data's train split; returns the run directory."""
+    dinfo, device = _start(cfg, "pretrain")
+    try:
+        data = PreparedData(cfg.data)
+        train_rows, val_rows = data.require_rows("train"), data.require_rows("val")
+        labels, columns = select_labels(data, cfg.labels, train_rows)
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.arch, len(labels), cfg.weights)
+        run_dir = _make_run_dir(cfg.out, "pretrain", cfg.arch, dinfo)
+        summary = _train(cfg, "pretrain", data, model, labels, columns, train_rows, val_rows, dinfo, device,
+                         run_dir, {"parent": None}, callbacks)
+        if dinfo.is_main:
+            _report(run_dir, summary, cfg.select)
+        return run_dir
+    finally:
+        _finish(dinfo)
+
+
+def resolve_parent(parent: str | None) -> Path | None:
+    """--from: None -> the newest run under ./runs; 'none' -> no parent; else a run or checkpoint."""
+    if parent == "none":
+        return None
+    if parent is None:
+        return resolve_checkpoint(resolve_run(None), "best")
+    path = Path(parent)
+    if not path.exists():
+        raise CxrError(f"--from: {parent}: no such run or checkpoint (give a run directory, a checkpoint folder, or none)")
+    try:
+        return resolve_checkpoint(path, "best")
+    except CxrError as exc:
+        raise CxrError(f"--from: {exc}") from None
+
+
+def transfer_model(checkpoint: Path, labels: list[str], seed: int) -> tuple[XRayClassifier, dict[str, Any]]:
+    """The parent's network with a head for `labels`; head rows of labels it already had are kept."""
+    model, card = load_checkpoint(checkpoint)
+    old_labels, old_head = list(card["labels"]), model.head
+    torch.manual_seed(seed)
+    model.reset_head(len(labels))
+    with torch.no_grad():
+        for j, label in enumerate(labels):
+            if label in old_labels:
+                k = old_labels.index(label)
+                model.head.weight[j].copy_(old_head.weight[k])
+                model.head.bias[j].copy_(old_head.bias[k])
+    return model.train(), card
+
+
+def finetune_model(cfg: FinetuneConfig, labels: list[str]) -> tuple[XRayClassifier, FinetuneConfig, Path | None]:
+    """The starting network for finetune and the config with arch/image size/parent resolved."""
+    checkpoint = resolve_parent(cfg.parent)
+    if checkpoint is None:
+        arch = cfg.arch or "densenet121"
+        torch.manual_seed(cfg.seed)
+        model = create_model(arch, len(labels), cfg.weights)
+        return model, dataclasses.replace(cfg, arch=arch, parent="none", image_size=cfg.image_size or 224), None
+    card = read_card(checkpoint)
+    if cfg.arch is not None and cfg.arch != card["arch"]:
+        raise CxrError(f"--arch: the parent {checkpoint} is a {card['arch']}; --arch applies only with --from none")
+    model, card = transfer_model(checkpoint, labels, cfg.seed)
+    resolved = dataclasses.replace(cfg, arch=card["arch"], parent=str(checkpoint.resolve()),
+                                   image_size=cfg.image_size or int(card.get("image_size", 224)))
+    return model, resolved, checkpoint.resolve()
+
+
+def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
+    """Transfer a parent network to the data's labels (or cross-validate with cfg.folds); returns the run."""
+    if cfg.folds:
+        from .folds import cross_validate
+
+        return cross_validate(cfg, callbacks)
+    dinfo, device = _start(cfg, "finetune")
+    try:
+        data = PreparedData(cfg.data)
+        train_rows, val_rows = data.require_rows("train"), data.require_rows("val")
+        labels, columns = select_labels(data, cfg.labels, train_rows)
+        model, cfg, parent = finetune_model(cfg, labels)
+        run_dir = _make_run_dir(cfg.out, "finetune", cfg.arch, dinfo)
+        summary = _train(cfg, "finetune", data, model, labels, columns, train_rows, val_rows, dinfo, device, run_dir,
+                         {"parent": str(parent) if parent else None}, callbacks)
+        if dinfo.is_main:
+            _report(run_dir, summary, cfg.select)
+        return run_dir
+    finally:
+        _finish(dinfo)
+
+
+def resume(run: Path | None = None, kind: str = "pretrain", epochs: int | None = None, workers: int | None = None,
+           device: str | None = None, callbacks: Sequence[EpochCallback] = ()) -> Path:
+    """Continue an interrupted run from its checkpoints/last (optionally for more `epochs`)."""
+    run_dir = resolve_run(Path(run) if run is not None else _newest(kind))
+    paths = RunPaths(run_dir)
+    manifest = read_manifest(run_dir)
+    if manifest.get("kind") == "cv" or "fold" in manifest:
+        raise CxrError(f"{run_dir}: resuming a cross-validation run is not supported; start it again")
+    cls = FinetuneConfig if manifest.get("kind") == "finetune" else TrainConfig
+    if not paths.config.is_file():
+        raise CxrError(f"{run_dir}: no config.yaml to resume from")
+    last = resolve_checkpoint(run_dir, "last")
+    state = load_state(last)
+    # The parent's weights are already in checkpoints/last: do not ask for them again.
+    cfg = build_config(cls, paths.config, epochs=epochs, workers=workers, device=device,
+                       **({"parent": "none", "weights": "none"} if cls is FinetuneConfig else {"weights": "none"}))
+    data = PreparedData(cfg.data)
+    if data.data_hash != manifest.get("data_hash"):
+        raise CxrError(f"{run_dir}: its data {cfg.data} changed since the run started (hash {data.data_hash} != {manifest.get('data_hash')}); start a new run")
+    dinfo, dev = _start(cfg, str(manifest.get("kind")))
+    try:
+        labels = list(manifest.get("labels") or cfg.labels or data.labels)
+        columns = data.require_labels(labels, "the run")
+        model, _card = load_checkpoint(last)
+        history = [r for r in read_metrics(paths.metrics).to_dict("records") if int(r["epoch"]) <= int(state["epoch"])]
+        if dinfo.is_main:
+            info(f"resuming {run_dir} after epoch {state['epoch']}")
+            fields = {k: v for k, v in manifest.items() if k not in ("created", "environment")}
+            fields["resumed"] = [*manifest.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
+            if epochs is not None:
+                dump_config(dataclasses.replace(build_config(cls, paths.config), epochs=cfg.epochs), paths.config)
+            atomic_write_json(paths.manifest, {"created": manifest.get("created"), **fields,
+                                               "environment": manifest.get("environment")})
+        plan = TrainPlan(dataclasses.replace(cfg, labels=labels), run_dir, data, labels, columns,
+                         data.require_rows("train"), data.require_rows("val"), model, dev, dinfo,
+                         card_extra={k: manifest[k] for k in ("parent",) if k in manifest}, state=state,
+                         history=history, callbacks=callbacks)
+        summary = fit(plan)
+        if dinfo.is_main:
+            _report(run_dir, summary, cfg.select)
+        return run_dir
+    finally:
+        _finish(dinfo)
+
+
+def _newest(kind: str) -> Path:
+    """The newest run of `kind` under ./runs (what a bare `--resume` continues)."""
+    from ..runs import DEFAULT_RUNS_ROOT, is_run_dir
+
+    root = DEFAULT_RUNS_ROOT
+    runs = [p for p in root.glob(f"{kind}-*") if is_run_dir(p)] if root.is_dir() else []
+    if not runs:
+        raise CxrError(f"--resume: no {kind} run under {root}/ to continue; give the run directory")
+    found = max(runs, key=lambda p: (p / "manifest.json").stat().st_mtime)
+    info(f"resuming the newest {kind} run: {found}")
+    return found

@@ -1,0 +1,197 @@
+"""Patient cross-validation: `cxrtool finetune --folds K`.
+
+On a small collection one split's test AUROC swings by +-0.1 between seeds, so K-fold
+cross-validation scores every image exactly once with a model that never saw its patient:
+- all images of the cache (train, val and test splits alike) are cut into K folds grouped by
+  patient and stratified by the first training label (scikit-learn's StratifiedGroupKFold);
+- for fold k the held-out fold is the test set; from the remaining patients a validation part
+  (`--val-frac`, again grouped and stratified) picks the epoch, and the rest trains;
+- each fold is a complete finetune run in `fold-k/`, started afresh from the same parent.
+The top directory gets `oof_predictions.csv` (id, patient, fold, prob_<label>, true_<label>),
+`summary.json` and `summary.csv` (AUROC per fold and label, mean and standard deviation over
+folds, and the pooled out-of-fold AUROC with a patient-bootstrap 95% interval), and a manifest
+with `kind: "cv"` so `evaluate` can report the out-of-fold predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..config import dump_config
+from ..data.cache import PreparedData
+from ..errors import CxrError
+from ..inference import predict_probs
+from ..metrics import bootstrap_label_metrics, per_label_auroc, percentile_interval
+from ..models.checkpoint import load_checkpoint
+from ..progress import info, print_table, result
+from ..runs import atomic_write_json, atomic_write_text, write_manifest
+from .api import _make_run_dir, _start, _train, finetune_model, select_labels
+from . import distributed as dist_utils
+from .config import FinetuneConfig
+from .trainer import EpochCallback, small_validation, validation_counts
+
+OOF = "oof_predictions.csv"
+N_BOOT = 1000
+
+
+def stratification_key(targets: np.ndarray) -> np.ndarray:
+    """The first label's class per image (missing -> its own stratum)."""
+    y = targets[:, 0]
+    return np.where(np.isnan(y), 2, (y >= 0.5).astype(int))
+
+
+def _group_kfold(key: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """Held-out positions of each of k folds, grouped by `groups` and stratified by `key`."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # "least populated class" warnings: the counts are reported anyway
+        warnings.simplefilter("ignore", UserWarning)
+        return [test for _, test in splitter.split(np.zeros(len(key)), key, groups)]
+
+
+def assign_folds(patients: np.ndarray, targets: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold number (0..k-1) per image: no patient in two folds, classes spread evenly."""
+    n_patients = len(np.unique(patients))
+    if n_patients < k:
+        raise CxrError(f"--folds: {k} folds need at least {k} patients; the data has {n_patients}")
+    fold = np.full(len(patients), -1)
+    for f, held in enumerate(_group_kfold(stratification_key(targets), patients, k, seed)):
+        fold[held] = f
+    return fold
+
+
+def carve_validation(positions: np.ndarray, patients: np.ndarray, targets: np.ndarray, val_frac: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split `positions` into (train, validation) by patient, about `val_frac` of them validating."""
+    n_splits = max(2, int(round(1.0 / val_frac)))
+    if len(np.unique(patients[positions])) < n_splits:
+        raise CxrError(f"--folds: too few patients outside a fold to carve a validation part; use fewer --folds")
+    held = _group_kfold(stratification_key(targets[positions]), patients[positions], n_splits, seed)[0]
+    mask = np.zeros(len(positions), bool)
+    mask[held] = True
+    return positions[~mask], positions[mask]
+
+
+def fold_summary(oof: pd.DataFrame, labels: list[str], k: int, seed: int) -> dict[str, Any]:
+    """AUROC per fold, its mean and spread, and the pooled out-of-fold AUROC with a patient bootstrap."""
+    probs = oof[[f"prob_{l}" for l in labels]].to_numpy(float)
+    trues = oof[[f"true_{l}" for l in labels]].to_numpy(float)
+    per_fold = []
+    for f in range(1, k + 1):
+        sel = oof["fold"].to_numpy() == f
+        auc = per_label_auroc(trues[sel], probs[sel])
+        per_fold.append({"fold": f, "images": int(sel.sum()), **{l: float(a) for l, a in zip(labels, auc)},
+                         "mean": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")})
+    frame = pd.DataFrame(per_fold)
+    pooled = per_label_auroc(trues, probs)
+    boot = bootstrap_label_metrics(trues, probs, groups=oof["patient"].to_numpy(), n_boot=N_BOOT, seed=seed)["auroc"]
+    computable = [j for j in range(len(labels)) if np.isfinite(pooled[j])]
+    pooled_entry: dict[str, Any] = {}
+    for j, label in enumerate(labels):
+        low, high = percentile_interval(boot[:, j])
+        pooled_entry[label] = {"auroc": float(pooled[j]), "low": low, "high": high}
+    if computable:
+        reps = boot[:, computable]
+        low, high = percentile_interval(reps[np.isfinite(reps).all(axis=1)].mean(axis=1))
+        pooled_entry["mean"] = {"auroc": float(np.mean(pooled[computable])), "low": low, "high": high}
+    return {
+        "folds": k,
+        "per_fold": per_fold,
+        "fold_mean": {c: float(frame[c].mean()) for c in [*labels, "mean"]},
+        "fold_std": {c: float(frame[c].std(ddof=1)) if k > 1 else float("nan") for c in [*labels, "mean"]},
+        "pooled_oof": pooled_entry,
+        "bootstrap": {"unit": "patient", "replicates": N_BOOT, "level": 0.95},
+    }
+
+
+def _summary_csv(summary: dict[str, Any], labels: list[str]) -> str:
+    rows = [{"fold": str(r["fold"]), **{l: r[l] for l in [*labels, "mean"]}} for r in summary["per_fold"]]
+    rows.append({"fold": "mean", **summary["fold_mean"]})
+    rows.append({"fold": "std", **summary["fold_std"]})
+    pooled = summary["pooled_oof"]
+    rows.append({"fold": "pooled", **{l: pooled.get(l, {}).get("auroc") for l in [*labels, "mean"]}})
+    rows.append({"fold": "pooled_low", **{l: pooled.get(l, {}).get("low") for l in [*labels, "mean"]}})
+    rows.append({"fold": "pooled_high", **{l: pooled.get(l, {}).get("high") for l in [*labels, "mean"]}})
+    return pd.DataFrame(rows).to_csv(index=False, float_format="%.4f")
+
+
+def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
+    """K patient-grouped folds, one finetune run each; returns the top cross-validation directory."""
+    dinfo, device = _start(cfg, "cv")
+    try:
+        data = PreparedData(cfg.data)
+        rows = data.rows("all")
+        labels, columns = select_labels(data, cfg.labels, rows)
+        targets = data.targets(rows)[:, columns]
+        patients = data.index["patient"].to_numpy().astype(str)[rows]
+        fold_of = assign_folds(patients, targets, cfg.folds, cfg.seed)
+        _, resolved, parent = finetune_model(cfg, labels)  # resolves arch, image size and parent once
+        root = _make_run_dir(cfg.out, "cv", resolved.arch, dinfo)
+        common = dict(kind="cv", arch=resolved.arch, data=str(data.root.resolve()), data_hash=data.data_hash,
+                      labels=labels, seed=cfg.seed, parent=str(parent) if parent else None, folds=cfg.folds,
+                      fold_runs=[f"fold-{k}" for k in range(1, cfg.folds + 1)], oof_predictions=OOF,
+                      images=len(rows), patients=int(len(np.unique(patients))),
+                      scheme="all images; held-out fold = test; validation carved by patient from the rest")
+        if dinfo.is_main:
+            dump_config(dataclasses.replace(resolved, out=root, labels=labels), root / "config.yaml")
+            write_manifest(root, **common, complete=False)
+        warned = False
+        oof_parts = []
+        for k in range(1, cfg.folds + 1):
+            held = np.flatnonzero(fold_of == k - 1)
+            train_pos, val_pos = carve_validation(np.flatnonzero(fold_of != k - 1), patients, targets, cfg.val_frac, cfg.seed + k)
+            if dinfo.is_main:
+                info(f"fold {k}/{cfg.folds}: {len(train_pos)} training, {len(val_pos)} validation, {len(held)} held-out images")
+            model, fold_cfg, _ = finetune_model(cfg, labels)
+            fold_dir = root / f"fold-{k}"
+            if dinfo.is_main:
+                fold_dir.mkdir(parents=True, exist_ok=True)
+            small = bool(small_validation(validation_counts(targets[val_pos], labels)))
+            _train(dataclasses.replace(fold_cfg, folds=0), "finetune", data, model, labels, columns, rows[train_pos],
+                   rows[val_pos], dinfo, device, fold_dir,
+                   {"parent": str(parent) if parent else None, "fold": k, "folds": cfg.folds, "cv_run": str(root.resolve()),
+                    "test_images": len(held)}, callbacks, announce=not warned)
+            warned = warned or small
+            if dinfo.is_main:
+                best, _card = load_checkpoint(fold_dir, "best", device=device)
+                probs = predict_probs(best, data, rows[held], fold_cfg.image_size, batch_size=cfg.batch_size * 2,
+                                      device=device, description=f"fold {k} held-out")
+                part = pd.DataFrame({"id": data.index["id"].to_numpy()[rows[held]], "patient": patients[held], "fold": k})
+                for j, label in enumerate(labels):
+                    part[f"prob_{label}"] = probs[:, j]
+                for j, label in enumerate(labels):
+                    part[f"true_{label}"] = targets[held, j]
+                oof_parts.append(part)
+                del best
+            dist_utils.barrier(dinfo)
+        if dinfo.is_main:
+            oof = pd.concat(oof_parts, ignore_index=True)
+            atomic_write_text(root / OOF, oof.to_csv(index=False, float_format="%.6g"))
+            summary = fold_summary(oof, labels, cfg.folds, cfg.seed)
+            atomic_write_json(root / "summary.json", summary)
+            atomic_write_text(root / "summary.csv", _summary_csv(summary, labels))
+            write_manifest(root, **common, complete=True, summary=summary)
+            _print_summary(root, summary, labels)
+        return root
+    finally:
+        dist_utils.teardown(dinfo)
+
+
+def _print_summary(root: Path, summary: dict[str, Any], labels: list[str]) -> None:
+    def fmt(x: Any) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
+
+    rows = [[r["fold"], r["images"], *[fmt(r[l]) for l in labels]] for r in summary["per_fold"]]
+    rows.append(["mean ± std", "", *[f"{fmt(summary['fold_mean'][l])} ± {fmt(summary['fold_std'][l])}" for l in labels]])
+    pooled = summary["pooled_oof"]
+    rows.append(["pooled OOF (95% CI)", "", *[f"{fmt(pooled[l]['auroc'])} ({fmt(pooled[l]['low'])}-{fmt(pooled[l]['high'])})" for l in labels]])
+    print_table("cross-validation AUROC (held-out folds)", ["fold", "images", *labels], rows)
+    result(f"run: {root}")
