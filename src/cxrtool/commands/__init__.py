@@ -14,3 +14,7 @@ def register_all(app: typer.Typer) -> None:
     from . import evaluate
 
     evaluate.register(app)
+
+    from . import train
+
+    train.register(app)
