@@ -1,0 +1,62 @@
+"""`finetune --folds K`: patient-grouped folds, fold runs, out-of-fold predictions and the summary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import synthetic_cache
+
+from cxrtool.errors import CxrError
+from cxrtool.train import FinetuneConfig, finetune
+from cxrtool.train.folds import assign_folds, carve_validation
+
+
+@pytest.fixture(scope="module")
+def covid(tmp_path_factory):
+    return synthetic_cache(tmp_path_factory.mktemp("cv") / "data", n_patients=60, size=32, seed=7, labels=["COVID-19"])
+
+
+def test_folds_are_grouped_by_patient_and_stratified():
+    rng = np.random.default_rng(0)
+    patients = np.repeat(np.arange(90).astype(str), 2)
+    y = np.repeat((rng.random(90) < 0.3).astype(np.float32), 2)[:, None]
+    fold = assign_folds(patients, y, 3, seed=0)
+    assert set(fold) == {0, 1, 2}
+    assert pd.Series(fold).groupby(patients).nunique().max() == 1  # no patient in two folds
+    shares = [y[fold == f, 0].mean() for f in range(3)]
+    assert max(shares) - min(shares) < 0.1
+    train, val = carve_validation(np.flatnonzero(fold != 0), patients, y, 0.2, seed=1)
+    assert not set(patients[train]) & set(patients[val]) and 0.1 < len(val) / (len(train) + len(val)) < 0.3
+    with pytest.raises(CxrError, match="--folds"):
+        assign_folds(patients[:4], y[:4], 3, seed=0)
+
+
+def test_cross_validation_writes_fold_runs_oof_predictions_and_summary(tmp_path, covid, capsys):
+    root = finetune(FinetuneConfig(parent="none", arch="tiny-cnn", data=covid.root, out=tmp_path / "cv", folds=3,
+                                   epochs=2, image_size=32, workers=0, device="cpu", lr=3e-3))
+    err = capsys.readouterr().err
+    assert err.count("--select last") == 1  # every fold's validation part is small: said once
+    for k in (1, 2, 3):
+        fold_manifest = json.loads((root / f"fold-{k}" / "manifest.json").read_text())
+        assert fold_manifest["fold"] == k and (root / f"fold-{k}" / "checkpoints" / "best" / "card.json").is_file()
+    oof = pd.read_csv(root / "oof_predictions.csv", dtype={"id": str, "patient": str})
+    assert list(oof.columns) == ["id", "patient", "fold", "prob_COVID-19", "true_COVID-19"]
+    assert sorted(oof["id"]) == sorted(covid.index["id"])  # every image scored exactly once
+    assert oof.groupby("patient")["fold"].nunique().max() == 1
+    truth = covid.index.set_index("id").loc[oof["id"], "COVID-19"].to_numpy()
+    assert np.array_equal(oof["true_COVID-19"].to_numpy(), truth)
+    assert oof["prob_COVID-19"].between(0, 1).all()
+    summary = json.loads((root / "summary.json").read_text())
+    assert [f["fold"] for f in summary["per_fold"]] == [1, 2, 3]
+    assert sum(f["images"] for f in summary["per_fold"]) == len(covid)
+    pooled = summary["pooled_oof"]["COVID-19"]
+    assert pooled["low"] <= pooled["auroc"] <= pooled["high"]
+    per_fold = [f["COVID-19"] for f in summary["per_fold"]]
+    assert summary["fold_mean"]["COVID-19"] == pytest.approx(np.mean(per_fold))
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["kind"] == "cv" and manifest["folds"] == 3 and manifest["complete"] is True
+    assert manifest["fold_runs"] == ["fold-1", "fold-2", "fold-3"] and manifest["oof_predictions"] == "oof_predictions.csv"
+    assert "pooled" in (root / "summary.csv").read_text()
