@@ -149,7 +149,9 @@ def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | 
                 digest.update(chunk)
         square, crop = square_crop(read_gray(path))
         img = resize(square, size)
-        return k, img.tobytes(), dataclasses.astuple(crop), fingerprint(square), digest.hexdigest(), ""
+        # The cached image is fingerprinted; below 64 px the crop is, so small caches hash as well.
+        fp = fingerprint(img if size >= 64 else square)
+        return k, img.tobytes(), dataclasses.astuple(crop), fp, digest.hexdigest(), ""
     except ImageReadError as exc:
         return k, None, None, "", "", str(exc)
     except OSError as exc:
