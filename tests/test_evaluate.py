@@ -1,0 +1,156 @@
+"""`cxrtool evaluate`: artifacts, numbers that match the predictions, errors, external and CV runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from cxrtool.cli import app
+from cxrtool.data.cache import PreparedData, write_cache
+from cxrtool.errors import CxrError
+from cxrtool.evaluate import EvaluateConfig, evaluate_run
+from cxrtool.models.checkpoint import read_card
+from cxrtool.runs import write_manifest
+from helpers import synthetic_cache
+
+runner = CliRunner()
+ARTIFACTS = ["metrics.json", "per_label.csv", "per_label.md", "predictions.csv", "roc.png", "reliability.png", "shortcuts.csv"]
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    """A private copy of the trained run (evaluate writes into it and into its card)."""
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def _cfg(run, **kw):
+    kw.setdefault("bootstrap", 200)
+    kw.setdefault("device", "cpu")
+    return EvaluateConfig(run=run, **kw)
+
+
+def test_evaluate_writes_every_artifact_and_numbers_match_predictions(run, synth_data):
+    metrics = evaluate_run(_cfg(run, compare="chexnet"))
+    out = run / "eval"
+    for name in ARTIFACTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    stored = json.loads((out / "metrics.json").read_text())
+    assert set(stored["labels"]) == set(synth_data.labels)
+    preds = pd.read_csv(out / "predictions.csv", dtype={"id": str, "patient": str})
+    test_rows = synth_data.rows("test")
+    assert list(preds["id"]) == list(synth_data.index["id"].iloc[test_rows])
+    for label in synth_data.labels:
+        e = stored["labels"][label]
+        assert e["auroc"] == pytest.approx(roc_auc_score(preds[f"true_{label}"], preds[f"prob_{label}"]), abs=1e-5)
+        assert e["auroc_low"] <= e["auroc"] <= e["auroc_high"]
+        assert 0 <= e["youden"]["sensitivity"] <= 1 and 0 <= e["ece"] <= 1
+    assert stored["mean_auroc_low"] <= stored["mean_auroc"] <= stored["mean_auroc_high"]
+    assert metrics["mean_auroc"] == stored["mean_auroc"]
+    table = pd.read_csv(out / "per_label.csv")
+    assert list(table["label"]) == [*synth_data.labels, "mean"]
+    assert table.loc[table.label == "Cardiomegaly", "chexnet"].item() == pytest.approx(0.9248)
+    assert "own patient-wise random test split" in (out / "per_label.md").read_text()
+    card = read_card(run)
+    assert card["thresholds"]["Cardiomegaly"] == pytest.approx(stored["labels"]["Cardiomegaly"]["youden"]["threshold"])
+    assert card["thresholds_source"]["split"] == "test"
+
+
+def test_evaluate_refuses_to_overwrite_and_val_thresholds_are_kept(run):
+    evaluate_run(_cfg(run, split="val", bootstrap=0, shortcuts=False))
+    assert (run / "eval-val" / "metrics.json").is_file()
+    val_thresholds = read_card(run)["thresholds"]
+    with pytest.raises(CxrError, match="--overwrite"):
+        evaluate_run(_cfg(run, split="val", bootstrap=0))
+    metrics = evaluate_run(_cfg(run, bootstrap=0, shortcuts=False))  # the test split
+    assert metrics["thresholds_written"] is False
+    assert read_card(run)["thresholds"] == val_thresholds  # never replaced by test-chosen ones
+    assert all("at_card_threshold" in e for e in metrics["labels"].values())
+
+
+def test_one_class_label_is_reported_not_computable(run, synth_data, tmp_path):
+    index = synth_data.index.copy()
+    index.loc[index["split"] == "test", "Mass"] = 0.0
+    write_cache(tmp_path / "one_class", np.asarray(synth_data.images), index, synth_data.labels)
+    metrics = evaluate_run(_cfg(run, data=tmp_path / "one_class", out=tmp_path / "ev"))
+    mass = metrics["labels"]["Mass"]
+    assert "only negative" in mass["not_computable"] and "auroc" not in mass
+    assert "Mass" not in metrics["mean"]["labels"]
+    row = pd.read_csv(tmp_path / "ev" / "per_label.csv").set_index("label").loc["Mass"]
+    assert "only negative" in row["not_computable"] and pd.isna(row["auroc"])
+    assert "NaN" not in (tmp_path / "ev" / "metrics.json").read_text()
+
+
+def test_external_collection_is_scored_on_shared_labels(run, tmp_path):
+    other = synthetic_cache(tmp_path / "ext", n_patients=40, size=32, seed=5,
+                            labels=["Cardiomegaly", "Effusion", "COVID-19"])
+    metrics = evaluate_run(_cfg(run, external=other.root, shortcuts=False))
+    ext = metrics["external"]
+    assert list(ext["labels"]) == ["Cardiomegaly", "Effusion"] and ext["images"] == len(other)
+    table = pd.read_csv(run / "eval" / "external.csv")
+    assert list(table["label"]) == ["Cardiomegaly", "Effusion", "mean"]
+    assert table["internal_auroc"].iloc[0] == pytest.approx(metrics["labels"]["Cardiomegaly"]["auroc"])
+    preds = pd.read_csv(run / "eval" / "external_predictions.csv")
+    truth = other.targets()[:, other.labels.index("Cardiomegaly")]
+    assert table["external_auroc"].iloc[0] == pytest.approx(roc_auc_score(truth, preds["prob_Cardiomegaly"]), abs=1e-5)
+
+
+def test_cross_validation_run_reports_out_of_fold_predictions(trained_run, synth_data, tmp_path):
+    from cxrtool.inference import predict_probs
+    from cxrtool.models.checkpoint import load_checkpoint
+
+    model, card = load_checkpoint(trained_run)
+    rows = np.arange(len(synth_data))
+    probs = predict_probs(model, synth_data, rows, card["image_size"])
+    truth = synth_data.targets(rows)
+    patients = synth_data.index["patient"]
+    folds = patients.astype(int) % 3
+    oof = pd.DataFrame({"id": synth_data.index["id"], "patient": patients, "fold": folds})
+    for j, label in enumerate(synth_data.labels):
+        oof[f"prob_{label}"] = probs[:, j]
+    for j, label in enumerate(synth_data.labels):
+        oof[f"true_{label}"] = truth[:, j]
+    cv = tmp_path / "cv-run"
+    cv.mkdir()
+    oof.to_csv(cv / "oof_predictions.csv", index=False)
+    write_manifest(cv, kind="cv", arch="tiny-cnn", data=str(synth_data.root))
+    metrics = evaluate_run(EvaluateConfig(run=cv, bootstrap=200))
+    assert set(metrics["cv"]["folds"]) == {"0", "1", "2"}
+    label = "Cardiomegaly"
+    assert metrics["labels"][label]["auroc"] == pytest.approx(roc_auc_score(truth[:, 0], probs[:, 0]))
+    held = (folds == 1).to_numpy()
+    assert metrics["cv"]["folds"]["1"]["auroc"][label] == pytest.approx(roc_auc_score(truth[held, 0], probs[held, 0]))
+    assert metrics["shortcuts"]["fitted_on"].startswith("the other folds")
+    for name in ("folds.csv", "predictions.csv", "roc.png", "per_label.csv"):
+        assert (cv / "eval" / name).is_file()
+    with pytest.raises(CxrError, match="--external"):
+        evaluate_run(EvaluateConfig(run=cv, external=synth_data.root, overwrite=True))
+
+
+def test_cli_prints_the_table_and_errors_are_one_line(run, tmp_path):
+    ok = runner.invoke(app, ["evaluate", str(run), "--bootstrap", "100", "--device", "cpu", "-q", "--no-shortcuts"])
+    assert ok.exit_code == 0, ok.output
+    assert "AUROC" in ok.output and "Effusion" in ok.output and "mean" in ok.output
+    again = runner.invoke(app, ["evaluate", str(run), "-q"])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    for args, needle in ((["--split", "tests"], "--split"), (["--bootstrap", "10"], "--bootstrap"),
+                         (["--compare", "chexnt"], "Did you mean 'chexnet'")):
+        res = runner.invoke(app, ["evaluate", str(run), *args])
+        assert res.exit_code == 2 and needle in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    other = synthetic_cache(tmp_path / "other", n_patients=10, size=16, labels=["COVID-19"])
+    res = runner.invoke(app, ["evaluate", str(run), "--data", str(other.root), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "lacks the label(s)" in res.output and "Cardiomegaly" in res.output
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "no such run directory" in res.output
+
+
+def test_tta_changes_nothing_structural(run):
+    metrics = evaluate_run(_cfg(run, tta=True, bootstrap=0, shortcuts=False, write_thresholds=False))
+    assert metrics["tta"] is True and np.isfinite(metrics["mean_auroc"])
+    assert "thresholds" not in read_card(run)

@@ -1,0 +1,163 @@
+"""Metrics: values equal scikit-learn's on hand-built cases; the patient bootstrap behaves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from cxrtool.metrics import (
+    bootstrap_counts,
+    bootstrap_metric,
+    calibration,
+    label_auroc,
+    label_pr_auc,
+    label_report,
+    not_computable_reason,
+    operating_point,
+    weighted_auroc,
+    weighted_average_precision,
+    youden_point,
+)
+
+Y = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0], dtype=float)
+P = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.9, 0.2, 0.4, 0.6, 0.05])  # ties at 0.4 across classes
+
+
+def test_auroc_and_pr_auc_equal_sklearn_with_ties_and_missing_labels():
+    y = Y.copy()
+    y[[1, 6]] = np.nan  # not annotated: skipped
+    keep = ~np.isnan(y)
+    assert label_auroc(y, P) == pytest.approx(roc_auc_score(y[keep], P[keep]))
+    assert label_pr_auc(y, P) == pytest.approx(average_precision_score(y[keep], P[keep]))
+    assert label_auroc(Y, P) == pytest.approx(roc_auc_score(Y, P))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_weighted_metrics_equal_sklearn_with_sample_weights(seed):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(60) < 0.35).astype(float)
+    p = np.round(rng.random(60), 1)  # many ties
+    weights = rng.integers(0, 4, size=(4, 60)).astype(float)
+    auc, ap = weighted_auroc(y, p, weights), weighted_average_precision(y, p, weights)
+    for k, w in enumerate(weights):
+        m = w > 0
+        assert auc[k] == pytest.approx(roc_auc_score(y[m], p[m], sample_weight=w[m]), abs=1e-12)
+        assert ap[k] == pytest.approx(average_precision_score(y[m], p[m], sample_weight=w[m]), abs=1e-12)
+
+
+def test_weights_equal_duplicated_rows():
+    w = np.array([2, 0, 1, 3, 1, 1, 0, 2, 1, 1], dtype=float)
+    idx = np.repeat(np.arange(len(Y)), w.astype(int))
+    assert weighted_auroc(Y, P, w[None])[0] == pytest.approx(roc_auc_score(Y[idx], P[idx]))
+
+
+def test_youden_point_maximises_sensitivity_plus_specificity():
+    point = youden_point(Y, P)
+    fpr, tpr, thr = roc_curve(Y, P)
+    assert point["j"] == pytest.approx(np.max(tpr - fpr))
+    again = operating_point(Y, P, point["threshold"])  # the same numbers when applied as p >= t
+    assert again["sensitivity"] == pytest.approx(point["sensitivity"])
+    assert again["specificity"] == pytest.approx(point["specificity"])
+
+
+def test_expected_calibration_error_by_hand():
+    y = np.array([0, 0, 1, 1, 1, 0], dtype=float)
+    p = np.array([0.05, 0.05, 0.95, 0.95, 0.55, 0.55])
+    cal = calibration(y, p, n_bins=10)
+    # bins: 0.05 -> frac 0 (gap .05, 2 imgs); 0.95 -> 1 (gap .05, 2); 0.55 -> 0.5 (gap .05, 2)
+    assert cal["ece"] == pytest.approx(0.05)
+    counts = [b["count"] for b in cal["bins"]]
+    assert counts[0] == 2 and counts[5] == 2 and counts[9] == 2 and sum(counts) == 6
+
+
+def _patients_data(n_patients: int, images_per_patient: int, seed: int = 0, correlated: bool = True):
+    """Scores that separate the classes imperfectly; a patient's images share label and score."""
+    rng = np.random.default_rng(seed)
+    y_pat = (rng.random(n_patients) < 0.4).astype(float)
+    s_pat = y_pat * 0.8 + rng.normal(0, 0.7, n_patients)
+    y = np.repeat(y_pat, images_per_patient)
+    s = np.repeat(s_pat, images_per_patient)
+    if not correlated:
+        s = s + rng.normal(0, 1.0, len(s))
+    patients = np.repeat(np.arange(n_patients), images_per_patient).astype(str)
+    return y, s, patients
+
+
+def test_interval_contains_estimate_and_narrows_with_more_patients():
+    widths = []
+    for n in (30, 300):
+        y, s, pats = _patients_data(n, 2)
+        rep = label_report(y[:, None], s[:, None], ["x"], pats, n_boot=500, seed=1)["labels"]["x"]
+        assert rep["auroc_low"] <= rep["auroc"] <= rep["auroc_high"]
+        assert rep["pr_auc_low"] <= rep["pr_auc"] <= rep["pr_auc_high"]
+        widths.append(rep["auroc_high"] - rep["auroc_low"])
+    assert widths[1] < widths[0] * 0.6
+
+
+def test_patient_bootstrap_is_wider_than_image_bootstrap_for_correlated_images():
+    y, s, pats = _patients_data(40, 6)
+    by_patient = label_report(y[:, None], s[:, None], ["x"], pats, n_boot=500, seed=0)["labels"]["x"]
+    by_image = label_report(y[:, None], s[:, None], ["x"], None, n_boot=500, seed=0)["labels"]["x"]
+    assert by_patient["auroc"] == by_image["auroc"]
+    wide = by_patient["auroc_high"] - by_patient["auroc_low"]
+    narrow = by_image["auroc_high"] - by_image["auroc_low"]
+    assert wide > 1.5 * narrow  # six copies per patient: the image bootstrap overstates the evidence
+
+
+def test_generic_bootstrap_matches_the_vectorised_one():
+    y, s, pats = _patients_data(25, 3, seed=3)
+    generic = bootstrap_metric(roc_auc_score, y, s, pats, n_boot=200, seed=5)
+    fast = label_report(y[:, None], s[:, None], ["x"], pats, n_boot=200, seed=5)["labels"]["x"]
+    assert generic["estimate"] == pytest.approx(fast["auroc"])
+    assert generic["low"] == pytest.approx(fast["auroc_low"])
+    assert generic["high"] == pytest.approx(fast["auroc_high"])
+    assert generic["skipped"] == fast["skipped_replicates"]
+
+
+def test_bootstrap_is_seeded():
+    y, s, pats = _patients_data(30, 2)
+    a = label_report(y[:, None], s[:, None], ["x"], pats, n_boot=200, seed=7)["labels"]["x"]
+    b = label_report(y[:, None], s[:, None], ["x"], pats, n_boot=200, seed=7)["labels"]["x"]
+    c = label_report(y[:, None], s[:, None], ["x"], pats, n_boot=200, seed=8)["labels"]["x"]
+    assert (a["auroc_low"], a["auroc_high"]) == (b["auroc_low"], b["auroc_high"])
+    assert (a["auroc_low"], a["auroc_high"]) != (c["auroc_low"], c["auroc_high"])
+
+
+def test_counts_draw_every_patient_total_times():
+    counts = np.concatenate(list(bootstrap_counts(7, 50, seed=0)))
+    assert counts.shape == (50, 7) and (counts.sum(axis=1) == 7).all()
+
+
+def test_one_class_label_is_not_computable_with_the_reason():
+    y = np.stack([Y, np.zeros_like(Y), np.full_like(Y, np.nan)], axis=1)
+    p = np.stack([P, P, P], axis=1)
+    rep = label_report(y, p, ["a", "all negative", "unannotated"], np.arange(len(Y)).astype(str), n_boot=100)
+    assert rep["labels"]["all negative"]["not_computable"] == not_computable_reason(y[:, 1])
+    assert "only negative" in rep["labels"]["all negative"]["not_computable"]
+    assert "no annotated" in rep["labels"]["unannotated"]["not_computable"]
+    assert "auroc" not in rep["labels"]["all negative"]  # no silent NaN
+    assert rep["mean"]["labels"] == ["a"]
+    assert rep["mean"]["estimate"] == pytest.approx(roc_auc_score(Y, P))
+
+
+def test_replicates_with_one_class_are_skipped_and_counted():
+    y = np.zeros(40)
+    y[[3, 17]] = 1  # two positive patients among forty: many replicates draw neither
+    s = np.linspace(0, 1, 40)
+    rep = label_report(y[:, None], s[:, None], ["rare"], np.arange(40).astype(str), n_boot=300, seed=0)
+    entry = rep["labels"]["rare"]
+    assert 0 < entry["skipped_replicates"] < 300
+    assert rep["mean"]["skipped_replicates"] == entry["skipped_replicates"]
+    assert np.isfinite([entry["auroc_low"], entry["auroc_high"]]).all()
+
+
+def test_mean_interval_is_taken_within_replicates():
+    y, s, pats = _patients_data(60, 2, seed=2)
+    y2, s2, _ = _patients_data(60, 2, seed=9)
+    rep = label_report(np.stack([y, y2], 1), np.stack([s, s2], 1), ["a", "b"], pats, n_boot=300, seed=0)
+    mean = rep["mean"]
+    assert mean["estimate"] == pytest.approx((rep["labels"]["a"]["auroc"] + rep["labels"]["b"]["auroc"]) / 2)
+    assert mean["low"] <= mean["estimate"] <= mean["high"]
+    # Averaging two labels cancels part of their noise: narrower than either label alone.
+    assert mean["high"] - mean["low"] < max(rep["labels"][k]["auroc_high"] - rep["labels"][k]["auroc_low"] for k in "ab")

@@ -1,0 +1,141 @@
+"""`cxrtool predict`: files reach the network exactly as cached images do; DICOM, bad files, outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cxrtool.cli import app
+from cxrtool.errors import CxrError
+from cxrtool.models.checkpoint import update_card
+from cxrtool.predict import PredictConfig, collect_files, predict_files
+
+runner = CliRunner()
+
+
+def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME1") -> None:
+    """A minimal single-frame grey DICOM file with the given stored pixels."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ImplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.PatientID = "test"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def _probs(table: pd.DataFrame, labels) -> np.ndarray:
+    return table[[f"prob_{l}" for l in labels]].to_numpy()
+
+
+def test_files_are_predicted_exactly_as_the_cached_images(run, synth_data, tmp_path):
+    from cxrtool.inference import predict_probs
+    from cxrtool.models.checkpoint import load_checkpoint
+
+    rows = synth_data.rows("test")[:4]
+    for r in rows:
+        Image.fromarray(np.asarray(synth_data.images[r])).save(tmp_path / f"img{r:04d}.png")
+    table = predict_files(PredictConfig(inputs=[tmp_path], run=run, device="cpu"))
+    model, card = load_checkpoint(run)
+    expected = predict_probs(model, synth_data, rows, card["image_size"])
+    assert list(table["file"]) == [str(tmp_path / f"img{r:04d}.png") for r in rows]
+    np.testing.assert_allclose(_probs(table, synth_data.labels), expected, atol=1e-5)
+
+
+def test_monochrome1_dicom_equals_the_inverted_png(run, tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(80, 72)).astype(np.uint8)
+    pixels[0, 0], pixels[0, 1] = 0, 255  # full range: the DICOM's min-max scaling is then exact
+    write_dicom(tmp_path / "mono1.dcm", pixels, "MONOCHROME1")
+    write_dicom(tmp_path / "mono2", pixels, "MONOCHROME2")  # no extension: found by content
+    Image.fromarray(255 - pixels).save(tmp_path / "inverted.png")
+    Image.fromarray(pixels).save(tmp_path / "plain.png")
+    table = predict_files(PredictConfig(inputs=[tmp_path], run=run, device="cpu")).set_index("file")
+    cols = [c for c in table.columns if c.startswith("prob_")]
+    row = lambda name: table.loc[str(tmp_path / name), cols].to_numpy(dtype=float)  # noqa: E731
+    np.testing.assert_allclose(row("mono1.dcm"), row("inverted.png"), atol=1e-6)
+    np.testing.assert_allclose(row("mono2"), row("plain.png"), atol=1e-6)
+    assert not np.allclose(row("inverted.png"), row("plain.png"), atol=1e-4)  # the inversion matters
+
+
+def test_unreadable_files_are_reported_and_skipped(run, tmp_path, synth_data):
+    Image.fromarray(np.asarray(synth_data.images[0])).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "notes.txt").write_text("ignored: not an image name")
+    table = predict_files(PredictConfig(inputs=[tmp_path, tmp_path / "absent.png"], run=run, device="cpu"))
+    assert list(table["file"]) == [str(tmp_path / "good.png")]
+    skipped = dict(table.attrs["skipped"])
+    assert str(tmp_path / "broken.png") in skipped and skipped[str(tmp_path / "absent.png")] == "file not found"
+    with pytest.raises(CxrError, match="none of the"):
+        predict_files(PredictConfig(inputs=[tmp_path / "broken.png"], run=run, device="cpu"))
+
+
+def test_thresholds_from_the_card_turn_probabilities_into_calls(run, tmp_path, synth_data):
+    for i in range(3):
+        Image.fromarray(np.asarray(synth_data.images[i])).save(tmp_path / f"{i}.png")
+    assert not any(c.startswith("pred_") for c in predict_files(PredictConfig(inputs=[tmp_path], run=run)).columns)
+    update_card(run, thresholds={"Cardiomegaly": 0.5, "Effusion": 0.01})
+    table = predict_files(PredictConfig(inputs=[tmp_path], run=run))
+    assert (table["pred_Cardiomegaly"] == (table["prob_Cardiomegaly"] >= 0.5)).all()
+    assert (table["pred_Effusion"] == (table["prob_Effusion"] >= 0.01)).all()
+    assert "pred_Mass" not in table.columns
+
+
+def test_cli_writes_csv_and_json_and_refuses_to_overwrite(run, tmp_path, synth_data):
+    images = tmp_path / "images" / "nested"
+    images.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.asarray(synth_data.images[i])).convert("RGB").save(images / f"{i}.jpg", quality=95)
+    (images / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
+    res = runner.invoke(app, ["predict", str(run), str(tmp_path / "images"), "--out", str(out_csv), "-q", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    flat = res.output.replace("\n", "")  # the console wraps long paths
+    assert "bad.dcm: skipped" in flat
+    assert len(pd.read_csv(out_csv)) == 2
+    res = runner.invoke(app, ["predict", "--run", str(run), str(tmp_path / "images"), "--out", str(out_json), "-q"])
+    doc = json.loads(out_json.read_text())
+    assert len(doc["predictions"]) == 2 and doc["skipped"][0]["file"].endswith("bad.dcm")
+    assert set(doc["predictions"][0]["probabilities"]) == set(synth_data.labels)
+    res = runner.invoke(app, ["predict", str(run), str(tmp_path / "images"), "--out", str(out_csv)])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    res = runner.invoke(app, ["predict", str(run), str(images / "bad.dcm")])
+    assert res.exit_code == 2 and res.output.count("error:") == 1
+    res = runner.invoke(app, ["predict", str(run)])
+    assert res.exit_code == 2 and "give image files" in res.output
+    res = runner.invoke(app, ["predict", str(run), str(images / "0.jpg"), "--out", str(tmp_path / "p.txt")])
+    assert res.exit_code == 2 and ".csv or .json" in res.output
+
+
+def test_directory_walk_finds_images_and_reports_empty_folders(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x.PNG").write_bytes(b"x")
+    (tmp_path / "a" / "y.txt").write_text("no")
+    (tmp_path / "empty").mkdir()
+    files, skipped = collect_files([tmp_path / "a", tmp_path / "empty"])
+    assert files == [tmp_path / "a" / "b" / "x.PNG"]
+    assert skipped == [(str(tmp_path / "empty"), "folder holds no PNG, JPEG or DICOM files")]
