@@ -1,0 +1,373 @@
+"""`cxrtool cam`: maps for image files or a prepared cache's split, written into RUN/cam/.
+
+For every image and chosen class: `overlays/<image>_<class>_<method>.png` (the X-ray under the
+map, the class and its probability in the title) and `maps/<image>_<class>_<method>.npy` (the
+raw map at cache resolution, float32; CAM values are in logit units). `cams.csv` indexes what the
+folder holds. With boxes (`--boxes FILE`, or a cache's own boxes.csv) each map of a class that
+has a box on its image is scored: `box_scores_per_image.csv` and `box_scores.csv` (per class and
+overall: pointing-game hit rate, IoU at each threshold). Classes are `--class` names, the `--top`
+K most probable, or by default each image's boxed classes (when there are boxes) or its most
+probable class.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import parse_list, require
+from ..data.cache import SPLITS
+from ..errors import CxrError
+from ..progress import info, print_table, progress_bar, result, warn
+from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
+from .maps import METHODS, feature_grid, low_res_maps, upsample
+
+INDEX_NAME = "cams.csv"
+SCORES_NAME = "box_scores.csv"
+PER_IMAGE_NAME = "box_scores_per_image.csv"
+SKIPPED_NAME = "skipped.csv"
+TABLE_ROWS_MAX = 20  # list each map on the console up to this many
+
+
+@dataclass
+class CamConfig:
+    inputs: list[Path] = field(default_factory=list)  # image files and folders; none: a cache split
+    run: Path | None = None  # run directory or checkpoint folder; the newest run when None
+    classes: list[str] = field(default_factory=list)  # --class
+    top: int | None = None  # --top K
+    method: str = "cam"
+    out: Path | None = None  # default RUN/cam
+    data: Path | None = None  # prepared cache (default: the run's data, when no images are given)
+    split: str = "test"
+    max_images: int | None = None
+    boxes: Path | None = None  # NIH BBox_List_2017.csv or a cache's boxes.csv
+    thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+    batch_size: int = 32
+    device: str = "auto"
+    checkpoint: str = "best"
+    align: bool = True  # place feature cells at their receptive-field centres
+    overlays: bool = True
+    maps: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.inputs = [Path(p) for p in self.inputs]
+        self.classes = parse_list(self.classes, "--class") if self.classes else []
+        require(self.method in METHODS, f"--method: unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        require(not (self.classes and self.top is not None), "--class and --top: give one of them, not both")
+        require(self.top is None or self.top >= 1, f"--top: must be at least 1, got {self.top}")
+        require(not (self.inputs and self.data is not None), "give image files or --data DIR, not both")
+        require(self.split in (*SPLITS, "all"), f"--split: unknown split {self.split!r}; choose one of {', '.join(SPLITS)} or all")
+        require(self.max_images is None or self.max_images >= 1, f"--max-images: must be at least 1, got {self.max_images}")
+        require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
+        require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
+        try:
+            raw = parse_list(self.thresholds if isinstance(self.thresholds, str) else [str(t) for t in self.thresholds], "--thresholds")
+            self.thresholds = [float(t) for t in raw]
+        except ValueError:
+            raise CxrError(f"--thresholds: give numbers between 0 and 1 such as 0.3,0.5,0.7, got {self.thresholds!r}") from None
+        require(all(0 < t <= 1 for t in self.thresholds), f"--thresholds: each must be in (0, 1], got {self.thresholds}")
+        require(self.overlays or self.maps or self.boxes is not None or not self.inputs,
+                "--no-overlays and --no-maps together write nothing; give --boxes to score maps")
+        for name in ("run", "out", "data", "boxes"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
+
+
+@dataclass
+class _Images:
+    """Where the images come from: decoded files or cache rows, with ids, display size and truths."""
+
+    ids: list[str]
+    stems: list[str]
+    size: int
+    batches: Any  # callable -> iterator of (positions, uint8 tensor (b, S, S))
+    truth: Any = None  # callable (position, class name) -> 1.0 / 0.0 / nan
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _stem(name: str) -> str:
+    stem = Path(name).stem if Path(name).suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp") else Path(name).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
+
+
+def _unique(stems: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+        out.append(s if seen[s] == 1 else f"{s}_{seen[s]}")
+    return out
+
+
+def _file_images(cfg: CamConfig, size: int) -> _Images:
+    from ..data.imageio import ImageReadError, load_preprocessed
+    from ..predict import collect_files
+
+    files, skipped = collect_files(cfg.inputs)
+    if cfg.max_images is not None:
+        files = files[: cfg.max_images]
+    decoded: dict[int, np.ndarray] = {}
+    readable: list[Path] = []
+    # Decode up front (only the small preprocessed arrays are kept) so unreadable files are
+    # known, listed and dropped before any map is made.
+    for path in files:
+        try:
+            decoded[len(readable)] = load_preprocessed(path, size)[0]
+            readable.append(path)
+        except ImageReadError as exc:
+            skipped.append((str(path), str(exc)))
+    if not readable:
+        first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
+
+    def batches(positions: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        for start in range(0, len(positions), cfg.batch_size):
+            chunk = positions[start : start + cfg.batch_size]
+            yield chunk, torch.from_numpy(np.stack([decoded[int(p)] for p in chunk]))
+
+    return _Images(ids=[p.name for p in readable], stems=_unique([_stem(p.name) for p in readable]), size=size,
+                   batches=batches, skipped=skipped)
+
+
+def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[_Images, Any]:
+    from ..inference import resolve_data
+    from ..data.cache import PreparedData
+
+    if cfg.data is None and run_dir is None:
+        raise CxrError(f"{cfg.run}: a checkpoint folder records no data; pass --data DIR or image files")
+    data = PreparedData(cfg.data) if cfg.data is not None else resolve_data(None, run_dir)
+    rows = data.require_rows(cfg.split)
+    ids = data.index["id"].astype(str).to_numpy()
+
+    def batches(positions: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        # Rows in cache order: contiguous memmap reads, as in training.
+        for start in range(0, len(positions), cfg.batch_size):
+            chunk = positions[start : start + cfg.batch_size]
+            yield chunk, torch.from_numpy(np.ascontiguousarray(data.images[rows[chunk]]))
+
+    def truth(position: int, label: str) -> float:
+        if label not in data.labels:
+            return float("nan")
+        return float(data.index[label].iloc[rows[position]])
+
+    images = _Images(ids=list(ids[rows]), stems=_unique([_stem(i) for i in ids[rows]]), size=data.size,
+                     batches=batches, truth=truth)
+    return images, data
+
+
+def _default_out(source: Path) -> Path:
+    from ..runs import RunPaths, is_run_dir
+
+    if is_run_dir(source):
+        return RunPaths(source).cam
+    if is_run_dir(source.parent.parent):  # RUN/checkpoints/best
+        return RunPaths(source.parent.parent).cam
+    return source / "cam"
+
+
+def _atomic_npy(path: Path, arr: np.ndarray) -> None:
+    from ..runs import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr)
+
+    atomic_write(path, write)
+
+
+def _claim(path: Path, overwrite: bool) -> Path:
+    if path.exists() and not overwrite:
+        raise CxrError(f"{path}: exists; pass --overwrite to replace it or choose another --out")
+    return path
+
+
+def run_cam(cfg: CamConfig) -> dict[str, Any]:
+    """Make, save and (with boxes) score the maps `cfg` asks for; returns what was written.
+
+    Keys: out, index (cams.csv), overlays and maps (lists of paths), pairs (one row per map:
+    id, class, method, probability, label, overlay, map), images (how many were mapped), skipped
+    ((path, reason) pairs), and, when boxes were scored, box_scores (per class + 'all'),
+    per_image, box_scores_csv and per_image_csv; otherwise those are None.
+    """
+    from ..data.labels import resolve_class
+    from ..data.tensors import to_model_input
+    from ..device import resolve_device
+    from ..models.checkpoint import load_checkpoint
+    from ..predict import resolve_model_source
+    from ..runs import is_run_dir
+
+    device = resolve_device(cfg.device)
+    source = resolve_model_source(cfg.run)
+    model, card = load_checkpoint(source, cfg.checkpoint, device)
+    labels = list(card["labels"])
+    given = [resolve_class(c, labels) for c in cfg.classes]  # unknown names fail before any work
+    image_size = int(card["image_size"])
+    cache_size = int((card.get("preprocessing") or {}).get("cache_size") or image_size)
+    out = cfg.out or _default_out(source)
+    run_dir = source if is_run_dir(source) else (source.parent.parent if is_run_dir(source.parent.parent) else None)
+
+    if cfg.inputs:
+        images, data = _file_images(cfg, cache_size), None
+    else:
+        images, data = _cache_images(cfg, run_dir)
+    for path, reason in images.skipped[:10]:
+        warn(f"{path}: skipped ({reason})")
+    if len(images.skipped) > 10:
+        warn(f"... and {len(images.skipped) - 10} more skipped inputs (listed in {out / SKIPPED_NAME})")
+
+    boxes = _load_boxes(cfg, images.size, data, labels)
+    mode = "given" if given else ("top" if cfg.top else ("boxes" if boxes is not None else "top"))
+    top = cfg.top or 1
+    positions = np.arange(len(images.ids))
+    if mode == "boxes":
+        positions = np.array([p for p in positions if boxes.get(images.ids[p])], dtype=int)
+        if not len(positions):
+            raise CxrError(f"{cfg.boxes or 'the cache boxes'}: no box falls on any of the {len(images.ids)} images "
+                           "of a class the model knows; check the ids match the file names, or pass --class/--top")
+    if cfg.max_images is not None and data is not None:
+        positions = positions[: cfg.max_images]
+
+    def classes_of(position: int, probs: np.ndarray) -> list[int]:
+        if mode == "given":
+            return given
+        if mode == "boxes":
+            return [labels.index(c) for c in boxes.get(images.ids[position], {})]
+        return [int(i) for i in np.argsort(-probs, kind="stable")[:top]]
+
+    def name(position: int, cls: int) -> str:
+        return f"{images.stems[position]}_{re.sub(r'[^A-Za-z0-9._-]+', '_', labels[cls])}_{cfg.method.replace('+', 'p')}"
+
+    scoring = boxes is not None
+    if scoring:
+        for fname in (SCORES_NAME, PER_IMAGE_NAME):
+            _claim(out / fname, cfg.overwrite)
+    if mode == "given":  # every name is known now: refuse before mapping anything
+        for p in positions:
+            for c in given:
+                if cfg.overlays:
+                    _claim(out / "overlays" / f"{name(p, c)}.png", cfg.overwrite)
+                if cfg.maps:
+                    _claim(out / "maps" / f"{name(p, c)}.npy", cfg.overwrite)
+
+    from .overlay import save_overlay
+
+    grid = feature_grid(model, image_size) if cfg.align else None
+    pairs, scores = [], []
+    with progress_bar(len(positions), f"{cfg.method} maps") as bar:
+        for chunk, batch_u8 in images.batches(positions):
+            x = to_model_input(batch_u8, image_size, device)
+            if mode == "top":
+                with torch.no_grad():
+                    probs = torch.sigmoid(model(x).float()).cpu().numpy()
+            else:
+                probs = None
+            wanted = [classes_of(int(p), probs[j] if probs is not None else None) for j, p in enumerate(chunk)]
+            union = sorted({c for cs in wanted for c in cs})
+            if not union:
+                bar.advance(len(chunk))
+                continue
+            mb = low_res_maps(model, x, union, cfg.method)
+            probs = mb.probs.cpu().numpy()
+            picks = [(j, union.index(c), c) for j, cs in enumerate(wanted) for c in cs]
+            low = torch.stack([mb.maps[j, k] for j, k, _ in picks]).unsqueeze(1)
+            full = upsample(low, images.size, grid, image_size)[:, 0].cpu().numpy()
+            pixels = batch_u8.numpy()
+            for (j, _, c), cam in zip(picks, full):
+                p = int(chunk[j])
+                label, prob = labels[c], float(probs[j, c])
+                own_boxes = boxes.get(images.ids[p], {}).get(label, []) if scoring else []
+                row = {"id": images.ids[p], "class": label, "method": cfg.method, "probability": round(prob, 6),
+                       "label": images.truth(p, label) if images.truth else float("nan"), "overlay": "", "map": ""}
+                if cfg.maps:
+                    path = _claim(out / "maps" / f"{name(p, c)}.npy", cfg.overwrite)
+                    _atomic_npy(path, cam.astype(np.float32))
+                    row["map"] = str(path)
+                if cfg.overlays:
+                    path = _claim(out / "overlays" / f"{name(p, c)}.png", cfg.overwrite)
+                    save_overlay(path, pixels[j], cam, f"{label}: p = {prob:.2f}",
+                                 f"{images.ids[p]} · {cfg.method}", own_boxes)
+                    row["overlay"] = str(path)
+                pairs.append(row)
+                if own_boxes:
+                    scores.append({**{k: row[k] for k in ("id", "class", "method", "probability", "label")},
+                                   "boxes": len(own_boxes), **score_map(cam, own_boxes, cfg.thresholds)})
+            del mb, low, full  # free the batch's maps before the next one
+            bar.advance(len(chunk))
+
+    return _finish(cfg, out, pairs, scores, images, scoring, len(positions))
+
+
+def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | None:
+    """{id: {class: [boxes]}} for classes the model knows, or None when no boxes are in play."""
+    if cfg.boxes is not None:
+        table = read_box_file(cfg.boxes, size)
+        where = str(cfg.boxes)
+    elif data is not None and data.boxes() is not None:
+        table = clean_boxes(data.boxes())
+        where = str(data.root / "boxes.csv")
+        info(f"scoring maps against the cache's boxes ({where})")
+    else:
+        return None
+    unknown = sorted(set(table["label"]) - set(labels))
+    if unknown:
+        info(f"{where}: boxes of {', '.join(unknown)} are not scored (the model has no such class)")
+    return boxes_by_image(table[table["label"].isin(labels)])
+
+
+def _finish(cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], images: _Images,
+            scoring: bool, mapped: int) -> dict[str, Any]:
+    from ..runs import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(pairs, columns=["id", "class", "method", "probability", "label", "overlay", "map"])
+    index_path = out / INDEX_NAME
+    if index_path.is_file() and len(frame):
+        # The index describes the folder: keep earlier calls' rows for files this call did not rewrite.
+        old = pd.read_csv(index_path, dtype={"id": str})
+        key = ["id", "class", "method"]
+        old = old[~old.set_index(key).index.isin(frame.set_index(key).index)]
+        frame_all = pd.concat([old, frame], ignore_index=True)
+    else:
+        frame_all = frame
+    if len(frame_all):
+        atomic_write_text(index_path, frame_all.to_csv(index=False))
+    if images.skipped:
+        atomic_write_text(out / SKIPPED_NAME, pd.DataFrame(images.skipped, columns=["path", "reason"]).to_csv(index=False))
+
+    summary = per_image = None
+    scores_csv = per_image_csv = None
+    if scoring:
+        per_image = pd.DataFrame(scores)
+        summary = summarise(per_image, cfg.thresholds)
+        scores_csv, per_image_csv = out / SCORES_NAME, out / PER_IMAGE_NAME
+        summary.insert(1, "method", cfg.method)
+        atomic_write_text(scores_csv, summary.round(6).to_csv(index=False))
+        atomic_write_text(per_image_csv, per_image.round(6).to_csv(index=False))
+        if per_image.empty:
+            warn("no map was of a class with a box on its image: nothing scored (check --class against the boxes)")
+        else:
+            iou_cols = [c for c in summary.columns if c.startswith("iou@")]
+            print_table(f"Box scores ({cfg.method}): pointing-game hit rate, mean IoU; chance = the boxes' share of the image",
+                        ["class", "n", "hit rate", *[c.replace("iou", "IoU") for c in iou_cols], "chance"],
+                        [[r["class"], r["images"], f"{r['pointing_hit_rate']:.3f}", *[f"{r[c]:.3f}" for c in iou_cols],
+                          f"{r['box_fraction']:.3f}"] for r in summary.to_dict("records")])
+    if 0 < len(frame) <= TABLE_ROWS_MAX:
+        print_table(f"Class activation maps ({cfg.method})", ["image", "class", "probability", "overlay"],
+                    [[r["id"], r["class"], f"{r['probability']:.3f}", Path(r["overlay"]).name if r["overlay"] else "-"]
+                     for r in frame.to_dict("records")])
+    result(f"{len(frame)} map(s) of {mapped} image(s) written to {out}"
+           + (f"; box scores in {scores_csv}" if scores_csv else ""))
+    return {
+        "out": out, "index": index_path if len(frame_all) else None, "pairs": frame,
+        "overlays": [Path(p) for p in frame["overlay"] if p], "maps": [Path(p) for p in frame["map"] if p],
+        "images": mapped, "skipped": images.skipped, "box_scores": summary, "per_image": per_image,
+        "box_scores_csv": scores_csv, "per_image_csv": per_image_csv,
+    }
