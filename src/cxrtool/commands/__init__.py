@@ -18,3 +18,7 @@ def register_all(app: typer.Typer) -> None:
     from . import train
 
     train.register(app)
+
+    from . import cam
+
+    cam.register(app)
