@@ -22,3 +22,7 @@ def register_all(app: typer.Typer) -> None:
     from . import cam
 
     cam.register(app)
+
+    from . import embed
+
+    embed.register(app)

@@ -1,0 +1,221 @@
+"""`run_embed`: from a run and its data to maps, plots and scores in RUN/embed/.
+
+The steps: pick the images (a split, then a stratified seeded sample), compute each feature space
+(latent: the network's pooled final-convolution output; pixels: downsampled images), reduce each
+by PCA, score the reduced space, then for each method make a 2-D map, score it, and write its
+coordinates and scatter; the SOM adds its U-matrix panels. A class-centroid distance table per
+space says which findings lie near each other (and near COVID-19). `scores.json` collects the
+numbers; running again with another method adds to it when the images and features are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import dump_config
+from ..data.cache import PreparedData
+from ..data.labels import COVID_LABEL
+from ..errors import CxrError
+from ..progress import info, print_table, result
+from ..runs import RunPaths, atomic_write_json, atomic_write_text, read_json, resolve_run
+from .config import EmbedConfig
+from .features import label_strings, latent_features, pixel_features, primary_findings, reduce_pca, stratified_sample
+from .maps import SMALL_FOR_THREADS, make_map
+from .plots import class_colours, class_order, scatter_plot, som_plot
+from .scores import centroid_distances, chance_accuracy, nearest_findings, structure_scores
+from .som import neuron_majority, neuron_share
+
+SCORES = "scores.json"
+METHOD_TITLES = {"som": "SOM", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+def output_files(space: str, method: str) -> list[str]:
+    names = [f"coords_{space}_{method}.csv", f"scatter_{space}_{method}.png"]
+    return names + [f"som_{space}.png"] if method == "som" else names
+
+
+def _resolve_inputs(cfg: EmbedConfig) -> tuple[Path | None, PreparedData, Path]:
+    """(run or None, data, output folder). A pixels-only map of a cache needs no run."""
+    from ..inference import resolve_data
+
+    if cfg.run is None and cfg.data is not None and cfg.spaces == ("pixels",):
+        if cfg.out is None:
+            raise CxrError("--out: a pixels-only map without --run needs an output folder (--out DIR)")
+        return None, PreparedData(cfg.data), Path(cfg.out)
+    run = resolve_run(cfg.run)
+    data = resolve_data(cfg.data, run)
+    return run, data, Path(cfg.out) if cfg.out is not None else RunPaths(run).embed
+
+
+def _check_outputs(out: Path, cfg: EmbedConfig) -> None:
+    if cfg.overwrite or not out.exists():
+        return
+    for space in cfg.spaces:
+        for method in cfg.methods:
+            for name in output_files(space, method):
+                if (out / name).exists():
+                    raise CxrError(f"{out / name}: exists from an earlier embed; pass --overwrite to replace it or choose another --out")
+
+
+def _fingerprint(ids: np.ndarray, cfg: EmbedConfig, run: Path | None, data: PreparedData) -> str:
+    """Identifies the images and feature settings, so scores from separate calls are only merged when comparable."""
+    key = "\n".join(map(str, ids)) + f"|{cfg.pca}|{cfg.pixel_size}|{cfg.checkpoint}|{cfg.image_size}|{cfg.seed}|{cfg.multi_label}|{cfg.knn}|{run}|{data.data_hash}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _compute_space(space: str, run: Path | None, data: PreparedData, rows: np.ndarray, cfg: EmbedConfig) -> np.ndarray:
+    if space == "pixels":
+        return pixel_features(data, rows, cfg.pixel_size, batch_size=max(cfg.batch_size, 256))
+    from ..device import resolve_device
+    from ..models.checkpoint import load_checkpoint
+
+    device = resolve_device(cfg.device)
+    model, card = load_checkpoint(run, which=cfg.checkpoint, device=device)
+    image_size = int(cfg.image_size or card.get("image_size") or data.size)
+    return latent_features(model, data, rows, image_size, cfg.batch_size, device)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
+    return atomic_write_text(path, frame.to_csv(index=index, float_format="%.5g"))
+
+
+class _Images:
+    """The sampled images and what is known about them (ids, patients, sources, findings)."""
+
+    def __init__(self, data: PreparedData, cfg: EmbedConfig):
+        rows = data.require_rows(None if cfg.split == "all" else cfg.split)
+        targets = data.targets(rows)
+        classes = primary_findings(targets, data.labels, cfg.multi_label)
+        sources = data.index["source"].iloc[rows].astype(str).to_numpy()
+        # Stratify by finding and source so a sample keeps rare findings and every dataset's share.
+        strata = np.array([f"{c}|{s}" for c, s in zip(classes, sources)])
+        pick = stratified_sample(strata, cfg.max_images, cfg.seed)
+        self.rows, self.targets, self.classes, self.sources = rows[pick], targets[pick], classes[pick], sources[pick]
+        if len(self.rows) < 10:
+            raise CxrError(f"{data.root}: the {cfg.split} split has {len(self.rows)} images; a map needs at least 10 (try --split all)")
+        index = data.index.iloc[self.rows]
+        self.ids = index["id"].astype(str).to_numpy()
+        self.patients = index["patient"].astype(str).to_numpy()
+        self.labels_text = label_strings(self.targets, data.labels)
+        covid = data.labels.index(COVID_LABEL) if COVID_LABEL in data.labels else None
+        self.covid = (np.nan_to_num(self.targets[:, covid]) > 0.5) if covid is not None else None
+
+    def frame(self, coords: np.ndarray, som_winners: np.ndarray | None = None) -> pd.DataFrame:
+        frame = pd.DataFrame({"id": self.ids, "patient": self.patients, "source": self.sources, "finding": self.classes,
+                              "labels": self.labels_text, "x": coords[:, 0], "y": coords[:, 1]})
+        if som_winners is not None:
+            frame["som_row"] = som_winners[:, 0]
+            frame["som_col"] = som_winners[:, 1]
+        return frame
+
+
+def _map_space(space: str, run: Path | None, data: PreparedData, images: _Images, cfg: EmbedConfig, out: Path,
+               entry: dict[str, Any], files: list[Path]) -> pd.DataFrame:
+    """Features, PCA and scores of one space, then each map; returns the space's centroid distance table."""
+    classes, patients = images.classes, images.patients
+    feats = _compute_space(space, run, data, images.rows, cfg)
+    started = time.perf_counter()
+    reduced, kept = reduce_pca(feats, cfg.pca, cfg.seed)
+    entry["full"] = {"dims": int(reduced.shape[1]), "input_dims": int(feats.shape[1]), "variance_kept": kept,
+                     **structure_scores(reduced, classes, cfg.knn, patients, cfg.seed),
+                     "seconds": time.perf_counter() - started}
+    table = centroid_distances(feats, images.targets, data.labels)
+    files.append(_write_csv(out / f"centroids_{space}.csv", table.round(4), index=True))
+    colours = class_colours(class_order(classes))
+    for method in cfg.methods:
+        info(f"{space}: {METHOD_TITLES[method]} on {len(reduced):,} x {reduced.shape[1]}")
+        started = time.perf_counter()
+        mapped = make_map(method, reduced, cfg)
+        seconds = time.perf_counter() - started
+        entry[method] = {**structure_scores(mapped.coords, classes, cfg.knn, patients, cfg.seed),
+                         "seconds": seconds, "params": mapped.params}
+        winners = mapped.som.winners if mapped.som is not None else None
+        files.append(_write_csv(out / f"coords_{space}_{method}.csv", images.frame(mapped.coords, winners)))
+        title = f"{space} {METHOD_TITLES[method]}"
+        files.append(scatter_plot(out / f"scatter_{space}_{method}.png", mapped.coords, classes, colours, title,
+                                  images.sources, invert_y=method == "som"))
+        if mapped.som is not None:
+            names = sorted(set(classes))
+            majority = neuron_majority(winners, cfg.grid, classes, names)
+            covid = images.covid
+            share = neuron_share(winners, cfg.grid, covid) if covid is not None and covid.any() else None
+            files.append(som_plot(out / f"som_{space}.png", mapped.som.umatrix, majority, names, colours,
+                                  f"{space} SOM", share))
+    return table
+
+
+def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
+    """Map the images of a run's data in each space with each method; write and return the scores.
+
+    Returns {"out": folder, "scores": the scores.json content, "files": [written paths],
+    "n_images": int}.
+    """
+    from threadpoolctl import threadpool_limits
+
+    run, data, out = _resolve_inputs(cfg)
+    _check_outputs(out, cfg)
+    images = _Images(data, cfg)
+    info(f"mapping {len(images.rows):,} images ({cfg.split}) of {data.root} into {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(images.ids, cfg, run, data)
+    old = read_json(out / SCORES) if (out / SCORES).is_file() else {}
+    spaces_scores: dict[str, Any] = old.get("spaces", {}) if old.get("fingerprint") == fingerprint else {}
+    if old and not spaces_scores:
+        info(f"{out / SCORES}: earlier scores were for other images or settings; replacing them")
+
+    files: list[Path] = []
+    centroids: dict[str, pd.DataFrame] = {}
+    # Small samples run single-threaded: BLAS and OpenMP hand-offs cost more than they save there.
+    with threadpool_limits(limits=1 if len(images.rows) < SMALL_FOR_THREADS else None):
+        for space in cfg.spaces:
+            centroids[space] = _map_space(space, run, data, images, cfg, out, spaces_scores.setdefault(space, {}), files)
+
+    classes = images.classes
+    scores = {
+        "fingerprint": fingerprint,
+        "run": str(run) if run is not None else None,
+        "data": str(data.root),
+        "split": cfg.split,
+        "n_images": int(len(images.rows)),
+        "classes": {str(k): int(v) for k, v in zip(*np.unique(classes, return_counts=True))},
+        "sources": {str(k): int(v) for k, v in zip(*np.unique(images.sources, return_counts=True))},
+        "knn": cfg.knn,
+        "knn_chance": chance_accuracy(classes),
+        "knn_excludes_same_patient": True,
+        "spaces": spaces_scores,
+        "near_covid": ({s: nearest_findings(t, COVID_LABEL, 5) for s, t in centroids.items()}
+                       if images.covid is not None else {}),
+    }
+    files.append(atomic_write_json(out / SCORES, scores))
+    files.append(dump_config(cfg, out / "config.yaml"))
+    _report(scores)
+    return {"out": out, "scores": scores, "files": files, "n_images": int(len(images.rows))}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and value != value) else f"{value:.{digits}f}"
+
+
+def _report(scores: dict[str, Any]) -> None:
+    rows = []
+    for space, entry in scores["spaces"].items():
+        for method, s in entry.items():
+            name = f"full PCA ({s['dims']}-d)" if method == "full" else METHOD_TITLES.get(method, method)
+            rows.append([space, name, _fmt(s.get("silhouette")), _fmt(s.get("knn_accuracy")), _fmt(s.get("seconds"), 1)])
+    print_table(f"cluster scores: {scores['n_images']:,} images, k-NN k={scores['knn']} "
+                f"(chance {_fmt(scores['knn_chance'])})",
+                ["space", "map", "silhouette", "k-NN accuracy", "seconds"], rows)
+    spaces = scores["spaces"]
+    if "latent" in spaces and "pixels" in spaces:
+        a, b = spaces["latent"]["full"]["knn_accuracy"], spaces["pixels"]["full"]["knn_accuracy"]
+        verdict = "more" if a > b else "less" if a < b else "as"
+        result(f"latent space is {verdict} structured than pixels: k-NN accuracy {_fmt(a)} vs {_fmt(b)} (full space)")
+    for space, near in scores.get("near_covid", {}).items():
+        if near:
+            result(f"nearest COVID-19 in {space} space: " + ", ".join(f"{n} ({d:.2f})" for n, d in near))

@@ -1,0 +1,186 @@
+"""`cxrtool embed`: sampling, features, maps, scores, and the command's artifacts and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cxrtool.cli import app
+from cxrtool.embed import EmbedConfig, run_embed
+from cxrtool.embed.features import MULTIPLE, primary_findings, stratified_sample
+from cxrtool.embed.maps import make_map
+from cxrtool.embed.scores import centroid_distances, knn_accuracy, nearest_findings
+from cxrtool.errors import CxrError
+
+runner = CliRunner()
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_primary_finding_per_image():
+    labels = ["Mass", "Nodule", "COVID-19"]
+    targets = np.array([[0, 0, 0], [0, 1, 0], [1, 0, 1], [np.nan, 0, 1], [np.nan, np.nan, np.nan]], dtype=np.float32)
+    assert list(primary_findings(targets, labels)) == ["No Finding", "Nodule", MULTIPLE, "COVID-19", "No Finding"]
+    assert list(primary_findings(targets, labels, "first"))[2] == "Mass"
+
+
+def test_stratified_sample_keeps_shares_and_rare_classes_and_repeats():
+    strata = np.array(["a"] * 700 + ["b"] * 290 + ["c"] * 10)
+    pick = stratified_sample(strata, 100, seed=0)
+    assert len(pick) == 100 and len(set(pick)) == 100 and np.all(np.diff(pick) > 0)
+    counts = pd.Series(strata[pick]).value_counts()
+    assert abs(counts["a"] - 70) <= 1 and abs(counts["b"] - 29) <= 1 and counts["c"] >= 1
+    np.testing.assert_array_equal(pick, stratified_sample(strata, 100, seed=0))
+    assert not np.array_equal(pick, stratified_sample(strata, 100, seed=1))
+    assert len(stratified_sample(strata, 0, seed=0)) == 1000 and len(stratified_sample(strata, 5000, seed=0)) == 1000
+
+
+def test_knn_accuracy_separated_mixed_and_same_patient():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (50, 5)), rng.normal(20, 1, (50, 5))])
+    y = np.array(["a"] * 50 + ["b"] * 50)
+    assert knn_accuracy(x, y, k=5) == 1.0
+    assert knn_accuracy(x, rng.permutation(y), k=5) < 0.75
+    # Pairs of near-identical images of one patient, pairs scattered at random with random labels:
+    # counting the twin makes 1-NN perfect; skipping same-patient neighbours shows there is no structure.
+    base = rng.normal(0, 1, (60, 5))
+    pairs = np.repeat(base, 2, axis=0) + rng.normal(0, 1e-3, (120, 5))
+    labels = np.repeat(rng.choice(["a", "b", "c"], 60), 2)
+    patients = np.repeat(np.arange(60), 2)
+    assert knn_accuracy(pairs, labels, k=1) == 1.0
+    assert knn_accuracy(pairs, labels, k=1, groups=patients) < 0.6
+
+
+def test_centroid_distances_find_the_neighbouring_finding():
+    rng = np.random.default_rng(0)
+    labels = ["Mass", "Pneumonia", "COVID-19"]
+    centre = {"Mass": 0.0, "Pneumonia": 8.0, "COVID-19": 10.0}
+    rows, targets = [], []
+    for i, name in enumerate(labels):
+        rows.append(rng.normal(centre[name], 1.0, (40, 6)))
+        t = np.zeros((40, 3))
+        t[:, i] = 1
+        targets.append(t)
+    table = centroid_distances(np.concatenate(rows), np.concatenate(targets), labels)
+    dist = table.drop(columns="images")
+    np.testing.assert_allclose(dist.to_numpy(), dist.to_numpy().T)
+    assert np.allclose(np.diag(dist.to_numpy()), 0)
+    assert list(table["images"]) == [40, 40, 40]
+    assert nearest_findings(table, "COVID-19")[0][0] == "Pneumonia"
+
+
+def test_each_method_gives_one_row_per_image_and_the_same_seed_the_same_map():
+    x = np.random.default_rng(0).normal(size=(80, 10)).astype(np.float32)
+    cfg = EmbedConfig(som_grid="5x5", som_epochs=2, tsne_iter=250, seed=4)
+    for method in ("som", "tsne", "umap"):  # the suite's only UMAP call (numba compiles for seconds)
+        first = make_map(method, x, cfg)
+        again = make_map(method, x, cfg)
+        assert first.coords.shape == (80, 2) and np.isfinite(first.coords).all(), method
+        np.testing.assert_array_equal(first.coords, again.coords, err_msg=method)
+    seed4 = make_map("som", x, cfg).coords
+    seed5 = make_map("som", x, EmbedConfig(som_grid="5x5", som_epochs=2, seed=5)).coords
+    assert not np.allclose(seed4, seed5)
+
+
+@pytest.mark.parametrize("options, option", [
+    ({"method": "sam"}, "--method"), ({"space": "latents"}, "--space"), ({"som_grid": "10by10"}, "--som-grid"),
+    ({"max_images": 3}, "--max-images"), ({"pca": 1}, "--pca"), ({"split": "testing"}, "--split"),
+    ({"som_schedule": "kohonen"}, "--som-schedule"), ({"perplexity": 0}, "--perplexity"),
+])
+def test_bad_options_name_the_option(options, option):
+    with pytest.raises(CxrError, match=option):
+        EmbedConfig(**options)
+
+
+# ---------------------------------------------------------------- the whole command
+
+
+def test_latent_space_separates_findings_better_than_pixels(trained_run, tmp_path):
+    out = tmp_path / "embed"
+    res = run_embed(EmbedConfig(run=trained_run, method="som,tsne", out=out, seed=0))
+    spaces = res["scores"]["spaces"]
+    latent, pixels = spaces["latent"], spaces["pixels"]
+    # The claim of the report, as numbers: in the full (PCA) space and on the SOM.
+    assert latent["full"]["knn_accuracy"] > pixels["full"]["knn_accuracy"] + 0.05
+    assert latent["full"]["silhouette"] > pixels["full"]["silhouette"]
+    assert latent["som"]["knn_accuracy"] > pixels["som"]["knn_accuracy"]
+    assert latent["full"]["knn_accuracy"] > res["scores"]["knn_chance"] + 0.1
+
+    n = res["n_images"]
+    for space in ("latent", "pixels"):
+        for method in ("som", "tsne"):
+            coords = pd.read_csv(out / f"coords_{space}_{method}.csv", dtype={"id": str})
+            assert len(coords) == n and coords["id"].is_unique
+            assert {"id", "labels", "finding", "x", "y"} <= set(coords.columns)
+            assert (out / f"scatter_{space}_{method}.png").stat().st_size > 1000
+        assert (out / f"som_{space}.png").is_file()
+        table = pd.read_csv(out / f"centroids_{space}.csv", index_col=0)
+        assert list(table.index) == list(table.columns[1:])
+    saved = json.loads((out / "scores.json").read_text())
+    assert saved["spaces"]["latent"]["som"]["params"]["schedule"] == "paper"
+    assert sum(saved["classes"].values()) == n
+
+
+def test_same_seed_same_coordinates_and_another_seed_differs(trained_run, tmp_path):
+    def coords(seed, name):
+        out = tmp_path / name
+        run_embed(EmbedConfig(run=trained_run, space="latent", method="som,tsne", max_images=60, seed=seed, out=out))
+        return [pd.read_csv(out / f"coords_latent_{m}.csv", dtype={"id": str}) for m in ("som", "tsne")]
+
+    a, b, c = coords(1, "a"), coords(1, "b"), coords(2, "c")
+    for x, y in zip(a, b):
+        pd.testing.assert_frame_equal(x, y)
+    assert not a[0]["id"].equals(c[0]["id"]) or not np.allclose(a[1][["x", "y"]], c[1][["x", "y"]])
+
+
+def test_cli_embed_som_as_typed_after_a_pretrain(trained_run, tmp_path, monkeypatch):
+    # The newest run under ./runs and the data it was trained on, with no options but the method.
+    run = tmp_path / "runs" / "pretrain-tiny-cnn-1"
+    shutil.copytree(trained_run, run)
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["embed", "--method", "som", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "k-NN accuracy" in result.output and "latent space is" in result.output
+    for name in ("coords_latent_som.csv", "coords_pixels_som.csv", "som_latent.png", "scores.json",
+                 "centroids_latent.csv", "config.yaml"):
+        assert (run / "embed" / name).is_file(), name
+
+    # A second method adds to scores.json; repeating one needs --overwrite.
+    result = runner.invoke(app, ["embed", "--method", "tsne", "--space", "latent", "-q"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((run / "embed" / "scores.json").read_text())
+    assert {"full", "som", "tsne"} <= set(scores["spaces"]["latent"])
+    result = runner.invoke(app, ["embed", "--method", "som", "-q"])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert runner.invoke(app, ["embed", "--method", "som", "--overwrite", "-q"]).exit_code == 0
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--method", "sam"], "Did you mean 'som'"),
+    (["--som-grid", "ten"], "--som-grid"),
+    (["--space", "latnet"], "--space"),
+    (["--split", "nope"], "--split"),
+])
+def test_cli_bad_options_give_one_line(trained_run, tmp_path, args, expected):
+    result = runner.invoke(app, ["embed", "--run", str(trained_run), "--out", str(tmp_path / "e"), "-q", *args])
+    assert result.exit_code == 2
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0]
+
+
+def test_cli_without_any_run_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["embed", "--method", "som"])
+    assert result.exit_code == 2 and "cxrtool pretrain" in result.output
+
+
+def test_pixels_only_map_of_a_cache_needs_no_run(synth_data, tmp_path):
+    res = run_embed(EmbedConfig(data=synth_data.root, space="pixels", method="som", max_images=40, out=tmp_path / "px"))
+    assert res["n_images"] == 40 and set(res["scores"]["spaces"]) == {"pixels"}
+    assert len(pd.read_csv(tmp_path / "px" / "coords_pixels_som.csv")) == 40
