@@ -4,7 +4,8 @@ Generates N synthetic radiographs at 1024 x 1024 in NIH's layout (once, in a tem
 then times: (a) a bare loop that opens each PNG with PIL, converts to grey and resizes to 256;
 (b) `prepare_nih` with 1 worker; (c) `prepare_nih` with every CPU. `prepare` does more than (a):
 it also square-crops, fingerprints each image, hashes each file, finds near-duplicates, splits and
-writes the cache. Prints a markdown table (images/s).
+writes the cache. torch is imported before timing: the manifest records its version, and that
+one-off import (seconds on a busy machine) is not a per-image cost. Prints a markdown table.
 
     python benchmarks/bench_prepare.py [--images 200] [--size 256]
 """
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
     set_quiet(True)
+    import torch  # noqa: F401 - see the docstring
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "raw"
