@@ -122,7 +122,7 @@ def info(message: str) -> None:
 
 def warn(message: str) -> None:
     """A warning line; always shown."""
-    _console.print(f"[yellow]warning:[/yellow] {message}")
+    _console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
 
 def error(message: str) -> None:

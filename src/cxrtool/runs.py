@@ -154,25 +154,24 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    """Versions that decide whether a result can be reproduced."""
-    import numpy
-    import torch
+    """Versions that decide whether a result can be reproduced (read without importing torch)."""
+    from importlib import metadata
 
     from . import __version__
 
-    try:
-        import torchvision
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
 
-        tv = torchvision.__version__
-    except Exception:  # pragma: no cover - torchvision is a dependency
-        tv = None
     return {
         "cxrtool": __version__,
         "git_commit": git_commit(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": tv,
-        "numpy": numpy.__version__,
+        "torch": version("torch"),
+        "torchvision": version("torchvision"),
+        "numpy": version("numpy"),
         "platform": platform.platform(),
     }
 
