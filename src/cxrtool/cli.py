@@ -12,14 +12,27 @@ import functools
 from typing import Callable, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .errors import CxrError
 
 F = TypeVar("F", bound=Callable)
 
+# `cxrtool --help` lists commands in the pipeline's order (Typer would put the `prepare` group last).
+PIPELINE_ORDER = ("prepare", "pretrain", "finetune", "evaluate", "predict", "cam", "embed", "report", "demo")
+
+
+class PipelineOrderGroup(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = list(self.commands)
+        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        return sorted(names, key=lambda n: rank.get(n, len(rank)))
+
+
 app = typer.Typer(
     name="cxrtool",
+    cls=PipelineOrderGroup,
     help="Transfer learning on chest X-rays: prepare data, pretrain, finetune, evaluate, CAM, embeddings.",
     no_args_is_help=True,
     add_completion=False,

@@ -6,23 +6,13 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from . import prepare, report
+    # The order here is the order of `cxrtool --help`: the pipeline's order.
+    from . import cam, demo, embed, evaluate, prepare, report, train
 
     prepare.register(app)
-    report.register(app)
-
-    from . import evaluate
-
-    evaluate.register(app)
-
-    from . import train
-
     train.register(app)
-
-    from . import cam
-
+    evaluate.register(app)
     cam.register(app)
-
-    from . import embed
-
     embed.register(app)
+    report.register(app)
+    demo.register(app)
