@@ -49,7 +49,7 @@ def test_cross_validation_writes_fold_runs_oof_predictions_and_summary(tmp_path,
     truth = covid.index.set_index("id").loc[oof["id"], "COVID-19"].to_numpy()
     assert np.array_equal(oof["true_COVID-19"].to_numpy(), truth)
     assert oof["prob_COVID-19"].between(0, 1).all()
-    summary = json.loads((root / "summary.json").read_text())
+    summary = json.loads((root / "cv_summary.json").read_text())
     assert [f["fold"] for f in summary["per_fold"]] == [1, 2, 3]
     assert sum(f["images"] for f in summary["per_fold"]) == len(covid)
     pooled = summary["pooled_oof"]["COVID-19"]
@@ -59,4 +59,4 @@ def test_cross_validation_writes_fold_runs_oof_predictions_and_summary(tmp_path,
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["kind"] == "cv" and manifest["folds"] == 3 and manifest["complete"] is True
     assert manifest["fold_runs"] == ["fold-1", "fold-2", "fold-3"] and manifest["oof_predictions"] == "oof_predictions.csv"
-    assert "pooled" in (root / "summary.csv").read_text()
+    assert "pooled" in (root / "cv_summary.csv").read_text()

@@ -43,7 +43,7 @@ def select_labels(data: PreparedData, wanted: list[str] | None, rows: np.ndarray
         known = targets[~np.isnan(targets[:, j]), j]
         if len(known) == 0:
             raise CxrError(f"{data.root}: no image in the train split is annotated for {label}; drop it with --labels")
-        if known.min() == known.max():
+        if known.min() == known.max() and dist_utils.env_info().is_main:
             warn(f"every annotated training image is {'positive' if known[0] else 'negative'} for {label}: the network cannot learn it")
     return labels, columns
 
@@ -53,19 +53,29 @@ def check_validation(targets: np.ndarray, labels: list[str], select: str, dinfo:
     """Warn (once) when the validation split is too small to pick an epoch reliably; for the manifest."""
     counts = validation_counts(targets, labels)
     small = small_validation(counts)
-    if small and announce and dinfo.is_main:
+    rule = select
+    if select == "auroc" and not any(min(c.values()) > 0 for c in counts.values()):
+        rule = "loss"  # no label has both classes: AUROC cannot rank the epochs
+        if announce and dinfo.is_main:
+            warn("no label has both classes in the validation split, so its AUROC is not computable: selecting by validation loss")
+    elif small and announce and dinfo.is_main:
         warn(small_validation_message(small, select))
-    return {"rule": select, "validation_counts": counts, "small_validation": sorted(small)}
+    return {"rule": rule, "requested": select, "validation_counts": counts, "small_validation": sorted(small)}
 
 
 def _start(cfg: TrainConfig, kind: str) -> tuple[dist_utils.DistInfo, torch.device]:
     dinfo, device = dist_utils.setup(resolve_device(cfg.device))
     if not dinfo.is_main:
         set_quiet(True)  # one progress display: rank 0's
+    _determinism_before.append((torch.are_deterministic_algorithms_enabled(),
+                                torch.is_deterministic_algorithms_warn_only_enabled()))
     if device.type == "cpu":
         # Deterministic kernels cost nothing on the CPU and make resumed runs exact.
         torch.use_deterministic_algorithms(True, warn_only=True)
     return dinfo, device
+
+
+_determinism_before: list[tuple[bool, bool]] = []
 
 
 def _make_run_dir(out: Path | None, kind: str, arch: str, dinfo: dist_utils.DistInfo) -> Path:
@@ -80,7 +90,7 @@ def _train(cfg: TrainConfig, kind: str, data: PreparedData, model: XRayClassifie
            announce: bool = True) -> dict[str, Any]:
     """Write config + manifest into `run_dir`, then fit; shared by pretrain, finetune and folds."""
     selection = check_validation(data.targets(val_rows)[:, columns], labels, cfg.select, dinfo, announce)
-    cfg = dataclasses.replace(cfg, data=data.root.resolve(), out=run_dir.resolve(), labels=labels)
+    cfg = dataclasses.replace(cfg, data=data.root.resolve(), out=run_dir.resolve(), labels=labels, select=selection["rule"])
     if dinfo.is_main:
         dump_config(cfg, RunPaths(run_dir).config)
         write_manifest(run_dir, kind=kind, arch=cfg.arch, data=str(data.root.resolve()), data_hash=data.data_hash,
@@ -93,16 +103,20 @@ def _train(cfg: TrainConfig, kind: str, data: PreparedData, model: XRayClassifie
     return fit(plan)
 
 
-def _report(run_dir: Path, summary: dict[str, Any], select: str) -> None:
+def _report(run_dir: Path, summary: dict[str, Any]) -> None:
     best = summary.get("best") or {}
     result(f"run: {run_dir}")
     if best:
-        result(f"best epoch {best['epoch']} (by {select}): val loss {best['val_loss']:.4f}, "
+        result(f"best epoch {best['epoch']} (by {summary['select']}): val loss {best['val_loss']:.4f}, "
                f"val AUROC {best['val_auroc_mean']:.3f}")
 
 
 def _finish(dinfo: dist_utils.DistInfo) -> None:
+    """Leave the process group and give the caller back its determinism setting."""
     dist_utils.teardown(dinfo)
+    if _determinism_before:
+        enabled, warn_only = _determinism_before.pop()
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
@@ -118,7 +132,7 @@ def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
         summary = _train(cfg, "pretrain", data, model, labels, columns, train_rows, val_rows, dinfo, device,
                          run_dir, {"parent": None}, callbacks)
         if dinfo.is_main:
-            _report(run_dir, summary, cfg.select)
+            _report(run_dir, summary)
         return run_dir
     finally:
         _finish(dinfo)
@@ -187,7 +201,7 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ()) -> Pa
         summary = _train(cfg, "finetune", data, model, labels, columns, train_rows, val_rows, dinfo, device, run_dir,
                          {"parent": str(parent) if parent else None}, callbacks)
         if dinfo.is_main:
-            _report(run_dir, summary, cfg.select)
+            _report(run_dir, summary)
         return run_dir
     finally:
         _finish(dinfo)
@@ -232,7 +246,7 @@ def resume(run: Path | None = None, kind: str = "pretrain", epochs: int | None =
                          history=history, callbacks=callbacks)
         summary = fit(plan)
         if dinfo.is_main:
-            _report(run_dir, summary, cfg.select)
+            _report(run_dir, summary)
         return run_dir
     finally:
         _finish(dinfo)

@@ -8,7 +8,7 @@ cross-validation scores every image exactly once with a model that never saw its
   (`--val-frac`, again grouped and stratified) picks the epoch, and the rest trains;
 - each fold is a complete finetune run in `fold-k/`, started afresh from the same parent.
 The top directory gets `oof_predictions.csv` (id, patient, fold, prob_<label>, true_<label>),
-`summary.json` and `summary.csv` (AUROC per fold and label, mean and standard deviation over
+`cv_summary.json` and `cv_summary.csv` (AUROC per fold and label, mean and standard deviation over
 folds, and the pooled out-of-fold AUROC with a patient-bootstrap 95% interval), and a manifest
 with `kind: "cv"` so `evaluate` can report the out-of-fold predictions.
 """
@@ -30,7 +30,7 @@ from ..metrics import bootstrap_label_metrics, per_label_auroc, percentile_inter
 from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
 from ..runs import atomic_write_json, atomic_write_text, write_manifest
-from .api import _make_run_dir, _start, _train, finetune_model, select_labels
+from .api import _finish, _make_run_dir, _start, _train, finetune_model, select_labels
 from . import distributed as dist_utils
 from .config import FinetuneConfig
 from .trainer import EpochCallback, small_validation, validation_counts
@@ -176,13 +176,13 @@ def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ())
             oof = pd.concat(oof_parts, ignore_index=True)
             atomic_write_text(root / OOF, oof.to_csv(index=False, float_format="%.6g"))
             summary = fold_summary(oof, labels, cfg.folds, cfg.seed)
-            atomic_write_json(root / "summary.json", summary)
-            atomic_write_text(root / "summary.csv", _summary_csv(summary, labels))
+            atomic_write_json(root / "cv_summary.json", summary)
+            atomic_write_text(root / "cv_summary.csv", _summary_csv(summary, labels))
             write_manifest(root, **common, complete=True, summary=summary)
             _print_summary(root, summary, labels)
         return root
     finally:
-        dist_utils.teardown(dinfo)
+        _finish(dinfo)
 
 
 def _print_summary(root: Path, summary: dict[str, Any], labels: list[str]) -> None:

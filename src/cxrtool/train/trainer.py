@@ -267,7 +267,7 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
         if dinfo.is_main and len(history) > plotted:
             plot_curves(pd.DataFrame(history), paths.curves, title=plan.run_dir.name)
 
-    return {"best_epoch": best_epoch, "epochs_run": len(history), "stopped_early": stopped_early,
+    return {"best_epoch": best_epoch, "select": cfg.select, "epochs_run": len(history), "stopped_early": stopped_early,
             "history": history, "best": next((r for r in history if r["epoch"] == best_epoch), None)}
 
 

@@ -1,0 +1,102 @@
+"""Training throughput: the whole trainer against a bare loop on tensors already in memory.
+
+For each architecture (densenet121 and resnet50 at 224 px, batch 16) this measures
+- bare: `model(x)`, BCE, backward, Adam step on a float batch that is already in memory;
+- trainer: `cxrtool.train.pretrain` on a 256-px cache, i.e. memmap reads in a loader worker,
+  uint8 -> float and the resize to 224, the `paper` augmentation, the masked loss, progress
+  display and per-epoch bookkeeping; its `images_per_s` of the second epoch (warm) is used.
+Both run the same number of steps. The trainer's overhead is 1 - trainer / bare.
+
+    python benchmarks/bench_train.py [--steps 3] [--archs densenet121,resnet50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrtool.data.cache import write_cache
+from cxrtool.models import create_model
+from cxrtool.progress import set_quiet
+from cxrtool.train import TrainConfig, pretrain
+from cxrtool.train.losses import masked_bce
+
+BATCH, SIZE, CACHE, LABELS = 16, 224, 256, 14
+
+
+def make_cache(root: Path, n_train: int, n_val: int) -> Path:
+    rng = np.random.default_rng(0)
+    n = n_train + n_val
+    images = rng.integers(0, 256, size=(n, CACHE, CACHE), dtype=np.uint8)
+    index = pd.DataFrame({"id": [f"img{i}" for i in range(n)], "patient": [f"p{i}" for i in range(n)],
+                          "view": "PA", "split": ["train"] * n_train + ["val"] * n_val, "source": "bench",
+                          "source_path": ""})
+    labels = [f"finding{j}" for j in range(LABELS)]
+    for label in labels:
+        index[label] = (rng.random(n) < 0.3).astype(float)
+    return write_cache(root, images, index, labels)
+
+
+def bare_loop(arch: str, steps: int) -> float:
+    """Images per second of forward/backward/step on an in-memory batch (after one warm-up step)."""
+    torch.manual_seed(0)
+    model = create_model(arch, LABELS).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.rand(BATCH, 1, SIZE, SIZE)
+    y = (torch.rand(BATCH, LABELS) < 0.3).float()
+
+    def step() -> None:
+        loss = masked_bce(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * BATCH / (time.perf_counter() - start)
+
+
+def trainer_run(arch: str, cache: Path, out: Path, workers: int) -> float:
+    cfg = TrainConfig(data=cache, out=out, arch=arch, weights="none", epochs=2, batch_size=BATCH, image_size=SIZE,
+                      augment="paper", device="cpu", workers=workers, early_stop=0)
+    with contextlib.redirect_stdout(io.StringIO()):  # keep stdout for the table
+        run = pretrain(cfg)
+    return float(pd.read_csv(run / "metrics.csv")["images_per_s"].iloc[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--archs", default="densenet121,resnet50")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    set_quiet(True)
+    cpu = subprocess.run("lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True, text=True).stdout.strip()
+    print(f"machine: {cpu or platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, no GPU; batch {BATCH}, {SIZE} px, {args.steps} steps")
+    print()
+    print("| arch | bare loop (images/s) | whole trainer (images/s) | trainer overhead |")
+    print("| --- | ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = make_cache(Path(tmp) / "cache", n_train=args.steps * BATCH, n_val=BATCH)
+        for arch in args.archs.split(","):
+            bare = bare_loop(arch, args.steps)
+            full = trainer_run(arch, cache, Path(tmp) / f"run-{arch}", args.workers)
+            print(f"| {arch} | {bare:.2f} | {full:.2f} | {100 * (1 - full / bare):+.1f}% |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
