@@ -111,6 +111,10 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     rows = data.require_rows(cfg.split)
     targets = data.targets(rows)[:, cols]
     image_size = int(card["image_size"])
+    trained_size = (card.get("preprocessing") or {}).get("cache_size")
+    if trained_size and int(trained_size) != data.size:
+        warn(f"{data.root}: cached at {data.size} px but the model was trained on a {trained_size}-px cache; "
+             f"images are resized to {image_size} px either way, but detail differs (prepare with --size {trained_size})")
     probs = predict_probs(model, data, rows, image_size, cfg.batch_size, device, cfg.tta, description=f"evaluate {cfg.split}")
     frame = data.index.iloc[rows]
     metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(),
@@ -148,6 +152,8 @@ def score(cfg: EvaluateConfig, labels: list[str], targets: np.ndarray, probs: np
 
     rep = label_report(targets, probs, labels, patients, n_boot=cfg.bootstrap, seed=cfg.seed)
     mean = rep["mean"]
+    if not np.isfinite(mean.get("estimate", np.nan)):
+        mean["estimate"] = None  # no label computable: say so (mean["not_computable"]), no NaN
     return {
         "run": str(run), "what": what, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "images": int(len(targets)), "patients": int(pd.Series(patients).nunique()),
