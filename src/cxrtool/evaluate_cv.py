@@ -51,7 +51,7 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
     from .evaluate import _prepare_out, fold_aurocs, score, write_outputs, write_predictions
 
     if cfg.external is not None:
-        raise CxrError(f"--external: {run} is a cross-validation run with one model per fold; evaluate one fold's own run directory against the external data")
+        raise CxrError(f"--external: {run} is a cross-validation run with one model per fold; evaluate one fold's own run (e.g. RUN/fold-1) against the external data")
     if cfg.tta:
         warn("--tta: ignored for a cross-validation run (its out-of-fold probabilities are already computed)")
     if cfg.data is not None or cfg.split != "test":

@@ -161,7 +161,8 @@ def markdown_report(metrics: dict) -> str:
     for c in metrics.get("compare") or []:
         parts.append(f"- {c['name']} ({c['citation']}): measured on {c['measured_on']}.")
     if metrics.get("compare"):
-        parts.append(f"- Ours: measured on {metrics['what']}.\n")
+        parts.append(f"- Ours: measured on {metrics['what']}.")
+        parts.append("- The published `mean` is taken over the labels in this table, as ours is.\n")
     if (table := shortcut_table(metrics)) is not None:
         sc = metrics["shortcuts"]
         parts.append(f"\n## Shortcut baselines (metadata only, fitted on {sc['fitted_on']})\n")
