@@ -1,48 +1,89 @@
 """Overlay pictures: the X-ray in grey with a class activation map on top in a heat colour map.
 
-Red is high ('jet', semi-transparent, scaled to the map's own range); the title names the class,
-its predicted probability and the method, and the finding's boxes are outlined when they are
-known. Figures are built with matplotlib's object API on the Agg canvas (no pyplot state, so
-thousands of overlays do not accumulate open figures) and written atomically.
+Red is high (matplotlib's 'jet', blended at 45% over the grey image, scaled to the map's own
+range); a title band names the class, its predicted probability, the image and the method, a strip
+under the image shows the colour scale, and the finding's boxes are outlined in white when known.
+The picture is composed with NumPy and Pillow (only the colour table comes from matplotlib):
+about ten times faster than a matplotlib figure, which matters when a whole split is mapped.
+Small images are enlarged (whole-pixel steps) so that the text stays readable.
 """
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from ..runs import atomic_write  # noqa: E402
-from .maps import normalise  # noqa: E402
+from ..runs import atomic_write
+from .maps import normalise
 
 ALPHA = 0.45  # enough colour to read the map, enough grey to read the anatomy under it
+MIN_SIDE = 256  # smaller images are enlarged to at least this side
+COLORMAP = "jet"
+
+
+@lru_cache(maxsize=1)
+def _colour_table() -> np.ndarray:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import colormaps
+
+    return (colormaps[COLORMAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.float32)  # (256, 3)
+
+
+@lru_cache(maxsize=4)
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the small bitmap font
+        return ImageFont.load_default()
+
+
+def heat_rgb(values01: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB floats (..., 3) with the heat colour table (red is high)."""
+    index = np.clip(np.round(np.asarray(values01, dtype=np.float32) * 255), 0, 255).astype(np.intp)
+    return _colour_table()[index]
+
+
+def blend(image: np.ndarray, cam: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """uint8 RGB (S, S, 3): the grey image under the map's colours (map min-max scaled)."""
+    grey = np.repeat(np.asarray(image, dtype=np.float32)[..., None], 3, axis=-1)
+    colour = heat_rgb(np.asarray(normalise(np.asarray(cam, dtype=np.float32))))
+    return np.clip((1 - alpha) * grey + alpha * colour, 0, 255).astype(np.uint8)
 
 
 def save_overlay(path: Path, image: np.ndarray, cam: np.ndarray, title: str, subtitle: str = "",
                  boxes: Sequence[tuple[float, float, float, float]] = ()) -> Path:
     """Write a PNG of `image` (uint8, S x S) under `cam` (S x S, any scale); boxes as (x, y, w, h)."""
     side = image.shape[0]
-    inches = max(3.0, min(6.0, side / 64))
-    fig = Figure(figsize=(inches, inches + 0.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.0, 0.0, 1.0, inches / (inches + 0.5)))
-    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="bilinear")
-    ax.imshow(np.asarray(normalise(cam), dtype=np.float32), cmap="jet", vmin=0.0, vmax=1.0, alpha=ALPHA,
-              interpolation="bilinear")
-    for (x, y, w, h) in boxes:
-        # Box pixels cover [x, x + w); imshow puts pixel centres on integers, hence the half pixel.
-        ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="white", linewidth=1.5))
-    ax.set_axis_off()
-    fig.suptitle(title, fontsize=11, y=0.985, va="top")
+    scale = max(1, math.ceil(MIN_SIDE / side))
+    picture = Image.fromarray(blend(image, cam), mode="RGB")
+    if scale > 1:
+        picture = picture.resize((side * scale, side * scale), Image.Resampling.BILINEAR)
+    width = picture.width
+    title_font, small_font = _font(max(12, width // 18)), _font(max(9, width // 28))
+    head = title_font.size + small_font.size + 14
+    foot = small_font.size + 16
+    canvas = Image.new("RGB", (width, head + width + foot), "white")
+    canvas.paste(picture, (0, head))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((width / 2, 4), title, fill="black", font=title_font, anchor="ma")
     if subtitle:
-        fig.text(0.5, 1 - 0.32 / (inches + 0.5), subtitle, ha="center", va="top", fontsize=7, color="dimgray")
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+        draw.text((width / 2, title_font.size + 9), subtitle, fill=(90, 90, 90), font=small_font, anchor="ma")
+    for (x, y, w, h) in boxes:
+        draw.rectangle([x * scale, head + y * scale, (x + w) * scale - 1, head + (y + h) * scale - 1],
+                       outline="white", width=max(1, scale // 2 + 1))
+    # Colour scale under the image: low (left) to high (right).
+    strip = heat_rgb(np.linspace(0, 1, width // 2)).astype(np.uint8)[None].repeat(6, axis=0)
+    left = width // 4
+    canvas.paste(Image.fromarray(strip, mode="RGB"), (left, head + width + 4))
+    label_y = head + width + 4 + 3
+    draw.text((left - 4, label_y), "low", fill="black", font=small_font, anchor="rm")
+    draw.text((left + strip.shape[1] + 4, label_y), "high", fill="black", font=small_font, anchor="lm")
+    atomic_write(Path(path), lambda tmp: canvas.save(tmp, format="PNG", compress_level=3))
     return Path(path)

@@ -360,8 +360,8 @@ def _finish(cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], im
                         [[r["class"], r["images"], f"{r['pointing_hit_rate']:.3f}", *[f"{r[c]:.3f}" for c in iou_cols],
                           f"{r['box_fraction']:.3f}"] for r in summary.to_dict("records")])
     if 0 < len(frame) <= TABLE_ROWS_MAX:
-        print_table(f"Class activation maps ({cfg.method})", ["image", "class", "probability", "overlay"],
-                    [[r["id"], r["class"], f"{r['probability']:.3f}", Path(r["overlay"]).name if r["overlay"] else "-"]
+        print_table(f"Class activation maps ({cfg.method})", ["image", "class", "probability", "written"],
+                    [[r["id"], r["class"], f"{r['probability']:.3f}", Path(r["overlay"] or r["map"]).name if (r["overlay"] or r["map"]) else "-"]
                      for r in frame.to_dict("records")])
     result(f"{len(frame)} map(s) of {mapped} image(s) written to {out}"
            + (f"; box scores in {scores_csv}" if scores_csv else ""))
