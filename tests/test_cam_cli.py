@@ -150,3 +150,9 @@ def test_library_call_and_yaml_config(workdir, synth_data, tmp_path):
     assert out["box_scores"] is not None and list(out["pairs"]["class"]) == ["Nodule", "Nodule"]
     with pytest.raises(CxrError, match="--top"):
         CamConfig(top=0)
+
+
+def test_nothing_readable_is_an_error(workdir):
+    (workdir / "broken.png").write_bytes(b"not a png")
+    res = cli("broken.png", "--class", "Mass")
+    assert res.exit_code == 2 and "could be read" in res.output and "broken.png" in res.output

@@ -88,7 +88,7 @@ class _Images:
     ids: list[str]
     stems: list[str]
     size: int
-    batches: Any  # callable -> iterator of (positions, uint8 tensor (b, S, S))
+    batches: Any  # callable(positions) -> iterator of (positions read, uint8 tensor (b, S, S), positions consumed)
     truth: Any = None  # callable (position, class name) -> 1.0 / 0.0 / nan
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -114,26 +114,28 @@ def _file_images(cfg: CamConfig, size: int) -> _Images:
     files, skipped = collect_files(cfg.inputs)
     if cfg.max_images is not None:
         files = files[: cfg.max_images]
-    decoded: dict[int, np.ndarray] = {}
-    readable: list[Path] = []
-    # Decode up front (only the small preprocessed arrays are kept) so unreadable files are
-    # known, listed and dropped before any map is made.
-    for path in files:
-        try:
-            decoded[len(readable)] = load_preprocessed(path, size)[0]
-            readable.append(path)
-        except ImageReadError as exc:
-            skipped.append((str(path), str(exc)))
-    if not readable:
+    if not files:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
+        raise CxrError(f"none of the {len(cfg.inputs)} input(s) holds an X-ray image{first}")
 
-    def batches(positions: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def batches(positions: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor, int]]:
+        # Decoded a batch at a time (memory stays flat for any number of files); a file that
+        # cannot be read is listed in `skipped` and left out of its batch.
         for start in range(0, len(positions), cfg.batch_size):
             chunk = positions[start : start + cfg.batch_size]
-            yield chunk, torch.from_numpy(np.stack([decoded[int(p)] for p in chunk]))
+            kept, arrays = [], []
+            for p in chunk:
+                try:
+                    arrays.append(load_preprocessed(files[int(p)], size)[0])
+                    kept.append(int(p))
+                except ImageReadError as exc:
+                    skipped.append((str(files[int(p)]), str(exc)))
+            if kept:
+                yield np.array(kept), torch.from_numpy(np.stack(arrays)), len(chunk)
+            else:
+                yield np.array([], dtype=int), None, len(chunk)
 
-    return _Images(ids=[p.name for p in readable], stems=_unique([_stem(p.name) for p in readable]), size=size,
+    return _Images(ids=[p.name for p in files], stems=_unique([_stem(p.name) for p in files]), size=size,
                    batches=batches, skipped=skipped)
 
 
@@ -147,11 +149,11 @@ def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[_Images, Any]:
     rows = data.require_rows(cfg.split)
     ids = data.index["id"].astype(str).to_numpy()
 
-    def batches(positions: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    def batches(positions: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor, int]]:
         # Rows in cache order: contiguous memmap reads, as in training.
         for start in range(0, len(positions), cfg.batch_size):
             chunk = positions[start : start + cfg.batch_size]
-            yield chunk, torch.from_numpy(np.ascontiguousarray(data.images[rows[chunk]]))
+            yield chunk, torch.from_numpy(np.ascontiguousarray(data.images[rows[chunk]])), len(chunk)
 
     def truth(position: int, label: str) -> float:
         if label not in data.labels:
@@ -218,11 +220,6 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
         images, data = _file_images(cfg, cache_size), None
     else:
         images, data = _cache_images(cfg, run_dir)
-    for path, reason in images.skipped[:10]:
-        warn(f"{path}: skipped ({reason})")
-    if len(images.skipped) > 10:
-        warn(f"... and {len(images.skipped) - 10} more skipped inputs (listed in {out / SKIPPED_NAME})")
-
     boxes = _load_boxes(cfg, images.size, data, labels)
     mode = "given" if given else ("top" if cfg.top else ("boxes" if boxes is not None else "top"))
     top = cfg.top or 1
@@ -261,8 +258,13 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
 
     grid = feature_grid(model, image_size) if cfg.align else None
     pairs, scores = [], []
+    read = 0
     with progress_bar(len(positions), f"{cfg.method} maps") as bar:
-        for chunk, batch_u8 in images.batches(positions):
+        for chunk, batch_u8, consumed in images.batches(positions):
+            if not len(chunk):
+                bar.advance(consumed)
+                continue
+            read += len(chunk)
             x = to_model_input(batch_u8, image_size, device)
             if mode == "top":
                 with torch.no_grad():
@@ -272,7 +274,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
             wanted = [classes_of(int(p), probs[j] if probs is not None else None) for j, p in enumerate(chunk)]
             union = sorted({c for cs in wanted for c in cs})
             if not union:
-                bar.advance(len(chunk))
+                bar.advance(consumed)
                 continue
             mb = low_res_maps(model, x, union, cfg.method)
             probs = mb.probs.cpu().numpy()
@@ -300,9 +302,16 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                     scores.append({**{k: row[k] for k in ("id", "class", "method", "probability", "label")},
                                    "boxes": len(own_boxes), **score_map(cam, own_boxes, cfg.thresholds)})
             del mb, low, full  # free the batch's maps before the next one
-            bar.advance(len(chunk))
+            bar.advance(consumed)
 
-    return _finish(cfg, out, pairs, scores, images, scoring, len(positions))
+    for path, reason in images.skipped[:10]:
+        warn(f"{path}: skipped ({reason})")
+    if len(images.skipped) > 10:
+        warn(f"... and {len(images.skipped) - 10} more skipped inputs (listed in {out / SKIPPED_NAME})")
+    if not read:
+        first = f" ({images.skipped[0][0]}: {images.skipped[0][1]})" if images.skipped else ""
+        raise CxrError(f"none of the {len(positions)} input(s) could be read as an X-ray image{first}")
+    return _finish(cfg, out, pairs, scores, images, scoring, read)
 
 
 def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | None:
