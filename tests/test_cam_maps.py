@@ -41,7 +41,7 @@ def test_cam_is_the_head_weighted_sum_of_the_final_features(arch):
 
 def test_one_and_three_channel_inputs_give_the_same_maps():
     torch.manual_seed(1)
-    model = create_model("resnet18", 3).eval()
+    model = create_model("tiny-cnn", 3).eval()
     grey = torch.rand(2, 1, 64, 64)
     for method in METHODS:
         one, p1 = class_activation_maps(model, grey, [1], method)
