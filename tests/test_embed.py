@@ -184,3 +184,27 @@ def test_pixels_only_map_of_a_cache_needs_no_run(synth_data, tmp_path):
     res = run_embed(EmbedConfig(data=synth_data.root, space="pixels", method="som", max_images=40, out=tmp_path / "px"))
     assert res["n_images"] == 40 and set(res["scores"]["spaces"]) == {"pixels"}
     assert len(pd.read_csv(tmp_path / "px" / "coords_pixels_som.csv")) == 40
+
+
+def test_mixed_sources_and_covid_get_their_panels_and_nearest_findings(tmp_path):
+    # A cache where COVID-19 images come from a second "hospital": the scatter gains a by-source
+    # panel, the SOM a COVID-19 share panel, and the scores name the findings nearest COVID-19.
+    from PIL import Image
+
+    from cxrtool.data.cache import write_cache
+    from cxrtool.data.sources.synthetic import SYNTHETIC_FINDINGS
+    from helpers import synthetic_cache
+
+    base = synthetic_cache(tmp_path / "base", n_patients=40, size=32, labels=SYNTHETIC_FINDINGS)
+    index = base.index.copy()
+    index.loc[index["COVID-19"] == 1, "source"] = "covid-set"
+    mixed = tmp_path / "mixed"
+    write_cache(mixed, np.asarray(base.images), index, base.labels)
+    res = run_embed(EmbedConfig(data=mixed, space="pixels", method="som", som_grid="4x4", out=tmp_path / "e"))
+    scores = res["scores"]
+    assert set(scores["sources"]) == {"synthetic", "covid-set"}
+    assert scores["near_covid"]["pixels"] and scores["near_covid"]["pixels"][0][0] != "COVID-19"
+    width, height = Image.open(tmp_path / "e" / "scatter_pixels_som.png").size
+    assert width > 1.8 * height  # two panels side by side
+    width, height = Image.open(tmp_path / "e" / "som_pixels.png").size
+    assert width > 2.5 * height  # U-matrix, majority finding, COVID-19 share
