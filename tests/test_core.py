@@ -177,3 +177,15 @@ def test_bad_images_raise_a_reason(tmp_path):
     for name, reason in (("empty.png", "empty"), ("text.png", "not an image"), ("trunc.png", "truncated"), ("nope.png", "not found")):
         with pytest.raises(ImageReadError, match=reason):
             read_gray(tmp_path / name)
+
+
+def test_a_cross_validation_run_is_found_and_explains_itself(tmp_path):
+    from cxrtool.models.checkpoint import resolve_checkpoint
+
+    cv = tmp_path / "finetune-cv"
+    (cv / "fold-1").mkdir(parents=True)
+    (cv / "manifest.json").write_text(json.dumps({"kind": "cv"}))
+    (cv / "oof_predictions.csv").write_text("id,patient,fold\n")
+    assert resolve_run(None, root=tmp_path) == cv
+    with pytest.raises(CxrError, match="one model per fold.*fold-1"):
+        resolve_checkpoint(cv)

@@ -27,9 +27,8 @@ from .config import config_to_dict, require
 from .errors import CxrError
 from .metrics import label_report, operating_point, per_label_auroc
 from .progress import info, warn
-from .runs import MANIFEST, atomic_write_json, atomic_write_text, read_manifest
+from .runs import MANIFEST, OOF_PREDICTIONS as OOF_FILE, atomic_write_json, atomic_write_text, read_manifest
 
-OOF_FILE = "oof_predictions.csv"
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
 

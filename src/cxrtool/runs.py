@@ -208,8 +208,17 @@ def new_run_dir(kind: str, arch: str, out: Path | None = None, root: Path = DEFA
     return out
 
 
+OOF_PREDICTIONS = "oof_predictions.csv"  # what a cross-validation run holds instead of one checkpoint
+
+
 def is_run_dir(path: Path) -> bool:
-    return (Path(path) / MANIFEST).is_file() and (Path(path) / "checkpoints").is_dir()
+    """A training run (checkpoints/) or a cross-validation run (one sub-run per fold)."""
+    path = Path(path)
+    return (path / MANIFEST).is_file() and ((path / "checkpoints").is_dir() or (path / OOF_PREDICTIONS).is_file())
+
+
+def is_cv_run(path: Path) -> bool:
+    return (Path(path) / OOF_PREDICTIONS).is_file() and not (Path(path) / "checkpoints").is_dir()
 
 
 def latest_run(root: Path = DEFAULT_RUNS_ROOT) -> Path | None:

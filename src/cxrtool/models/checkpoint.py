@@ -100,6 +100,11 @@ def resolve_checkpoint(path: Path, which: str = "best") -> Path:
         return path
     if (path / "checkpoints").is_dir():
         raise CxrError(f"{path}: the run has no {which} checkpoint yet (checkpoints/{which}/card.json)")
+    from ..runs import is_cv_run
+
+    if is_cv_run(path):
+        folds = sorted(p.name for p in path.glob("fold-*") if p.is_dir())
+        raise CxrError(f"{path}: a cross-validation run has one model per fold; give one of its fold runs, e.g. {path / (folds[0] if folds else 'fold-1')}")
     raise CxrError(f"{path}: not a run directory or checkpoint (no {CARD})")
 
 

@@ -29,13 +29,11 @@ from ..inference import predict_probs
 from ..metrics import bootstrap_label_metrics, per_label_auroc, percentile_interval
 from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
-from ..runs import atomic_write_json, atomic_write_text, write_manifest
+from ..runs import OOF_PREDICTIONS as OOF, atomic_write_json, atomic_write_text, write_manifest
 from .api import _finish, _make_run_dir, _start, _train, finetune_model, select_labels
 from . import distributed as dist_utils
 from .config import FinetuneConfig
 from .trainer import EpochCallback, small_validation, validation_counts
-
-OOF = "oof_predictions.csv"
 N_BOOT = 1000
 
 
