@@ -9,6 +9,7 @@ one line and exits with status 2; Ctrl-C exits with 130 and says how to resume.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import typer
@@ -65,6 +66,17 @@ def quiet_option(quiet: bool) -> None:
 
     if quiet:
         set_quiet(True)
+
+
+def split_run_and_paths(run: Path | None, paths: list[Path]) -> tuple[Path | None, list[Path]]:
+    """`cam RUN IMG...`, `predict RUN IMG...`: a first path that is a run or checkpoint folder names the model."""
+    from .runs import is_run_dir
+
+    if run is None and paths:
+        first = paths[0]
+        if first.is_dir() and (is_run_dir(first) or (first / "card.json").is_file()):
+            return first, paths[1:]
+    return run, paths
 
 
 def _version(value: bool) -> None:

@@ -7,18 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import quiet_option, user_errors
-
-
-def _split_run_and_paths(run: Optional[Path], paths: List[Path]) -> tuple[Optional[Path], List[Path]]:
-    """`cam RUN IMG...`: a first path that is a run or checkpoint folder names the model."""
-    from ..runs import is_run_dir
-
-    if run is None and paths:
-        first = paths[0]
-        if first.is_dir() and (is_run_dir(first) or (first / "card.json").is_file()):
-            return first, paths[1:]
-    return run, paths
+from ..cli import quiet_option, split_run_and_paths, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -52,7 +41,7 @@ def register(app: typer.Typer) -> None:
         from ..cam import CamConfig, run_cam
         from ..config import build_config
 
-        model_source, inputs = _split_run_and_paths(run, list(paths or []))
+        model_source, inputs = split_run_and_paths(run, list(paths or []))
         cfg = build_config(CamConfig, config, inputs=inputs or None, run=model_source, classes=classes or None, top=top,
                            method=method, out=out, data=data, split=split, max_images=max_images, boxes=boxes,
                            thresholds=thresholds, align=align, overlays=overlays, maps=maps, checkpoint=checkpoint,

@@ -7,18 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import quiet_option, user_errors
-
-
-def _split_run_and_paths(run: Optional[Path], paths: List[Path]) -> tuple[Optional[Path], List[Path]]:
-    """`predict RUN IMG...`: a first path that is a run or checkpoint folder names the model."""
-    from ..runs import is_run_dir
-
-    if run is None and paths:
-        first = paths[0]
-        if first.is_dir() and (is_run_dir(first) or (first / "card.json").is_file()):
-            return first, paths[1:]
-    return run, paths
+from ..cli import quiet_option, split_run_and_paths, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -75,7 +64,7 @@ def register(app: typer.Typer) -> None:
         from ..errors import CxrError
         from ..predict import PredictConfig, predict_files
 
-        model_source, inputs = _split_run_and_paths(run, list(paths))
+        model_source, inputs = split_run_and_paths(run, list(paths))
         if not inputs:
             raise CxrError(f"give image files or folders to predict after the run {model_source}")
         predict_files(PredictConfig(inputs=inputs, run=model_source, out=out, tta=tta, device=device,
