@@ -36,11 +36,16 @@ def _img(path: Path, alt: str, width: str = "100%") -> str:
     return f'<figure><img alt="{html.escape(alt)}" style="max-width:{width}" src="data:image/png;base64,{data}"><figcaption>{html.escape(path.name)}</figcaption></figure>'
 
 
+def _number(v) -> str:
+    """Whole numbers without decimals (counts), others to three places."""
+    return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"
+
+
 def _table(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
     shown = frame.head(max_rows)
-    body = shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0, classes="t")
+    body = shown.to_html(index=False, float_format=_number, na_rep="–", border=0, classes="t")
     more = f"<p class=note>{len(frame) - max_rows} more rows in the CSV.</p>" if len(frame) > max_rows else ""
-    return body + more
+    return f'<div class=wide>{body}</div>{more}'
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
@@ -95,6 +100,18 @@ def _parents(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return chain
 
 
+def _start_of(paths: RunPaths) -> str:
+    """How a run without a parent started: ImageNet weights, a weights file, or random initialisation."""
+    import yaml
+
+    weights = None
+    if paths.config.is_file():
+        weights = (yaml.safe_load(paths.config.read_text()) or {}).get("weights")
+    if weights in (None, "none"):
+        return "trained from random initialisation"
+    return "started from ImageNet weights" if weights == "imagenet" else f"started from the weights file {weights}"
+
+
 def _section_training(paths: RunPaths) -> str:
     parts = []
     if paths.curves.is_file():
@@ -133,33 +150,43 @@ def _section_cam(paths: RunPaths) -> str:
     if not paths.cam.is_dir():
         return _missing("Class activation maps", "cxrtool cam IMAGE --class C")
     parts = []
-    for csv in sorted(paths.cam.rglob("*scores*.csv")):
-        if (frame := _csv(csv)) is not None:
-            parts.append(f"<h4>{html.escape(csv.name)}</h4>" + _table(frame))
+    if (frame := _csv(paths.cam / "box_scores.csv")) is not None:
+        parts.append("<h4>Box scores (pointing-game hit rate, IoU; box_fraction = chance)</h4>" + _table(frame))
     pngs = _pngs(paths.cam, MAX_CAM_EXAMPLES)
     if pngs:
         parts.append('<div class=grid>' + "".join(_img(p, p.stem) for p in pngs) + "</div>")
     return "".join(parts) or _missing("Class activation maps", "cxrtool cam IMAGE --class C")
 
 
+def _embed_scores(scores: dict[str, Any]) -> pd.DataFrame:
+    """One row per space and map: silhouette and k-NN accuracy (scores.json's `spaces`)."""
+    rows = []
+    for space, methods in (scores.get("spaces") or {}).items():
+        for method, entry in methods.items():
+            if isinstance(entry, dict):
+                rows.append({"space": space, "map": "full (PCA)" if method == "full" else method,
+                             "silhouette": entry.get("silhouette"), "knn_accuracy": entry.get("knn_accuracy")})
+    return pd.DataFrame(rows)
+
+
 def _section_embed(paths: RunPaths) -> str:
     if not paths.embed.is_dir():
         return _missing("Embedding maps", "cxrtool embed --method all")
     parts = []
-    scores = paths.embed / "scores.json"
-    if scores.is_file():
-        data = json.loads(scores.read_text())
-        rows = data if isinstance(data, list) else data.get("scores", data)
-        try:
-            parts.append("<h4>Cluster scores</h4>" + _table(pd.DataFrame(rows)))
-        except ValueError:
-            parts.append(_pre(json.dumps(data, indent=2)))
-    for csv in sorted(paths.embed.glob("*distance*.csv")):
-        if (frame := _csv(csv)) is not None:
-            parts.append(f"<h4>{html.escape(csv.name)}</h4>" + _table(frame))
+    scores_path = paths.embed / "scores.json"
+    if scores_path.is_file():
+        scores = json.loads(scores_path.read_text())
+        frame = _embed_scores(scores)
+        if len(frame):
+            chance = scores.get("knn_chance")
+            note = f" (k-NN chance level {chance:.3f})" if isinstance(chance, (int, float)) else ""
+            parts.append(f"<h4>Cluster scores on {scores.get('n_images', '?')} images{note}</h4>" + _table(frame))
+        near = scores.get("near_covid") or {}
+        if near:
+            parts.append("<h4>Findings nearest COVID-19 (centroid distance)</h4>" + _pre(json.dumps(near, indent=1)))
     pngs = _pngs(paths.embed)
     if pngs:
-        parts.append('<div class=grid>' + "".join(_img(p, p.stem) for p in pngs) + "</div>")
+        parts.append('<div class="grid big">' + "".join(_img(p, p.stem) for p in pngs) + "</div>")
     return "".join(parts) or _missing("Embedding maps", "cxrtool embed --method all")
 
 
@@ -169,6 +196,7 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0}table.t td,table.t th{border:1px solid #ddd;padding:2px 6px;text-align:right}
 table.t th{background:#f4f4f4}pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:8px}
+.grid.big{grid-template-columns:repeat(auto-fill,minmax(520px,1fr))}.wide{overflow-x:auto}
 figure{margin:0}figcaption{font-size:.75em;color:#666}.note{color:#777;font-style:italic}
 """
 
@@ -182,7 +210,7 @@ def build_report(cfg: ReportConfig) -> Path:
     parents = _parents(manifest)
     parent_html = "".join(
         f"<li><code>{html.escape(p)}</code> ({html.escape(str(m.get('kind', '?')))}, {html.escape(str(m.get('arch', '?')))}, data {html.escape(str(m.get('data', '?')))})</li>"
-        for p, m in parents) or "<li>none (this run started from " + html.escape(str(manifest.get("weights", "its initial weights"))) + ")</li>"
+        for p, m in parents) or f"<li>none: {html.escape(_start_of(paths))}</li>"
     config_text = paths.config.read_text() if paths.config.is_file() else "(no config.yaml)"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cxrtool report: {html.escape(run.name)}</title>
 <style>{CSS}</style></head><body>
