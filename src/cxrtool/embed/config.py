@@ -3,7 +3,7 @@
 `EmbedConfig` is filled by `cxrtool.config.build_config` (defaults < `--config FILE.yaml` <
 command options) and checked in `__post_init__`, so a bad value fails before any image is read,
 with one line naming the option. The defaults are tuned so that every map finishes within a
-minute on 10,000 images on a 2-core CPU (see docs/perf/embed.md).
+minute on 10,000 images on a 2-core CPU (see docs/performance.md).
 """
 
 from __future__ import annotations
