@@ -166,3 +166,21 @@ def test_folder_source_missing_column_names_it_and_the_file(tmp_path):
     assert np.isnan(targets[:, 1]).sum() == sum(1 for i in range(len(images)) if i % 3 == 0)
     assert list(pd.read_csv(data.root / "skipped.csv")["source_path"]) == ["gone.png"]
     check_no_leak(data.index)
+
+
+def test_folder_csv_written_on_windows_with_bom_and_spaces_is_read(tmp_path):
+    images, _, _ = generate_arrays(SyntheticConfig(n_patients=4, size=64, seed=2))
+    sub = tmp_path / "my data" / "sub dir"
+    sub.mkdir(parents=True)
+    lines = ["image,finding,pid"]
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(sub / f"img{i}.PNG")
+        lines.append(f"sub dir\\img{i}.PNG,{i % 2},p{i // 2}")
+    csv = tmp_path / "my data" / "labels.csv"
+    csv.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8-sig")
+    res = cli("prepare", "folder", csv, "--label-cols", "finding", "--patient-col", "pid",
+              "--out", tmp_path / "c", "--size", 32, "--workers", 1, "-q")
+    assert res.exit_code == 0, res.output
+    data = PreparedData(tmp_path / "c")
+    assert len(data) == len(images)
+    assert data.targets()[:, 0].tolist() == [float(i % 2) for i in range(len(images))]

@@ -57,6 +57,16 @@ def parse_label(value: object, row: int, column: str, csv: Path) -> float:
     raise CxrError(f"{csv}: row {row}, column {column!r}: {value!r} is not a label (use 1/0, or leave it blank for not annotated)")
 
 
+def image_path(text: str, root: Path) -> Path:
+    """A CSV cell as a file: relative to root unless absolute; Windows separators read as '/'."""
+    path = Path(text) if Path(text).is_absolute() else root / text
+    if "\\" in text and not path.is_file():
+        # A CSV written on Windows ("images\\a.png") names a sub-folder, not a file with a backslash.
+        posix = text.replace("\\", "/")
+        path = Path(posix) if Path(posix).is_absolute() else root / posix
+    return path
+
+
 def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
     try:
         frame = pd.read_csv(cfg.csv, dtype=str, keep_default_na=False)
@@ -86,7 +96,7 @@ def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
     else:
         patients = images
         notes.append("no --patient-col: each image is its own patient, so one patient's images may land in different splits")
-    paths = images.map(lambda p: Path(p) if Path(p).is_absolute() else cfg.image_root / p)
+    paths = images.map(lambda p: image_path(p, cfg.image_root))
     present = paths.map(lambda p: p.is_file())
     ids = unique_ids(images, patients)
     rows = pd.DataFrame({
