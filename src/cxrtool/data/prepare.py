@@ -367,7 +367,7 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
         if counts["images"] == 0 and (split == "train" or (split == "val" and cfg.val_frac > 0) or (split == "test" and cfg.test_frac > 0)):
             from ..progress import warn
 
-            warn(f"the {split} split is empty ({counts} of {len(index)} images); use more data or other --val-frac/--test-frac")
+            warn(f"the {split} split is empty (0 of {len(index)} images); use more data or other --val-frac/--test-frac")
     boxes = None
     if table.boxes is not None:
         boxes = boxes_to_cache(table.boxes, index, cfg.size, table.box_space)
