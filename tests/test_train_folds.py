@@ -60,3 +60,30 @@ def test_cross_validation_writes_fold_runs_oof_predictions_and_summary(tmp_path,
     assert manifest["kind"] == "cv" and manifest["folds"] == 3 and manifest["complete"] is True
     assert manifest["fold_runs"] == ["fold-1", "fold-2", "fold-3"] and manifest["oof_predictions"] == "oof_predictions.csv"
     assert "pooled" in (root / "cv_summary.csv").read_text()
+
+
+def test_patients_sharing_a_film_stay_in_one_fold(tmp_path):
+    import shutil
+
+    from cxrtool.data.cache import PreparedData
+    from cxrtool.train.folds import leakage_groups
+
+    data = synthetic_cache(tmp_path / "data", n_patients=30, size=32, seed=3, labels=["COVID-19"])
+    index = data.index
+    by_patient = index.groupby("patient")["id"].first()
+    a, b, c, d = by_patient.index[:4]
+    # a/b: a near-duplicate pair prepare found; c/d: identical bytes filed under two patients.
+    pd.DataFrame({"id_a": [by_patient[a]], "id_b": [by_patient[b]], "patient_a": [a], "patient_b": [b],
+                  "source_a": "s", "source_b": "s", "distance": [3]}).to_csv(data.root / "duplicates.csv", index=False)
+    index = index.copy()
+    index["file_hash"] = index["id"]
+    index.loc[index["id"] == by_patient[d], "file_hash"] = by_patient[c]
+    index.to_csv(data.root / "index.csv", index=False)
+    data = PreparedData(data.root)
+    groups = leakage_groups(data)
+    patients = data.index["patient"].astype(str).to_numpy()
+    assert len(set(groups[np.isin(patients, [a, b])])) == 1 and len(set(groups[np.isin(patients, [c, d])])) == 1
+    assert len(set(groups)) == len(set(patients)) - 2
+    for seed in range(5):
+        fold = assign_folds(groups, data.targets()[:, :1], 5, seed=seed)
+        assert len(set(fold[np.isin(patients, [a, b])])) == 1 and len(set(fold[np.isin(patients, [c, d])])) == 1

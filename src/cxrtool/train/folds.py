@@ -3,7 +3,8 @@
 On a small collection one split's test AUROC swings by +-0.1 between seeds, so K-fold
 cross-validation scores every image exactly once with a model that never saw its patient:
 - all images of the cache (train, val and test splits alike) are cut into K folds grouped by
-  patient and stratified by the first training label (scikit-learn's StratifiedGroupKFold);
+  patient (patients sharing a file or a near-duplicate film, as listed in duplicates.csv, count
+  as one) and stratified by the first training label (scikit-learn's StratifiedGroupKFold);
 - for fold k the held-out fold is the test set; from the remaining patients a validation part
   (`--val-frac`, again grouped and stratified) picks the epoch, and the rest trains;
 - each fold is a complete finetune run in `fold-k/`, started afresh from the same parent.
@@ -64,6 +65,27 @@ def assign_folds(patients: np.ndarray, targets: np.ndarray, k: int, seed: int) -
     for f, held in enumerate(_group_kfold(stratification_key(targets), patients, k, seed)):
         fold[held] = f
     return fold
+
+
+def leakage_groups(data: PreparedData) -> np.ndarray:
+    """Per cache row, the group of patients that must stay on one side of a fold: those sharing
+    identical bytes or a near-duplicate radiograph (duplicates.csv), as prepare's split grouped them."""
+    from ..data.cache import DUPLICATES
+    from ..data.splits import links_from_shared_keys, patient_groups
+
+    index = data.index
+    patients = index["patient"].astype(str).tolist()
+    links = []
+    if "file_hash" in index.columns:
+        links += links_from_shared_keys(patients, index["file_hash"].fillna("").astype(str).tolist())
+    path = data.root / DUPLICATES
+    if path.is_file():
+        pairs = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if {"id_a", "id_b"} <= set(pairs.columns):
+            patient_of = dict(zip(index["id"].astype(str), patients))
+            links += [(patient_of[a], patient_of[b]) for a, b in zip(pairs["id_a"], pairs["id_b"])
+                      if a in patient_of and b in patient_of]
+    return patient_groups(patients, links).astype(str)
 
 
 def carve_validation(positions: np.ndarray, patients: np.ndarray, targets: np.ndarray, val_frac: float,
@@ -130,7 +152,10 @@ def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ())
         labels, columns = select_labels(data, cfg.labels, rows)
         targets = data.targets(rows)[:, columns]
         patients = data.index["patient"].to_numpy().astype(str)[rows]
-        fold_of = assign_folds(patients, targets, cfg.folds, cfg.seed)
+        # Folds are cut by patient group: a film filed under two patients must not train one fold's
+        # model and be held out to score it.
+        groups = leakage_groups(data)[rows]
+        fold_of = assign_folds(groups, targets, cfg.folds, cfg.seed)
         _, resolved, parent = finetune_model(cfg, labels)  # resolves arch, image size and parent once
         root = _make_run_dir(cfg.out, "cv", resolved.arch, dinfo)
         common = dict(kind="cv", arch=resolved.arch, data=str(data.root.resolve()), data_hash=data.data_hash,
@@ -145,7 +170,7 @@ def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ())
         oof_parts = []
         for k in range(1, cfg.folds + 1):
             held = np.flatnonzero(fold_of == k - 1)
-            train_pos, val_pos = carve_validation(np.flatnonzero(fold_of != k - 1), patients, targets, cfg.val_frac, cfg.seed + k)
+            train_pos, val_pos = carve_validation(np.flatnonzero(fold_of != k - 1), groups, targets, cfg.val_frac, cfg.seed + k)
             if dinfo.is_main:
                 info(f"fold {k}/{cfg.folds}: {len(train_pos)} training, {len(val_pos)} validation, {len(held)} held-out images")
             model, fold_cfg, _ = finetune_model(cfg, labels)
