@@ -117,6 +117,17 @@ def test_a_cache_split_in_batches_with_the_caches_boxes(workdir, synth_data):
     assert len(list((workdir / "split" / "maps").glob("*.npy"))) == len(per_image)
 
 
+
+def test_a_cache_whose_boxes_file_is_empty_maps_the_most_probable_class(workdir, synth_data):
+    data = workdir / "nobox"
+    shutil.copytree(synth_data.root, data)
+    synth_data.boxes().iloc[:0].to_csv(data / "boxes.csv", index=False)
+    res = cli("--data", str(data), "--split", "test", "--max-images", "3", "--out", "nobox-cam", "--no-overlays")
+    assert res.exit_code == 0, res.output
+    index = pd.read_csv(workdir / "nobox-cam" / "cams.csv", dtype={"id": str})
+    assert len(index) == 3 and index["id"].nunique() == 3
+    assert not (workdir / "nobox-cam" / "box_scores.csv").exists()
+
 def test_nih_box_file_scores_files_like_the_caches_own_boxes(workdir, synth_data):
     boxes = synth_data.boxes()
     rows = [int(np.flatnonzero(synth_data.index["id"] == i)[0]) for i in boxes["id"].unique()[:6]]

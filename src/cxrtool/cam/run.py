@@ -322,6 +322,10 @@ def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | No
     elif data is not None and data.boxes() is not None:
         table = clean_boxes(data.boxes())
         where = str(data.root / "boxes.csv")
+        if not table["label"].isin(labels).any():
+            # A cache whose boxes.csv holds none of the model's classes (or no row at all) has
+            # nothing to score: map each image's most probable class, as for a cache without boxes.
+            return None
         info(f"scoring maps against the cache's boxes ({where})")
     else:
         return None
