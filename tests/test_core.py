@@ -189,3 +189,27 @@ def test_a_cross_validation_run_is_found_and_explains_itself(tmp_path):
     assert resolve_run(None, root=tmp_path) == cv
     with pytest.raises(CxrError, match="one model per fold.*fold-1"):
         resolve_checkpoint(cv)
+
+
+def test_a_dicom_whose_lut_breaks_is_an_unreadable_image_not_a_crash(tmp_path, monkeypatch):
+    import pydicom.pixels
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = FileDataset(str(tmp_path / "x.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 16, 16, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (np.arange(256, dtype=np.uint16) * 10).tobytes()
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    assert read_gray(tmp_path / "x.dcm").shape == (16, 16)
+
+    def broken(*args, **kwargs):
+        raise ValueError("bad LUT descriptor")
+
+    monkeypatch.setattr(pydicom.pixels, "apply_voi_lut", broken)
+    with pytest.raises(ImageReadError, match="unusable LUT"):
+        read_gray(tmp_path / "x.dcm")

@@ -68,8 +68,10 @@ def _read_dicom(path: Path) -> np.ndarray:
     if pixels.ndim == 3:
         pixels = pixels.mean(axis=-1)
         return _to_uint8(pixels)
-    arr = apply_modality_lut(pixels, ds)
-    arr = apply_voi_lut(arr, ds)
+    try:
+        arr = apply_voi_lut(apply_modality_lut(pixels, ds), ds)
+    except Exception as exc:  # a malformed LUT is one bad file, not a reason to stop a whole prepare
+        raise ImageReadError(f"DICOM with an unusable LUT ({type(exc).__name__}: {exc})") from None
     out = _to_uint8(arr)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = 255 - out  # MONOCHROME1: high values are dark; radiographs are shown bones-bright
