@@ -184,3 +184,20 @@ def test_folder_csv_written_on_windows_with_bom_and_spaces_is_read(tmp_path):
     data = PreparedData(tmp_path / "c")
     assert len(data) == len(images)
     assert data.targets()[:, 0].tolist() == [float(i % 2) for i in range(len(images))]
+
+
+def test_prepare_synthetic_refuses_a_folder_with_files_unless_overwrite(tmp_path):
+    from typer.testing import CliRunner
+
+    from cxrtool.cli import app
+
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["prepare", "synthetic", str(out), "--patients", "2", "--size", "32", "-q"])
+    assert refused.exit_code == 2 and "--overwrite" in refused.output
+    assert not (out / "images").exists()
+    done = runner.invoke(app, ["prepare", "synthetic", str(out), "--patients", "2", "--size", "32", "-q", "--overwrite"])
+    assert done.exit_code == 0, done.output
+    assert (out / "Data_Entry_2017.csv").is_file() and (out / "notes.txt").read_text() == "mine"

@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(256, help="Image side in pixels."),
         seed: int = typer.Option(0, help="Random seed: the same seed writes the same images."),
         shortcut: float = typer.Option(0.0, help="0..1: how strongly the AP view tag predicts COVID-19 (a planted shortcut)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Write into a folder that already holds files."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         """Write generated chest-like X-rays with drawn lesions at known boxes, in the NIH layout."""
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from ..data.sources.synthetic import SyntheticConfig, write_raw
         from ..progress import result
 
-        counts = write_raw(out, SyntheticConfig(n_patients=patients, size=size, seed=seed, shortcut=shortcut))
+        counts = write_raw(out, SyntheticConfig(n_patients=patients, size=size, seed=seed, shortcut=shortcut), overwrite=overwrite)
         result(f"wrote {counts['images']} images of {counts['patients']} patients ({counts['boxes']} boxes) to {out}")
 
     @prepare_app.command("nih")

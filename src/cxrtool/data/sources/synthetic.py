@@ -190,14 +190,22 @@ def generate_arrays(cfg: SyntheticConfig, findings: list[str] | None = None):
     return images, pd.DataFrame(records), pd.DataFrame(box_rows, columns=["image", "label", "x", "y", "w", "h"])
 
 
-def write_raw(out: Path, cfg: SyntheticConfig) -> dict[str, int]:
-    """Write the dataset in the NIH layout; returns counts. Images are PNG at cfg.size."""
+def write_raw(out: Path, cfg: SyntheticConfig, overwrite: bool = False) -> dict[str, int]:
+    """Write the dataset in the NIH layout; returns counts. Images are PNG at cfg.size.
+
+    A folder that already holds files is refused unless `overwrite` (it may be someone's data)."""
     from PIL import Image
 
+    from ...errors import CxrError
     from ...progress import track
 
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise CxrError(f"{out}: folder exists and is not empty; pass --overwrite to write the synthetic set into it anyway")
+    try:
+        (out / "images").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CxrError(f"{out}: cannot create the folder ({exc.strerror})") from None
     plan = _plan(cfg)
     entries, box_rows = [], []
     scale = NIH_BOX_SPACE / cfg.size
