@@ -17,6 +17,7 @@ import contextlib
 import io
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,9 +31,11 @@ from cxrtool.cam.overlay import save_overlay
 from cxrtool.data.cache import PreparedData, write_cache
 from cxrtool.data.sources.synthetic import SyntheticConfig, generate_arrays
 from cxrtool.models import create_model
-from cxrtool.models.checkpoint import model_card, save_checkpoint
 from cxrtool.progress import set_quiet
-from cxrtool.runs import write_manifest
+
+# The test suite's plain-loop trainer (tests/helpers.py): the same tiny network the localisation test uses.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import quick_train  # noqa: E402
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Mass"]
 
@@ -70,30 +73,6 @@ def speed(repeats: int = 3) -> None:
         print(f"\noverlay PNGs (256 px): {20 / (time.perf_counter() - t):.1f} per second")
 
 
-def make_run(data: PreparedData, root: Path, epochs: int, seed: int = 0) -> Path:
-    """tiny-cnn trained with a plain Adam loop (epochs=0: as initialised), saved as a run."""
-    torch.manual_seed(seed)
-    rows = data.rows("train")
-    x = torch.from_numpy(np.asarray(data.images[rows])).float().div(255).unsqueeze(1)
-    y = torch.from_numpy(np.nan_to_num(data.targets(rows)))
-    model = create_model("tiny-cnn", len(data.labels))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 16):
-            b = perm[i : i + 16]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x[b]), y[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    card = model_card(model, data.labels, image_size=data.size, cache_size=data.size)
-    save_checkpoint(root / "checkpoints" / "best", model, card)
-    write_manifest(root, kind="pretrain", arch="tiny-cnn", data=str(data.root))
-    return root
-
-
 def localisation(epochs: int, patients: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -108,7 +87,7 @@ def localisation(epochs: int, patients: int) -> None:
         write_cache(tmp / "data", images, index, FINDINGS, boxes=boxes.rename(columns={"image": "id"}))
         data = PreparedData(tmp / "data")
         t = time.perf_counter()
-        runs = {"trained": make_run(data, tmp / "trained", epochs), "untrained": make_run(data, tmp / "untrained", 0)}
+        runs = {"trained": quick_train(data, tmp / "trained", epochs=epochs), "untrained": quick_train(data, tmp / "untrained", epochs=0)}
         train_s = time.perf_counter() - t
         rows = []
         for name, run in runs.items():
