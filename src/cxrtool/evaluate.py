@@ -27,7 +27,7 @@ from .config import config_to_dict, require
 from .errors import CxrError
 from .metrics import label_report, operating_point, per_label_auroc
 from .progress import info, warn
-from .runs import MANIFEST, OOF_PREDICTIONS as OOF_FILE, atomic_write_json, atomic_write_text, read_manifest
+from .runs import atomic_write_json, atomic_write_text
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -66,12 +66,6 @@ def default_out(run: Path, split: str) -> Path:
     return run / ("eval" if split == "test" else f"eval-{split}")
 
 
-def is_cv_run(run: Path) -> bool:
-    if (run / OOF_FILE).is_file():
-        return True
-    return (run / MANIFEST).is_file() and read_manifest(run).get("kind") == "cv"
-
-
 def _prepare_out(cfg: EvaluateConfig, run: Path) -> Path:
     out = Path(cfg.out) if cfg.out else default_out(run, cfg.split)
     if (out / "metrics.json").exists() and not cfg.overwrite:
@@ -82,12 +76,8 @@ def _prepare_out(cfg: EvaluateConfig, run: Path) -> Path:
 
 def evaluate_run(cfg: EvaluateConfig) -> dict:
     """Score a run and write its evaluation folder; returns the metrics (as in metrics.json)."""
-    from .runs import resolve_run
+    from .runs import is_cv_run, resolve_run
 
-    if cfg.run is not None and Path(cfg.run).is_dir() and is_cv_run(Path(cfg.run)):
-        from .evaluate_cv import evaluate_cv_run
-
-        return evaluate_cv_run(cfg, Path(cfg.run))
     run = resolve_run(cfg.run)
     if is_cv_run(run):
         from .evaluate_cv import evaluate_cv_run

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .errors import CxrError
 from .progress import info, warn
+from .runs import OOF_PREDICTIONS
 
 
 def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray]:
@@ -58,7 +59,7 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
         info("a cross-validation run is scored on its out-of-fold predictions (every image once); --split does not apply")
     # Out-of-fold predictions are not a split: RUN/eval (or --out), whatever --split says.
     out = _prepare_out(dataclasses.replace(cfg, split="test"), run)
-    frame, labels, targets, probs = read_oof(run / "oof_predictions.csv")
+    frame, labels, targets, probs = read_oof(run / OOF_PREDICTIONS)
     folds = frame["fold"].to_numpy()
     metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(),
                     what=f"out-of-fold predictions of {frame['fold'].nunique()} folds", run=run)

@@ -218,6 +218,7 @@ def is_run_dir(path: Path) -> bool:
 
 
 def is_cv_run(path: Path) -> bool:
+    """A cross-validation run: out-of-fold predictions and no single checkpoint of its own."""
     return (Path(path) / OOF_PREDICTIONS).is_file() and not (Path(path) / "checkpoints").is_dir()
 
 
