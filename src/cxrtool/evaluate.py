@@ -126,11 +126,10 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     if cfg.external is not None:
         metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device)
 
-    write_predictions(out / "predictions.csv", frame, labels, probs, targets)
-    write_outputs(out, metrics, labels, targets, probs)
     if cfg.write_thresholds:
         metrics["thresholds_written"] = _write_thresholds(run, cfg, card, metrics, data)
-        atomic_write_json(out / "metrics.json", metrics)
+    write_predictions(out / "predictions.csv", frame, labels, probs, targets)
+    write_outputs(out, metrics, labels, targets, probs)  # metrics.json is written once, complete
     return metrics
 
 
