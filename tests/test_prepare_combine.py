@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
-from cxrtool.data.cache import PreparedData, check_no_leak
+from cxrtool.data.cache import PreparedData, check_no_leak, write_cache
 from cxrtool.data.combine import select_balanced
+from cxrtool.data.labels import NIH_LABELS
 from cxrtool.data.sources.synthetic import PRETRAIN_FINDINGS
 
 from helpers import synthetic_cache
@@ -69,3 +71,116 @@ def test_combine_refuses_caches_of_different_sizes(tmp_path):
     b = synthetic_cache(tmp_path / "b", n_patients=10, size=48)
     res = runner.invoke(app, ["prepare", "combine", str(a.root), str(b.root), "--out", str(tmp_path / "mix"), "-q"])
     assert res.exit_code == 2 and "different image sizes" in res.output and "--size" in res.output
+
+
+# ---------------------------------------------------------------- the 15-class set: NIH + Cohen
+
+COHEN_POSITIVE = ["COVID-19", "Pneumonia/Viral/COVID-19", "COVID-19, ARDS"]
+COHEN_NEGATIVE = ["Streptococcus", "Pneumonia/Bacterial/Klebsiella", "No Finding", "ARDS"]
+
+
+def _nih_like(root, seed=1):
+    """A generated cache that says it was prepared from NIH ChestX-ray14 (no COVID-19 column)."""
+    raw = synthetic_cache(root.parent / (root.name + "-raw"), n_patients=70, size=16, seed=seed)
+    index = raw.index.copy()
+    index["source"] = "nih"
+    index["Pneumonia"] = (np.random.default_rng(seed).random(len(index)) < 0.2).astype(float)
+    labels = PRETRAIN_FINDINGS + ["Pneumonia"]
+    write_cache(root, np.asarray(raw.images), index, labels, manifest={"source": "nih"})
+    return PreparedData(root)
+
+
+def _cohen_like(root, seed=2):
+    """A generated cache shaped like `prepare covid`'s: COVID-19 and the free-text finding per image."""
+    raw = synthetic_cache(root.parent / (root.name + "-raw"), n_patients=70, size=16, seed=seed, labels=["COVID-19"])
+    index = raw.index.copy()
+    rng = np.random.default_rng(seed)
+    positive = rng.random(len(index)) < 0.7
+    index["finding"] = [rng.choice(COHEN_POSITIVE if p else COHEN_NEGATIVE) for p in positive]
+    index["COVID-19"] = positive.astype(float)
+    index["source"] = "covid"
+    write_cache(root, np.asarray(raw.images), index, ["COVID-19"], manifest={"source": "covid"})
+    return PreparedData(root)
+
+
+@pytest.fixture(scope="module")
+def fifteen(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fifteen")
+    nih, cohen = _nih_like(tmp / "nih"), _cohen_like(tmp / "covid")
+    res = runner.invoke(app, ["prepare", "combine", str(nih.root), str(cohen.root), "--out", str(tmp / "mix"),
+                              "--per-class", "12", "--seed", "0"])
+    assert res.exit_code == 0, res.output
+    return nih, cohen, PreparedData(tmp / "mix"), res.output
+
+
+def test_covid_is_known_for_every_image_with_both_classes_in_every_split(fifteen):
+    _, cohen, mix, _ = fifteen
+    index = mix.index
+    assert mix.labels == [l for l in NIH_LABELS if l in PRETRAIN_FINDINGS + ["Pneumonia"]] + ["COVID-19"]
+    assert index["COVID-19"].notna().all()
+    assert (index.loc[index["source"] == "nih", "COVID-19"] == 0).all()  # the NIH collection predates COVID-19
+    from_cohen = index[index["source"] == "covid"]
+    original = cohen.index.set_index("id")
+    ids = from_cohen["id"].str.split("/", n=1).str[1]
+    assert (from_cohen["COVID-19"].to_numpy() == original.loc[ids, "COVID-19"].to_numpy()).all()
+    assert (from_cohen["COVID-19"] == 0).any()  # Cohen's other findings come in as negatives too
+    for split in ("train", "val", "test"):
+        covid = index.loc[index["split"] == split, "COVID-19"]
+        assert (covid == 1).any() and (covid == 0).any(), split
+    check_no_leak(index)
+
+
+def test_cohen_findings_fill_the_nih_columns_they_name(fifteen):
+    _, _, mix, _ = fifteen
+    cohen = mix.index[mix.index["source"] == "covid"]
+    pneumonia = cohen["finding"].str.contains("COVID-19|Pneumonia|Streptococcus")
+    assert (cohen.loc[pneumonia, "Pneumonia"] == 1).all()
+    assert (cohen.loc[cohen["finding"] == "No Finding", "Pneumonia"] == 0).all()
+    assert cohen.loc[cohen["finding"] == "ARDS", "Pneumonia"].isna().all()  # names no NIH finding
+    assert cohen[PRETRAIN_FINDINGS].isna().all().all()  # named by no Cohen finding: unknown, masked in the loss
+
+
+def test_counts_per_class_and_split_are_printed_and_stored(fifteen):
+    _, _, mix, output = fifteen
+    counts = pd.read_csv(mix.root / "counts.csv")
+    index = mix.index
+    for row in counts.itertuples():
+        y = index.loc[index["split"] == row.split, row.label]
+        assert (row.positive, row.negative, row.unknown) == (int((y == 1).sum()), int((y == 0).sum()), int(y.isna().sum()))
+    assert len(counts) == 3 * len(mix.labels)
+    stored = mix.manifest["class_counts"]
+    assert stored["test"]["COVID-19"]["positive"] == int(((index["split"] == "test") & (index["COVID-19"] == 1)).sum())
+    assert "pos/neg/unknown" in output and "COVID-19" in output
+
+
+def test_each_class_draw_reaches_every_split():
+    rng = np.random.default_rng(0)
+    targets = np.zeros((1000, 2))
+    targets[:, 0] = rng.random(1000) < 0.5
+    targets[:40, 1] = 1  # a rare class: 40 positives, one of them in the small split
+    strata = np.array(["train"] * 900 + ["test"] * 100)
+    strata[39] = "test"
+    for seed in range(5):
+        rows = select_balanced(targets, 20, np.random.default_rng(seed), strata=strata)
+        picked = rows[targets[rows, 1] == 1]
+        assert len(picked) >= 20 and (strata[picked] == "test").sum() >= 1
+        first = rows[targets[rows, 0] == 1]
+        assert 1 <= (strata[first] == "test").sum() <= 6  # about its share (10%) of 20-40 draws
+
+
+def test_source_shortcut_is_visible_on_the_combined_set(fifteen):
+    from cxrtool.shortcuts import shortcut_baselines
+
+    _, _, mix, _ = fifteen
+    fit, ev = mix.rows("train"), mix.rows("test")
+    j = mix.labels.index("COVID-19")
+    result = shortcut_baselines(mix.index, mix.labels, fit, mix.targets(fit), ev, mix.targets(ev), {}, n_boot=200)
+    assert "source" in result["columns"]
+    source_auc = result["predictors"]["source"]["COVID-19"]["auroc"]
+    y = mix.targets(ev)[:, j]
+    from_cohen = (mix.index.iloc[ev]["source"] == "covid").to_numpy()
+    # Scoring every Cohen image above every NIH image: ties only among Cohen's own negatives.
+    expected = ((~from_cohen & (y == 0)).sum() + 0.5 * (from_cohen & (y == 0)).sum()) / (y == 0).sum()
+    assert source_auc == pytest.approx(expected, abs=1e-6) and source_auc > 0.7
+    assert any(w.startswith("COVID-19: all") and "(covid)" in w for w in result["confounded"])
+    assert not any(w.startswith("Cardiomegaly") for w in result["confounded"])  # its positives are NIH only, negatives too

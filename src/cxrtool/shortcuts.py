@@ -7,7 +7,9 @@ AUROC of predictors that see only metadata: one logistic regression per metadata
 for categories, standardised numbers with a missing-value indicator) and one on all of them
 together, fitted on the training split and scored on the evaluated split with the same patient
 bootstrap as the model. When a metadata-only predictor reaches the model's interval, the report
-warns: the model's number alone then says little about whether it looks at the lungs.
+warns: the model's number alone then says little about whether it looks at the lungs. It also
+warns, whatever the model scored, when a label's positives all come from one source and other
+sources supply negatives (the combined NIH + COVID-19 set): the source then separates the classes.
 """
 
 from __future__ import annotations
@@ -141,6 +143,35 @@ def shortcut_warnings(model_labels: dict[str, dict], scored: dict[str, dict[str,
     return out
 
 
+def source_confounding(eval_frame: pd.DataFrame, eval_targets: np.ndarray, labels: list[str]) -> list[str]:
+    """Sentences for each label whose positives all come from one source while others supply negatives.
+
+    On a set joined from collections (`prepare combine`: every COVID-19 positive is a Cohen image,
+    most negatives are NIH images) the source alone then separates most of the classes, and the
+    model's AUROC mixes "is it COVID-19" with "is it from that collection".
+    """
+    if "source" not in eval_frame.columns:
+        return []
+    source = _categorical(eval_frame["source"]).to_numpy()
+    if len(np.unique(source)) < 2:
+        return []
+    out = []
+    for j, label in enumerate(labels):
+        y = eval_targets[:, j]
+        pos, neg = source[y >= 0.5], source[y < 0.5]
+        if len(pos) == 0 or len(neg) == 0 or len(np.unique(pos)) > 1:
+            continue
+        home = pos[0]
+        elsewhere = int((neg != home).sum())
+        if elsewhere == 0:
+            continue
+        out.append(f"{label}: all {len(pos)} positives come from one source ({home}), and {elsewhere} of its "
+                   f"{len(neg)} negatives from other sources; the source alone separates those, so the model's "
+                   f"AUROC measures the collection as much as the finding (compare it with the 'source' baseline "
+                   f"and with the AUROC on {home}'s images alone)")
+    return out
+
+
 def shortcut_baselines(index: pd.DataFrame, labels: list[str], fit_rows: np.ndarray, fit_targets: np.ndarray,
                        eval_rows: np.ndarray, eval_targets: np.ndarray, model_labels: dict[str, dict],
                        n_boot: int = 1000, seed: int = 0, fitted_on: str = "train") -> dict | None:
@@ -152,8 +183,9 @@ def shortcut_baselines(index: pd.DataFrame, labels: list[str], fit_rows: np.ndar
     probs = {name: fit_predict(fit_frame, fit_targets, eval_frame, cols) for name, cols in predictor_sets(columns).items()}
     groups = eval_frame["patient"].to_numpy()
     scored = score_predictors(probs, eval_targets, labels, groups, n_boot, seed)
-    return {"fitted_on": fitted_on, "columns": columns, "predictors": scored,
-            "warnings": shortcut_warnings(model_labels, scored)}
+    confounded = source_confounding(eval_frame, eval_targets, labels)
+    return {"fitted_on": fitted_on, "columns": columns, "predictors": scored, "confounded": confounded,
+            "warnings": confounded + shortcut_warnings(model_labels, scored)}
 
 
 def cross_fitted_baselines(index: pd.DataFrame, labels: list[str], rows: np.ndarray, folds: np.ndarray,
@@ -175,8 +207,9 @@ def cross_fitted_baselines(index: pd.DataFrame, labels: list[str], rows: np.ndar
             reasons[name] = [r or w for r, w in zip(reasons[name], why)]
     groups = index.iloc[rows]["patient"].to_numpy()
     scored = score_predictors({n: (probs[n], reasons[n]) for n in sets}, targets, labels, groups, n_boot, seed)
+    confounded = source_confounding(index.iloc[rows], targets, labels)
     return {"fitted_on": "the other folds (cross-fitted)", "columns": columns, "predictors": scored,
-            "warnings": shortcut_warnings(model_labels, scored)}
+            "confounded": confounded, "warnings": confounded + shortcut_warnings(model_labels, scored)}
 
 
 def shortcuts_table(result: dict, model_labels: dict[str, dict]) -> pd.DataFrame:

@@ -2,10 +2,14 @@
 
 `combine` builds the report's balanced 15-class set (the 14 NIH findings and COVID-19) from
 prepared caches of one size: up to `per_class` positive images per class, rarest class first, an
-image with several findings counting for each. Label columns are the union, NaN where a source
-does not annotate a finding; patients and ids are namespaced by the source (`nih:123`,
-`covid/x.png`); every image keeps its split, except that a radiograph shared by two sources pulls
-its patients into one split (reported); boxes are carried.
+image with several findings counting for each, each class's draw spread over the splits; the
+COVID-19 negatives of a collection that has positives (Cohen's other pneumonias) are drawn like
+one more class. What a source does not annotate is filled where it is known (NIH images are
+COVID-19 negatives; Cohen findings that name an NIH finding fill it; see combine_labels.py), NaN
+otherwise. Patients and ids are namespaced by the source (`nih:123`, `covid/x.png`); every image
+keeps its split, except that a radiograph shared by two sources pulls its patients into one split
+(reported); boxes are carried. Positives and negatives per class and split are printed and
+stored (manifest `class_counts`, `counts.csv`).
 
 `dedupe` compares caches by fingerprint (e.g. a training set and an external test set), reports
 near-duplicate radiographs between them, and with `drop_from` removes them from that cache,
@@ -23,12 +27,14 @@ import pandas as pd
 
 from ..config import require
 from ..errors import CxrError
-from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, PreparedData
+from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
+from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, print_counts
 from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
 from .labels import COVID_LABEL, NIH_LABELS, canonical
 from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, write_images_subset
 
 COMBINE_CLASSES = NIH_LABELS + [COVID_LABEL]
+COUNTS = "counts.csv"  # per split and class: positives, negatives, unknowns
 
 
 def _open_all(paths: list[Path], option: str = "DATA") -> list[PreparedData]:
@@ -81,21 +87,47 @@ class CombineConfig:
         require(all(p.resolve() != self.out.resolve() for p in self.data), "--out: must differ from every DATA folder")
 
 
-def select_balanced(targets: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """Rows so that each class has up to per_class positives (rarest class first; NaN = unknown)."""
+def spread_pick(pool: np.ndarray, strata: np.ndarray | None, need: int, rng: np.random.Generator) -> np.ndarray:
+    """`need` rows of `pool`, drawn from each stratum (split) in proportion to its share of the pool,
+    and at least one from every stratum that has any when `need` allows: so a class is not left
+    out of a small split by chance."""
+    if strata is None or need >= len(pool):
+        return rng.choice(pool, size=min(need, len(pool)), replace=False)
+    names, counts = np.unique(strata[pool], return_counts=True)
+    exact = need * counts / counts.sum()
+    quota = np.floor(exact).astype(int)
+    if need >= len(names):
+        quota = np.maximum(quota, 1)
+    quota = np.minimum(quota, counts)
+    while quota.sum() > need:  # the minimum of one overshot: take back where most was given
+        quota[np.argmax(np.where(quota > 1, quota - exact, -np.inf))] -= 1
+    while quota.sum() < need:  # rounding left some: give where most is owed
+        quota[np.argmax(np.where(quota < counts, exact - quota, -np.inf))] += 1
+    return np.concatenate([rng.choice(pool[strata[pool] == name], size=q, replace=False)
+                           for name, q in zip(names, quota) if q > 0])
+
+
+def select_balanced(targets: np.ndarray, per_class: int, rng: np.random.Generator,
+                    strata: np.ndarray | None = None) -> np.ndarray:
+    """Rows so that each class has up to per_class positives (rarest class first; NaN = unknown).
+
+    With `strata` (each row's split) a class's positives are drawn from every split in proportion.
+    """
     positive = np.nan_to_num(targets, nan=0.0) > 0.5
+    strata = None if strata is None else np.asarray(strata).astype(str)
     chosen = np.zeros(len(targets), dtype=bool)
     for c in np.argsort(positive.sum(axis=0), kind="stable"):
         have = int((positive[:, c] & chosen).sum())
         pool = np.flatnonzero(positive[:, c] & ~chosen)
         need = min(per_class - have, len(pool))
         if need > 0:
-            chosen[rng.choice(pool, size=need, replace=False)] = True
+            chosen[spread_pick(pool, strata, need, rng)] = True
     return np.flatnonzero(chosen)
 
 
 def combine(cfg: CombineConfig) -> PreparedData:
     from ..progress import warn
+    from ..runs import atomic_write_bytes
     from .splits import patient_groups, unify_splits
 
     caches = _open_all(cfg.data)
@@ -116,14 +148,19 @@ def combine(cfg: CombineConfig) -> PreparedData:
         warn(f"no cache annotates {', '.join(absent)}; the combined set has {len(labels)} classes")
     parts = []
     for k, (data, name) in enumerate(zip(caches, names)):
-        frame = data.index.copy()
-        for label in labels:
-            frame[label] = frame[label].astype(float) if label in data.labels else np.nan
+        frame, label_notes = fill_labels(data.index, list(data.labels), str(data.manifest.get("source", "")), labels)
+        for note in label_notes:
+            warn(f"{name}: {note}")
         frame["_cache"], frame["_row"] = k, np.arange(len(frame))
         frame["fingerprint"] = fingerprints_of(data)
+        # Negatives from a collection that has positives (Cohen's other pneumonias) are drawn like a
+        # class of their own: without them COVID-19 and the source would be one and the same column.
+        frame["_own_negative"] = (frame[COVID_LABEL] == 0).astype(float) if (
+            COVID_LABEL in labels and COVID_LABEL in data.labels) else 0.0
         parts.append(frame)
     pool = pd.concat(parts, ignore_index=True)
-    rows = select_balanced(pool[labels].to_numpy(float), cfg.per_class, np.random.default_rng(cfg.seed))
+    rows = select_balanced(pool[labels + ["_own_negative"]].to_numpy(float), cfg.per_class,
+                           np.random.default_rng(cfg.seed), strata=pool["split"].to_numpy())
     picked = pool.iloc[rows].sort_values(["_cache", "_row"]).reset_index(drop=True)
     picked["source"] = [names[k] for k in picked["_cache"]]
     picked["id"] = picked["source"] + "/" + picked["id"].astype(str)
@@ -158,17 +195,25 @@ def combine(cfg: CombineConfig) -> PreparedData:
             b = b[b["label"].isin(labels)].copy()
             b["id"] = name + "/" + b["id"].astype(str)
             boxes.append(b[b["id"].isin(set(picked["id"]))])
-    index = picked.drop(columns=["_cache", "_row"])
+    index = picked.drop(columns=["_cache", "_row", "_own_negative"])
     duplicates = duplicate_pairs_frame(index, pairs)
     notes = [f"{len(index)} images from {', '.join(names)}; up to {cfg.per_class} positives per class"]
     if moved:
         notes.append(f"{moved} image(s) moved split so that near-duplicates across sources share one")
+    counts = class_counts(index, labels, [s for s in SPLITS if (index["split"] == s).any()])
+    if COVID_LABEL in labels:
+        for problem in missing_classes(counts, COVID_LABEL):
+            warn(f"COVID-19 {problem}; its AUROC cannot be computed there (give caches with both classes in every split)")
     manifest = {"source": "combine", "settings": settings, "sources": dict(zip(names, settings["data"])),
-                "moved_for_duplicates": moved, "duplicates": int(len(duplicates)), "notes": notes}
+                "moved_for_duplicates": moved, "duplicates": int(len(duplicates)), "notes": notes,
+                "class_counts": counts_for_manifest(counts), "class_counts_file": COUNTS}
     skipped = pd.DataFrame(columns=list(SKIPPED_COLUMNS))
+    (cfg.out / MANIFEST).unlink(missing_ok=True)  # counts.csv goes in first: the cache is unfinished until its manifest
+    atomic_write_bytes(cfg.out / COUNTS, counts.to_csv(index=False).encode())
     out = finish_cache(cfg.out, tmp / IMAGES, index, labels, manifest, skipped, duplicates,
                        pd.concat(boxes, ignore_index=True) if boxes else None)
     print_summary(out, skipped, duplicates, notes)
+    print_counts(counts, f"{out.root}: positives/negatives per class and split (also in {COUNTS})")
     return out
 
 

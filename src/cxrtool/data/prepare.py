@@ -338,7 +338,7 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
         "view": kept["view"].fillna("").astype(str), "split": "", "source": table.name,
         "source_path": kept["source_path"].astype(str),
     })
-    for col in ("sex", "age"):
+    for col in ("sex", "age", "finding"):  # finding: the source's own words (Cohen), read by `prepare combine`
         if col in kept.columns:
             index[col] = kept[col].to_numpy()
     for k, col in enumerate(("crop_x", "crop_y", "crop_side", "orig_width", "orig_height")):

@@ -118,6 +118,7 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
         "id": ids, "patient": meta["patientid"].str.strip(), "view": meta["view"].str.strip(),
         "path": paths.map(str), "source_path": source_path,
     })
+    rows["finding"] = finding.loc[keep].reset_index(drop=True)  # kept so `prepare combine` can map it to NIH findings
     if "sex" in meta.columns:
         rows["sex"] = meta["sex"].str.strip()
     if "age" in meta.columns:
