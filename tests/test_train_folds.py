@@ -87,3 +87,62 @@ def test_patients_sharing_a_film_stay_in_one_fold(tmp_path):
     for seed in range(5):
         fold = assign_folds(groups, data.targets()[:, :1], 5, seed=seed)
         assert len(set(fold[np.isin(patients, [a, b])])) == 1 and len(set(fold[np.isin(patients, [c, d])])) == 1
+
+
+def _multi_label_set(seed: int, n_patients: int = 400):
+    """Patients of 1-6 images, six findings from common (40%) to rare (3%) with the follow-ups of a
+    patient mostly agreeing, three findings not annotated (NaN) for a fifth of the patients, and
+    near-duplicate groups joining some pairs of patients."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 7, n_patients)
+    owner = np.repeat(np.arange(n_patients), sizes)
+    prevalence = np.array([0.4, 0.25, 0.12, 0.08, 0.05, 0.03])
+    y = (rng.random((n_patients, len(prevalence))) < prevalence).astype(float)[owner]
+    y = np.where(rng.random(y.shape) < 0.1, 1 - y, y)
+    y[owner % 5 == 0, 3:] = np.nan
+    group_of_patient = np.arange(n_patients)
+    joined = rng.choice(n_patients, size=(30, 2), replace=False)
+    group_of_patient[joined[:, 1]] = joined[:, 0]
+    return y, group_of_patient[owner].astype(str)
+
+
+def _worst_prevalence_gap(y: np.ndarray, fold: np.ndarray) -> float:
+    """The largest distance, over labels and folds, between a fold's prevalence and the whole set's."""
+    gaps = []
+    for j in range(y.shape[1]):
+        known = ~np.isnan(y[:, j])
+        overall = y[known, j].mean()
+        gaps += [abs(y[known & (fold == f), j].mean() - overall) for f in np.unique(fold)]
+    return max(gaps)
+
+
+def _first_label_folds(groups: np.ndarray, y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The folds cxrtool cut before: StratifiedGroupKFold on the first label only."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    key = np.where(np.isnan(y[:, 0]), 2, (y[:, 0] >= 0.5).astype(int))
+    fold = np.full(len(y), -1)
+    for f, (_, held) in enumerate(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(y, key, groups)):
+        fold[held] = f
+    return fold
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_label_keeps_its_prevalence_in_every_fold(seed):
+    y, groups = _multi_label_set(seed)
+    fold = assign_folds(groups, y, 5, seed=seed)
+    assert set(fold) == set(range(5))
+    assert pd.Series(fold).groupby(groups).nunique().max() == 1  # a group never splits across folds
+    assert _worst_prevalence_gap(y, fold) < 0.025  # every label, every fold: within 2.5 points
+    sizes = np.bincount(fold)
+    assert sizes.max() - sizes.min() < 0.1 * len(y) / 5
+    # Stratifying by the first label alone leaves the others to chance: the same check fails.
+    assert _worst_prevalence_gap(y, _first_label_folds(groups, y, 5, seed)) >= 0.025
+
+
+def test_validation_part_is_stratified_on_every_label_too():
+    y, groups = _multi_label_set(3)
+    train, val = carve_validation(np.arange(len(y)), groups, y, 0.2, seed=0)
+    assert not set(groups[train]) & set(groups[val])
+    fold = np.where(np.isin(np.arange(len(y)), val), 1, 0)
+    assert _worst_prevalence_gap(y, fold) < 0.025 and 0.15 < len(val) / len(y) < 0.25

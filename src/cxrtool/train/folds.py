@@ -4,7 +4,8 @@ On a small collection one split's test AUROC swings by +-0.1 between seeds, so K
 cross-validation scores every image exactly once with a model that never saw its patient:
 - all images of the cache (train, val and test splits alike) are cut into K folds grouped by
   patient (patients sharing a file or a near-duplicate film, as listed in duplicates.csv, count
-  as one) and stratified by the first training label (scikit-learn's StratifiedGroupKFold);
+  as one) and stratified on every label: multi-label iterative stratification (data/stratify.py),
+  so each finding's prevalence is about the same in every fold; missing labels are fine;
 - for fold k the held-out fold is the test set; from the remaining patients a validation part
   (`--val-frac`, again grouped and stratified) picks the epoch, and the rest trains;
 - each fold is a complete finetune run in `fold-k/`, started afresh from the same parent.
@@ -38,33 +39,17 @@ from .trainer import EpochCallback, small_validation, validation_counts
 N_BOOT = 1000
 
 
-def stratification_key(targets: np.ndarray) -> np.ndarray:
-    """The first label's class per image (missing -> its own stratum)."""
-    y = targets[:, 0]
-    return np.where(np.isnan(y), 2, (y >= 0.5).astype(int))
+def assign_folds(groups: np.ndarray, targets: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold number (0..k-1) per image: no group in two folds, every label's classes spread evenly."""
+    from ..data.stratify import iterative_group_folds
 
-
-def _group_kfold(key: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """Held-out positions of each of k folds, grouped by `groups` and stratified by `key`."""
-    import warnings
-
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():  # "least populated class" warnings: the counts are reported anyway
-        warnings.simplefilter("ignore", UserWarning)
-        return [test for _, test in splitter.split(np.zeros(len(key)), key, groups)]
-
-
-def assign_folds(patients: np.ndarray, targets: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold number (0..k-1) per image: no patient in two folds, classes spread evenly."""
-    n_patients = len(np.unique(patients))
-    if n_patients < k:
-        raise CxrError(f"--folds: {k} folds need at least {k} patients; the data has {n_patients}")
-    fold = np.full(len(patients), -1)
-    for f, held in enumerate(_group_kfold(stratification_key(targets), patients, k, seed)):
-        fold[held] = f
-    return fold
+    n_groups = len(np.unique(groups))
+    if n_groups < k:
+        raise CxrError(f"--folds: {k} folds need at least {k} patients; the data has {n_groups} (patients sharing a film count as one)")
+    try:
+        return iterative_group_folds(targets, groups, k, seed)
+    except ValueError as exc:
+        raise CxrError(f"--folds: {exc}") from None
 
 
 def leakage_groups(data: PreparedData) -> np.ndarray:
@@ -94,9 +79,7 @@ def carve_validation(positions: np.ndarray, patients: np.ndarray, targets: np.nd
     n_splits = max(2, int(round(1.0 / val_frac)))
     if len(np.unique(patients[positions])) < n_splits:
         raise CxrError(f"--folds: too few patients outside a fold to carve a validation part; use fewer --folds")
-    held = _group_kfold(stratification_key(targets[positions]), patients[positions], n_splits, seed)[0]
-    mask = np.zeros(len(positions), bool)
-    mask[held] = True
+    mask = assign_folds(patients[positions], targets[positions], n_splits, seed) == 0
     return positions[~mask], positions[mask]
 
 
