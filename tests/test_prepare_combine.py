@@ -184,3 +184,19 @@ def test_source_shortcut_is_visible_on_the_combined_set(fifteen):
     assert source_auc == pytest.approx(expected, abs=1e-6) and source_auc > 0.7
     assert any(w.startswith("COVID-19: all") and "(covid)" in w for w in result["confounded"])
     assert not any(w.startswith("Cardiomegaly") for w in result["confounded"])  # its positives are NIH only, negatives too
+
+
+def test_evaluate_reports_the_source_shortcut_on_the_combined_set(fifteen, tmp_path):
+    import json
+
+    from helpers import quick_train
+
+    _, _, mix, _ = fifteen
+    run = quick_train(mix, tmp_path / "run", epochs=2)
+    res = runner.invoke(app, ["evaluate", str(run), "--bootstrap", "100", "--device", "cpu", "--out", str(tmp_path / "eval")])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    shortcuts = metrics["shortcuts"]
+    assert shortcuts["predictors"]["source"]["COVID-19"]["auroc"] > 0.7
+    assert any(w.startswith("COVID-19: all") for w in shortcuts["warnings"])
+    assert "COVID-19: all" in res.output and "source" in res.output

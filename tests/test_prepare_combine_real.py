@@ -1,0 +1,72 @@
+"""`prepare combine` on the real NIH sample and Cohen set in ../shared/data (skipped when absent).
+
+Expected values are recomputed from the publishers' files (metadata.csv's findings), never copied
+from a run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxrtool.data.cache import PreparedData, check_no_leak
+from cxrtool.data.combine import CombineConfig, combine
+from cxrtool.data.labels import NIH_LABELS
+from cxrtool.data.prepare import PrepareCovidConfig, PrepareNihConfig, prepare_covid, prepare_nih
+
+
+@pytest.fixture(scope="module")
+def real_mix(nih_root, covid_root, tmp_path_factory) -> PreparedData:
+    tmp = tmp_path_factory.mktemp("real-mix")
+    nih = prepare_nih(PrepareNihConfig(root=nih_root, out=tmp / "nih", size=32, workers=2))
+    covid = prepare_covid(PrepareCovidConfig(root=covid_root, out=tmp / "covid", size=32, workers=2))
+    return combine(CombineConfig(data=[nih.root, covid.root], out=tmp / "mix", per_class=200, seed=0))
+
+
+def test_real_set_has_both_covid_classes_in_every_split(real_mix, covid_root):
+    index = real_mix.index
+    assert real_mix.labels == NIH_LABELS + ["COVID-19"]
+    assert index["COVID-19"].notna().all()
+    assert (index.loc[index["source"] == "nih", "COVID-19"] == 0).all()
+    for split in ("train", "val", "test"):
+        covid = index.loc[index["split"] == split, "COVID-19"]
+        assert (covid == 1).sum() >= 10 and (covid == 0).sum() >= 10, split
+    # Cohen images: positive exactly when metadata.csv's finding says COVID-19.
+    meta = pd.read_csv(covid_root / "metadata.csv", dtype=str, keep_default_na=False)
+    said = dict(zip(meta["filename"].str.strip(), meta["finding"].str.contains("COVID-19")))
+    cohen = index[index["source"] == "covid"]
+    files = cohen["source_path"].str.split("/").str[-1]
+    assert (cohen["COVID-19"].to_numpy() == files.map(said).astype(float).to_numpy()).all()
+    assert (cohen["COVID-19"] == 0).sum() > 50  # Cohen's other pneumonias and normals are negatives too
+    assert (index["COVID-19"] == 1).sum() == 200
+    check_no_leak(index)
+
+
+def test_real_cohen_pneumonias_fill_the_nih_pneumonia_column(real_mix):
+    cohen = real_mix.index[real_mix.index["source"] == "covid"]
+    bacterial = cohen["finding"].isin(["Streptococcus", "Klebsiella", "Legionella", "Pneumocystis"])
+    assert bacterial.sum() > 10 and (cohen.loc[bacterial, "Pneumonia"] == 1).all()
+    assert (cohen.loc[cohen["finding"] == "No Finding", "Pneumonia"] == 0).all()
+    others = [l for l in NIH_LABELS if l != "Pneumonia"]
+    assert cohen[others].isna().all().all()
+
+
+def test_real_counts_are_stored_and_match_the_index(real_mix):
+    counts = pd.read_csv(real_mix.root / "counts.csv")
+    index = real_mix.index
+    for row in counts.itertuples():
+        y = index.loc[index["split"] == row.split, row.label]
+        assert (row.positive, row.negative, row.unknown) == (int((y == 1).sum()), int((y == 0).sum()), int(y.isna().sum()))
+    assert real_mix.manifest["class_counts"]["val"]["COVID-19"]["negative"] > 0
+
+
+def test_real_source_shortcut_nearly_separates_covid(real_mix):
+    from cxrtool.shortcuts import shortcut_baselines
+
+    fit, ev = real_mix.rows("train"), real_mix.rows("test")
+    result = shortcut_baselines(real_mix.index, real_mix.labels, fit, real_mix.targets(fit), ev,
+                                real_mix.targets(ev), {}, n_boot=200)
+    source = result["predictors"]["source"]["COVID-19"]
+    assert source["auroc"] > 0.85  # metadata that says nothing about the lungs
+    assert any(w.startswith("COVID-19: all") for w in result["warnings"])
