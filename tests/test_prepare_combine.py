@@ -196,6 +196,7 @@ def test_evaluate_reports_the_source_shortcut_on_the_combined_set(fifteen, tmp_p
     res = runner.invoke(app, ["evaluate", str(run), "--bootstrap", "100", "--device", "cpu", "--out", str(tmp_path / "eval")])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert not metrics["labels"]["COVID-19"]["not_computable"]  # both classes in the test split
     shortcuts = metrics["shortcuts"]
     assert shortcuts["predictors"]["source"]["COVID-19"]["auroc"] > 0.7
     assert any(w.startswith("COVID-19: all") for w in shortcuts["warnings"])
