@@ -201,3 +201,18 @@ def test_evaluate_reports_the_source_shortcut_on_the_combined_set(fifteen, tmp_p
     assert shortcuts["predictors"]["source"]["COVID-19"]["auroc"] > 0.7
     assert any(w.startswith("COVID-19: all") for w in shortcuts["warnings"])
     assert "COVID-19: all" in res.output and "source" in res.output
+
+
+def test_covid_negative_names_the_pre_pandemic_caches(fifteen, tmp_path):
+    nih, cohen, _, _ = fifteen
+    base = ["prepare", "combine", str(nih.root), str(cohen.root), "--per-class", "12", "-q"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "none"), "--covid-negative", "none"])
+    assert res.exit_code == 0, res.output
+    mix = PreparedData(tmp_path / "none")
+    assert mix.index.loc[mix.index["source"] == "nih", "COVID-19"].isna().all()  # no longer assumed negative
+    assert mix.manifest["settings"]["covid_negative"] == []
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "x"), "--covid-negative", "nih,elsewhere"])
+    assert res.exit_code == 2 and "--covid-negative" in res.output and "elsewhere" in res.output
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "y"), "--covid-negative", "covid"])
+    assert res.exit_code == 2 and "COVID-19 positives of its own" in res.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

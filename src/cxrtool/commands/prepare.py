@@ -143,6 +143,7 @@ def register(app: typer.Typer) -> None:
         per_class: Optional[int] = typer.Option(None, "--per-class", help="Positive images per class (default: 200)."),
         classes: Optional[str] = typer.Option(None, "--classes", help="Classes, comma-separated (default: the 14 NIH findings and COVID-19)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the selection (default: 0)."),
+        covid_negative: Optional[str] = typer.Option(None, "--covid-negative", help="Caches (folder names, comma-separated) whose every image is a COVID-19 negative, or none (default: those prepared from NIH ChestX-ray14)."),
         max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
         overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
         config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
@@ -155,6 +156,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = build_config(CombineConfig, config, data=data, out=out, per_class=per_class, seed=seed,
                            classes=parse_list(classes, "--classes") if classes else None,
+                           covid_negative=parse_list(covid_negative, "--covid-negative") if covid_negative else None,
                            max_distance=max_distance, overwrite=overwrite or None)
         combine(cfg)
 

@@ -28,7 +28,7 @@ import pandas as pd
 from ..config import require
 from ..errors import CxrError
 from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
-from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, print_counts
+from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts
 from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
 from .labels import COVID_LABEL, NIH_LABELS, canonical
 from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, write_images_subset
@@ -77,6 +77,9 @@ class CombineConfig:
     classes: list[str] | None = None  # None: the 14 NIH findings and COVID-19
     overwrite: bool = False
     max_distance: int = DEFAULT_MAX_DISTANCE
+    # Caches (folder names) whose every image is a COVID-19 negative; None: those prepared from
+    # NIH ChestX-ray14, which predates the pandemic; ["none"]: no cache.
+    covid_negative: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.data = [Path(p) for p in self.data]
@@ -125,6 +128,21 @@ def select_balanced(targets: np.ndarray, per_class: int, rng: np.random.Generato
     return np.flatnonzero(chosen)
 
 
+def covid_negatives(caches: list[PreparedData], names: list[str], given: list[str] | None) -> set[str]:
+    """The names of the caches whose images are all COVID-19 negatives (see CombineConfig.covid_negative)."""
+    if given is None:
+        return {name for data, name in zip(caches, names) if pre_pandemic(data.manifest)}
+    if [g.lower() for g in given] == ["none"]:
+        return set()
+    unknown = [g for g in given if g not in names]
+    if unknown:
+        raise CxrError(f"--covid-negative: {', '.join(unknown)} is not one of the caches given ({', '.join(names)})")
+    for data, name in zip(caches, names):
+        if name in given and COVID_LABEL in data.labels and (data.index[COVID_LABEL] == 1).any():
+            raise CxrError(f"--covid-negative: {name} has COVID-19 positives of its own; it cannot be all negatives")
+    return set(given)
+
+
 def combine(cfg: CombineConfig) -> PreparedData:
     from ..progress import warn
     from ..runs import atomic_write_bytes
@@ -135,8 +153,10 @@ def combine(cfg: CombineConfig) -> PreparedData:
     if len(set(sizes.values())) > 1:
         raise CxrError(f"DATA: the caches have different image sizes ({', '.join(f'{k} {v} px' for k, v in sizes.items())}); prepare them with the same --size")
     names = _names(caches)
+    negative = covid_negatives(caches, names, cfg.covid_negative)
     settings = {"data": [str(c.root.resolve()) for c in caches], "data_hashes": [c.data_hash for c in caches],
-                "per_class": cfg.per_class, "seed": cfg.seed, "classes": cfg.classes, "max_distance": cfg.max_distance}
+                "per_class": cfg.per_class, "seed": cfg.seed, "classes": cfg.classes, "max_distance": cfg.max_distance,
+                "covid_negative": sorted(negative)}
     ready = check_output(cfg.out, settings, "combine", cfg.overwrite)
     if ready is not None:
         return ready
@@ -148,7 +168,7 @@ def combine(cfg: CombineConfig) -> PreparedData:
         warn(f"no cache annotates {', '.join(absent)}; the combined set has {len(labels)} classes")
     parts = []
     for k, (data, name) in enumerate(zip(caches, names)):
-        frame, label_notes = fill_labels(data.index, list(data.labels), str(data.manifest.get("source", "")), labels)
+        frame, label_notes = fill_labels(data.index, list(data.labels), name in negative, labels)
         for note in label_notes:
             warn(f"{name}: {note}")
         frame["_cache"], frame["_row"] = k, np.arange(len(frame))

@@ -6,7 +6,8 @@ left unknown (NaN) is masked in the loss, so the set can only teach COVID-19 if 
 known for both classes. The rules, in one place:
 
 - COVID-19 for an NIH image is 0: ChestX-ray14 was collected in 1992-2015, before SARS-CoV-2
-  existed (a cache counts as NIH when its manifest says `source: nih`).
+  existed (by default the caches whose manifest says `source: nih`; `--covid-negative` names
+  them instead, e.g. when an NIH-layout folder holds generated COVID-19 phantoms).
 - COVID-19 for a Cohen image is the cache's own column: 1 exactly when the finding is COVID-19,
   flat (`COVID-19`, `COVID-19, ARDS`) or hierarchical (`Pneumonia/Viral/COVID-19`); 0 otherwise.
 - An NIH finding for a Cohen image is filled when the finding names it (read from the `finding`
@@ -37,7 +38,13 @@ def nih_value_from_finding(finding: str, label: str) -> float:
     return 1.0 if any(canonical(t) == label for t in finding_tokens(finding)) else np.nan
 
 
-def fill_labels(frame: pd.DataFrame, cache_labels: list[str], source: str, labels: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def pre_pandemic(manifest: dict) -> bool:
+    """Whether a cache holds only images taken before COVID-19 existed (by default: NIH's)."""
+    return str(manifest.get("source", "")) in PRE_PANDEMIC_SOURCES
+
+
+def fill_labels(frame: pd.DataFrame, cache_labels: list[str], covid_negative: bool,
+                labels: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """`frame` (one cache's index) with a float column per label of the combined set, and notes.
 
     The cache's own annotations win; missing columns are filled by the rules in the module docstring.
@@ -48,7 +55,7 @@ def fill_labels(frame: pd.DataFrame, cache_labels: list[str], source: str, label
     for label in labels:
         if label in cache_labels:
             frame[label] = frame[label].astype(float)
-        elif label == COVID_LABEL and source in PRE_PANDEMIC_SOURCES:
+        elif label == COVID_LABEL and covid_negative:
             frame[label] = 0.0
         elif label in NIH_LABELS and COVID_LABEL in cache_labels and has_finding:
             frame[label] = frame["finding"].fillna("").astype(str).map(lambda f, l=label: nih_value_from_finding(f, l))

@@ -34,7 +34,7 @@ from .cache import BOX_COLUMNS, BOXES, DUPLICATE_COLUMNS, DUPLICATES, IMAGES, IN
 from .fingerprint import DEFAULT_MAX_DISTANCE, near_duplicates
 
 TMP_DIR = ".prepare-tmp"
-CACHE_FILES = (IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, DUPLICATES, BOXES)
+CACHE_FILES = (IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, DUPLICATES, BOXES, "counts.csv")  # counts: combine's
 
 
 def default_workers() -> int:
