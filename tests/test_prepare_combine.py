@@ -216,3 +216,19 @@ def test_covid_negative_names_the_pre_pandemic_caches(fifteen, tmp_path):
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "y"), "--covid-negative", "covid"])
     assert res.exit_code == 2 and "COVID-19 positives of its own" in res.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_dedupe_of_a_combined_set_keeps_its_counts_true(fifteen, tmp_path):
+    nih, cohen, _, _ = fifteen
+    res = runner.invoke(app, ["prepare", "combine", str(nih.root), str(cohen.root), "--out", str(tmp_path / "mix"),
+                              "--per-class", "12", "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["prepare", "dedupe", str(tmp_path / "mix"), str(cohen.root), "--drop-from", str(tmp_path / "mix"), "-q"])
+    assert res.exit_code == 0, res.output
+    mix = PreparedData(tmp_path / "mix")
+    assert (mix.index["source"] == "nih").all()  # every Cohen image has its copy in the Cohen cache
+    counts = pd.read_csv(mix.root / "counts.csv").set_index(["split", "label"])
+    for split in ("train", "val", "test"):
+        y = mix.index.loc[mix.index["split"] == split, "COVID-19"]
+        assert counts.loc[(split, "COVID-19"), "negative"] == (y == 0).sum() and counts.loc[(split, "COVID-19"), "positive"] == 0
+        assert mix.manifest["class_counts"][split]["COVID-19"]["negative"] == (y == 0).sum()

@@ -128,6 +128,19 @@ def select_balanced(targets: np.ndarray, per_class: int, rng: np.random.Generato
     return np.flatnonzero(chosen)
 
 
+def split_counts_of(index: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Positives, negatives and unknowns per class in each split that has images."""
+    return class_counts(index, labels, [s for s in SPLITS if (index["split"] == s).any()])
+
+
+def write_counts(out: Path, counts: pd.DataFrame) -> None:
+    """counts.csv, written before finish_cache: the cache is unfinished until its manifest is back."""
+    from ..runs import atomic_write_bytes
+
+    (out / MANIFEST).unlink(missing_ok=True)
+    atomic_write_bytes(out / COUNTS, counts.to_csv(index=False).encode())
+
+
 def covid_negatives(caches: list[PreparedData], names: list[str], given: list[str] | None) -> set[str]:
     """The names of the caches whose images are all COVID-19 negatives (see CombineConfig.covid_negative)."""
     if given is None:
@@ -145,7 +158,6 @@ def covid_negatives(caches: list[PreparedData], names: list[str], given: list[st
 
 def combine(cfg: CombineConfig) -> PreparedData:
     from ..progress import warn
-    from ..runs import atomic_write_bytes
     from .splits import patient_groups, unify_splits
 
     caches = _open_all(cfg.data)
@@ -220,7 +232,7 @@ def combine(cfg: CombineConfig) -> PreparedData:
     notes = [f"{len(index)} images from {', '.join(names)}; up to {cfg.per_class} positives per class"]
     if moved:
         notes.append(f"{moved} image(s) moved split so that near-duplicates across sources share one")
-    counts = class_counts(index, labels, [s for s in SPLITS if (index["split"] == s).any()])
+    counts = split_counts_of(index, labels)
     if COVID_LABEL in labels:
         for problem in missing_classes(counts, COVID_LABEL):
             warn(f"COVID-19 {problem}; its AUROC cannot be computed there (give caches with both classes in every split)")
@@ -228,8 +240,7 @@ def combine(cfg: CombineConfig) -> PreparedData:
                 "moved_for_duplicates": moved, "duplicates": int(len(duplicates)), "notes": notes,
                 "class_counts": counts_for_manifest(counts), "class_counts_file": COUNTS}
     skipped = pd.DataFrame(columns=list(SKIPPED_COLUMNS))
-    (cfg.out / MANIFEST).unlink(missing_ok=True)  # counts.csv goes in first: the cache is unfinished until its manifest
-    atomic_write_bytes(cfg.out / COUNTS, counts.to_csv(index=False).encode())
+    write_counts(cfg.out, counts)
     out = finish_cache(cfg.out, tmp / IMAGES, index, labels, manifest, skipped, duplicates,
                        pd.concat(boxes, ignore_index=True) if boxes else None)
     print_summary(out, skipped, duplicates, notes)
@@ -341,6 +352,10 @@ def drop_rows(data: PreparedData, name: str, across: pd.DataFrame, names: list[s
     manifest["deduplicated"] = list(manifest.get("deduplicated", [])) + [{"dropped": int(gone.sum()), "against": [n for n in names if n != name]}]
     labels = list(data.labels)
     new_index = index.loc[~gone].reset_index(drop=True)
+    if "class_counts" in manifest:  # a combined set: its counts follow the images that are left
+        counts = split_counts_of(new_index, labels)
+        manifest["class_counts"] = counts_for_manifest(counts)
+        write_counts(data.root, counts)
     data._images = None  # release the memmap before its file is replaced
     finish_cache(data.root, tmp / IMAGES, new_index, labels, manifest, skipped, duplicates, boxes)
     result(f"dropped {int(gone.sum())} image(s) from {data.root} (listed in its skipped.csv)")
