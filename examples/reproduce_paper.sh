@@ -1,48 +1,120 @@
 #!/usr/bin/env bash
-# Every experiment of "Transfer learning for COVID-19 detection" on the real data, for a GPU machine.
-# Usage: bash examples/reproduce_paper.sh NIH_ROOT COVID_ROOT [WORKDIR]
-#   NIH_ROOT:   ChestX-ray14 (Data_Entry_2017*.csv, images_*/images/*.png, optional BBox and official lists)
+# The experiments of "Transfer learning for COVID-19 detection", end to end, into one results table.
+#
+# Usage:
+#   bash examples/reproduce_paper.sh NIH_ROOT COVID_ROOT [WORKDIR] [--external DATA]   # the full run (GPU)
+#   bash examples/reproduce_paper.sh --small [NIH_ROOT COVID_ROOT] [WORKDIR]           # 2-core CPU, < 30 min
+#
+#   NIH_ROOT:   ChestX-ray14 (Data_Entry_2017*.csv, images, optional BBox and official lists)
 #   COVID_ROOT: a clone of ieee8023/covid-chestxray-dataset (metadata.csv, images/)
-# ImageNet weights must be in the torch cache (see docs/reproducing-the-paper.md).
+#   --external: a prepared cache of another COVID-19 collection (cxrtool prepare folder ...): every
+#               COVID-19 arm is also scored on it
+#   --small:    the same arms with a small network (ResNet-18) on 64-pixel images, few epochs; the
+#               data defaults to ../shared/data beside the repository (the sample in the repo's CI)
+#
+# Arms: from scratch, ImageNet only, NIH-pretrained (each on one patient split and with k-fold patient
+# cross-validation), and the 15-class NIH + COVID-19 model. Output: WORKDIR/results/table.md (and
+# arms.csv, findings.csv). A finished step is not run again, so an interrupted script can be rerun.
 set -euo pipefail
-nih="${1:?give the NIH ChestX-ray14 folder}"
-covid="${2:?give the covid-chestxray-dataset folder}"
-work="${3:-paper}"
+
+small=0
+external=""
+positional=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --small) small=1 ;;
+    --external) external="${2:?--external needs a prepared cache}"; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) positional+=("$1") ;;
+  esac
+  shift
+done
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+if [ "$small" = 1 ]; then
+  nih="${positional[0]:-$here/../shared/data/nih-chestxray14-sample}"
+  covid="${positional[1]:-$here/../shared/data/covid-chestxray-dataset}"
+  work="${positional[2]:-paper-small}"
+  arch=resnet18; size=64; per_class=60; folds=3
+  pre_epochs=(--epochs 6); ft_epochs=(--epochs 8 --early-stop 4 --batch-size 32)
+  common=(--image-size "$size" --workers 1 --quiet)
+  bootstrap=(--bootstrap 200)
+else
+  nih="${positional[0]:?give the NIH ChestX-ray14 folder (or --small)}"
+  covid="${positional[1]:?give the covid-chestxray-dataset folder}"
+  work="${positional[2]:-paper}"
+  arch=densenet121; size=256; per_class=200; folds=5
+  pre_epochs=(); ft_epochs=()
+  common=()
+  bootstrap=()
+fi
+[ -d "$nih" ] || { echo "error: $nih: no such folder (NIH ChestX-ray14)" >&2; exit 2; }
+[ -d "$covid" ] || { echo "error: $covid: no such folder (covid-chestxray-dataset)" >&2; exit 2; }
+case "$external" in ""|/*) ;; *) external="$PWD/$external" ;; esac
+nih="$(cd "$nih" && pwd)"; covid="$(cd "$covid" && pwd)"
 mkdir -p "$work" && cd "$work"
+ext_opt=(); [ -n "$external" ] && ext_opt=(--external "$external")
 
-# Data: decoded once; patient splits; near-duplicates grouped.
-cxrtool prepare nih "$nih" --out data/nih
-cxrtool prepare covid "$covid" --out data/covid
-cxrtool prepare dedupe data/nih data/covid --drop-from data/covid
-cxrtool prepare combine data/nih data/covid --out data/nih-covid15 --per-class 200
+step() { echo; echo "== $*"; }
+# done_or FILE CMD...: run CMD unless FILE (its last output) exists from an earlier, finished run.
+done_or() { local file="$1"; shift; if [ -e "$file" ]; then echo "   (done: $file)"; else "$@"; fi; }
 
-# Pretraining on the 14 NIH findings: our ResNet-50 from scratch, ResNet-50 and DenseNet-121 from ImageNet.
-cxrtool pretrain --data data/nih --arch cxr-resnet50 --weights none --out runs/nih-cxr-resnet50-scratch
-cxrtool pretrain --data data/nih --arch resnet50 --weights imagenet --out runs/nih-resnet50-imagenet
-cxrtool pretrain --data data/nih --arch densenet121 --weights imagenet --out runs/nih-densenet121-imagenet
-for run in runs/nih-cxr-resnet50-scratch runs/nih-resnet50-imagenet runs/nih-densenet121-imagenet; do
-  cxrtool evaluate "$run" --compare chexnet
-done
+# ImageNet weights: a connected machine downloads them on first use; in --small mode the arm runs only
+# when the file is already in the torch cache, and is listed as skipped otherwise.
+imagenet=1
+weights_file="$(python -c "import os, torch; from torchvision.models import get_model_weights as w; print(os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(w('$arch').IMAGENET1K_V1.url)))")"
+if [ "$small" = 1 ] && [ ! -f "$weights_file" ]; then
+  imagenet=0
+  echo "note: $weights_file is not in the torch cache: the ImageNet arms are skipped (no download in --small mode)"
+fi
+start=imagenet; [ "$imagenet" = 1 ] || start=none
 
-# COVID-19: from the NIH-pretrained network, from ImageNet only, and from scratch.
-cxrtool finetune --from runs/nih-densenet121-imagenet --data data/covid --oversample --out runs/covid-from-nih
-cxrtool finetune --from none --arch densenet121 --weights imagenet --data data/covid --oversample --out runs/covid-imagenet
-cxrtool finetune --from none --arch densenet121 --weights none --data data/covid --oversample --out runs/covid-scratch
-for run in runs/covid-from-nih runs/covid-imagenet runs/covid-scratch; do
-  cxrtool evaluate "$run"
-done
-# The same comparison with 5-fold patient cross-validation: one split of ~300 patients is too noisy.
-cxrtool finetune --from runs/nih-densenet121-imagenet --data data/covid --oversample --folds 5 --out runs/covid-from-nih-cv
-cxrtool evaluate runs/covid-from-nih-cv
+step "1. Data: decoded once, patient splits, near-duplicates grouped"
+done_or data/nih/manifest.json cxrtool prepare nih "$nih" --out data/nih --size "$size" --quiet
+done_or data/covid/manifest.json cxrtool prepare covid "$covid" --out data/covid --size "$size" --quiet
+done_or data/covid/.deduped cxrtool prepare dedupe data/nih data/covid --drop-from data/covid --quiet
+touch data/covid/.deduped
+done_or data/nih-covid15/manifest.json cxrtool prepare combine data/nih data/covid --out data/nih-covid15 --per-class "$per_class" --quiet
 
-# The 15-class problem (14 NIH findings + COVID-19, 200 images per class).
-cxrtool finetune --from runs/nih-densenet121-imagenet --data data/nih-covid15 --out runs/nih-covid15
-cxrtool evaluate runs/nih-covid15
+step "2. Pretraining on the 14 NIH findings ($arch, start: $start)"
+done_or runs/nih-pretrain/eval/metrics.json bash -c "
+  cxrtool pretrain --data data/nih --arch $arch --weights $start --out runs/nih-pretrain ${pre_epochs[*]} ${common[*]} &&
+  cxrtool evaluate runs/nih-pretrain --compare chexnet ${bootstrap[*]} --quiet"
 
-# Where the networks look: NIH test images scored against the radiologists' boxes, and COVID-19 cases.
-cxrtool cam --run runs/nih-densenet121-imagenet --data data/nih --split test --boxes data/nih/boxes.csv
-cxrtool cam --run runs/covid-from-nih --data data/covid --split test --top 1
+step "3. COVID-19: the arms, on one patient split and with $folds-fold patient cross-validation"
+# arm NAME FINETUNE-OPTIONS...: a single-split run and a cross-validated run, both evaluated.
+arm() {
+  local name="$1"; shift
+  done_or "runs/covid-$name/eval/metrics.json" bash -c "
+    cxrtool finetune $* --data data/covid --oversample --out runs/covid-$name ${ft_epochs[*]} ${common[*]} &&
+    cxrtool evaluate runs/covid-$name ${ext_opt[*]} ${bootstrap[*]} --quiet"
+  done_or "runs/covid-$name-cv/eval/metrics.json" bash -c "
+    cxrtool finetune $* --data data/covid --oversample --folds $folds --out runs/covid-$name-cv ${ft_epochs[*]} ${common[*]} &&
+    cxrtool evaluate runs/covid-$name-cv ${bootstrap[*]} --quiet"
+}
+arm scratch --from none --arch "$arch" --weights none
+[ "$imagenet" = 1 ] && arm imagenet --from none --arch "$arch" --weights imagenet
+arm from-nih --from runs/nih-pretrain
 
-# SOM and t-SNE of the pixels (before training) and of the latent space (after), with cluster scores.
-cxrtool embed runs/nih-covid15 --space both --method som,tsne,umap
-for run in runs/*/; do cxrtool report "$run"; done
+step "4. The 15-class model (14 NIH findings + COVID-19) from the NIH-pretrained network"
+done_or runs/nih-covid15/eval/metrics.json bash -c "
+  cxrtool finetune --from runs/nih-pretrain --data data/nih-covid15 --out runs/nih-covid15 ${ft_epochs[*]} ${common[*]} &&
+  cxrtool evaluate runs/nih-covid15 ${bootstrap[*]} --quiet"
+
+step "5. One table"
+arms=(--arm "From scratch=runs/covid-scratch" --cv "From scratch=runs/covid-scratch-cv")
+if [ "$imagenet" = 1 ]; then
+  arms+=(--arm "ImageNet only=runs/covid-imagenet" --cv "ImageNet only=runs/covid-imagenet-cv")
+else
+  arms+=(--skipped "ImageNet only=ImageNet weights not in the torch cache ($weights_file)")
+fi
+arms+=(--arm "NIH-pretrained ($start start)=runs/covid-from-nih" --cv "NIH-pretrained ($start start)=runs/covid-from-nih-cv")
+arms+=(--arm "15-class NIH + COVID-19=runs/nih-covid15")
+published=(--published chexnet)
+# The report's own Table 1 is not shipped (its numbers could not be checked); give it as a CSV
+# (columns label,auroc) in REPORT_TABLE1 to put it beside ours.
+[ -n "${REPORT_TABLE1:-}" ] && published+=(--published "Report Table 1=$REPORT_TABLE1")
+cxrtool compare "${arms[@]}" --pretrain runs/nih-pretrain "${published[@]}" --out results --overwrite
+echo
+echo "wrote $PWD/results/table.md"

@@ -7,11 +7,12 @@ import typer
 
 def register_all(app: typer.Typer) -> None:
     # The order here is the order of `cxrtool --help`: the pipeline's order.
-    from . import cam, demo, embed, evaluate, prepare, report, train
+    from . import cam, compare, demo, embed, evaluate, prepare, report, train
 
     prepare.register(app)
     train.register(app)
     evaluate.register(app)
+    compare.register(app)
     cam.register(app)
     embed.register(app)
     report.register(app)

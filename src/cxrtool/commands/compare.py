@@ -1,0 +1,33 @@
+"""`cxrtool compare`: one results table over several evaluated runs (see docs/compare.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..cli import quiet_option, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("compare")
+    @user_errors
+    def compare(
+        arm: List[str] = typer.Option([], "--arm", help="NAME=RUN: an evaluated run, one row of the table (repeat for each arm)."),
+        cv: List[str] = typer.Option([], "--cv", help="NAME=RUN: the arm's evaluated cross-validation run (finetune --folds K)."),
+        skipped: List[str] = typer.Option([], "--skipped", help="NAME=REASON: an arm that could not run, listed with its reason."),
+        label: str = typer.Option("COVID-19", "--label", help="The label the arms are compared on."),
+        pretrain: Optional[Path] = typer.Option(None, "--pretrain", help="An evaluated pretraining run: its per-finding AUROC beside published ones."),
+        published: List[str] = typer.Option([], "--published", help="chexnet (default), wang, or TITLE=FILE.csv (columns label,auroc), e.g. the report's Table 1."),
+        out: Path = typer.Option(Path("results"), "--out", help="Folder for table.md, arms.csv and findings.csv."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier table in --out."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table."),
+    ) -> None:
+        """Test AUROC with intervals, k-fold spread, external score and shortcut baseline per arm, in one table."""
+        quiet_option(quiet)
+        from ..compare import CompareConfig
+        from ..compare import compare as build
+
+        build(CompareConfig(arms=list(arm), cv=list(cv), skipped=list(skipped), label=label, pretrain=pretrain,
+                            published=list(published), out=out, overwrite=overwrite))

@@ -1,0 +1,299 @@
+"""`cxrtool compare`: one results table over several evaluated runs (the report's experiments).
+
+Each *arm* is a training recipe (from scratch, ImageNet only, NIH-pretrained, the 15-class model,
+...) given as an evaluated run (`RUN/eval/metrics.json`, written by `cxrtool evaluate`) and,
+optionally, its cross-validated twin (`finetune --folds K`, also evaluated). One row per arm holds,
+for the label of interest (COVID-19 by default): the test AUROC with its patient-bootstrap 95%
+interval, the k-fold mean and spread of the per-fold AUROCs, the pooled out-of-fold AUROC, the
+external score when the evaluation had `--external`, the best metadata-only shortcut beside it, and
+the mean over the run's other labels (for the 15-class model: the 14 NIH findings). Arms that could
+not run are listed with the reason instead of silently missing.
+
+A second table puts a pretraining run's per-finding NIH AUROC beside published numbers (CheXNet,
+Wang et al., and any table the user supplies as a CSV, such as the report's own Table 1).
+
+Nothing is recomputed here: every number is read from the evaluations, so the table can never
+disagree with them. Written to `--out`: table.md, arms.csv and (with `--pretrain`) findings.csv.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import CxrError
+from .published import PublishedResult, label_key, published_auroc, published_results
+from .runs import atomic_write_text, read_json
+
+ARM_COLUMNS = ["arm", "status", "run", "label", "test_auroc", "test_low", "test_high", "test_patients",
+               "test_positives", "test_negatives", "cv_run", "cv_folds", "cv_mean", "cv_sd", "cv_pooled",
+               "cv_pooled_low", "cv_pooled_high", "external_auroc", "external_low", "external_high",
+               "shortcut", "shortcut_auroc", "shortcut_low", "shortcut_high", "other_labels", "other_mean"]
+
+
+@dataclass
+class CompareConfig:
+    arms: list[str] = field(default_factory=list)  # "NAME=RUN": an evaluated run per arm
+    cv: list[str] = field(default_factory=list)  # "NAME=RUN": the arm's evaluated cross-validation run
+    skipped: list[str] = field(default_factory=list)  # "NAME=why": arms that could not run
+    label: str = "COVID-19"
+    pretrain: Path | None = None  # an evaluated NIH pretraining run: per-finding AUROC table
+    published: list[str] = field(default_factory=list)  # "chexnet", "wang", or "TITLE=FILE.csv" (label,auroc)
+    out: Path = Path("results")
+    overwrite: bool = False
+
+
+def parse_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
+    """'NAME=VALUE' items of a repeatable option, in order; names must be unique."""
+    pairs, seen = [], set()
+    for item in values:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise CxrError(f"{option}: expected NAME=VALUE, got {item!r}")
+        if name in seen:
+            raise CxrError(f"{option}: the name {name!r} is given twice")
+        seen.add(name)
+        pairs.append((name, value))
+    return pairs
+
+
+def read_evaluation(run: Path, option: str) -> dict:
+    """The metrics.json of `run`'s evaluation (RUN/eval, or a folder holding metrics.json)."""
+    run = Path(run)
+    for candidate in (run / "metrics.json", run / "eval" / "metrics.json"):
+        if candidate.is_file():
+            metrics = read_json(candidate)
+            if not isinstance(metrics, dict) or "labels" not in metrics:
+                raise CxrError(f"{candidate}: not an evaluation written by cxrtool evaluate ({option})")
+            return metrics
+    if not run.exists():
+        raise CxrError(f"{option}: {run} does not exist")
+    raise CxrError(f"{option}: {run} has no evaluation (no eval/metrics.json); run `cxrtool evaluate {run}` first")
+
+
+def _num(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def best_shortcut(metrics: dict, label: str) -> tuple[str | None, dict]:
+    """The metadata-only predictor with the highest AUROC on `label`, and its entry."""
+    predictors = ((metrics.get("shortcuts") or {}).get("predictors")) or {}
+    best_name, best = None, {}
+    for name, entries in predictors.items():
+        entry = entries.get(label) or {}
+        if entry.get("auroc") is not None and (best_name is None or entry["auroc"] > best["auroc"]):
+            best_name, best = name, entry
+    return best_name, best
+
+
+def fold_summary(metrics: dict, label: str) -> tuple[int | None, float | None, float | None]:
+    """Number of folds, mean and sample SD of `label`'s per-fold AUROC in a CV evaluation."""
+    folds = ((metrics.get("cv") or {}).get("folds")) or {}
+    values = [f["auroc"].get(label) for f in folds.values() if isinstance(f.get("auroc"), dict)]
+    values = [v for v in values if v is not None]
+    if not values:
+        return (len(folds) or None), None, None
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return len(folds), float(np.mean(values)), sd
+
+
+def arm_row(name: str, metrics: dict, label: str, run: str) -> dict:
+    """The arm's row from its (single-split) evaluation."""
+    if label not in metrics["labels"]:
+        raise CxrError(f"--arm {name}: the evaluation of {run} has no label {label!r} (it has {', '.join(metrics['labels'])})")
+    e = metrics["labels"][label]
+    row = {"arm": name, "status": "ok", "run": run, "label": label, "test_patients": metrics.get("patients"),
+           "test_positives": e.get("positives"), "test_negatives": e.get("negatives")}
+    if e.get("not_computable"):
+        row["status"] = f"{label} not computable on the test split: {e['not_computable']}"
+    else:
+        row.update(test_auroc=_num(e.get("auroc")), test_low=_num(e.get("auroc_low")), test_high=_num(e.get("auroc_high")))
+    external = ((metrics.get("external") or {}).get("labels") or {}).get(label) or {}
+    row.update(external_auroc=_num(external.get("auroc")), external_low=_num(external.get("auroc_low")),
+               external_high=_num(external.get("auroc_high")))
+    shortcut, entry = best_shortcut(metrics, label)
+    row.update(shortcut=shortcut, shortcut_auroc=_num(entry.get("auroc")), shortcut_low=_num(entry.get("auroc_low")),
+               shortcut_high=_num(entry.get("auroc_high")))
+    others = [l for l, v in metrics["labels"].items() if l != label and not v.get("not_computable") and v.get("auroc") is not None]
+    if others:
+        row.update(other_labels=len(others), other_mean=float(np.mean([metrics["labels"][l]["auroc"] for l in others])))
+    return row
+
+
+def add_cv(row: dict, metrics: dict, label: str, run: str) -> None:
+    """Fill the arm's k-fold columns from its cross-validation evaluation."""
+    if label not in metrics["labels"]:
+        raise CxrError(f"--cv {row['arm']}: the evaluation of {run} has no label {label!r}")
+    if "cv" not in metrics:
+        raise CxrError(f"--cv {row['arm']}: {run} is not a cross-validation run (its evaluation has no folds)")
+    k, mean, sd = fold_summary(metrics, label)
+    e = metrics["labels"][label]
+    row.update(cv_run=run, cv_folds=k, cv_mean=mean, cv_sd=sd, cv_pooled=_num(e.get("auroc")),
+               cv_pooled_low=_num(e.get("auroc_low")), cv_pooled_high=_num(e.get("auroc_high")))
+    if row.get("shortcut") is None:  # a CV-only arm: its cross-fitted shortcut baseline
+        shortcut, entry = best_shortcut(metrics, label)
+        row.update(shortcut=shortcut, shortcut_auroc=_num(entry.get("auroc")),
+                   shortcut_low=_num(entry.get("auroc_low")), shortcut_high=_num(entry.get("auroc_high")))
+
+
+def arms_table(cfg: CompareConfig) -> pd.DataFrame:
+    """One row per arm, in the order the arms were given (skipped arms included)."""
+    arms = parse_pairs(cfg.arms, "--arm")
+    cv = dict(parse_pairs(cfg.cv, "--cv"))
+    skipped = parse_pairs(cfg.skipped, "--skipped")
+    names = [n for n, _ in arms]
+    unknown = [n for n in cv if n not in names]
+    rows = []
+    for name, run in arms:
+        row = arm_row(name, read_evaluation(Path(run), f"--arm {name}"), cfg.label, run)
+        if name in cv:
+            add_cv(row, read_evaluation(Path(cv[name]), f"--cv {name}"), cfg.label, cv[name])
+        rows.append(row)
+    for name in unknown:  # an arm evaluated by cross-validation only
+        row = {"arm": name, "status": "ok", "label": cfg.label}
+        add_cv(row, read_evaluation(Path(cv[name]), f"--cv {name}"), cfg.label, cv[name])
+        rows.append(row)
+    for name, why in skipped:
+        if name in names or name in cv:
+            raise CxrError(f"--skipped {name}: that arm is also given with --arm/--cv")
+        rows.append({"arm": name, "status": f"skipped: {why}", "label": cfg.label})
+    if not rows:
+        raise CxrError("give at least one --arm NAME=RUN (an evaluated run) or --cv NAME=RUN")
+    return pd.DataFrame(rows).reindex(columns=ARM_COLUMNS)
+
+
+def read_published_csv(title: str, path: Path) -> PublishedResult:
+    """A user-supplied published table: a CSV with columns label,auroc."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise CxrError(f"--published {title}: {path} not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CxrError(f"--published {title}: {path} is not a readable CSV ({exc})") from None
+    if not {"label", "auroc"} <= set(frame.columns):
+        raise CxrError(f"--published {title}: {path} needs the columns label,auroc (it has {', '.join(map(str, frame.columns))})")
+    values = pd.to_numeric(frame["auroc"], errors="coerce")
+    bad = frame.index[values.isna() | (values < 0) | (values > 1)]
+    if len(bad):
+        raise CxrError(f"{path}: row {int(bad[0]) + 2}: auroc must be a number between 0 and 1 (got {frame['auroc'].iloc[bad[0]]!r})")
+    return PublishedResult(key=title, name=title, citation=str(path), measured_on=f"as given in {path}",
+                           auroc=dict(zip(frame["label"].astype(str), values.astype(float))))
+
+
+def published_columns(items: list[str]) -> list[PublishedResult]:
+    out: list[PublishedResult] = []
+    for item in items:
+        if "=" in item:
+            (title, path), = parse_pairs([item], "--published")
+            out.append(read_published_csv(title, Path(path)))
+        else:
+            out.extend(r for r in published_results(item) if r.name not in {o.name for o in out})
+    return out
+
+
+def findings_table(metrics: dict, published: list[PublishedResult], exclude: str | None = None) -> pd.DataFrame:
+    """Per-finding AUROC of a pretraining run with published numbers beside it."""
+    rows = []
+    for label, e in metrics["labels"].items():
+        if exclude is not None and label_key(label) == label_key(exclude):
+            continue
+        row = {"finding": label, "auroc": _num(e.get("auroc")), "auroc_low": _num(e.get("auroc_low")),
+               "auroc_high": _num(e.get("auroc_high")), "positives": e.get("positives"),
+               "not_computable": e.get("not_computable")}
+        for result in published:
+            row[result.name] = published_auroc(result, label)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    value = _num(value) if value is not None and not isinstance(value, str) else value
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(est, low, high) -> str:
+    if _num(est) is None:
+        return "n/a"
+    text = _fmt(est)
+    return f"{text} [{_fmt(low)}, {_fmt(high)}]" if _num(low) is not None else text
+
+
+def arms_markdown(table: pd.DataFrame, label: str) -> str:
+    head = (f"| arm | {label} test AUROC [95% CI] | test patients (pos/neg images) | k-fold mean ± SD | "
+            f"pooled out-of-fold [95% CI] | external [95% CI] | best metadata shortcut [95% CI] | mean of other labels |")
+    lines = [head, "| " + " | ".join(["---"] * 8) + " |"]
+    for r in table.to_dict("records"):
+        r = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        if str(r["status"]).startswith("skipped"):
+            lines.append(f"| {r['arm']} | {r['status']} |  |  |  |  |  |  |")
+            continue
+        counts = ""
+        if r.get("test_patients") is not None:
+            counts = f"{int(r['test_patients'])} ({int(r['test_positives'] or 0)}/{int(r['test_negatives'] or 0)})"
+        test = _interval(r.get("test_auroc"), r.get("test_low"), r.get("test_high")) if r.get("run") else ""
+        if r["status"] != "ok":
+            test = str(r["status"])
+        cv = ""
+        if r.get("cv_mean") is not None:
+            cv = f"{_fmt(r['cv_mean'])} ± {_fmt(r['cv_sd'])} ({int(r['cv_folds'])} folds)"
+        pooled = _interval(r.get("cv_pooled"), r.get("cv_pooled_low"), r.get("cv_pooled_high")) if r.get("cv_run") else ""
+        external = _interval(r.get("external_auroc"), r.get("external_low"), r.get("external_high")) if r.get("external_auroc") is not None else ""
+        shortcut = ""
+        if r.get("shortcut"):
+            shortcut = f"{r['shortcut']}: {_interval(r['shortcut_auroc'], r['shortcut_low'], r['shortcut_high'])}"
+        other = f"{_fmt(r['other_mean'])} ({int(r['other_labels'])} labels)" if r.get("other_mean") is not None else ""
+        lines.append(f"| {r['arm']} | {test} | {counts} | {cv} | {pooled} | {external} | {shortcut} | {other} |")
+    return "\n".join(lines)
+
+
+def findings_markdown(table: pd.DataFrame, published: list[PublishedResult]) -> str:
+    names = [p.name for p in published]
+    lines = ["| finding | ours [95% CI] | " + " | ".join(names) + " |", "| " + " | ".join(["---"] * (2 + len(names))) + " |"]
+    for r in table.to_dict("records"):
+        ours = f"n/a ({r['not_computable']})" if r.get("not_computable") else _interval(r["auroc"], r["auroc_low"], r["auroc_high"])
+        lines.append(f"| {r['finding']} | {ours} | " + " | ".join(_fmt(r.get(n)) for n in names) + " |")
+    return "\n".join(lines)
+
+
+NOTES = """\
+How to read it: intervals are 95% patient-bootstrap intervals (every image of a resampled patient
+counts); the k-fold columns come from `finetune --folds K` (per-fold AUROC mean and sample SD, and
+the AUROC of all out-of-fold predictions pooled). The shortcut column is the best metadata-only
+predictor (view, sex, age, source; no pixels) fitted on the training patients: where it reaches the
+model's interval, the model is not shown to use more than how and of whom the image was taken. On
+the 15-class NIH + COVID-19 set every COVID-19 positive comes from the COVID-19 collection, so
+`source` alone separates COVID-19: that arm's COVID-19 AUROC measures telling the collections apart
+as much as the disease."""
+
+
+def compare(cfg: CompareConfig) -> Path:
+    """Build the tables and write them under cfg.out; returns the markdown file."""
+    from .progress import info, result
+
+    out = Path(cfg.out)
+    if (out / "table.md").exists() and not cfg.overwrite:
+        raise CxrError(f"{out}: holds an earlier table; pass --overwrite to replace it or --out DIR")
+    arms = arms_table(cfg)
+    published = published_columns(cfg.published or ["chexnet"])
+    findings = None
+    if cfg.pretrain is not None:
+        findings = findings_table(read_evaluation(Path(cfg.pretrain), "--pretrain"), published, exclude=cfg.label)
+    out.mkdir(parents=True, exist_ok=True)
+    text = [f"# {cfg.label}: the arms side by side", "", arms_markdown(arms, cfg.label), "", NOTES, ""]
+    if findings is not None:
+        text += [f"# Pretraining: per-finding AUROC of {cfg.pretrain}", "", findings_markdown(findings, published), ""]
+        text += [f"- {p.name}: {p.citation}; measured on {p.measured_on}." for p in published] + [""]
+        atomic_write_text(out / "findings.csv", findings.to_csv(index=False))
+    atomic_write_text(out / "arms.csv", arms.to_csv(index=False))
+    atomic_write_text(out / "table.md", "\n".join(text))
+    result(arms_markdown(arms, cfg.label))
+    info(f"wrote {out / 'table.md'}, {out / 'arms.csv'}" + (f", {out / 'findings.csv'}" if findings is not None else ""))
+    return out / "table.md"
