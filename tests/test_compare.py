@@ -54,7 +54,7 @@ def test_rows_hold_the_evaluations_numbers(evaluated, tmp_path):
     table_md = tmp_path / "t" / "table.md"
     cfg = CompareConfig(arms=[f"NIH-pretrained={evaluated['run']}"], cv=[f"NIH-pretrained={evaluated['cv']}"],
                         skipped=["ImageNet only=weights not in the torch cache"], label=LABEL,
-                        pretrain=evaluated["run"], out=tmp_path / "t")
+                        pretrain=[f"nih={evaluated['run']}"], out=tmp_path / "t")
     assert compare(cfg) == table_md
     arms = pd.read_csv(tmp_path / "t" / "arms.csv")
     assert list(arms["arm"]) == ["NIH-pretrained", "ImageNet only"]
@@ -80,7 +80,7 @@ def test_rows_hold_the_evaluations_numbers(evaluated, tmp_path):
     assert LABEL not in set(findings["finding"])  # the compared label is not a pretraining finding
     effusion = findings.set_index("finding").loc["Effusion"]
     assert effusion["CheXNet 2017"] == pytest.approx(0.8638)
-    assert effusion["auroc"] == pytest.approx(evaluated["single"]["labels"]["Effusion"]["auroc"])
+    assert effusion["nih_auroc"] == pytest.approx(evaluated["single"]["labels"]["Effusion"]["auroc"])
     with pytest.raises(CxrError, match="--overwrite"):
         compare(cfg)
 
@@ -88,15 +88,17 @@ def test_rows_hold_the_evaluations_numbers(evaluated, tmp_path):
 def test_a_user_table_becomes_a_column_and_bad_rows_are_named(evaluated, tmp_path):
     good = tmp_path / "table1.csv"
     good.write_text("label,auroc\nEffusion,0.81\nPleural Thickening,0.7\n")
-    cfg = CompareConfig(arms=[f"a={evaluated['run']}"], label=LABEL, pretrain=evaluated["run"],
+    cfg = CompareConfig(arms=[f"a={evaluated['run']}"], label=LABEL, pretrain=[str(evaluated["run"])],
                         published=[f"Report Table 1={good}"], out=tmp_path / "t")
     compare(cfg)
     findings = pd.read_csv(tmp_path / "t" / "findings.csv").set_index("finding")
     assert findings.loc["Effusion", "Report Table 1"] == pytest.approx(0.81)
+    assert findings.loc["Effusion", "run_auroc"] == pytest.approx(evaluated["single"]["labels"]["Effusion"]["auroc"])
+    assert "| finding | run [95% CI] | Report Table 1 |" in (tmp_path / "t" / "table.md").read_text()
     bad = tmp_path / "bad.csv"
     bad.write_text("label,auroc\nEffusion,0.81\nMass,high\n")
     with pytest.raises(CxrError, match=r"bad.csv: row 3: auroc"):
-        compare(CompareConfig(arms=[f"a={evaluated['run']}"], label=LABEL, pretrain=evaluated["run"],
+        compare(CompareConfig(arms=[f"a={evaluated['run']}"], label=LABEL, pretrain=[str(evaluated["run"])],
                               published=[f"T={bad}"], out=tmp_path / "u"))
 
 

@@ -41,7 +41,7 @@ class CompareConfig:
     cv: list[str] = field(default_factory=list)  # "NAME=RUN": the arm's evaluated cross-validation run
     skipped: list[str] = field(default_factory=list)  # "NAME=why": arms that could not run
     label: str = "COVID-19"
-    pretrain: Path | None = None  # an evaluated NIH pretraining run: per-finding AUROC table
+    pretrain: list[str] = field(default_factory=list)  # "RUN" or "NAME=RUN": evaluated NIH pretraining runs
     published: list[str] = field(default_factory=list)  # "chexnet", "wang", or "TITLE=FILE.csv" (label,auroc)
     out: Path = Path("results")
     overwrite: bool = False
@@ -199,15 +199,24 @@ def published_columns(items: list[str]) -> list[PublishedResult]:
     return out
 
 
-def findings_table(metrics: dict, published: list[PublishedResult], exclude: str | None = None) -> pd.DataFrame:
-    """Per-finding AUROC of a pretraining run with published numbers beside it."""
+def pretrain_runs(items: list[str]) -> list[tuple[str, str]]:
+    """`--pretrain RUN` or `--pretrain NAME=RUN` (repeatable): named pretraining runs, in order."""
+    return parse_pairs([item if "=" in item else f"{Path(item).name}={item}" for item in items], "--pretrain")
+
+
+def findings_table(runs: list[tuple[str, dict]], published: list[PublishedResult], exclude: str | None = None) -> pd.DataFrame:
+    """Per-finding AUROC of each pretraining run (NAME, its metrics), with published numbers beside."""
+    order: list[str] = []
+    for _, metrics in runs:
+        order += [l for l in metrics["labels"] if l not in order and not (exclude and label_key(l) == label_key(exclude))]
     rows = []
-    for label, e in metrics["labels"].items():
-        if exclude is not None and label_key(label) == label_key(exclude):
-            continue
-        row = {"finding": label, "auroc": _num(e.get("auroc")), "auroc_low": _num(e.get("auroc_low")),
-               "auroc_high": _num(e.get("auroc_high")), "positives": e.get("positives"),
-               "not_computable": e.get("not_computable")}
+    for label in order:
+        row: dict = {"finding": label}
+        for name, metrics in runs:
+            e = metrics["labels"].get(label) or {"not_computable": "not a label of this run"}
+            row.update({f"{name}_auroc": _num(e.get("auroc")), f"{name}_low": _num(e.get("auroc_low")),
+                        f"{name}_high": _num(e.get("auroc_high")), f"{name}_positives": e.get("positives"),
+                        f"{name}_not_computable": e.get("not_computable")})
         for result in published:
             row[result.name] = published_auroc(result, label)
         rows.append(row)
@@ -254,12 +263,17 @@ def arms_markdown(table: pd.DataFrame, label: str) -> str:
     return "\n".join(lines)
 
 
-def findings_markdown(table: pd.DataFrame, published: list[PublishedResult]) -> str:
+def findings_markdown(table: pd.DataFrame, runs: list[str], published: list[PublishedResult]) -> str:
     names = [p.name for p in published]
-    lines = ["| finding | ours [95% CI] | " + " | ".join(names) + " |", "| " + " | ".join(["---"] * (2 + len(names))) + " |"]
+    lines = ["| finding | " + " | ".join(f"{r} [95% CI]" for r in runs) + " | " + " | ".join(names) + " |",
+             "| " + " | ".join(["---"] * (1 + len(runs) + len(names))) + " |"]
     for r in table.to_dict("records"):
-        ours = f"n/a ({r['not_computable']})" if r.get("not_computable") else _interval(r["auroc"], r["auroc_low"], r["auroc_high"])
-        lines.append(f"| {r['finding']} | {ours} | " + " | ".join(_fmt(r.get(n)) for n in names) + " |")
+        cells = []
+        for run in runs:
+            why = r.get(f"{run}_not_computable")
+            why = None if isinstance(why, float) else why
+            cells.append(f"n/a ({why})" if why else _interval(r[f"{run}_auroc"], r[f"{run}_low"], r[f"{run}_high"]))
+        lines.append(f"| {r['finding']} | " + " | ".join(cells) + " | " + " | ".join(_fmt(r.get(n)) for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -284,12 +298,13 @@ def compare(cfg: CompareConfig) -> Path:
     arms = arms_table(cfg)
     published = published_columns(cfg.published or ["chexnet"])
     findings = None
-    if cfg.pretrain is not None:
-        findings = findings_table(read_evaluation(Path(cfg.pretrain), "--pretrain"), published, exclude=cfg.label)
+    pretrained = [(name, read_evaluation(Path(run), f"--pretrain {run}")) for name, run in pretrain_runs(cfg.pretrain)]
+    if pretrained:
+        findings = findings_table(pretrained, published, exclude=cfg.label)
     out.mkdir(parents=True, exist_ok=True)
     text = [f"# {cfg.label}: the arms side by side", "", arms_markdown(arms, cfg.label), "", NOTES, ""]
     if findings is not None:
-        text += [f"# Pretraining: per-finding AUROC of {cfg.pretrain}", "", findings_markdown(findings, published), ""]
+        text += ["# Pretraining on NIH: per-finding AUROC", "", findings_markdown(findings, [n for n, _ in pretrained], published), ""]
         text += [f"- {p.name}: {p.citation}; measured on {p.measured_on}." for p in published] + [""]
         atomic_write_text(out / "findings.csv", findings.to_csv(index=False))
     atomic_write_text(out / "arms.csv", arms.to_csv(index=False))

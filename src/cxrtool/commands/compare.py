@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 
@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         cv: List[str] = typer.Option([], "--cv", help="NAME=RUN: the arm's evaluated cross-validation run (finetune --folds K)."),
         skipped: List[str] = typer.Option([], "--skipped", help="NAME=REASON: an arm that could not run, listed with its reason."),
         label: str = typer.Option("COVID-19", "--label", help="The label the arms are compared on."),
-        pretrain: Optional[Path] = typer.Option(None, "--pretrain", help="An evaluated pretraining run: its per-finding AUROC beside published ones."),
+        pretrain: List[str] = typer.Option([], "--pretrain", help="RUN or NAME=RUN: an evaluated pretraining run, its per-finding AUROC beside published ones (repeatable)."),
         published: List[str] = typer.Option([], "--published", help="chexnet (default), wang, or TITLE=FILE.csv (columns label,auroc), e.g. the report's Table 1."),
         out: Path = typer.Option(Path("results"), "--out", help="Folder for table.md, arms.csv and findings.csv."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier table in --out."),
@@ -29,5 +29,5 @@ def register(app: typer.Typer) -> None:
         from ..compare import CompareConfig
         from ..compare import compare as build
 
-        build(CompareConfig(arms=list(arm), cv=list(cv), skipped=list(skipped), label=label, pretrain=pretrain,
+        build(CompareConfig(arms=list(arm), cv=list(cv), skipped=list(skipped), label=label, pretrain=list(pretrain),
                             published=list(published), out=out, overwrite=overwrite))
