@@ -36,7 +36,7 @@ if [ "$small" = 1 ]; then
   nih="${positional[0]:-$here/../shared/data/nih-chestxray14-sample}"
   covid="${positional[1]:-$here/../shared/data/covid-chestxray-dataset}"
   work="${positional[2]:-paper-small}"
-  arch=resnet18; size=64; per_class=60; folds=3
+  arch=resnet18; size=64; per_class=200; folds=3
   pre_epochs=(--epochs 6); ft_epochs=(--epochs 8 --early-stop 4 --batch-size 32)
   common=(--image-size "$size" --workers 1 --quiet)
   bootstrap=(--bootstrap 200)
