@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cxrtool.cam import CamConfig, run_cam
 from cxrtool.cli import app
+from cxrtool.data.cache import write_cache
 from cxrtool.errors import CxrError
 
 runner = CliRunner()
@@ -120,8 +121,8 @@ def test_a_cache_split_in_batches_with_the_caches_boxes(workdir, synth_data):
 
 def test_a_cache_whose_boxes_file_is_empty_maps_the_most_probable_class(workdir, synth_data):
     data = workdir / "nobox"
-    shutil.copytree(synth_data.root, data)
-    synth_data.boxes().iloc[:0].to_csv(data / "boxes.csv", index=False)
+    write_cache(data, np.asarray(synth_data.images), synth_data.index, synth_data.labels,
+                manifest={"source": "synthetic"}, boxes=synth_data.boxes().iloc[:0])
     res = cli("--data", str(data), "--split", "test", "--max-images", "3", "--out", "nobox-cam", "--no-overlays")
     assert res.exit_code == 0, res.output
     index = pd.read_csv(workdir / "nobox-cam" / "cams.csv", dtype={"id": str})

@@ -65,7 +65,7 @@ def test_cross_validation_writes_fold_runs_oof_predictions_and_summary(tmp_path,
 def test_patients_sharing_a_film_stay_in_one_fold(tmp_path):
     import shutil
 
-    from cxrtool.data.cache import PreparedData
+    from cxrtool.data.cache import PreparedData, write_cache
     from cxrtool.train.folds import leakage_groups
 
     data = synthetic_cache(tmp_path / "data", n_patients=30, size=32, seed=3, labels=["COVID-19"])
@@ -73,12 +73,12 @@ def test_patients_sharing_a_film_stay_in_one_fold(tmp_path):
     by_patient = index.groupby("patient")["id"].first()
     a, b, c, d = by_patient.index[:4]
     # a/b: a near-duplicate pair prepare found; c/d: identical bytes filed under two patients.
-    pd.DataFrame({"id_a": [by_patient[a]], "id_b": [by_patient[b]], "patient_a": [a], "patient_b": [b],
-                  "source_a": "s", "source_b": "s", "distance": [3]}).to_csv(data.root / "duplicates.csv", index=False)
+    duplicates = pd.DataFrame({"id_a": [by_patient[a]], "id_b": [by_patient[b]], "patient_a": [a], "patient_b": [b],
+                               "source_a": "s", "source_b": "s", "distance": [3]})
     index = index.copy()
     index["file_hash"] = index["id"]
     index.loc[index["id"] == by_patient[d], "file_hash"] = by_patient[c]
-    index.to_csv(data.root / "index.csv", index=False)
+    write_cache(data.root, np.asarray(data.images), index, data.labels, duplicates=duplicates)  # a cache checks its files
     data = PreparedData(data.root)
     groups = leakage_groups(data)
     patients = data.index["patient"].astype(str).to_numpy()

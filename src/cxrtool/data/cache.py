@@ -7,7 +7,11 @@ A cache directory holds
                    (`sex`, `age`, ...), crop geometry, `fingerprint`, and one column per label
                    (1, 0, or empty = not annotated by this source);
 - `labels.json`    {"labels": [...]}: the label columns, in model output order;
-- `manifest.json`  source, settings, counts per split, `split_hash`, `data_hash`;
+- `manifest.json`  source, settings, counts per split, `split_hash`, `data_hash`, and `files`: the
+                   size in bytes of every other file. It is written last, so a folder without it is
+                   an unfinished cache; opening a cache checks the sizes and that index.csv and
+                   labels.json still hash to `data_hash`, so a truncated or mixed cache is refused
+                   in one line instead of failing later;
 - `skipped.csv`    rows that were not cached and why; `duplicates.csv` near-duplicate pairs;
 - `boxes.csv`      (optional) id, label, x, y, w, h in cache pixels.
 `PreparedData` opens one; `write_cache` writes one from arrays in memory (tests, `combine`).
@@ -16,6 +20,7 @@ A cache directory holds
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -60,6 +65,26 @@ def check_no_leak(index: pd.DataFrame, where: str = "index") -> None:
         raise CxrError(f"{where}: {len(leaking)} patient(s) appear in more than one split (e.g. patient {example!r})")
 
 
+def file_sizes(root: Path, names: tuple[str, ...] = (IMAGES, INDEX, LABELS, SKIPPED, DUPLICATES, BOXES, "counts.csv")) -> dict[str, int]:
+    """Bytes of each cache file present in `root` (the manifest's `files`, checked on open)."""
+    return {name: (root / name).stat().st_size for name in names if (root / name).is_file()}
+
+
+def check_complete(root: Path, manifest: dict[str, Any], index_bytes: bytes, labels_bytes: bytes) -> None:
+    """Refuse a cache whose files differ from what its manifest recorded (truncated, mixed, edited)."""
+    again = "run prepare again with --overwrite"
+    for name, expected in (manifest.get("files") or {}).items():
+        path = root / name
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != expected:
+            what = "is missing" if actual is None else f"is {actual} bytes"
+            raise CxrError(f"cache {root} is incomplete: {name} {what}, the manifest says {expected}; {again}")
+    expected_hash = manifest.get("data_hash")
+    if expected_hash and data_hash(index_bytes, labels_bytes) != expected_hash:
+        raise CxrError(f"cache {root} is inconsistent: {INDEX} / {LABELS} do not match the manifest's data_hash "
+                       f"(changed after prepare, or from another prepare); {again}")
+
+
 def split_counts(index: pd.DataFrame) -> dict[str, dict[str, int]]:
     return {
         s: {"images": int((index["split"] == s).sum()), "patients": int(index.loc[index["split"] == s, "patient"].nunique())}
@@ -99,6 +124,7 @@ def write_cache(
         with open(tmp, "wb") as fh:
             np.save(fh, images)
 
+    (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is an unfinished cache
     atomic_write(out / IMAGES, save_images)
     index_bytes = index.to_csv(index=False).encode()
     labels_bytes = (json.dumps({"labels": list(labels)}, indent=2) + "\n").encode()
@@ -112,9 +138,12 @@ def write_cache(
         atomic_write_bytes(out / name, frame.to_csv(index=False).encode())
     if boxes is not None:
         atomic_write_bytes(out / BOXES, boxes.to_csv(index=False).encode())
+    else:
+        (out / BOXES).unlink(missing_ok=True)  # a box file of an earlier cache would not match
     fields = dict(manifest or {})
     fields.setdefault("source", "arrays")
     fields.update(
+        files=file_sizes(out, (IMAGES, INDEX, LABELS, SKIPPED, DUPLICATES) + ((BOXES,) if boxes is not None else ())),
         size=int(images.shape[1]),
         count=int(len(index)),
         labels=list(labels),
@@ -142,9 +171,11 @@ class PreparedData:
         from ..runs import read_json
 
         self.manifest: dict[str, Any] = read_json(self.root / MANIFEST)
+        index_bytes, labels_bytes = (self.root / INDEX).read_bytes(), (self.root / LABELS).read_bytes()
+        check_complete(self.root, self.manifest, index_bytes, labels_bytes)
         self.labels: list[str] = list(read_json(self.root / LABELS)["labels"])
         self.index: pd.DataFrame = pd.read_csv(
-            self.root / INDEX, dtype={"id": str, "patient": str, "view": str, "split": str, "source": str, "source_path": str},
+            io.BytesIO(index_bytes), dtype={"id": str, "patient": str, "view": str, "split": str, "source": str, "source_path": str},
             keep_default_na=True,
         )
         for col in ("view", "source"):
@@ -156,7 +187,10 @@ class PreparedData:
     def images(self) -> np.ndarray:
         """(N, S, S) uint8 memmap; opened on first use so that worker processes open their own."""
         if self._images is None:
-            self._images = np.load(self.root / IMAGES, mmap_mode="r")
+            try:
+                self._images = np.load(self.root / IMAGES, mmap_mode="r")
+            except (OSError, ValueError) as exc:  # a truncated file (a cache older than `files`)
+                raise CxrError(f"cache {self.root} is incomplete: {IMAGES} cannot be opened ({exc}); run prepare again with --overwrite") from None
             if len(self._images) != len(self.index):
                 raise CxrError(f"{self.root}: {IMAGES} has {len(self._images)} images but {INDEX} has {len(self.index)} rows; prepare again with --overwrite")
         return self._images

@@ -31,7 +31,7 @@ from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
 from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts
 from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
 from .labels import COVID_LABEL, NIH_LABELS, canonical
-from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, write_images_subset
+from .prepare import TMP_DIR, check_output, writing_cache, duplicate_pairs_frame, finish_cache, print_summary, write_images_subset
 
 COMBINE_CLASSES = NIH_LABELS + [COVID_LABEL]
 COUNTS = "counts.csv"  # per split and class: positives, negatives, unknowns
@@ -157,6 +157,11 @@ def covid_negatives(caches: list[PreparedData], names: list[str], given: list[st
 
 
 def combine(cfg: CombineConfig) -> PreparedData:
+    with writing_cache(cfg.out, what="prepare combine"):  # one writer; nothing half-written left
+        return _combine(cfg)
+
+
+def _combine(cfg: CombineConfig) -> PreparedData:
     from ..progress import warn
     from .splits import patient_groups, unify_splits
 
@@ -316,6 +321,11 @@ def dedupe(cfg: DedupeConfig) -> DedupeReport:
 
 def drop_rows(data: PreparedData, name: str, across: pd.DataFrame, names: list[str]) -> list[str]:
     """Rewrite `data` without its images that have a near-duplicate in another cache."""
+    with writing_cache(data.root, what="dedupe --drop-from"):  # one writer; nothing half-written left
+        return _drop_rows(data, name, across, names)
+
+
+def _drop_rows(data: PreparedData, name: str, across: pd.DataFrame, names: list[str]) -> list[str]:
     from ..progress import result
     from ..runs import read_json
 

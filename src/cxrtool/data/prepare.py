@@ -31,10 +31,9 @@ import pandas as pd
 from ..config import config_to_dict, require
 from ..errors import CxrError
 from .cache import BOX_COLUMNS, BOXES, DUPLICATE_COLUMNS, DUPLICATES, IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, SKIPPED_COLUMNS, PreparedData
+from .cachedir import CACHE_FILES, FINISHING, TMP_DIR, PrepareInterrupted, check_output, writing_cache  # noqa: F401 - re-exported
 from .fingerprint import DEFAULT_MAX_DISTANCE, near_duplicates
 
-TMP_DIR = ".prepare-tmp"
-CACHE_FILES = (IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, DUPLICATES, BOXES, "counts.csv")  # counts: combine's
 
 
 def default_workers() -> int:
@@ -93,44 +92,6 @@ class SourceTable:
     boxes: pd.DataFrame | None = None
     box_space: float | None = None
     notes: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------- the output folder
-
-
-def check_output(out: Path, settings: dict[str, Any], source: str, overwrite: bool) -> PreparedData | None:
-    """The existing cache if it was made with these settings; refuse a different one unless overwrite."""
-    from ..progress import result
-    from ..runs import read_json
-
-    manifest = out / MANIFEST
-    if manifest.is_file():
-        previous = read_json(manifest)
-        if previous.get("settings") == settings and previous.get("source") == source and not overwrite:
-            try:
-                data = PreparedData(out)
-                _ = data.images.shape  # a manifest over missing images is not "ready"
-                result(f"{out}: the cache is ready (same settings); nothing to do")
-                return data
-            except CxrError:
-                pass
-        elif not overwrite:
-            changed = sorted(k for k in set(settings) | set(previous.get("settings") or {})
-                             if settings.get(k) != (previous.get("settings") or {}).get(k))
-            what = ", ".join(changed[:4]) or "source"
-            raise CxrError(f"{out}: holds a cache prepared with other settings ({what}); pass --overwrite to replace it or choose another --out")
-    elif out.is_dir() and not overwrite:
-        foreign = [p.name for p in out.iterdir() if p.name not in CACHE_FILES and p.name != TMP_DIR and not p.name.startswith(".")]
-        if foreign:
-            raise CxrError(f"{out}: folder exists and holds other files (e.g. {foreign[0]}); pass --overwrite or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CxrError(f"{out}: cannot write the cache here ({exc.strerror or exc}); choose another --out") from None
-    return None
 
 
 # ---------------------------------------------------------------- decoding in worker processes
@@ -236,10 +197,11 @@ def finish_cache(
 ) -> PreparedData:
     """Move the images into place and write the rest as `cache.write_cache` does, manifest last."""
     from ..runs import atomic_write_bytes, write_manifest
-    from .cache import data_hash, split_counts, split_hash
+    from .cache import data_hash, file_sizes, split_counts, split_hash
     from .splits import check_splits
 
     check_splits(index, str(out))
+    (out / TMP_DIR / FINISHING).touch()  # on failure from here on, the half-replaced files are removed
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is an unfinished cache
     os.replace(tmp_images, out / IMAGES)
     index_bytes = index.to_csv(index=False).encode()
@@ -255,7 +217,7 @@ def finish_cache(
     size = int(np.load(out / IMAGES, mmap_mode="r").shape[1])
     fields = dict(manifest)
     fields.update(
-        size=size, count=int(len(index)), labels=list(labels), splits=split_counts(index),
+        files=file_sizes(out), size=size, count=int(len(index)), labels=list(labels), splits=split_counts(index),
         split_hash=split_hash(index), data_hash=data_hash(index_bytes, labels_bytes),
     )
     write_manifest(out, **fields)
@@ -404,10 +366,11 @@ def print_summary(data: PreparedData, skipped: pd.DataFrame, duplicates: pd.Data
 
 
 def _run(cfg: PrepareOptions, source: str, make_table) -> PreparedData:
-    ready = check_output(cfg.out, cfg.settings(), source, cfg.overwrite)
-    if ready is not None:
-        return ready
-    return build_cache(make_table(cfg), cfg)
+    with writing_cache(cfg.out):
+        ready = check_output(cfg.out, cfg.settings(), source, cfg.overwrite)
+        if ready is not None:
+            return ready
+        return build_cache(make_table(cfg), cfg)
 
 
 def prepare_nih(cfg: "PrepareNihConfig") -> PreparedData:  # noqa: F821 - defined in sources/nih.py
