@@ -125,3 +125,91 @@ def test_a_users_own_cache_named_file_is_not_overwritten_without_asking(raw, tmp
     assert (out / name).read_text() == "my own notes\n" and sorted(os.listdir(out)) == [name]
     assert prepare(raw, out, "--overwrite").exit_code == 0
     assert len(PreparedData(out)) > 0
+
+
+# ---------------------------------------------------------------- 3. label typos, conflicting rows
+
+
+def relabelled(raw, root, edit):
+    """A copy of the raw NIH-layout set whose label file is passed through `edit` (images linked)."""
+    root.mkdir()
+    (root / "images").symlink_to(raw / "images", target_is_directory=True)
+    lines = (raw / "Data_Entry_2017.csv").read_text().splitlines()
+    (root / "Data_Entry_2017.csv").write_text("\n".join(edit(lines)) + "\n")
+    return root
+
+
+def test_a_misspelt_finding_is_reported_and_never_becomes_a_negative(raw, tmp_path):
+    def typo(lines):
+        assert lines[1].startswith("00000001_000.png,Cardiomegaly|Effusion,")
+        lines[1] = lines[1].replace("Cardiomegaly|Effusion", "Cardiomegaly|Efusion")
+        lines[2] = lines[2].replace("Cardiomegaly|Effusion", "Efusion")
+        return lines
+
+    root = relabelled(raw, tmp_path / "typo", typo)
+    res = prepare(root, tmp_path / "c", "--findings", "Cardiomegaly,Effusion,Mass")
+    assert res.exit_code == 0, res.output
+    warning = next(l for l in res.output.splitlines() if "not labels" in l)
+    assert "'Efusion' x2" in warning and "00000001_000.png" in warning and "Data_Entry_2017.csv" in warning
+    index = PreparedData(tmp_path / "c").index.set_index("id")
+    assert index.loc["00000001_000.png", "Cardiomegaly"] == 1  # the known positive stays
+    for image in ("00000001_000.png", "00000001_001.png"):
+        assert np.isnan(index.loc[image, "Effusion"]) and np.isnan(index.loc[image, "Mass"])  # not 0
+    assert index.loc["00000001_002.png", "Effusion"] == 1 and index.loc["00000001_002.png", "Mass"] == 0
+
+
+def test_an_image_listed_twice_with_different_findings_is_skipped_and_listed(raw, tmp_path):
+    def conflict(lines):
+        return lines + [lines[3].replace(",Effusion,", ",Mass,"), lines[4]]  # 1 conflicting, 1 exact repeat
+
+    root = relabelled(raw, tmp_path / "dup", conflict)
+    res = prepare(root, tmp_path / "c")
+    assert res.exit_code == 0, res.output
+    assert any("00000001_002.png" in l and "different findings" in l for l in res.output.splitlines())
+    data = PreparedData(tmp_path / "c")
+    assert "00000001_002.png" not in set(data.index["id"]) and data.index["id"].is_unique
+    skipped = pd.read_csv(data.root / "skipped.csv").set_index("id")
+    assert "'Effusion' / 'Mass'" in skipped.loc["00000001_002.png", "reason"]
+
+
+def test_a_header_only_label_file_gets_a_clear_line_naming_it(raw, tmp_path):
+    root = relabelled(raw, tmp_path / "empty", lambda lines: lines[:1])
+    res = prepare(root, tmp_path / "c")
+    assert res.exit_code == 2 and "Data_Entry_2017.csv: the label file has a header but no rows" in one_line(res)
+    csv = tmp_path / "list.csv"
+    csv.write_text("image,covid\n")
+    res = cli("prepare", "folder", csv, "--label-cols", "covid", "--out", tmp_path / "f", "-q")
+    assert res.exit_code == 2 and "list.csv: the CSV has a header but no rows" in one_line(res)
+
+
+def test_folder_rows_with_conflicting_labels_for_one_file_are_skipped(raw, tmp_path):
+    names = sorted(p.name for p in (raw / "images").iterdir())[:4]
+    csv = tmp_path / "list.csv"
+    csv.write_text("image,covid\n" + "".join(f"images/{n},{i % 2}\n" for i, n in enumerate(names))
+                   + f"images/{names[0]},1\nimages/{names[1]},1\n")  # names[0] conflicts, names[1] repeats
+    (tmp_path / "images").symlink_to(raw / "images", target_is_directory=True)
+    res = cli("prepare", "folder", csv, "--label-cols", "covid", "--out", tmp_path / "f", "--size", 32,
+              "--workers", 1, "--val-frac", 0, "--test-frac", 0)
+    assert res.exit_code == 0, res.output
+    assert any("different labels" in l and names[0] in l for l in res.output.splitlines())
+    data = PreparedData(tmp_path / "f")
+    assert f"images/{names[0]}" not in set(data.index["source_path"])
+    assert set(pd.read_csv(data.root / "skipped.csv")["source_path"]) == {f"images/{names[0]}"}
+
+
+def test_a_misspelt_covid_finding_is_unknown_not_negative(tmp_path):
+    from cxrtool.data.sources.covid import PrepareCovidConfig, read_covid
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    rows = ["patientid,finding,view,modality,folder,filename"]
+    for i, finding in enumerate(["COVID-19", "COVD-19", "No Finding", "Streptococcus", "Pnuemonia/Viral"]):
+        Image.fromarray(np.full((16, 16), i * 40, np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        rows.append(f"p{i},{finding},PA,X-ray,images,{i}.png")
+    (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
+    table = read_covid(PrepareCovidConfig(root=tmp_path, out=tmp_path / "c", findings=["COVID-19", "Pneumonia"]))
+    values = table.rows.set_index("id")[["COVID-19", "Pneumonia"]]
+    assert values.loc["0.png"].tolist() == [1, 1] and values.loc["2.png"].tolist() == [0, 0]
+    assert values.loc["3.png"].tolist() == [0, 1]
+    assert values.loc["1.png"].isna().all() and np.isnan(values.loc["4.png", "COVID-19"]) and values.loc["4.png", "Pneumonia"] == 1
+    assert len(table.warnings) == 1 and "'covd-19' x1" in table.warnings[0] and "'pnuemonia' x1" in table.warnings[0]

@@ -2,10 +2,14 @@
 
 NIH ChestX-ray14 order is the canonical order of the 14 findings; "No Finding" is all zeros.
 COVID-19 is one more label. A label a source does not annotate is NaN in index.csv, and losses
-and metrics skip it.
+and metrics skip it. A label file is never trusted to be clean: a finding name that is not a
+known label (a typo) makes the row's other labels unknown rather than negative, and an image
+listed twice with different labels is reported (`conflicting_rows`, `count_summary`).
 """
 
 from __future__ import annotations
+
+import pandas as pd
 
 from ..errors import CxrError, did_you_mean
 
@@ -59,3 +63,24 @@ def resolve_class(name: str, labels: list[str]) -> int:
     raise CxrError(
         f"unknown class {name!r}; the model's classes are: {', '.join(labels)}.{did_you_mean(name, labels)}"
     )
+
+
+def conflicting_rows(keys: pd.Series, values: pd.DataFrame | pd.Series) -> pd.Series:
+    """True for the rows whose key is listed again with other values (a blank counts as a value)."""
+    frame = values.to_frame() if isinstance(values, pd.Series) else values
+    signature = pd.Series([repr(row) for row in frame.itertuples(index=False, name=None)], index=keys.index)
+    per_key = signature.groupby(keys.to_numpy()).nunique()
+    return keys.isin(per_key.index[per_key > 1])
+
+
+def count_summary(counts: dict[str, int], limit: int = 6) -> str:
+    """"'Efusion' x3, 'Nodle' x1" (most frequent first; the rest counted)."""
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{name!r} x{n}" for name, n in items[:limit])
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def examples(names: list[str], limit: int = 5) -> str:
+    """'a.png, b.png, c.png and 7 more'."""
+    text = ", ".join(str(n) for n in names[:limit])
+    return text + (f" and {len(names) - limit} more" if len(names) > limit else "")

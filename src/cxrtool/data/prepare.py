@@ -92,6 +92,7 @@ class SourceTable:
     boxes: pd.DataFrame | None = None
     box_space: float | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # problems in the label file (always shown, kept in the manifest)
 
 
 # ---------------------------------------------------------------- decoding in worker processes
@@ -338,14 +339,15 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
         "source": table.name, "settings": cfg.settings(), "skipped": int(len(skipped)),
         "duplicates": int(len(duplicates)), "patient_groups": n_groups,
         "split_method": "official lists" if "in_test" in kept.columns else "seeded by patient group",
-        "notes": table.notes,
+        "notes": table.notes, "warnings": table.warnings,
     }
     data = finish_cache(cfg.out, tmp / IMAGES, index, table.labels, manifest, skipped, duplicates, boxes)
-    print_summary(data, skipped, duplicates, table.notes)
+    print_summary(data, skipped, duplicates, table.notes, table.warnings)
     return data
 
 
-def print_summary(data: PreparedData, skipped: pd.DataFrame, duplicates: pd.DataFrame, notes: list[str] = ()) -> None:
+def print_summary(data: PreparedData, skipped: pd.DataFrame, duplicates: pd.DataFrame, notes: list[str] = (),
+                  warnings: list[str] = ()) -> None:
     """The counts per split (images, patients, positives per label) and one line each for the rest."""
     from ..progress import info, print_table, result, warn
 
@@ -358,8 +360,10 @@ def print_summary(data: PreparedData, skipped: pd.DataFrame, duplicates: pd.Data
         positives = ", ".join(f"{l} {int(np.nansum(part[l].to_numpy(float)))}" for l in data.labels)
         rows.append((split, counts["images"], counts["patients"], positives))
     print_table(f"{data.root} ({data.manifest['source']}, {data.size} px)", ["split", "images", "patients", "positives"], rows)
+    for line in warnings:
+        warn(line)
     if len(skipped):
-        warn(f"{len(skipped)} image(s) missing or unreadable were skipped; listed in {data.root / SKIPPED}")
+        warn(f"{len(skipped)} image(s) missing, unreadable or with conflicting labels were skipped; listed in {data.root / SKIPPED}")
     if len(duplicates):
         result(f"{len(duplicates)} near-duplicate pair(s) under different patients kept in one split; listed in {data.root / DUPLICATES}")
     result(f"prepared {len(index)} images into {data.root}")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ...config import parse_list, require
 from ...errors import CxrError
-from ..labels import COVID_LABEL, NO_FINDING, canonical
+from ..labels import COVID_LABEL, NO_FINDING, canonical, count_summary, examples
 from ..prepare import PrepareOptions, SourceTable, unique_ids
 
 DEFAULT_VIEWS = ["PA", "AP", "AP Supine"]
@@ -32,6 +32,18 @@ PNEUMONIAS = {
     "nocardia", "staphylococcus", "h1n1", "aspiration",
 }
 COLUMNS = ("patientid", "finding", "view", "modality", "filename")
+# Every finding name the collection has used; a name close to one of these but not one of them
+# is taken as a typo (its row's labels are then unknown, not negative). A new, unrelated name is
+# another finding, as the collection intends.
+KNOWN_FINDINGS = PNEUMONIAS | {"covid-19", "no finding", "ards", "tuberculosis", "unknown", "todo"}
+
+
+def suspect_tokens(finding: str) -> list[str]:
+    """Tokens of a finding cell that look like misspelt known findings ('COVD-19', 'Pnuemonia')."""
+    import difflib
+
+    return [t for t in finding_tokens(finding) if t not in KNOWN_FINDINGS and canonical(t) != COVID_LABEL
+            and difflib.get_close_matches(t, sorted(KNOWN_FINDINGS), n=1, cutoff=0.8)]
 
 
 @dataclass(kw_only=True)
@@ -90,6 +102,8 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
         meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise CxrError(f"{meta_path}: cannot read ({str(exc).splitlines()[0]})") from None
+    if meta.empty:
+        raise CxrError(f"{meta_path}: has a header but no rows; is it the complete file?")
     for col in COLUMNS:
         if col not in meta.columns:
             raise CxrError(f"{meta_path}: no column {col!r}")
@@ -123,7 +137,20 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
         rows["sex"] = meta["sex"].str.strip()
     if "age" in meta.columns:
         rows["age"] = pd.to_numeric(meta["age"], errors="coerce")
+    kept_findings = finding.loc[keep].reset_index(drop=True)
+    suspects = kept_findings.map(suspect_tokens)
+    unsure = suspects.map(bool).to_numpy()
     for label in labels:
-        rows[label] = finding.loc[keep].reset_index(drop=True).map(lambda f, l=label: label_value(f, l))
+        values = kept_findings.map(lambda f, l=label: label_value(f, l)).to_numpy(dtype=float)
+        rows[label] = np.where(unsure & (values != 1), np.nan, values)
+    warnings = []
+    if unsure.any():
+        counts: dict[str, int] = {}
+        for tokens in suspects[unsure]:
+            for t in tokens:
+                counts[t] = counts.get(t, 0) + 1
+        warnings.append(f"{meta_path}: {int(unsure.sum())} row(s) name findings that look misspelt ({count_summary(counts)}; "
+                        f"images {examples(source_path[unsure].tolist())}); their labels are kept as unknown, not negative")
     rows = rows[present.to_numpy()].reset_index(drop=True)
-    return SourceTable(name="covid", rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes)
+    return SourceTable(name="covid", rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes,
+                       warnings=warnings)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ...config import parse_list, require
 from ...errors import CxrError, did_you_mean
-from ..labels import canonical
+from ..labels import canonical, conflicting_rows, examples
 from ..prepare import PrepareOptions, SourceTable, unique_ids
 
 POSITIVE = {"1", "1.0", "true", "yes", "y", "positive", "pos"}
@@ -72,6 +72,8 @@ def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
         frame = pd.read_csv(cfg.csv, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise CxrError(f"{cfg.csv}: cannot read ({str(exc).splitlines()[0]})") from None
+    if frame.empty:
+        raise CxrError(f"{cfg.csv}: the CSV has a header but no rows; is it the complete file?")
     wanted = {"--image-col": [cfg.image_col], "--label-cols": list(cfg.label_cols or [])}
     if cfg.patient_col:
         wanted["--patient-col"] = [cfg.patient_col]
@@ -110,5 +112,18 @@ def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
         rows[label] = [parse_label(v, i + 2, col, cfg.csv) for i, v in enumerate(frame[col])]
     skipped = pd.DataFrame({"source_path": images[~present], "id": ids[~present], "patient": patients[~present],
                             "reason": f"file not found (under {cfg.image_root})"})
-    rows = rows[present.to_numpy()].reset_index(drop=True)
-    return SourceTable(name=cfg.name, rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes)
+    # One file listed twice with different labels: which is right is unknown, so neither is used.
+    conflicting = conflicting_rows(paths.map(lambda p: str(p.resolve())), rows[labels]).to_numpy()
+    warnings = []
+    if conflicting.any():
+        files = images[conflicting].drop_duplicates().tolist()
+        warnings.append(f"{cfg.csv}: {len(files)} image(s) are listed more than once with different labels "
+                        f"({examples(files)}); they are skipped (see skipped.csv)")
+        skipped = pd.concat([skipped, pd.DataFrame({
+            "source_path": images[conflicting & present.to_numpy()], "id": ids[conflicting & present.to_numpy()],
+            "patient": patients[conflicting & present.to_numpy()],
+            "reason": [f"listed more than once in {cfg.csv.name} with different labels (row {i + 2})"
+                       for i in np.flatnonzero(conflicting & present.to_numpy())]})], ignore_index=True)
+    rows = rows[present.to_numpy() & ~conflicting].reset_index(drop=True)
+    return SourceTable(name=cfg.name, rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes,
+                       warnings=warnings)

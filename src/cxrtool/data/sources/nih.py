@@ -21,7 +21,7 @@ import pandas as pd
 
 from ...config import parse_list, require
 from ...errors import CxrError, did_you_mean
-from ..labels import NIH_LABELS, NO_FINDING, canonical
+from ..labels import COVID_LABEL, NIH_LABELS, NO_FINDING, canonical, conflicting_rows, count_summary, examples
 from ..prepare import PrepareOptions, SourceTable
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -131,12 +131,58 @@ def read_list(path: Path | None) -> set[str]:
     return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
+def finding_set(cell: str) -> set[str]:
+    """'Effusion|Mass' -> {'Effusion', 'Mass'} in canonical spelling; a blank cell -> set()."""
+    return {canonical(t) for t in str(cell).split("|") if t.strip()}
+
+
+def known_findings(findings: list[str]) -> set[str]:
+    """Names a label file may use: the NIH findings, COVID-19, No Finding and the --findings asked for."""
+    return set(NIH_LABELS) | set(findings) | {NO_FINDING, COVID_LABEL}
+
+
+def check_rows(frame: pd.DataFrame, path: Path, findings: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """One row per image; images listed with conflicting findings set aside; unknown names reported.
+
+    Returns (rows to use, skipped rows of conflicting images, warning lines).
+    """
+    warnings = []
+    known = known_findings(findings)
+    unknown: dict[str, int] = {}
+    unsure_images = []
+    for image, cell in zip(frame["image"], frame["findings"]):
+        names = [t.strip() for t in str(cell).split("|") if t.strip()]
+        odd = [t for t in names if canonical(t) not in known] or ([] if names else ["(blank)"])
+        for t in odd:
+            unknown[t] = unknown.get(t, 0) + 1
+        if odd:
+            unsure_images.append(image)
+    if unknown:
+        warnings.append(f"{path}: {len(unsure_images)} row(s) name findings that are not labels ({count_summary(unknown)}; "
+                        f"images {examples(unsure_images)}); their other findings are kept as unknown, not negative")
+    signature = frame["findings"].map(lambda cell: "|".join(sorted(finding_set(cell))))
+    conflicting = conflicting_rows(frame["image"], signature)
+    conflicts = pd.DataFrame(columns=["source_path", "id", "patient", "reason"])
+    if conflicting.any():
+        bad = frame[conflicting]
+        listed = bad.groupby("image")["findings"].agg(lambda cells: " / ".join(repr(c) for c in cells))
+        first = bad.drop_duplicates("image")
+        conflicts = pd.DataFrame({"source_path": first["image"], "id": first["image"], "patient": first["patient"].map(_patient),
+                                  "reason": first["image"].map(lambda i: f"listed more than once in {path.name} with different findings ({listed[i]})")})
+        warnings.append(f"{path}: {len(first)} image(s) are listed more than once with different findings "
+                        f"({examples(first['image'].tolist())}); they are skipped (see skipped.csv)")
+    frame = frame[~conflicting].drop_duplicates("image").reset_index(drop=True)
+    return frame, conflicts.reset_index(drop=True), warnings
+
+
 def read_nih(cfg: PrepareNihConfig) -> SourceTable:
     root = cfg.root
     label_path = cfg.labels_file or find_file(root, LABEL_FILES)
     if label_path is None:
         raise CxrError(f"{root}: no NIH label file ({' or '.join(LABEL_FILES)}, optionally .gz); pass --labels FILE")
     frame = read_label_file(label_path)
+    if frame.empty:
+        raise CxrError(f"{label_path}: the label file has a header but no rows; is it the complete file?")
     vocabulary = {t.strip() for cell in frame["findings"] for t in cell.split("|") if t.strip()} - {NO_FINDING}
     findings = cfg.findings or list(NIH_LABELS)
     for f in findings:
@@ -150,15 +196,18 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
         wanted = frame["view"].str.upper().isin(cfg.views)
         notes.append(f"--views {','.join(cfg.views)}: {int((~wanted).sum())} rows of other views left out")
         frame = frame[wanted]
-    frame = frame.drop_duplicates("image").reset_index(drop=True)
+    frame, conflicts, warnings = check_rows(frame, label_path, findings)
 
     files = image_files(root)
     present = frame["image"].isin(files.keys())
     missing = frame[~present]
     skipped = pd.DataFrame({"source_path": missing["image"], "id": missing["image"],
                             "patient": missing["patient"].map(_patient), "reason": f"image file not found under {root}"})
+    skipped = pd.concat([conflicts, skipped], ignore_index=True)
     frame = frame[present].reset_index(drop=True)
-    tokens = frame["findings"].map(lambda cell: {canonical(t) for t in cell.split("|")})
+    tokens = frame["findings"].map(finding_set)
+    known = known_findings(findings)
+    unsure = tokens.map(lambda t: not t or bool(t - known))  # a typo or a blank: not a negative
     rows = pd.DataFrame({
         "id": frame["image"], "patient": frame["patient"].map(_patient),
         "view": frame.get("view", pd.Series("", index=frame.index)),
@@ -170,7 +219,7 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
     if "age" in frame.columns:
         rows["age"] = frame["age"].map(_age)
     for f in findings:
-        rows[f] = tokens.map(lambda t, f=f: float(f in t))
+        rows[f] = [1.0 if f in t else (np.nan if u else 0.0) for t, u in zip(tokens, unsure)]
 
     train_val = find_file(root, ("train_val_list.txt",))
     test = find_file(root, ("test_list.txt",))
@@ -188,4 +237,5 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
     if box_path is not None:
         boxes = read_boxes(box_path, findings)
         boxes = boxes[boxes["id"].isin(set(rows["id"]))].reset_index(drop=True)
-    return SourceTable(name="nih", rows=rows, labels=findings, skipped=skipped, boxes=boxes, box_space=1024.0, notes=notes)
+    return SourceTable(name="nih", rows=rows, labels=findings, skipped=skipped, boxes=boxes, box_space=1024.0,
+                       notes=notes, warnings=warnings)
