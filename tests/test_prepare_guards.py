@@ -213,3 +213,55 @@ def test_a_misspelt_covid_finding_is_unknown_not_negative(tmp_path):
     assert values.loc["3.png"].tolist() == [0, 1]
     assert values.loc["1.png"].isna().all() and np.isnan(values.loc["4.png", "COVID-19"]) and values.loc["4.png", "Pneumonia"] == 1
     assert len(table.warnings) == 1 and "'covd-19' x1" in table.warnings[0] and "'pnuemonia' x1" in table.warnings[0]
+
+
+# ---------------------------------------------------------------- 4. decompression bombs
+
+
+def header_only_png(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG file that declares a width x height image (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [25_000, 60_000])  # over Pillow's old warning and its error limit
+def test_a_decompression_bomb_is_an_unreadable_file_with_its_reason(tmp_path, side):
+    import warnings
+
+    from cxrtool.data.imageio import ImageReadError, read_gray
+
+    bomb = header_only_png(tmp_path / "bomb.png", side, side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no raw DecompressionBombWarning either
+        with pytest.raises(ImageReadError, match=rf"image is {side} x {side} = \d+ megapixels, over the 50 megapixel limit"):
+            read_gray(bomb)
+
+
+def test_a_bomb_among_the_images_is_skipped_by_prepare_and_predict(raw, tmp_path, trained_run):
+    root = relabelled(raw, tmp_path / "bomb", lambda lines: lines)
+    (root / "images").unlink()
+    (root / "images").mkdir()
+    names = sorted(p.name for p in (raw / "images").iterdir())
+    for name in names[1:]:
+        (root / "images" / name).symlink_to(raw / "images" / name)
+    header_only_png(root / "images" / names[0], 60_000, 60_000)
+    out = tmp_path / "c"
+    res = cli("prepare", "nih", root, "--out", out, "--size", 32, "--workers", 2, "--test-frac", 0.3, "-q")
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output and not (out / ".prepare-tmp").exists()
+    skipped = pd.read_csv(out / "skipped.csv").set_index("id")
+    assert "over the 50 megapixel limit" in skipped.loc[names[0], "reason"]
+    assert len(PreparedData(out)) == len(names) - 1
+
+    res = cli("predict", "--run", trained_run, root / "images" / names[0], root / "images" / names[1],
+              "--out", tmp_path / "p.csv", "--batch-size", 2, "--device", "cpu", "-q")
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "p.csv")["file"].tolist() == [str(root / "images" / names[1])]
+    assert "megapixel limit" in res.output

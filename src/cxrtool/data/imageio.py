@@ -5,7 +5,8 @@ hold PNG data). PNG (8 and 16 bit), JPEG, palette/RGB/RGBA images and DICOM are 
 DICOM goes through pydicom with the modality LUT, the VOI LUT (window) and MONOCHROME1 inversion
 applied. `preprocess` is the single definition of "the cache's preprocessing" (centre square crop,
 then resize to S x S); `cxrtool predict` and `cxrtool cam` call it too, so a file on disk reaches
-the network exactly as a cached image does.
+the network exactly as a cached image does. An image over `MAX_PIXELS` (50 megapixels) is refused
+from its header, as unreadable, before any pixel is allocated.
 """
 
 from __future__ import annotations
@@ -16,8 +17,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-# Large images are legitimate here (a 3000 x 3000 radiograph is normal).
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+# The largest image decoded, in pixels (width x height x frames). A radiograph is at most about
+# 4300 x 4300 (18 megapixels); 50 megapixels leaves room for any detector while refusing a
+# "decompression bomb" (a small file that declares a huge image) before its pixels are allocated.
+MAX_PIXELS = 50_000_000
+# Pillow's own check warns (a raw DecompressionBombWarning line) or raises an exception that is not
+# an OSError; `check_pixels` replaces it with a skipped file and its reason, for every format.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def check_pixels(width: int, height: int, frames: int = 1) -> None:
+    """Refuse an image over MAX_PIXELS before decoding it (the reason goes to skipped.csv)."""
+    pixels = int(width) * int(height) * max(1, int(frames))
+    if pixels > MAX_PIXELS:
+        raise ImageReadError(f"image is {width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
+                             + f" = {pixels / 1e6:.0f} megapixels, over the {MAX_PIXELS // 1_000_000} megapixel limit "
+                             "(a decompression bomb or not a radiograph)")
 
 
 class ImageReadError(Exception):
@@ -60,6 +75,10 @@ def _read_dicom(path: Path) -> np.ndarray:
         raise ImageReadError("pydicom is not installed") from None
     try:
         ds = pydicom.dcmread(str(path))
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ImageReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
+    check_pixels(getattr(ds, "Columns", 0) or 0, getattr(ds, "Rows", 0) or 0, getattr(ds, "NumberOfFrames", 1) or 1)
+    try:
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken files
         raise ImageReadError(f"unreadable DICOM ({type(exc).__name__}: {exc})") from None
@@ -81,6 +100,7 @@ def _read_dicom(path: Path) -> np.ndarray:
 def _read_pil(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
+            check_pixels(*im.size)  # before load: only the header has been read
             im.load()
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
