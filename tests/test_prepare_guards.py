@@ -5,6 +5,7 @@ and nothing corrupt left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -265,3 +266,24 @@ def test_a_bomb_among_the_images_is_skipped_by_prepare_and_predict(raw, tmp_path
     assert res.exit_code == 0, res.output
     assert pd.read_csv(tmp_path / "p.csv")["file"].tolist() == [str(root / "images" / names[1])]
     assert "megapixel limit" in res.output
+
+
+# ---------------------------------------------------------------- 5. symlink loops
+
+
+def test_directory_link_loops_under_the_root_are_walked_once(raw, tmp_path):
+    root = relabelled(raw, tmp_path / "loops", lambda lines: lines)
+    (root / "more" / "deeper").mkdir(parents=True)
+    (root / "more" / "deeper" / "up").symlink_to("../..", target_is_directory=True)  # loop 1
+    (root / "more" / "deeper" / "root").symlink_to(root, target_is_directory=True)  # loop 2
+    (root / "more" / "again").symlink_to(root / "images", target_is_directory=True)  # a second way in
+    script = "import json, sys; from cxrtool.data.sources.nih import image_files; print(json.dumps({k: str(v) for k, v in image_files(sys.argv[1]).items()}))"
+    walked = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=60)  # hung before
+    files = json.loads(walked.stdout)
+    assert sorted(files) == sorted(p.name for p in (raw / "images").iterdir())
+    assert all(Path(p).parent == root / "images" for p in files.values())  # the first path in sorted order
+    proc = subprocess.run([sys.executable, "-m", "cxrtool", "prepare", "nih", str(root), "--out", str(tmp_path / "c"),
+                           "--size", "32", "--workers", "1", "--test-frac", "0.3", "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(PreparedData(tmp_path / "c")) == len(files)

@@ -23,6 +23,7 @@ from ...config import parse_list, require
 from ...errors import CxrError, did_you_mean
 from ..labels import COVID_LABEL, NIH_LABELS, NO_FINDING, canonical, conflicting_rows, count_summary, examples
 from ..prepare import PrepareOptions, SourceTable
+from ..walk import walk_files
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 BOX_FILE = "BBox_List_2017.csv"
@@ -64,21 +65,20 @@ def find_file(root: Path, names: tuple[str, ...]) -> Path | None:
     for name in candidates:
         if (root / name).is_file():
             return root / name
-    for dirpath, _, files in os.walk(root, followlinks=True):
+    for dirpath, files in walk_files(root):
         for name in candidates:
             if name in files:
-                return Path(dirpath) / name
+                return dirpath / name
     return None
 
 
 def image_files(root: Path) -> dict[str, Path]:
     """File name -> path for every image file under root (the first one wins on a repeated name)."""
     found: dict[str, Path] = {}
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
+    for dirpath, files in walk_files(root):  # links followed, each folder once (loops end)
+        for name in files:
             if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                found.setdefault(name, Path(dirpath) / name)
+                found.setdefault(name, dirpath / name)
     return found
 
 
