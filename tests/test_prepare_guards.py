@@ -287,3 +287,60 @@ def test_directory_link_loops_under_the_root_are_walked_once(raw, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(PreparedData(tmp_path / "c")) == len(files)
+
+
+# ---------------------------------------------------------------- 6. Ctrl-C and killed prepares
+
+SLOW_PREPARE = textwrap.dedent(r"""
+    import os, sys, time
+    import cxrtool.data.imageio as imageio
+    real = imageio.read_gray
+    def slow(path):  # runs in the decoding workers (forked after this patch)
+        os.write(1, b"decoding\n")
+        time.sleep(60)
+        return real(path)
+    imageio.read_gray = slow
+    from cxrtool.cli import app
+    app(sys.argv[1:], prog_name="cxrtool")
+""")
+
+
+def start_slow_prepare(raw, out):
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, "prepare", "nih", str(raw), "--out", str(out),
+                             "--size", "32", "--workers", "2", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for _ in range(2):  # both workers are decoding
+        assert proc.stdout.readline() == "decoding\n"
+    return proc
+
+
+def test_ctrl_c_during_prepare_is_one_line_and_keeps_nothing(raw, tmp_path):
+    out = tmp_path / "c"
+    proc = start_slow_prepare(raw, out)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole foreground group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "prepare was interrupted; nothing was kept" in lines[0] and "run the same command again" in lines[0]
+    assert "--resume" not in stderr and "epoch" not in stderr
+    assert not out.exists()  # made by this prepare, left empty: removed
+
+
+def test_workers_of_a_killed_prepare_exit_quietly(raw, tmp_path):
+    proc = start_slow_prepare(raw, tmp_path / "c")
+    try:
+        os.kill(proc.pid, signal.SIGKILL)  # the main process only: its workers are orphaned
+        _, stderr = proc.communicate(timeout=30)  # returns once every worker has closed the pipes
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    res = prepare(raw, tmp_path / "c")  # the next prepare takes over and finishes
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "c" / ".prepare-tmp").exists()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -133,9 +132,9 @@ def decode_all(paths: list[str], size: int, workers: int, images_path: Path) -> 
     slot = 0
     pool = None
     if workers > 1 and len(paths) > 1:
-        # fork is cheap and needs nothing re-imported; the pool starts before any progress thread.
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        pool = multiprocessing.get_context(method).Pool(workers)
+        from .pool import start_pool
+
+        pool = start_pool(workers)  # workers ignore Ctrl-C and exit with their parent
         stream = pool.imap(_decode_one, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
     else:
         stream = map(_decode_one, tasks)
