@@ -7,7 +7,9 @@ files in a process pool (content-sniffed, square crop, resize) straight into a m
 temporary folder, fingerprint each image, join patients that share a file or a near-duplicate
 radiograph, split by those groups, check that nothing leaks, move the images into place and write
 the index, labels, skipped/duplicates/boxes files and, last, the manifest (a folder without a
-manifest is an unfinished prepare). Running it again with the same settings does nothing.
+manifest is an unfinished prepare). Running it again with the same settings does nothing. The
+whole run holds the folder's lock, and a failure or Ctrl-C leaves it complete or absent
+(data/cachedir.py); label-file problems a source finds are `SourceTable.warnings`.
 
 Entry points other code calls: `prepare_nih`, `prepare_covid`, `prepare_folder` (each takes its
 config and returns the `PreparedData`), and from data/combine.py `combine` and `dedupe`.
