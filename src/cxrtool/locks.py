@@ -121,7 +121,7 @@ def hold_lock(directory: str | Path, what: str = "cache") -> Iterator[dict[str, 
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CxrError(f"{directory}: cannot write here ({exc.strerror or exc}); choose another folder") from None
+        raise CxrError(f"{directory}: cannot create this folder ({exc.strerror or exc})") from None
     key = os.path.realpath(directory)
     if fcntl is None:
         yield None

@@ -51,6 +51,10 @@ def writing_cache(out: Path, what: str = "prepare") -> Iterator[None]:
     out = Path(out)
     created = not out.exists()
     try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CxrError(f"{out}: cannot write the cache here ({exc.strerror or exc}); choose another --out") from None
+    try:
         with hold_lock(out, what="cache"):
             try:
                 yield
