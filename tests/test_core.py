@@ -59,23 +59,6 @@ def test_unknown_arch_suggests_the_close_name():
         create_model("densnet121", 2)
 
 
-def test_imagenet_weights_offline_is_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(CxrError, match="not in the torch cache"):
-        create_model("resnet18", 2, weights="imagenet")
-
-
-def test_imagenet_weights_load_from_the_torch_cache(tmp_path, monkeypatch):
-    # Put a (random) resnet18 state dict where torchvision's cache keeps the ImageNet file.
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
-    reference = torchvision.models.resnet18()
-    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / Path(url).name)
-    model = create_model("resnet18", 2, weights="imagenet")
-    assert torch.equal(model.body.conv1.weight, reference.conv1.weight)
-
-
 def test_weights_from_a_local_file(tmp_path):
     from safetensors.torch import save_file
 

@@ -65,6 +65,7 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (initialisation, batches, augmentation). (default: 0)"),
         workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes. (default: half the cores, at most 4)"),
         oversample: Optional[bool] = typer.Option(None, "--oversample/--no-oversample", help="Draw positives and negatives of each label equally often."),
+        allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept weights that fit the backbone only in part (listed in the manifest)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (RUN, --out, or the newest pretrain run)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (a run's config.yaml works)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
 
         options = _common(data, arch, weights, out, labels, epochs, batch_size, lr, weight_decay, plateau_patience,
                           early_stop, select, augment, image_size, device, seed, workers, oversample)
-        pretrain(build_config(TrainConfig, config, **options))
+        pretrain(build_config(TrainConfig, config, allow_partial=allow_partial or None, **options))
 
     @app.command("finetune")
     @user_errors
@@ -106,6 +107,7 @@ def register(app: typer.Typer) -> None:
         freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--train-backbone", help="Train only the new head."),
         folds: Optional[int] = typer.Option(None, "--folds", help="K-fold patient cross-validation over all images (0: use the data's splits). (default: 0)"),
         val_frac: Optional[float] = typer.Option(None, "--val-frac", help="With --folds: share of each fold's training patients kept for validation. (default: 0.2)"),
+        allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept weights that fit the backbone only in part (listed in the manifest)."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (RUN, --out, or the newest finetune run)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (a run's config.yaml works)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -120,4 +122,4 @@ def register(app: typer.Typer) -> None:
         options = _common(data, arch, weights, out, labels, epochs, batch_size, lr, weight_decay, plateau_patience,
                           early_stop, select, augment, image_size, device, seed, workers, oversample)
         finetune(build_config(FinetuneConfig, config, parent=parent, freeze_backbone=freeze_backbone, folds=folds,
-                              val_frac=val_frac, **options))
+                              val_frac=val_frac, allow_partial=allow_partial or None, **options))

@@ -23,6 +23,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class XRayClassifier(nn.Module):
     """body -> global average pool -> linear head, with the input normalisation built in."""
 
+    # What the starting weights gave the body (`models.weights.LoadReport.manifest()`), for the
+    # run's manifest; None when the network started from random weights.
+    weights_report: dict | None = None
+
     def __init__(self, arch: str, body: nn.Module, num_features: int, num_labels: int,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         super().__init__()

@@ -25,7 +25,8 @@ from ..device import resolve_device
 from ..errors import CxrError
 from ..models.backbones import XRayClassifier
 from ..models.checkpoint import load_checkpoint, load_state, read_card, resolve_checkpoint
-from ..models.registry import create_model
+from ..models.registry import create_model, read_state_dict
+from ..models.weights import load_body_weights
 from ..progress import info, result, set_quiet, warn
 from ..runs import RunPaths, atomic_write_json, new_run_dir, read_manifest, resolve_run, write_manifest
 from . import distributed as dist_utils
@@ -95,7 +96,8 @@ def _train(cfg: TrainConfig, kind: str, data: PreparedData, model: XRayClassifie
         dump_config(cfg, RunPaths(run_dir).config)
         write_manifest(run_dir, kind=kind, arch=cfg.arch, data=str(data.root.resolve()), data_hash=data.data_hash,
                        labels=labels, seed=cfg.seed, weights=cfg.weights, selection=selection,
-                       train_images=len(train_rows), val_images=len(val_rows), world_size=dinfo.world_size, **manifest)
+                       train_images=len(train_rows), val_images=len(val_rows), world_size=dinfo.world_size,
+                       weights_load=model.weights_report, **manifest)
     dist_utils.barrier(dinfo)
     card_extra = {k: manifest[k] for k in ("parent", "fold") if k in manifest}
     plan = TrainPlan(cfg, run_dir, data, labels, columns, train_rows, val_rows, model, device, dinfo,
@@ -127,7 +129,7 @@ def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
         train_rows, val_rows = data.require_rows("train"), data.require_rows("val")
         labels, columns = select_labels(data, cfg.labels, train_rows)
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.arch, len(labels), cfg.weights)
+        model = create_model(cfg.arch, len(labels), cfg.weights, cfg.allow_partial)
         run_dir = _make_run_dir(cfg.out, "pretrain", cfg.arch, dinfo)
         summary = _train(cfg, "pretrain", data, model, labels, columns, train_rows, val_rows, dinfo, device,
                          run_dir, {"parent": None}, callbacks)
@@ -153,18 +155,28 @@ def resolve_parent(parent: str | None) -> Path | None:
         raise CxrError(f"--from: {exc}") from None
 
 
-def transfer_model(checkpoint: Path, labels: list[str], seed: int) -> tuple[XRayClassifier, dict[str, Any]]:
-    """The parent's network with a head for `labels`; head rows of labels it already had are kept."""
-    model, card = load_checkpoint(checkpoint)
-    old_labels, old_head = list(card["labels"]), model.head
+def transfer_model(checkpoint: Path, labels: list[str], seed: int,
+                   allow_partial: bool = False) -> tuple[XRayClassifier, dict[str, Any]]:
+    """The parent's network with a head for `labels`; head rows of labels it already had are kept.
+
+    The parent's body goes through the same matching as any weights file (counted, and refused
+    when partial unless `allow_partial`); its head may differ, since the labels do.
+    """
+    card = read_card(checkpoint)
+    model = create_model(card["arch"], int(card["num_labels"]), "none")
+    state = read_state_dict(checkpoint)
+    model.weights_report = load_body_weights(model, state, f"--from {checkpoint}", allow_partial).manifest()
+    old_labels = list(card["labels"])
+    old_weight, old_bias = state.get("head.weight"), state.get("head.bias")
     torch.manual_seed(seed)
     model.reset_head(len(labels))
+    fits = old_weight is not None and old_bias is not None and old_weight.shape[1:] == model.head.weight.shape[1:]
     with torch.no_grad():
         for j, label in enumerate(labels):
-            if label in old_labels:
+            if fits and label in old_labels and old_labels.index(label) < len(old_weight):
                 k = old_labels.index(label)
-                model.head.weight[j].copy_(old_head.weight[k])
-                model.head.bias[j].copy_(old_head.bias[k])
+                model.head.weight[j].copy_(old_weight[k])
+                model.head.bias[j].copy_(old_bias[k])
     return model.train(), card
 
 
@@ -174,12 +186,12 @@ def finetune_model(cfg: FinetuneConfig, labels: list[str]) -> tuple[XRayClassifi
     if checkpoint is None:
         arch = cfg.arch or "densenet121"
         torch.manual_seed(cfg.seed)
-        model = create_model(arch, len(labels), cfg.weights)
+        model = create_model(arch, len(labels), cfg.weights, cfg.allow_partial)
         return model, dataclasses.replace(cfg, arch=arch, parent="none", image_size=cfg.image_size or 224), None
     card = read_card(checkpoint)
     if cfg.arch is not None and cfg.arch != card["arch"]:
         raise CxrError(f"--arch: the parent {checkpoint} is a {card['arch']}; --arch applies only with --from none")
-    model, card = transfer_model(checkpoint, labels, cfg.seed)
+    model, card = transfer_model(checkpoint, labels, cfg.seed, cfg.allow_partial)
     resolved = dataclasses.replace(cfg, arch=card["arch"], parent=str(checkpoint.resolve()),
                                    image_size=cfg.image_size or int(card.get("image_size", 224)))
     return model, resolved, checkpoint.resolve()

@@ -50,6 +50,7 @@ class TrainConfig:
     workers: int = -1  # -1: default_workers()
     oversample: bool = False
     freeze_backbone: bool = False
+    allow_partial: bool = False  # start from weights that fit the backbone only in part
 
     def __post_init__(self) -> None:
         from ..models.registry import get_spec
