@@ -49,28 +49,63 @@ def test_evaluate_writes_every_artifact_and_numbers_match_predictions(run, synth
         e = stored["labels"][label]
         assert e["auroc"] == pytest.approx(roc_auc_score(preds[f"true_{label}"], preds[f"prob_{label}"]), abs=1e-5)
         assert e["auroc_low"] <= e["auroc"] <= e["auroc_high"]
-        assert 0 <= e["youden"]["sensitivity"] <= 1 and 0 <= e["ece"] <= 1
+        assert 0 <= e["operating_points"]["youden"]["sensitivity"] <= 1 and 0 <= e["ece"] <= 1
     assert stored["mean_auroc_low"] <= stored["mean_auroc"] <= stored["mean_auroc_high"]
     assert metrics["mean_auroc"] == stored["mean_auroc"]
     table = pd.read_csv(out / "per_label.csv")
     assert list(table["label"]) == [*synth_data.labels, "mean"]
     assert table.loc[table.label == "Cardiomegaly", "chexnet"].item() == pytest.approx(0.9248)
     assert "own patient-wise random test split" in (out / "per_label.md").read_text()
-    card = read_card(run)
-    assert card["thresholds"]["Cardiomegaly"] == pytest.approx(stored["labels"]["Cardiomegaly"]["youden"]["threshold"])
-    assert card["thresholds_source"]["split"] == "test"
+    thresholds = json.loads((out / "thresholds.json").read_text())
+    assert thresholds["chosen_on"] == "val" and thresholds["data_hash"] == synth_data.data_hash
+    assert stored["labels"]["Cardiomegaly"]["operating_points"]["youden"]["threshold"] == thresholds["labels"]["Cardiomegaly"]["youden"]
+    assert stored["operating_points"]["in_sample"] is False
+    assert "youden_threshold" in table.columns and set(table["thresholds_chosen_on"].dropna()) == {"val"}
 
 
-def test_evaluate_refuses_to_overwrite_and_val_thresholds_are_kept(run):
-    evaluate_run(_cfg(run, split="val", bootstrap=0, shortcuts=False))
+def test_evaluate_refuses_to_overwrite_and_never_writes_into_the_checkpoint(run):
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints" / "best").iterdir()}
+    metrics = evaluate_run(_cfg(run, split="val", bootstrap=0, shortcuts=False))
     assert (run / "eval-val" / "metrics.json").is_file()
-    val_thresholds = read_card(run)["thresholds"]
+    assert metrics["operating_points"]["in_sample"] is True  # chosen and reported on val: said so
+    assert "in-sample" in (run / "eval-val" / "per_label.md").read_text()
+    assert set(pd.read_csv(run / "eval-val" / "per_label.csv")["thresholds_chosen_on"].dropna()) == {"val (in-sample: optimistic)"}
     with pytest.raises(CxrError, match="--overwrite"):
         evaluate_run(_cfg(run, split="val", bootstrap=0))
-    metrics = evaluate_run(_cfg(run, bootstrap=0, shortcuts=False))  # the test split
-    assert metrics["thresholds_written"] is False
-    assert read_card(run)["thresholds"] == val_thresholds  # never replaced by test-chosen ones
-    assert all("at_card_threshold" in e for e in metrics["labels"].values())
+    evaluate_run(_cfg(run, bootstrap=0, shortcuts=False))  # the test split
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints" / "best").iterdir()} == before
+    assert "thresholds" not in read_card(run)
+
+
+def test_operating_points_are_chosen_on_val_and_applied_to_test(run, synth_data, monkeypatch):
+    """Val and test are built so that their best thresholds differ: the test figures must use val's."""
+    import cxrtool.inference
+
+    rng = np.random.default_rng(0)
+    targets = np.nan_to_num(synth_data.targets())
+    split = synth_data.index["split"].to_numpy()
+    # val: positives 0.6-0.9, negatives 0.1-0.5 (best threshold >= 0.6); test: half the positives
+    # at 0.40-0.55 (below val's threshold), the rest 0.65-0.9, negatives 0.0-0.3 (test's own best: < 0.55).
+    probs = np.where(targets == 1, rng.uniform(0.6, 0.9, targets.shape), rng.uniform(0.1, 0.5, targets.shape))
+    test = split == "test"
+    low = rng.random(targets.shape) < 0.5
+    probs[test] = np.where(targets[test] == 1, np.where(low[test], rng.uniform(0.40, 0.55, targets[test].shape),
+                                                          rng.uniform(0.65, 0.9, targets[test].shape)),
+                           rng.uniform(0.0, 0.3, targets[test].shape))
+    monkeypatch.setattr(cxrtool.inference, "predict_probs", lambda model, data, rows, *a, **k: probs[rows])
+    metrics = evaluate_run(_cfg(run, shortcuts=False))
+    chosen = json.loads((run / "eval" / "thresholds.json").read_text())["labels"]
+    val = split == "val"
+    for j, label in enumerate(synth_data.labels):
+        t = chosen[label]["youden"]
+        assert t == pytest.approx(probs[val & (targets[:, j] == 1), j].min())  # val's perfect separation point
+        point = metrics["labels"][label]["operating_points"]["youden"]
+        test_pos = probs[test & (targets[:, j] == 1), j]
+        assert point["threshold"] == t and point["sensitivity"] == pytest.approx((test_pos >= t).mean())
+        assert point["sensitivity"] < 0.9 and point["sensitivity_low"] <= point["sensitivity"] <= point["sensitivity_high"]
+        assert metrics["labels"][label]["youden_in_sample"]["sensitivity"] == 1.0  # the optimistic in-sample figure
+        s90 = chosen[label]["sens90"]
+        assert (probs[val & (targets[:, j] == 1), j] >= s90).mean() >= 0.9 > (probs[val & (targets[:, j] == 1), j] > s90).mean()
 
 
 def test_one_class_label_is_reported_not_computable(run, synth_data, tmp_path):
@@ -151,6 +186,6 @@ def test_cli_prints_the_table_and_errors_are_one_line(run, tmp_path):
 
 
 def test_tta_changes_nothing_structural(run):
-    metrics = evaluate_run(_cfg(run, tta=True, bootstrap=0, shortcuts=False, write_thresholds=False))
+    metrics = evaluate_run(_cfg(run, tta=True, bootstrap=0, shortcuts=False))
     assert metrics["tta"] is True and np.isfinite(metrics["mean_auroc"])
     assert "thresholds" not in read_card(run)

@@ -161,3 +161,21 @@ def test_mean_interval_is_taken_within_replicates():
     assert mean["low"] <= mean["estimate"] <= mean["high"]
     # Averaging two labels cancels part of their noise: narrower than either label alone.
     assert mean["high"] - mean["low"] < max(rep["labels"][k]["auroc_high"] - rep["labels"][k]["auroc_low"] for k in "ab")
+
+
+def test_operating_point_interval_is_the_patient_bootstrap_of_sensitivity_and_specificity():
+    from cxrtool.metrics import bootstrap_metric, bootstrap_operating_point, sensitivity_point
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(300) < 0.3).astype(float)
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.2, 300), 0, 1)
+    groups = rng.integers(0, 90, 300)
+    point = sensitivity_point(y, p, 0.9)
+    assert (p[y == 1] >= point["threshold"]).mean() >= 0.9 > (p[y == 1] > point["threshold"]).mean()
+    t = point["threshold"]
+    got = bootstrap_operating_point(y, p, t, groups, n_boot=200, seed=1)
+    sens = bootstrap_metric(lambda yy, pp: (pp[yy == 1] >= t).mean() if (yy == 1).any() else np.nan, y, p, groups, 200, 1)
+    spec = bootstrap_metric(lambda yy, pp: (pp[yy == 0] < t).mean() if (yy == 0).any() else np.nan, y, p, groups, 200, 1)
+    assert got["sensitivity"] == pytest.approx(sens["estimate"]) and got["specificity"] == pytest.approx(spec["estimate"])
+    assert (got["sensitivity_low"], got["sensitivity_high"]) == pytest.approx((sens["low"], sens["high"]))
+    assert (got["specificity_low"], got["specificity_high"]) == pytest.approx((spec["low"], spec["high"]))

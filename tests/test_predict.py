@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from cxrtool.cli import app
 from cxrtool.errors import CxrError
-from cxrtool.models.checkpoint import update_card
 from cxrtool.predict import PredictConfig, collect_files, predict_files
 
 runner = CliRunner()
@@ -94,15 +93,53 @@ def test_unreadable_files_are_reported_and_skipped(run, tmp_path, synth_data):
         predict_files(PredictConfig(inputs=[tmp_path / "broken.png"], run=run, device="cpu"))
 
 
-def test_thresholds_from_the_card_turn_probabilities_into_calls(run, tmp_path, synth_data):
+def test_predict_uses_val_thresholds_from_the_evaluation_and_says_so(run, tmp_path, synth_data):
+    from cxrtool.evaluate import EvaluateConfig, evaluate_run
+
+    images = tmp_path / "images"
+    images.mkdir()
     for i in range(3):
-        Image.fromarray(np.asarray(synth_data.images[i])).save(tmp_path / f"{i}.png")
-    assert not any(c.startswith("pred_") for c in predict_files(PredictConfig(inputs=[tmp_path], run=run)).columns)
-    update_card(run, thresholds={"Cardiomegaly": 0.5, "Effusion": 0.01})
-    table = predict_files(PredictConfig(inputs=[tmp_path], run=run))
-    assert (table["pred_Cardiomegaly"] == (table["prob_Cardiomegaly"] >= 0.5)).all()
-    assert (table["pred_Effusion"] == (table["prob_Effusion"] >= 0.01)).all()
-    assert "pred_Mass" not in table.columns
+        Image.fromarray(np.asarray(synth_data.images[i])).save(images / f"{i}.png")
+    table = predict_files(PredictConfig(inputs=[images], run=run))
+    assert not any(c.startswith("pred_") for c in table.columns)  # no evaluation: probabilities only
+    assert set(table["thresholds"]) == {"none (probabilities only)"} and "no evaluation" in table.attrs["threshold_source"]["note"]
+    evaluate_run(EvaluateConfig(run=run, bootstrap=0, shortcuts=False, device="cpu"))
+    chosen = json.loads((run / "eval" / "thresholds.json").read_text())["labels"]
+    for point in ("youden", "sens90"):
+        table = predict_files(PredictConfig(inputs=[images], run=run, operating_point=point))
+        for label in synth_data.labels:
+            assert (table[f"pred_{label}"] == (table[f"prob_{label}"] >= chosen[label][point])).all()
+        source = table.attrs["threshold_source"]
+        assert source["file"] == str(run / "eval" / "thresholds.json") and source["chosen_on"] == "val"
+        assert set(table["thresholds"]) == {f"{point} from {run / 'eval' / 'thresholds.json'} (chosen on val)"}
+    from cxrtool.progress import set_quiet
+
+    set_quiet(False)
+    out = tmp_path / "p.json"
+    res = runner.invoke(app, ["predict", str(run), str(images), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert f"thresholds: youden from {run / 'eval' / 'thresholds.json'}, chosen on the val split" in res.output.replace("\n", "")
+    doc = json.loads(out.read_text())["thresholds"]
+    assert doc["chosen_on"] == "val" and doc["file"] == str(run / "eval" / "thresholds.json")
+    res = runner.invoke(app, ["predict", str(run), str(images), "--operating-point", "sens80", "-q"])
+    assert res.exit_code == 2 and "youden, sens90" in res.output
+
+
+def test_thresholds_of_other_weights_are_not_used(run, tmp_path, synth_data, trained_run):
+    from safetensors.torch import load_file, save_file
+
+    from cxrtool.evaluate import EvaluateConfig, evaluate_run
+
+    Image.fromarray(np.asarray(synth_data.images[0])).save(tmp_path / "0.png")
+    evaluate_run(EvaluateConfig(run=run, bootstrap=0, shortcuts=False, device="cpu"))
+    weights = run / "checkpoints" / "best" / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["head.bias"] = tensors["head.bias"] + 1  # the checkpoint changed after the evaluation
+    save_file(tensors, str(weights))
+    table = predict_files(PredictConfig(inputs=[tmp_path / "0.png"], run=run))
+    assert table.attrs["thresholds"] == {} and "earlier weights" in table.attrs["threshold_source"]["note"]
+    with pytest.raises(CxrError, match="chosen for other weights"):
+        predict_files(PredictConfig(inputs=[tmp_path / "0.png"], run=run, thresholds=run / "eval" / "thresholds.json"))
 
 
 def test_cli_writes_csv_and_json_and_refuses_to_overwrite(run, tmp_path, synth_data):

@@ -2,16 +2,17 @@
 
 A run's checkpoint is scored on a split of a prepared cache (the test split of the data it was
 trained on, by default): per label ROC AUC and precision-recall AUC with 95% intervals from a
-patient bootstrap, the mean AUROC with its interval, Youden's operating point with sensitivity and
-specificity, calibration (ECE and a reliability plot). Beside them, optionally: published AUROCs
+patient bootstrap, the mean AUROC with its interval, sensitivity and specificity (with intervals)
+at operating points chosen on the validation split (`cxrtool.thresholds`), calibration (ECE and
+a reliability plot). Beside them, optionally: published AUROCs
 (`--compare chexnet`), metadata-only shortcut baselines (on by default where the index has
 metadata), and the same model scored on another collection (`--external DATA`). A cross-validation
 run (one holding `oof_predictions.csv`) is scored from its out-of-fold predictions instead.
 
 Everything goes to `RUN/eval/` (`RUN/eval-<split>/` for other splits; `--out` to choose):
-metrics.json, per_label.csv/.md, predictions.csv, roc.png, reliability.png, and shortcuts.csv,
-external.csv, external_predictions.csv, folds.csv where they apply. Youden thresholds are written
-into the checkpoint's card so that `cxrtool predict` can say positive/negative.
+metrics.json, thresholds.json, per_label.csv/.md, predictions.csv, roc.png, reliability.png, and
+shortcuts.csv, external.csv, external_predictions.csv, folds.csv where they apply. The training
+checkpoint is only read: `cxrtool predict` finds the thresholds in thresholds.json.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pandas as pd
 
 from .config import config_to_dict, require
 from .errors import CxrError
-from .metrics import label_report, operating_point, per_label_auroc
+from .metrics import label_report, per_label_auroc
 from .progress import info, warn
 from .runs import atomic_write_json, atomic_write_text
 
@@ -48,7 +49,7 @@ class EvaluateConfig:
     out: Path | None = None  # output folder; RUN/eval (RUN/eval-<split>) when None
     checkpoint: str = "best"
     overwrite: bool = False
-    write_thresholds: bool = True  # store Youden thresholds in the checkpoint card
+    sensitivity: float = 0.9  # the fixed-sensitivity operating point, chosen on val
 
     def __post_init__(self) -> None:
         require(self.split in SPLIT_CHOICES, f"--split: unknown split {self.split!r}; choose one of {', '.join(SPLIT_CHOICES)}")
@@ -56,6 +57,8 @@ class EvaluateConfig:
         require(self.bootstrap == 0 or self.bootstrap >= 100, f"--bootstrap: {self.bootstrap} replicates give no stable 95% interval; use at least 100 (or 0 for none)")
         require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
         require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
+        require(isinstance(self.sensitivity, (int, float)) and 0 < float(self.sensitivity) < 1,
+                f"--sensitivity: give the target sensitivity as a fraction between 0 and 1, e.g. 0.9 (got {self.sensitivity})")
         if self.compare is not None:
             from .published import published_results
 
@@ -109,7 +112,8 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(),
                     what=f"{cfg.split} split of {data.root}", run=run)
     metrics.update(checkpoint=cfg.checkpoint, data=str(data.root), data_hash=data.data_hash, split=cfg.split, tta=cfg.tta)
-    _stored_thresholds(metrics, card, targets, probs, labels)
+    metrics["operating_points"] = operating_points(cfg, run, out, model, card, data, cols, labels, metrics,
+                                                   targets, probs, frame["patient"].to_numpy(), device)
 
     shortcuts = cfg.shortcuts
     if shortcuts is not False:
@@ -126,8 +130,6 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     if cfg.external is not None:
         metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device)
 
-    if cfg.write_thresholds:
-        metrics["thresholds_written"] = _write_thresholds(run, cfg, card, metrics, data)
     write_predictions(out / "predictions.csv", frame, labels, probs, targets)
     write_outputs(out, metrics, labels, targets, probs)  # metrics.json is written once, complete
     return metrics
@@ -189,32 +191,44 @@ def write_outputs(out: Path, metrics: dict, labels: list[str], targets: np.ndarr
     info(f"wrote {out}")
 
 
-def _stored_thresholds(metrics: dict, card: dict, targets: np.ndarray, probs: np.ndarray, labels: list[str]) -> None:
-    """Sensitivity/specificity at thresholds already in the card (chosen on another split, say)."""
-    stored = card.get("thresholds") or {}
-    for j, label in enumerate(labels):
-        if label in stored and stored[label] is not None:
-            metrics["labels"][label]["at_card_threshold"] = operating_point(targets[:, j], probs[:, j], float(stored[label]))
+def operating_points(cfg: EvaluateConfig, run: Path, out: Path, model, card: dict, data, cols: list[int],
+                     labels: list[str], metrics: dict, targets: np.ndarray, probs: np.ndarray, patients: np.ndarray,
+                     device) -> dict:
+    """Choose thresholds on the val split, write out/thresholds.json, and report them on this split.
 
+    Each label's entry in `metrics` gets `operating_points` (sensitivity and specificity with
+    patient-bootstrap intervals at the val-chosen thresholds); the return value says where the
+    thresholds come from and whether the reported split contains the one they were chosen on.
+    """
+    from .inference import predict_probs
+    from .models.checkpoint import resolve_checkpoint
+    from .thresholds import FILE, choose_thresholds, report_at_thresholds, thresholds_document
 
-def _write_thresholds(run: Path, cfg: EvaluateConfig, card: dict, metrics: dict, data) -> bool:
-    """Store Youden thresholds in the card, unless that would replace thresholds chosen on the
-    validation split with ones chosen on another split (tuning on the test set flatters it)."""
-    from .models.checkpoint import update_card
-
-    source = card.get("thresholds_source") or {}
-    if card.get("thresholds") and source.get("split") == "val" and cfg.split != "val":
-        info(f"kept the card's thresholds chosen on the val split (this evaluation is on {cfg.split})")
-        return False
-    new = {l: e["youden"]["threshold"] for l, e in metrics["labels"].items() if e.get("youden")}
-    if not new:
-        return False
-    thresholds = {**(card.get("thresholds") or {}), **new}
-    update_card(run, cfg.checkpoint, thresholds=thresholds,
-                thresholds_source={"method": "youden", "split": cfg.split, "data": str(data.root), "data_hash": data.data_hash})
-    if cfg.split == "test":
-        info("thresholds chosen on the test split are stored in the card; choose them on val (`--split val`) for an unbiased test")
-    return True
+    val_rows = data.rows("val")
+    if len(val_rows) == 0:
+        warn(f"{data.root}: no val split to choose operating points on; none are reported or written")
+        return {"chosen_on": None, "reason": f"{data.root} has no val split"}
+    if cfg.split == "val":
+        val_targets, val_probs = targets, probs
+    else:
+        val_targets = data.targets(val_rows)[:, cols]
+        val_probs = predict_probs(model, data, val_rows, int(card["image_size"]), cfg.batch_size, device, cfg.tta,
+                                  description="evaluate val (operating points)")
+    chosen, reasons = choose_thresholds(val_targets, val_probs, labels, cfg.sensitivity)
+    val_patients = data.index["patient"].iloc[val_rows].nunique()
+    doc = thresholds_document(chosen, reasons, cfg.sensitivity, run, cfg.checkpoint, resolve_checkpoint(run, cfg.checkpoint),
+                              data, "val", len(val_rows), val_patients)
+    atomic_write_json(out / FILE, doc)
+    for label, points in report_at_thresholds(chosen, targets, probs, labels, patients, cfg.bootstrap, cfg.seed).items():
+        metrics["labels"][label]["operating_points"] = points
+    for label, reason in reasons.items():
+        info(f"{label}: no operating point ({reason.replace('this split', 'the val split')})")
+    in_sample = cfg.split in ("val", "all")
+    result = {"chosen_on": "val", "reported_on": cfg.split, "file": str(out / FILE), "sensitivity_target": cfg.sensitivity,
+              "names": list(doc["methods"]), "in_sample": in_sample, "not_chosen": reasons}
+    if in_sample:
+        result["note"] = f"in-sample: the thresholds were chosen on the val split, which the {cfg.split} split is or contains; optimistic"
+    return result
 
 
 def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: list[str], targets: np.ndarray,

@@ -38,18 +38,11 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
     rows = []
     compare = metrics.get("compare") or []
     for label, e in metrics["labels"].items():
-        youden = e.get("youden") or {}
         row = {"label": label, "images": e["n"], "positives": e["positives"], "negatives": e["negatives"],
                "auroc": e.get("auroc"), "auroc_low": e.get("auroc_low"), "auroc_high": e.get("auroc_high"),
                "pr_auc": e.get("pr_auc"), "pr_auc_low": e.get("pr_auc_low"), "pr_auc_high": e.get("pr_auc_high"),
-               "prevalence": e.get("prevalence"), "threshold": youden.get("threshold"),
-               "sensitivity": youden.get("sensitivity"), "specificity": youden.get("specificity"),
-               "ece": e.get("ece"), "skipped_replicates": e.get("skipped_replicates"),
+               "prevalence": e.get("prevalence"), **operating_point_columns(metrics, e), "ece": e.get("ece"), "skipped_replicates": e.get("skipped_replicates"),
                "not_computable": e.get("not_computable")}
-        card = e.get("at_card_threshold")
-        if card:
-            row.update(card_threshold=card["threshold"], card_sensitivity=card["sensitivity"],
-                       card_specificity=card["specificity"])
         for pub in compare:
             row[pub["key"]] = pub["auroc"].get(label)
         rows.append(row)
@@ -68,6 +61,32 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
     return frame
 
 
+def operating_point_names(metrics: dict) -> list[str]:
+    """youden, sens90, ...: the operating points chosen on val (none for a cross-validation run)."""
+    return list((metrics.get("operating_points") or {}).get("names") or [])
+
+
+def operating_point_columns(metrics: dict, e: dict) -> dict:
+    """per_label.csv columns: each val-chosen threshold and sensitivity/specificity at it, with intervals."""
+    ops = metrics.get("operating_points") or {}
+    row = {"thresholds_chosen_on": ops.get("chosen_on")} if ops else {}
+    if ops.get("in_sample"):
+        row["thresholds_chosen_on"] = f"{ops['chosen_on']} (in-sample: optimistic)"
+    for name in operating_point_names(metrics):
+        p = (e.get("operating_points") or {}).get(name) or {}
+        for key in ("threshold", "sensitivity", "sensitivity_low", "sensitivity_high",
+                    "specificity", "specificity_low", "specificity_high"):
+            row[f"{name}_{key}"] = p.get(key)
+    return row
+
+
+def _op_cell(p: dict | None) -> str:
+    if not p:
+        return "-"
+    return (f"{fmt(p['threshold'])}: {fmt_ci(p['sensitivity'], p.get('sensitivity_low'), p.get('sensitivity_high'))}"
+            f" / {fmt_ci(p['specificity'], p.get('specificity_low'), p.get('specificity_high'))}")
+
+
 def compare_entries(name: str | None, labels: list[str]) -> list[dict]:
     """Published columns for `--compare NAME`, restricted to our labels."""
     if not name:
@@ -76,28 +95,34 @@ def compare_entries(name: str | None, labels: list[str]) -> list[dict]:
              "auroc": {label: published_auroc(r, label) for label in labels}} for r in published_results(name)]
 
 
-def _label_cells(e: dict) -> list[str]:
+def _label_cells(e: dict, names: list[str]) -> list[str]:
     if e.get("not_computable"):
-        return [f"{e['n']} ({e['positives']}+/{e['negatives']}-)", f"not computable: {e['not_computable']}", "", "", ""]
-    y = e.get("youden") or {}
-    op = f"{fmt(y.get('threshold'))} ({fmt(y.get('sensitivity'), 2)}/{fmt(y.get('specificity'), 2)})" if y else "-"
+        return [f"{e['n']} ({e['positives']}+/{e['negatives']}-)", f"not computable: {e['not_computable']}", "",
+                *[""] * len(names), ""]
+    ops = e.get("operating_points") or {}
     return [f"{e['n']} ({e['positives']}+/{e['negatives']}-)", fmt_ci(e.get("auroc"), e.get("auroc_low"), e.get("auroc_high")),
-            fmt_ci(e.get("pr_auc"), e.get("pr_auc_low"), e.get("pr_auc_high")), op, fmt(e.get("ece"))]
+            fmt_ci(e.get("pr_auc"), e.get("pr_auc_low"), e.get("pr_auc_high")), *[_op_cell(ops.get(n)) for n in names],
+            fmt(e.get("ece"))]
 
 
 def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     compare = metrics.get("compare") or []
-    columns = ["label", "images (+/-)", "AUROC [95% CI]", "PR AUC [95% CI]", "Youden thr (sens/spec)", "ECE"]
+    names = operating_point_names(metrics)
+    ops = metrics.get("operating_points") or {}
+    where = "val thr, in-sample: optimistic" if ops.get("in_sample") else "val thr"
+    columns = ["label", "images (+/-)", "AUROC [95% CI]", "PR AUC [95% CI]",
+               *[f"{n} ({where}): sens / spec [95% CI]" for n in names], "ECE"]
     columns += [f"{c['name']} AUROC" for c in compare]
     rows = []
     for label, e in metrics["labels"].items():
-        rows.append([label, *_label_cells(e), *[fmt(c["auroc"].get(label)) for c in compare]])
+        rows.append([label, *_label_cells(e, names), *[fmt(c["auroc"].get(label)) for c in compare]])
     mean = metrics["mean"]
     mean_pub = []
     for c in compare:
         values = [v for v in c["auroc"].values() if v is not None]
         mean_pub.append(fmt(float(np.mean(values))) if values else "-")
-    rows.append(["mean", "", fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high")), "", "", "", *mean_pub])
+    rows.append(["mean", "", fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high")), "", *[""] * len(names), "",
+                 *mean_pub])
     return columns, rows
 
 
@@ -158,6 +183,11 @@ def markdown_report(metrics: dict) -> str:
              f"{metrics['what']}: {metrics['images']} images of {metrics['patients']} patients. "
              f"Intervals: 95% percentile intervals from {boot['replicates']} bootstrap replicates that resample "
              f"{boot['unit']}s (seed {boot['seed']}).\n", _markdown(*main_table(metrics))]
+    ops = metrics.get("operating_points") or {}
+    if ops.get("chosen_on"):
+        parts.append(f"- Operating points: thresholds chosen on the {ops['chosen_on']} split ({', '.join(ops['names'])}; "
+                     f"kept in thresholds.json), sensitivity/specificity measured on the {ops['reported_on']} split."
+                     + (f" {ops['note']}." if ops.get("note") else ""))
     for c in metrics.get("compare") or []:
         parts.append(f"- {c['name']} ({c['citation']}): measured on {c['measured_on']}.")
     if metrics.get("compare"):

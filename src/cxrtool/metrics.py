@@ -95,6 +95,52 @@ def operating_point(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) ->
     return {"threshold": float(threshold), "sensitivity": sens, "specificity": spec, "j": sens + spec - 1}
 
 
+def sensitivity_point(y_true: np.ndarray, y_prob: np.ndarray, target: float = 0.9) -> dict[str, float] | None:
+    """The highest threshold whose sensitivity is at least `target` (the most specific such point)."""
+    y = np.asarray(y_true, dtype=np.float64)
+    keep = ~np.isnan(y)
+    if not_computable_reason(y) is not None:
+        return None
+    fpr, tpr, thresholds = roc_curve(y[keep], np.asarray(y_prob, dtype=np.float64)[keep], drop_intermediate=False)
+    # tpr rises as the threshold falls: the first point that reaches the target is the one.
+    best = int(np.argmax(tpr >= target - 1e-12))
+    best = max(best, 1)  # index 0 is +inf: nothing called positive
+    return {"threshold": float(thresholds[best]), "sensitivity": float(tpr[best]),
+            "specificity": float(1.0 - fpr[best]), "j": float(tpr[best] - fpr[best])}
+
+
+def bootstrap_operating_point(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, groups: np.ndarray | None = None,
+                              n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict | None:
+    """Sensitivity and specificity at a fixed threshold, each with a patient-bootstrap interval.
+
+    The threshold is held fixed (it was chosen elsewhere); only the images are resampled, by
+    patient, as for the AUROC intervals. A replicate without positives (negatives) gives no
+    sensitivity (specificity) and is skipped for it.
+    """
+    point = operating_point(y_true, y_prob, threshold)
+    if point is None:
+        return None
+    y = np.asarray(y_true, dtype=np.float64)
+    keep = ~np.isnan(y)
+    pos, pred = y[keep] == 1, np.asarray(y_prob, dtype=np.float64)[keep] >= threshold
+    codes = group_codes(None if groups is None else np.asarray(groups)[keep], int(keep.sum()))
+    n_units = int(codes.max()) + 1
+    # Per patient: positives, true positives, negatives, true negatives; a replicate is a count vector.
+    per_unit = np.stack([np.bincount(codes, weights=w.astype(np.float64), minlength=n_units)
+                         for w in (pos, pos & pred, ~pos, ~pos & ~pred)], axis=1)
+    sens, spec = [], []
+    for counts in bootstrap_counts(n_units, n_boot, seed) if n_boot > 0 else ():
+        p, tp, n, tn = (counts @ per_unit).T
+        sens.append(np.where(p > 0, tp / np.maximum(p, 1e-12), np.nan))
+        spec.append(np.where(n > 0, tn / np.maximum(n, 1e-12), np.nan))
+    out = dict(point)
+    if n_boot > 0:
+        out["sensitivity_low"], out["sensitivity_high"] = percentile_interval(np.concatenate(sens), level)
+        out["specificity_low"], out["specificity_high"] = percentile_interval(np.concatenate(spec), level)
+    out.update(positives=int(pos.sum()), negatives=int((~pos).sum()))
+    return out
+
+
 def calibration(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = 10) -> dict:
     """Expected calibration error over equal-width probability bins, and the reliability curve.
 
@@ -307,7 +353,9 @@ def label_report(y_true: np.ndarray, y_prob: np.ndarray, labels: list[str], grou
                 entry["auroc_low"], entry["auroc_high"] = percentile_interval(boot["auroc"][:, j], level)
                 entry["pr_auc_low"], entry["pr_auc_high"] = percentile_interval(boot["ap"][:, j], level)
                 entry["skipped_replicates"] = int(np.isnan(boot["auroc"][:, j]).sum())
-            entry["youden"] = youden_point(y, y_prob[:, j])
+            # Chosen on the very split it is scored on: an optimistic, in-sample figure (the honest
+            # operating points are chosen on validation; see cxrtool.thresholds).
+            entry["youden_in_sample"] = youden_point(y, y_prob[:, j])
             entry["calibration"] = calibration(y, y_prob[:, j], n_bins)
             entry["ece"] = entry["calibration"]["ece"]
         per_label[label] = entry

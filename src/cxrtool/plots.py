@@ -83,8 +83,8 @@ def roc_figure(y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str], pa
         if info.get("auroc_low") is not None:
             text += f" [{info['auroc_low']:.3f}, {info['auroc_high']:.3f}]"
         ax.set_title(text, fontsize=8)
-        point = info.get("youden")
-        if point:  # the operating point evaluate stores for predict
+        point = (info.get("operating_points") or {}).get("youden")
+        if point:  # the val-chosen Youden threshold, where it falls on this split's curve
             ax.plot(1 - point["specificity"], point["sensitivity"], "o", color="C3", ms=4)
     ax = axes[-1]
     ax.plot([0, 1], [0, 1], ls="--", color="0.7", lw=0.8)

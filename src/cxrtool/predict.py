@@ -4,8 +4,9 @@ PNG, JPEG and DICOM files (folders are walked for them) are decoded and preproce
 `cxrtool prepare` did for the cache the model was trained on (the card's
 `preprocessing.cache_size`: centre square crop and resize, MONOCHROME1 DICOM inverted), then
 brought to the network's input size by the same `to_model_input` as in training. The result is a
-probability per label and, when `cxrtool evaluate` has stored operating points in the card, a
-positive/negative call per label. A file that cannot be read is reported and skipped; the command
+probability per label and, when `cxrtool evaluate` has chosen operating points on the validation
+split (RUN/eval*/thresholds.json, or `--thresholds FILE`), a positive/negative call per label;
+predict says which thresholds it used and where they came from (`cxrtool.thresholds`). A file that cannot be read is reported and skipped; the command
 fails only when none could be read.
 """
 
@@ -37,9 +38,14 @@ class PredictConfig:
     batch_size: int = 32
     checkpoint: str = "best"
     overwrite: bool = False
+    thresholds: Path | None = None  # a thresholds.json; None: the newest of the run's evaluations
+    operating_point: str = "youden"  # or sens90 (the fixed-sensitivity point evaluate chose)
 
     def __post_init__(self) -> None:
         self.inputs = [Path(p) for p in self.inputs]
+        if self.thresholds is not None:
+            self.thresholds = Path(self.thresholds)
+            require(self.thresholds.is_file(), f"--thresholds {self.thresholds}: file not found (a thresholds.json written by cxrtool evaluate)")
         require(len(self.inputs) > 0, "give at least one image file or folder to predict")
         require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
         require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
@@ -105,8 +111,9 @@ def predict_arrays(model: torch.nn.Module, images: np.ndarray, image_size: int, 
 def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     """Predict every readable file; returns one row per file (file, prob_<label>, pred_<label>).
 
-    `df.attrs["skipped"]` lists (path, reason) for inputs that could not be read and
-    `df.attrs["thresholds"]` the card's operating points (empty when evaluate has not run).
+    `df.attrs["skipped"]` lists (path, reason) for inputs that could not be read,
+    `df.attrs["thresholds"]` the operating points used ({} when no evaluation chose any) and
+    `df.attrs["threshold_source"]` where they came from.
     """
     from .data.imageio import ImageReadError, load_preprocessed
     from .device import resolve_device
@@ -131,20 +138,38 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
     probs = predict_arrays(model, np.stack(images), int(card["image_size"]), device, cfg.tta, cfg.batch_size)
-    thresholds = {l: float(t) for l, t in (card.get("thresholds") or {}).items() if l in labels and t is not None}
+    thresholds, origin = thresholds_for(cfg, source, labels)
     table = pd.DataFrame({"file": [str(p) for p in read]})
     for j, label in enumerate(labels):
         table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)
     for label, t in thresholds.items():
         table[f"pred_{label}"] = (table[f"prob_{label}"] >= t).astype(int)
+    table["thresholds"] = origin["text"]
     table.attrs["skipped"] = skipped
     table.attrs["thresholds"] = thresholds
+    table.attrs["threshold_source"] = origin
     table.attrs["labels"] = labels
     if cfg.out is not None:
         write_predictions(cfg.out, table)
         info(f"wrote {cfg.out}")
     show(table)
     return table
+
+
+def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple[dict[str, float], dict]:
+    """The operating points to call positives with, and where they come from (said on stderr)."""
+    from .models.checkpoint import resolve_checkpoint
+    from .thresholds import find_thresholds, pick_operating_point
+
+    path, doc, note = find_thresholds(source, resolve_checkpoint(source, cfg.checkpoint), cfg.thresholds)
+    if doc is None:
+        info(f"thresholds: none; {note}")
+        return {}, {"file": None, "text": "none (probabilities only)", "note": note}
+    thresholds = pick_operating_point(doc, cfg.operating_point, labels, path)
+    info(f"thresholds: {cfg.operating_point} {note}")
+    return thresholds, {"file": str(path), "operating_point": cfg.operating_point, "chosen_on": doc.get("chosen_on"),
+                        "data": doc.get("data"), "data_hash": doc.get("data_hash"),
+                        "text": f"{cfg.operating_point} from {path} (chosen on {doc.get('chosen_on')})"}
 
 
 def write_predictions(path: Path, table: pd.DataFrame) -> None:
@@ -161,7 +186,8 @@ def write_predictions(path: Path, table: pd.DataFrame) -> None:
         if thresholds:
             rec["positive"] = {l: bool(row[f"pred_{l}"]) for l in thresholds}
         records.append(rec)
-    payload = {"thresholds": thresholds, "predictions": records,
+    origin = {k: v for k, v in table.attrs["threshold_source"].items() if k != "text"}
+    payload = {"thresholds": {**origin, "labels": thresholds}, "predictions": records,
                "skipped": [{"file": f, "reason": r} for f, r in table.attrs["skipped"]]}
     atomic_write_text(path, to_json(payload))
 
@@ -177,7 +203,8 @@ def show(table: pd.DataFrame) -> None:
 
     rows = table.to_dict("records")
     if len(labels) <= TABLE_LABELS_MAX:
-        print_table("Predictions" + (" (+/-: the card's operating points)" if thresholds else ""),
+        origin = table.attrs["threshold_source"]["text"]
+        print_table("Predictions" + (f" (+/-: {origin})" if thresholds else " (probabilities only: no thresholds)"),
                     ["file", *labels], [[Path(r["file"]).name, *[cell(r, l) for l in labels]] for r in rows])
         return
     out = []
@@ -186,4 +213,5 @@ def show(table: pd.DataFrame) -> None:
         positives = [l for l in thresholds if r[f"pred_{l}"]]
         out.append([Path(r["file"]).name, ", ".join(f"{l} {r[f'prob_{l}']:.2f}" for l in top),
                     ", ".join(positives) if thresholds else "(no thresholds: run evaluate)"])
-    print_table("Predictions", ["file", "top 3", "positive"], out)
+    title = f"Predictions (positive: {table.attrs['threshold_source']['text']})" if thresholds else "Predictions"
+    print_table(title, ["file", "top 3", "positive"], out)

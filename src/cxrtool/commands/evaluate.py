@@ -28,11 +28,12 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (default 64)."),
         device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda or mps."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the bootstrap (default 0)."),
+        sensitivity: Optional[float] = typer.Option(None, "--sensitivity", help="Target sensitivity of the second operating point, chosen on val (default 0.9)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier evaluation in the output folder."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of option values."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; tables still print."),
     ) -> None:
-        """Per-label ROC AUC with patient-bootstrap intervals, PR AUC, operating points and calibration."""
+        """Per-label ROC AUC with patient-bootstrap intervals, PR AUC, val-chosen operating points and calibration."""
         quiet_option(quiet)
         from ..config import build_config
         from ..errors import CxrError
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
         cfg = build_config(EvaluateConfig, config, run=run_arg or run, data=data, split=split, bootstrap=bootstrap,
                            tta=tta, compare=compare, shortcuts=shortcuts, external=external, out=out,
                            checkpoint=checkpoint, batch_size=batch_size, device=device, seed=seed,
-                           overwrite=overwrite or None)
+                           sensitivity=sensitivity, overwrite=overwrite or None)
         evaluate_run(cfg)
 
     @app.command("predict")
@@ -56,10 +57,12 @@ def register(app: typer.Typer) -> None:
         checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
         batch_size: int = typer.Option(32, "--batch-size", help="Images per batch."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+        thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="A thresholds.json from cxrtool evaluate (default: the run's newest, chosen on val)."),
+        operating_point: str = typer.Option("youden", "--operating-point", help="youden, or the fixed-sensitivity point (e.g. sens90)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; the table still prints."),
     ) -> None:
-        """Probability per label (and positive/negative at evaluate's operating points) for X-ray files."""
+        """Probability per label (and positive/negative at evaluate's val-chosen operating points) for X-ray files."""
         quiet_option(quiet)
         from ..errors import CxrError
         from ..predict import PredictConfig, predict_files
@@ -68,4 +71,5 @@ def register(app: typer.Typer) -> None:
         if not inputs:
             raise CxrError(f"give image files or folders to predict after the run {model_source}")
         predict_files(PredictConfig(inputs=inputs, run=model_source, out=out, tta=tta, device=device,
-                                    batch_size=batch_size, checkpoint=checkpoint, overwrite=overwrite))
+                                    batch_size=batch_size, checkpoint=checkpoint, overwrite=overwrite,
+                                    thresholds=thresholds, operating_point=operating_point))

@@ -4,7 +4,7 @@ A checkpoint is a folder, `checkpoints/best/` or `checkpoints/last/` in a run:
 - `model.safetensors`: the classifier's tensors (body, head, normalisation buffers);
 - `card.json`: what is needed to use the weights without the run: architecture, label order,
   network input size, the cache's preprocessing (size, crop), normalisation, the training data's
-  hash, metrics and (after `evaluate`) the operating thresholds;
+  hash and metrics (never changed afterwards: `evaluate` keeps its thresholds in its own folder);
 - `state.safetensors` + `state.json` (only for resuming): optimiser, scheduler, RNG and
   sampler state, split into tensors and plain JSON by `save_state`/`load_state`.
 Each folder is written under a temporary name and renamed into place, so a crash mid-save leaves
@@ -137,17 +137,6 @@ def load_checkpoint(path: Path, which: str = "best", device: str | torch.device 
         raise CxrError(f"{folder / WEIGHTS}: weights do not fit {card['arch']} (missing {len(missing)}, unexpected {len(unexpected)})")
     model.eval()
     return model.to(device), card
-
-
-def update_card(path: Path, which: str = "best", **fields: Any) -> dict[str, Any]:
-    """Merge fields (e.g. thresholds from evaluate) into a checkpoint's card, atomically."""
-    from ..runs import atomic_write_json
-
-    folder = resolve_checkpoint(path, which)
-    card = read_card(folder)
-    card.update(fields)
-    atomic_write_json(folder / CARD, card)
-    return card
 
 
 # ---------------------------------------------------------------- training state
