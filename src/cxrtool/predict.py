@@ -123,6 +123,7 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     source = resolve_model_source(cfg.run)
     model, card = load_checkpoint(source, cfg.checkpoint, device)
     labels = list(card["labels"])
+    thresholds, origin = thresholds_for(cfg, source, labels)  # before the work: a bad --operating-point fails now
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])
     files, skipped = collect_files(cfg.inputs)
     images, read = [], []
@@ -138,7 +139,6 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
     probs = predict_arrays(model, np.stack(images), int(card["image_size"]), device, cfg.tta, cfg.batch_size)
-    thresholds, origin = thresholds_for(cfg, source, labels)
     table = pd.DataFrame({"file": [str(p) for p in read]})
     for j, label in enumerate(labels):
         table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)
