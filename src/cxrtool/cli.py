@@ -21,7 +21,8 @@ from .errors import CxrError
 F = TypeVar("F", bound=Callable)
 
 # `cxrtool --help` lists commands in the pipeline's order (Typer would put the `prepare` group last).
-PIPELINE_ORDER = ("prepare", "pretrain", "finetune", "evaluate", "compare", "predict", "cam", "embed", "report", "demo")
+PIPELINE_ORDER = ("prepare", "import", "pretrain", "finetune", "evaluate", "compare", "predict", "cam", "embed",
+                  "report", "export", "demo")
 
 
 class PipelineOrderGroup(TyperGroup):

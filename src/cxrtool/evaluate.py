@@ -97,8 +97,10 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     device = resolve_device(cfg.device)
     out = _prepare_out(cfg, run)
     model, card = load_checkpoint(run, cfg.checkpoint, device)
-    labels = list(card["labels"])
     data = resolve_data(cfg.data, run)
+    labels, unmatched = match_labels(list(card["labels"]), data, run)
+    if labels != list(card["labels"]):
+        model = only_outputs(model, [list(card["labels"]).index(l) for l in labels])
     cols = data.require_labels(labels, f"the model in {run}")
     rows = data.require_rows(cfg.split)
     targets = data.targets(rows)[:, cols]
@@ -130,9 +132,53 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     if cfg.external is not None:
         metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device)
 
+    metrics["labels"].update(unmatched_entries(unmatched, data, rows))
     write_predictions(out / "predictions.csv", frame, labels, probs, targets)
     write_outputs(out, metrics, labels, targets, probs)  # metrics.json is written once, complete
     return metrics
+
+
+def match_labels(model_labels: list[str], data, run: Path) -> tuple[list[str], dict[str, str]]:
+    """The model's labels the data annotates (matched by name), and why each other label of
+    either side cannot be scored; no shared label at all is an error."""
+    shared = [l for l in model_labels if l in data.labels]
+    if not shared:
+        data.require_labels(model_labels, f"the model in {run}")  # the one-line error naming them
+    unmatched = {l: "the data does not annotate this label" for l in model_labels if l not in shared}
+    unmatched.update({l: "the model has no output for this label" for l in data.labels if l not in model_labels})
+    if unmatched:
+        info(f"scoring the {len(shared)} label(s) that the model and {data.root} share (matched by name)")
+    return shared, unmatched
+
+
+def only_outputs(model, columns: list[int]):
+    """The model with only the outputs `columns` (the labels scored), for every pass evaluate makes."""
+    import torch
+
+    class Outputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        @property
+        def num_labels(self) -> int:
+            return len(columns)
+
+        def forward(self, x):
+            return self.model(x)[:, columns]
+
+    return Outputs()
+
+
+def unmatched_entries(unmatched: dict[str, str], data, rows: np.ndarray) -> dict[str, dict]:
+    """Per-label entries that say 'not computable' for labels only one side has."""
+    out = {}
+    for label, reason in unmatched.items():
+        y = data.targets(rows)[:, data.labels.index(label)] if label in data.labels else np.zeros(0)
+        y = y[~np.isnan(y)]
+        out[label] = {"n": int(len(y)), "positives": int((y == 1).sum()), "negatives": int((y == 0).sum()),
+                      "not_computable": reason}
+    return out
 
 
 def score(cfg: EvaluateConfig, labels: list[str], targets: np.ndarray, probs: np.ndarray, patients: np.ndarray,

@@ -136,8 +136,8 @@ def shortcut_table(metrics: dict) -> tuple[list[str], list[list[str]]] | None:
     for label, e in metrics["labels"].items():
         cells = [label, fmt_ci(e.get("auroc"), e.get("auroc_low"), e.get("auroc_high"))]
         for n in names:
-            s = sc["predictors"][n][label]
-            cells.append("-" if s["auroc"] is None else fmt_ci(s["auroc"], s["auroc_low"], s["auroc_high"]))
+            s = sc["predictors"][n].get(label)  # none for a label the model or data lacks
+            cells.append("-" if not s or s["auroc"] is None else fmt_ci(s["auroc"], s["auroc_low"], s["auroc_high"]))
         rows.append(cells)
     return columns, rows
 

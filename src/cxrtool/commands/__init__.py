@@ -7,7 +7,7 @@ import typer
 
 def register_all(app: typer.Typer) -> None:
     # The order here is the order of `cxrtool --help`: the pipeline's order.
-    from . import cam, compare, demo, embed, evaluate, prepare, report, train
+    from . import cam, compare, demo, embed, evaluate, interop, prepare, report, train
 
     prepare.register(app)
     train.register(app)
@@ -17,3 +17,4 @@ def register_all(app: typer.Typer) -> None:
     embed.register(app)
     report.register(app)
     demo.register(app)
+    interop.register(app)

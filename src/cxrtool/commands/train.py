@@ -15,6 +15,7 @@ import typer
 from ..cli import quiet_option, user_errors
 
 HELP_SELECT = "Best epoch by validation loss, mean validation AUROC, or the last epoch."
+HELP_TENSORBOARD = "Log losses, AUROCs, learning rate and images/s to RUN/tensorboard (needs cxrtool[tensorboard])."
 
 
 def _common(data: Optional[Path], arch: Optional[str], weights: Optional[str], out: Optional[Path],
@@ -66,6 +67,7 @@ def register(app: typer.Typer) -> None:
         workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes. (default: half the cores, at most 4)"),
         oversample: Optional[bool] = typer.Option(None, "--oversample/--no-oversample", help="Draw positives and negatives of each label equally often."),
         allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept weights that fit the backbone only in part (listed in the manifest)."),
+        tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help=HELP_TENSORBOARD),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (RUN, --out, or the newest pretrain run)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (a run's config.yaml works)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -79,7 +81,7 @@ def register(app: typer.Typer) -> None:
 
         options = _common(data, arch, weights, out, labels, epochs, batch_size, lr, weight_decay, plateau_patience,
                           early_stop, select, augment, image_size, device, seed, workers, oversample)
-        pretrain(build_config(TrainConfig, config, allow_partial=allow_partial or None, **options))
+        pretrain(build_config(TrainConfig, config, allow_partial=allow_partial or None, tensorboard=tensorboard, **options))
 
     @app.command("finetune")
     @user_errors
@@ -108,6 +110,7 @@ def register(app: typer.Typer) -> None:
         folds: Optional[int] = typer.Option(None, "--folds", help="K-fold patient cross-validation over all images (0: use the data's splits). (default: 0)"),
         val_frac: Optional[float] = typer.Option(None, "--val-frac", help="With --folds: share of each fold's training patients kept for validation. (default: 0.2)"),
         allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept weights that fit the backbone only in part (listed in the manifest)."),
+        tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help=HELP_TENSORBOARD),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (RUN, --out, or the newest finetune run)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (a run's config.yaml works)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -122,4 +125,4 @@ def register(app: typer.Typer) -> None:
         options = _common(data, arch, weights, out, labels, epochs, batch_size, lr, weight_decay, plateau_patience,
                           early_stop, select, augment, image_size, device, seed, workers, oversample)
         finetune(build_config(FinetuneConfig, config, parent=parent, freeze_backbone=freeze_backbone, folds=folds,
-                              val_frac=val_frac, allow_partial=allow_partial or None, **options))
+                              val_frac=val_frac, allow_partial=allow_partial or None, tensorboard=tensorboard, **options))

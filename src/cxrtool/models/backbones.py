@@ -6,7 +6,10 @@ global average pooling and one linear head (one logit per label), in the timm st
 `cam_layer`, the module whose output is the final feature map. CAM and embeddings need nothing
 else. Inputs are float images in [0, 1] with 1 or 3 channels; the network repeats a grey channel
 to three and applies the ImageNet normalisation itself, so every caller (trainer, predict, cam)
-feeds the same thing and the normalisation travels inside the checkpoint.
+feeds the same thing and the normalisation travels inside the checkpoint. An input convention
+(`INPUT_CONVENTIONS`) says how many channels the body takes and how [0, 1] maps to its input:
+"imagenet" (grey repeated to three channels, ImageNet mean/std) for our own networks,
+"torchxrayvision" (one channel, -1024..1024) for networks imported from that package.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# name -> (channels, mean, std): the network sees (x - mean) / std for x in [0, 1].
+INPUT_CONVENTIONS: dict[str, tuple[int, tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (3, IMAGENET_MEAN, IMAGENET_STD),
+    # torchxrayvision's `normalize(img, 255)`: (2 * img / 255 - 1) * 1024 = (x - 0.5) * 2048.
+    "torchxrayvision": (1, (0.5,), (1.0 / 2048.0,)),
+}
+
 
 class XRayClassifier(nn.Module):
     """body -> global average pool -> linear head, with the input normalisation built in."""
@@ -28,9 +38,11 @@ class XRayClassifier(nn.Module):
     weights_report: dict | None = None
 
     def __init__(self, arch: str, body: nn.Module, num_features: int, num_labels: int,
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 convention: str = "imagenet"):
         super().__init__()
         self.arch = arch
+        self.convention = convention
         self.body = body
         self.num_features = num_features
         self.head = nn.Linear(num_features, num_labels)
@@ -47,9 +59,31 @@ class XRayClassifier(nn.Module):
         """The module whose output is the final convolutional feature map (B, C, h, w)."""
         return self.body
 
+    @property
+    def in_channels(self) -> int:
+        return int(self.mean.shape[1])
+
+    def input_convention(self) -> dict:
+        """The card's `input` field: the convention's name, channels, and what 0 and 1 become."""
+        mean, std = self.mean.flatten().tolist(), self.std.flatten().tolist()
+        return {"convention": self.convention, "channels": self.in_channels,
+                "range": [[round(-m / s, 4), round((1 - m) / s, 4)] for m, s in zip(mean, std)]}
+
+    def set_input_convention(self, convention: str, mean: tuple[float, ...] | None = None,
+                             std: tuple[float, ...] | None = None) -> None:
+        """Switch to another input convention; a one-channel convention gets a one-channel stem."""
+        channels, default_mean, default_std = INPUT_CONVENTIONS[convention]
+        mean, std = tuple(mean or default_mean), tuple(std or default_std)
+        if channels == 1 and self.in_channels != 1:
+            single_channel_stem(self.body)
+        device = self.mean.device
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.convention = convention
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
+        if x.shape[1] == 1 and self.in_channels != 1:
+            x = x.expand(-1, self.in_channels, -1, -1)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +119,19 @@ def densenet_body(model: nn.Module) -> tuple[nn.Module, int]:
     """torchvision DenseNet's `features` plus the ReLU its forward applies before pooling."""
     body = nn.Sequential(OrderedDict([("features", model.features), ("relu", nn.ReLU(inplace=False))]))
     return body, model.classifier.in_features
+
+
+def single_channel_stem(body: nn.Module) -> None:
+    """Replace the body's first convolution by one that takes a single channel (in place)."""
+    name, child = next((n, m) for n, m in body.named_modules() if isinstance(m, nn.Conv2d))
+    conv = nn.Conv2d(1, child.out_channels, child.kernel_size, child.stride, child.padding,
+                     child.dilation, child.groups, child.bias is not None).to(child.weight.device)
+    with torch.no_grad():  # the sum over colour channels: the same response to a grey image
+        conv.weight.copy_(child.weight.sum(dim=1, keepdim=True))
+        if child.bias is not None:
+            conv.bias.copy_(child.bias)
+    parent_name, _, attr = name.rpartition(".")
+    setattr(body.get_submodule(parent_name) if parent_name else body, attr, conv)
 
 
 class TinyCNN(nn.Module):

@@ -3,8 +3,9 @@
 A checkpoint is a folder, `checkpoints/best/` or `checkpoints/last/` in a run:
 - `model.safetensors`: the classifier's tensors (body, head, normalisation buffers);
 - `card.json`: what is needed to use the weights without the run: architecture, label order,
-  network input size, the cache's preprocessing (size, crop), normalisation, the training data's
-  hash and metrics (never changed afterwards: `evaluate` keeps its thresholds in its own folder);
+  network input size, the cache's preprocessing (size, crop), the input convention (channels and
+  value range; "imagenet" when a card has none), normalisation, the training data's hash and
+  metrics (never changed afterwards: `evaluate` keeps its thresholds in its own folder);
 - `state.safetensors` + `state.json` (only for resuming): optimiser, scheduler, RNG and
   sampler state, split into tensors and plain JSON by `save_state`/`load_state`.
 Each folder is written under a temporary name and renamed into place, so a crash mid-save leaves
@@ -61,6 +62,7 @@ def model_card(model: XRayClassifier, labels: list[str], image_size: int, cache_
         "num_features": model.num_features,
         "image_size": int(image_size),
         "preprocessing": {"cache_size": int(cache_size), "crop": "centre-square", "grayscale": "uint8", "scale": "1/255"},
+        "input": model.input_convention(),
         "normalisation": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,
@@ -128,6 +130,7 @@ def load_checkpoint(path: Path, which: str = "best", device: str | torch.device 
     folder = resolve_checkpoint(path, which)
     card = read_card(folder)
     model = create_model(card["arch"], int(card["num_labels"]), weights="none")
+    apply_input_convention(model, card, folder / CARD)
     try:
         tensors = load_file(str(folder / WEIGHTS))
     except Exception as exc:
@@ -137,6 +140,23 @@ def load_checkpoint(path: Path, which: str = "best", device: str | torch.device 
         raise CxrError(f"{folder / WEIGHTS}: weights do not fit {card['arch']} (missing {len(missing)}, unexpected {len(unexpected)})")
     model.eval()
     return model.to(device), card
+
+
+def apply_input_convention(model: XRayClassifier, card: dict[str, Any], where: Path) -> None:
+    """Give the model the card's input convention (channels, mean/std); 'imagenet' when absent."""
+    from .backbones import INPUT_CONVENTIONS
+
+    spec = card.get("input") or {"convention": "imagenet"}
+    convention = spec.get("convention", "imagenet") if isinstance(spec, dict) else spec
+    if convention not in INPUT_CONVENTIONS:
+        raise CxrError(f"{where}: unknown input convention {convention!r}; known: {', '.join(INPUT_CONVENTIONS)}")
+    channels = INPUT_CONVENTIONS[convention][0]
+    norm = card.get("normalisation") or {}
+    mean, std = norm.get("mean"), norm.get("std")
+    if mean is not None and (len(mean) != channels or len(std or []) != channels):
+        raise CxrError(f"{where}: normalisation has {len(mean)} channel(s) but the {convention} input has {channels}")
+    if convention != "imagenet":
+        model.set_input_convention(convention, mean, std)
 
 
 # ---------------------------------------------------------------- training state

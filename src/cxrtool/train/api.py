@@ -32,6 +32,7 @@ from ..runs import RunPaths, atomic_write_json, new_run_dir, read_manifest, reso
 from . import distributed as dist_utils
 from .config import FinetuneConfig, TrainConfig
 from .curves import read_metrics
+from .tensorboard import tensorboard_callbacks
 from .trainer import EpochCallback, TrainPlan, fit, small_validation, small_validation_message, validation_counts
 
 
@@ -100,6 +101,7 @@ def _train(cfg: TrainConfig, kind: str, data: PreparedData, model: XRayClassifie
                        weights_load=model.weights_report, **manifest)
     dist_utils.barrier(dinfo)
     card_extra = {k: manifest[k] for k in ("parent", "fold") if k in manifest}
+    callbacks = tensorboard_callbacks(cfg, run_dir, data, labels, train_rows, dinfo.is_main, callbacks)
     plan = TrainPlan(cfg, run_dir, data, labels, columns, train_rows, val_rows, model, device, dinfo,
                      card_extra=card_extra, callbacks=callbacks)
     return fit(plan)
@@ -255,7 +257,8 @@ def resume(run: Path | None = None, kind: str = "pretrain", epochs: int | None =
         plan = TrainPlan(dataclasses.replace(cfg, labels=labels), run_dir, data, labels, columns,
                          data.require_rows("train"), data.require_rows("val"), model, dev, dinfo,
                          card_extra={k: manifest[k] for k in ("parent",) if k in manifest}, state=state,
-                         history=history, callbacks=callbacks)
+                         history=history, callbacks=tensorboard_callbacks(cfg, run_dir, data, labels, [], dinfo.is_main,
+                                                                          callbacks, grid=False))
         summary = fit(plan)
         if dinfo.is_main:
             _report(run_dir, summary)

@@ -51,6 +51,7 @@ class TrainConfig:
     oversample: bool = False
     freeze_backbone: bool = False
     allow_partial: bool = False  # start from weights that fit the backbone only in part
+    tensorboard: bool = False  # log to RUN/tensorboard (needs the tensorboard package)
 
     def __post_init__(self) -> None:
         from ..models.registry import get_spec
@@ -78,6 +79,10 @@ class TrainConfig:
         if self.image_size is not None:
             require(16 <= int(self.image_size) <= 2048, f"--image-size: must be between 16 and 2048 pixels (got {self.image_size})")
         require(str(self.device).split(":")[0] in DEVICE_CHOICES, f"--device: choose one of {', '.join(DEVICE_CHOICES)} (got {self.device!r})")
+        if self.tensorboard:
+            from .tensorboard import require_tensorboard
+
+            require_tensorboard()
         if int(self.workers) < 0:
             self.workers = default_workers()
         self.epochs, self.batch_size, self.workers = int(self.epochs), int(self.batch_size), int(self.workers)

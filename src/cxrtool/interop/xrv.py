@@ -1,0 +1,207 @@
+"""`cxrtool import xrv NAME`: one of torchxrayvision's DenseNet-121 models as a cxrtool run.
+
+torchxrayvision publishes DenseNet-121 networks trained on NIH, CheXpert, MIMIC, PadChest, RSNA
+and all of them together. Their files are pickled whole models: loading one runs code from it.
+So the file is opened only here, only by torchxrayvision's own loader, and only after the user
+named the model (or the file, `--weights_file`); nothing is downloaded unless `download` is set.
+The network becomes an ordinary cxrtool checkpoint: safetensors weights (the torchvision
+DenseNet-121 layout with a one-channel stem) plus a card with the model's own labels (its
+non-empty outputs, in its order), its input convention ("torchxrayvision": one channel, pixel
+values mapped to -1024..1024, 224 px) and its provenance (package version, weight name, file,
+SHA-256). Before anything is written, the converted network is run beside torchxrayvision's on
+the same input and must give the same logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CxrError, did_you_mean
+from ..progress import info, result
+from . import require_package
+
+ARCH = "densenet121"
+CONVENTION = "torchxrayvision"
+INPUT_SIZE = 224
+# Logits may differ by float summation order only (pooling); 1e-5 of the largest logit, at least 1e-5.
+CHECK_RTOL = 1e-5
+
+
+@dataclass
+class XrvImportConfig:
+    name: str  # e.g. densenet121-res224-nih (or torchxrayvision's short alias, nih)
+    out: Path | None = None  # run directory to create; runs/import-NAME-TIME when None
+    weights_file: Path | None = None  # a local copy of the published file
+    cache_dir: Path | None = None  # where torchxrayvision keeps its files; its default when None
+    download: bool = False  # let torchxrayvision fetch a missing file
+
+    def __post_init__(self) -> None:
+        self.name = str(self.name)
+        if self.out is not None:
+            self.out = Path(self.out)
+        if self.weights_file is not None:
+            self.weights_file = Path(self.weights_file)
+            if not self.weights_file.is_file():
+                raise CxrError(f"--weights-file: {self.weights_file}: no such file")
+            if self.download:
+                raise CxrError("--download: not with --weights-file (the file is already here)")
+
+
+def _xrv():
+    return require_package("torchxrayvision", "xrv", "import xrv")
+
+
+def densenet_names(xrv) -> dict[str, str]:
+    """Every accepted name (full and short alias) -> the full DenseNet weight name."""
+    urls = xrv.models.model_urls
+    full = [k for k in urls if k.startswith(f"{ARCH}-")]
+    names = {k: k for k in full}
+    for alias, entry in urls.items():
+        for k in full:
+            if alias not in names and urls[k] is entry:
+                names[alias] = k
+    return names
+
+
+def resolve_name(xrv, name: str) -> str:
+    names = densenet_names(xrv)
+    if name in names:
+        return names[name]
+    if name in xrv.models.model_urls:
+        raise CxrError(f"import xrv: {name} is not a DenseNet-121 model; cxrtool imports {', '.join(sorted(set(names.values())))}")
+    full = sorted(set(names.values()))
+    raise CxrError(f"import xrv: unknown model {name!r}; choose one of {', '.join(full)}.{did_you_mean(name, list(names))}")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:  # bytes only, to hash them; torchxrayvision does the loading
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_file(xrv, name: str, cfg: XrvImportConfig) -> Path:
+    """The published file for `name`: --weights-file, or torchxrayvision's cache (fetched with --download)."""
+    if cfg.weights_file is not None:
+        return cfg.weights_file
+    url = xrv.models.model_urls[name]["weights_url"]
+    folder = Path(cfg.cache_dir or xrv.utils.get_cache_dir()).expanduser()
+    path = folder / os.path.basename(url)
+    if path.is_file():
+        return path
+    if not cfg.download:
+        raise CxrError(f"import xrv {name}: needs {path.name} in {folder}/ (torchxrayvision's cache; it comes from {url}); "
+                       f"copy it there, give it with --weights-file PATH, or add --download")
+    info(f"downloading {url} into {folder}/ (torchxrayvision)")
+    try:
+        xrv.models.get_weights(name, str(folder) + os.sep)
+    except Exception as exc:
+        raise CxrError(f"import xrv {name}: could not download {url} ({type(exc).__name__}); "
+                       f"copy {path.name} into {folder}/ or give --weights-file PATH") from None
+    return path
+
+
+def load_with_xrv(xrv, name: str, path: Path) -> torch.nn.Module:
+    """torchxrayvision's own loader on `path` (which unpickles it), silenced; its model in eval mode."""
+    expected = os.path.basename(xrv.models.model_urls[name]["weights_url"])
+    with tempfile.TemporaryDirectory(prefix="cxrtool-xrv-") as tmp:
+        # torchxrayvision looks for the file under its published name in cache_dir: link it there,
+        # so that it reads this file and never tries to download.
+        os.symlink(Path(path).resolve(), Path(tmp) / expected)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = xrv.models.DenseNet(weights=name, cache_dir=tmp + os.sep)
+        except Exception as exc:
+            raise CxrError(f"{path}: torchxrayvision could not load it as {name} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return model.eval()
+
+
+def convert(xrv_model: torch.nn.Module, labels_all: list[str]):
+    """A cxrtool classifier with the xrv network's body and the head rows of its non-empty outputs."""
+    from ..models.registry import create_model
+
+    outputs = [j for j, label in enumerate(labels_all) if label]
+    model = create_model(ARCH, len(outputs), weights="none")
+    model.set_input_convention(CONVENTION)
+    state = xrv_model.state_dict()
+    body = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    missing, unexpected = model.body.features.load_state_dict(body, strict=False)
+    if missing or unexpected:
+        raise CxrError(f"torchxrayvision's network does not fit {ARCH} (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+    with torch.no_grad():
+        model.head.weight.copy_(state["classifier.weight"][outputs])
+        model.head.bias.copy_(state["classifier.bias"][outputs])
+    return model.eval(), outputs
+
+
+@torch.no_grad()
+def xrv_logits(xrv_model: torch.nn.Module, x01: torch.Tensor) -> torch.Tensor:
+    """torchxrayvision's logits for images in [0, 1], fed as its `normalize(img, 255)` makes them."""
+    return xrv_model.classifier(xrv_model.features2((x01 * 2 - 1) * 1024))
+
+
+@torch.no_grad()
+def check_conversion(xrv_model: torch.nn.Module, model: torch.nn.Module, outputs: list[int],
+                     seed: int = 0) -> tuple[float, float]:
+    """(max |logit difference|, tolerance) on two random 224-px images; fails above the tolerance."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 1, INPUT_SIZE, INPUT_SIZE, generator=gen)
+    reference = xrv_logits(xrv_model, x)[:, outputs]
+    diff = float((reference - model(x)).abs().max())
+    tolerance = CHECK_RTOL * max(1.0, float(reference.abs().max()))
+    if not diff <= tolerance:
+        raise CxrError(f"the converted network differs from torchxrayvision's by {diff:.3g} in logits (tolerance {tolerance:.3g}); nothing written")
+    return diff, tolerance
+
+
+def import_xrv(cfg: XrvImportConfig) -> Path:
+    """Convert the named model; returns the new run directory (checkpoints/best + manifest)."""
+    from ..models.checkpoint import model_card, save_checkpoint
+    from ..runs import new_run_dir, write_manifest
+
+    xrv = _xrv()
+    name = resolve_name(xrv, cfg.name)
+    entry = xrv.models.model_urls[name]
+    path = source_file(xrv, name, cfg)
+    digest = sha256(path)
+    xrv_model = load_with_xrv(xrv, name, path)
+    labels_all = list(entry["labels"])
+    model, outputs = convert(xrv_model, labels_all)
+    diff, tolerance = check_conversion(xrv_model, model, outputs)
+    labels = [labels_all[j] for j in outputs]
+    op_threshs = entry.get("op_threshs")
+    source: dict[str, Any] = {
+        "package": "torchxrayvision", "version": getattr(xrv, "__version__", None), "weights": name,
+        "file": path.name, "sha256": digest, "url": entry.get("weights_url"), "outputs": outputs,
+        "description": entry.get("description"),
+        # The authors' operating points (chosen on their data), kept for reference only:
+        # cxrtool's own thresholds come from `evaluate --split val`.
+        "op_threshs": {labels_all[j]: float(op_threshs[j]) for j in outputs} if op_threshs is not None else None,
+        "check": {"max_abs_logit_diff": diff, "tolerance": tolerance},
+    }
+    existed = cfg.out is not None and Path(cfg.out).is_dir()
+    run_dir = new_run_dir("import", name, cfg.out)
+    try:
+        card = model_card(model, labels, image_size=INPUT_SIZE, cache_size=INPUT_SIZE, data_hash=None, source=source)
+        save_checkpoint(run_dir / "checkpoints" / "best", model, card)
+        write_manifest(run_dir, kind="import", arch=ARCH, labels=labels, data=None, source=source)
+    except BaseException:
+        import shutil
+
+        # Complete or absent: remove what was written (an --out folder the user made stays, empty).
+        for child in (run_dir.iterdir() if existed else [run_dir]):
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        raise
+    result(f"imported {name} ({len(labels)} labels: {', '.join(labels)})")
+    result(f"run: {run_dir}  (sha256 {digest[:16]}..., logits match torchxrayvision to {diff:.1e})")
+    return run_dir
