@@ -17,6 +17,7 @@ import contextlib
 import inspect
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -158,8 +159,14 @@ def export_run(cfg: ExportConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{target.name}.tmp-{os.getpid()}"
     try:
-        exporter = write(model, x[:2], tmp)
-        run, runtime = load(tmp)
+        with warnings.catch_warnings():
+            # Tracing warns about shape checks that are constant for this network, and recent
+            # torch marks TorchScript deprecated: neither is the user's to act on.
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            exporter = write(model, x[:2], tmp)
+            run, runtime = load(tmp)
         check = compare(run, model, x)
         if not check["max_abs_logit_diff"] <= check["tolerance"]:
             raise CxrError(f"{cfg.format}: the exported network differs from PyTorch by {check['max_abs_logit_diff']:.3g} "

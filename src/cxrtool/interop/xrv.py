@@ -171,35 +171,35 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
 
     xrv = _xrv()
     name = resolve_name(xrv, cfg.name)
-    entry = xrv.models.model_urls[name]
-    path = source_file(xrv, name, cfg)
-    digest = sha256(path)
-    xrv_model = load_with_xrv(xrv, name, path)
-    labels_all = list(entry["labels"])
-    model, outputs = convert(xrv_model, labels_all)
-    diff, tolerance = check_conversion(xrv_model, model, outputs)
-    labels = [labels_all[j] for j in outputs]
-    op_threshs = entry.get("op_threshs")
-    source: dict[str, Any] = {
-        "package": "torchxrayvision", "version": getattr(xrv, "__version__", None), "weights": name,
-        "file": path.name, "sha256": digest, "url": entry.get("weights_url"), "outputs": outputs,
-        "description": entry.get("description"),
-        # The authors' operating points (chosen on their data), kept for reference only:
-        # cxrtool's own thresholds come from `evaluate --split val`.
-        "op_threshs": {labels_all[j]: float(op_threshs[j]) for j in outputs} if op_threshs is not None else None,
-        "check": {"max_abs_logit_diff": diff, "tolerance": tolerance},
-    }
     existed = cfg.out is not None and Path(cfg.out).is_dir()
-    run_dir = new_run_dir("import", name, cfg.out)
+    run_dir = new_run_dir("import", name, cfg.out)  # refuses a non-empty --out before any work
     try:
+        entry = xrv.models.model_urls[name]
+        path = source_file(xrv, name, cfg)
+        digest = sha256(path)
+        xrv_model = load_with_xrv(xrv, name, path)
+        labels_all = list(entry["labels"])
+        model, outputs = convert(xrv_model, labels_all)
+        diff, tolerance = check_conversion(xrv_model, model, outputs)
+        labels = [labels_all[j] for j in outputs]
+        op_threshs = entry.get("op_threshs")
+        source: dict[str, Any] = {
+            "package": "torchxrayvision", "version": getattr(xrv, "__version__", None), "weights": name,
+            "file": path.name, "sha256": digest, "url": entry.get("weights_url"), "outputs": outputs,
+            "description": entry.get("description"),
+            # The authors' operating points (chosen on their data), kept for reference only:
+            # cxrtool's own thresholds come from `evaluate --split val`.
+            "op_threshs": {labels_all[j]: float(op_threshs[j]) for j in outputs} if op_threshs is not None else None,
+            "check": {"max_abs_logit_diff": diff, "tolerance": tolerance},
+        }
         card = model_card(model, labels, image_size=INPUT_SIZE, cache_size=INPUT_SIZE, data_hash=None, source=source)
         save_checkpoint(run_dir / "checkpoints" / "best", model, card)
         write_manifest(run_dir, kind="import", arch=ARCH, labels=labels, data=None, source=source)
     except BaseException:
         import shutil
 
-        # Complete or absent: remove what was written (an --out folder the user made stays, empty).
-        for child in (run_dir.iterdir() if existed else [run_dir]):
+        # Complete or absent: remove what was made (an --out folder the user made stays, empty).
+        for child in (list(run_dir.iterdir()) if existed else [run_dir]):
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         raise
     result(f"imported {name} ({len(labels)} labels: {', '.join(labels)})")
