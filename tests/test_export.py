@@ -124,3 +124,12 @@ def test_bad_input_is_one_line(run, tmp_path):
     assert (out / "model.pt").stat().st_mtime_ns == before  # nothing overwritten
     res = runner.invoke(app, ["export", str(run), "--format", "torchscript", "--out", str(out), "--overwrite"])
     assert res.exit_code == 0, res.output
+
+
+def test_without_onnx_the_format_says_what_to_install(run, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    res = runner.invoke(app, ["export", str(run), "--format", "onnx", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "pip install onnx onnxscript onnxruntime" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not list((tmp_path / "o").glob("model.*"))

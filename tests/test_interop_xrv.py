@@ -132,6 +132,12 @@ def test_evaluate_matches_labels_by_name(imported, tmp_path):
     assert set(metrics["mean"]["labels"]) <= {"Cardiomegaly", "Effusion", "Mass", "Nodule", "Pneumothorax"}
     predictions = (imported / "eval" / "predictions.csv").read_text().splitlines()[0]
     assert "prob_Cardiomegaly" in predictions and "prob_Fracture" not in predictions
+    # One more pretraining column in the paper's findings table.
+    res = runner.invoke(app, ["compare", "--arm", f"xrv-all={imported}", "--label", "Effusion",
+                              "--pretrain", f"xrv-all={imported}", "--out", str(tmp_path / "results"), "-q"])
+    assert res.exit_code == 0, res.output
+    findings = (tmp_path / "results" / "findings.csv").read_text()
+    assert "xrv-all_auroc" in findings and "Fracture" in findings
 
 
 def test_finetune_cam_and_embed_on_the_imported_run(imported, tmp_path):
@@ -210,3 +216,12 @@ def test_cards_without_an_input_field_load_as_before(tmp_path):
     (folder / "card.json").write_text(json.dumps({**card, "input": {"convention": "bogus"}}))
     with pytest.raises(CxrError, match="unknown input convention 'bogus'"):
         load_checkpoint(folder)
+
+
+def test_without_the_package_import_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchxrayvision", None)  # makes `import torchxrayvision` fail
+    res = runner.invoke(app, ["import", "xrv", NAME, "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and res.output.strip() == "error: import xrv needs the torchxrayvision package: pip install torchxrayvision"
+    assert not (tmp_path / "r").exists()

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def export_command(
         run: Optional[Path] = typer.Argument(None, help="Run directory or checkpoint folder (default: the newest run under ./runs)."),
-        format: str = typer.Option("onnx", "--format", help="onnx (needs cxrtool[onnx]) or torchscript."),
+        format: str = typer.Option("onnx", "--format", help="onnx (needs pip install onnx onnxscript onnxruntime) or torchscript."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder. (default: RUN/export/FORMAT)"),
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared cache whose images check the export. (default: the run's data)"),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),

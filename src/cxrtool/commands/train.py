@@ -15,7 +15,7 @@ import typer
 from ..cli import quiet_option, user_errors
 
 HELP_SELECT = "Best epoch by validation loss, mean validation AUROC, or the last epoch."
-HELP_TENSORBOARD = "Log losses, AUROCs, learning rate and images/s to RUN/tensorboard (needs cxrtool[tensorboard])."
+HELP_TENSORBOARD = "Log losses, AUROCs, learning rate and images/s to RUN/tensorboard (needs pip install tensorboard)."
 
 
 def _common(data: Optional[Path], arch: Optional[str], weights: Optional[str], out: Optional[Path],

@@ -8,11 +8,13 @@ from __future__ import annotations
 from ..errors import CxrError
 
 
-def require_package(module: str, extra: str, what: str):
-    """Import an optional dependency, or fail in one line naming the extra that installs it."""
+def require_package(module: str, install: str, what: str):
+    """Import an optional dependency, or fail in one line saying what to pip install.
+
+    The line names packages, not the extra: square brackets are markup to the console."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise CxrError(f"{what} needs the {module} package: pip install \"cxrtool[{extra}]\"") from None
+        raise CxrError(f"{what} needs the {module} package: pip install {install}") from None

@@ -34,6 +34,7 @@ FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 CHECK_IMAGES = 8
 RTOL = 1e-4  # of the largest logit (at least 1): float32 kernels differ in summation order only
 OPSET = 18
+ONNX_PACKAGES = "onnx onnxscript onnxruntime"  # the onnx extra
 
 
 @dataclass
@@ -86,9 +87,9 @@ def check_images(cfg: ExportConfig, given: Path, card: dict) -> tuple[np.ndarray
 
 
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
-    require_package("onnx", "onnx", "export --format onnx")
+    require_package("onnx", ONNX_PACKAGES, "export --format onnx")
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
-        require_package("onnxscript", "onnx", "export --format onnx")
+        require_package("onnxscript", ONNX_PACKAGES, "export --format onnx")
         batch = torch.export.Dim("batch", min=1, max=65536)
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each stage
             torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
@@ -102,7 +103,7 @@ def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> st
 
 
 def _run_onnx(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    ort = require_package("onnxruntime", "onnx", "export --format onnx")
+    ort = require_package("onnxruntime", ONNX_PACKAGES, "export --format onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return (lambda x: session.run(["logits"], {"image": x})[0]), f"onnxruntime {ort.__version__}"
 

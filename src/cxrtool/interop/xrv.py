@@ -57,7 +57,7 @@ class XrvImportConfig:
 
 
 def _xrv():
-    return require_package("torchxrayvision", "xrv", "import xrv")
+    return require_package("torchxrayvision", "torchxrayvision", "import xrv")
 
 
 def densenet_names(xrv) -> dict[str, str]:

@@ -27,7 +27,7 @@ GRID_IMAGES = 16
 def require_tensorboard() -> None:
     """Fail in one line, before any work, when the tensorboard package is missing."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise CxrError('--tensorboard: needs the tensorboard package: pip install "cxrtool[tensorboard]"')
+        raise CxrError("--tensorboard: needs the tensorboard package: pip install tensorboard")
 
 
 class TensorBoardLogger:
