@@ -230,3 +230,18 @@ def test_without_the_package_import_says_what_to_install(tmp_path, monkeypatch):
     res = runner.invoke(app, ["import", "xrv", NAME, "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and res.output.strip() == "error: import xrv needs the torchxrayvision package: pip install torchxrayvision"
     assert not (tmp_path / "r").exists()
+
+
+def test_a_native_run_on_data_with_some_of_its_labels(tmp_path):
+    """Matching by name for cxrtool's own runs: shared labels scored, the model's others listed;
+    the data's other labels are not (the run chose its labels)."""
+    from helpers import quick_train, synthetic_cache
+
+    from cxrtool.evaluate import EvaluateConfig, evaluate_run
+
+    run = quick_train(synthetic_cache(tmp_path / "a", n_patients=16, size=32), tmp_path / "run", epochs=1)
+    other = synthetic_cache(tmp_path / "b", n_patients=16, size=32, seed=1, labels=["Cardiomegaly", "Effusion", "COVID-19"])
+    metrics = evaluate_run(EvaluateConfig(run=run, data=other.root, bootstrap=0, shortcuts=False, device="cpu"))
+    assert set(metrics["mean"]["labels"]) <= {"Cardiomegaly", "Effusion"}
+    assert metrics["labels"]["Mass"]["not_computable"] == "the data does not annotate this label"
+    assert "COVID-19" not in metrics["labels"]

@@ -98,7 +98,7 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     out = _prepare_out(cfg, run)
     model, card = load_checkpoint(run, cfg.checkpoint, device)
     data = resolve_data(cfg.data, run)
-    labels, unmatched = match_labels(list(card["labels"]), data, run)
+    labels, unmatched = match_labels(list(card["labels"]), data, run, imported=bool(card.get("source")))
     if labels != list(card["labels"]):
         model = only_outputs(model, [list(card["labels"]).index(l) for l in labels])
     cols = data.require_labels(labels, f"the model in {run}")
@@ -138,14 +138,17 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     return metrics
 
 
-def match_labels(model_labels: list[str], data, run: Path) -> tuple[list[str], dict[str, str]]:
-    """The model's labels the data annotates (matched by name), and why each other label of
-    either side cannot be scored; no shared label at all is an error."""
+def match_labels(model_labels: list[str], data, run: Path, imported: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The model's labels the data annotates (matched by name), and why each other label cannot
+    be scored: the model's that the data lacks, and (for a model imported from another toolkit,
+    whose label set was not chosen on this data) the data's that the model lacks. No shared label
+    at all is an error."""
     shared = [l for l in model_labels if l in data.labels]
     if not shared:
         data.require_labels(model_labels, f"the model in {run}")  # the one-line error naming them
     unmatched = {l: "the data does not annotate this label" for l in model_labels if l not in shared}
-    unmatched.update({l: "the model has no output for this label" for l in data.labels if l not in model_labels})
+    if imported:
+        unmatched.update({l: "the model has no output for this label" for l in data.labels if l not in model_labels})
     if unmatched:
         info(f"scoring the {len(shared)} label(s) that the model and {data.root} share (matched by name)")
     return shared, unmatched
