@@ -188,7 +188,7 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
             "file": path.name, "sha256": digest, "url": entry.get("weights_url"), "outputs": outputs,
             "description": entry.get("description"),
             # The authors' operating points (chosen on their data), kept for reference only:
-            # cxrtool's own thresholds come from `evaluate --split val`.
+            # cxrtool's own operating points are chosen by `evaluate` on the data's val split.
             "op_threshs": {labels_all[j]: float(op_threshs[j]) for j in outputs} if op_threshs is not None else None,
             "check": {"max_abs_logit_diff": diff, "tolerance": tolerance},
         }

@@ -24,7 +24,7 @@ from ..data.cache import PreparedData
 from ..device import resolve_device
 from ..errors import CxrError
 from ..models.backbones import XRayClassifier
-from ..models.checkpoint import load_checkpoint, load_state, read_card, resolve_checkpoint
+from ..models.checkpoint import CARD, apply_input_convention, load_checkpoint, load_state, read_card, resolve_checkpoint
 from ..models.registry import create_model, read_state_dict
 from ..models.weights import load_body_weights
 from ..progress import info, result, set_quiet, warn
@@ -166,6 +166,7 @@ def transfer_model(checkpoint: Path, labels: list[str], seed: int,
     """
     card = read_card(checkpoint)
     model = create_model(card["arch"], int(card["num_labels"]), "none")
+    apply_input_convention(model, card, checkpoint / CARD)  # e.g. an imported one-channel network
     state = read_state_dict(checkpoint)
     model.weights_report = load_body_weights(model, state, f"--from {checkpoint}", allow_partial).manifest()
     old_labels = list(card["labels"])
