@@ -42,7 +42,7 @@ SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("id", "patient", "view", "split", "source", "source_path")
 SKIPPED_COLUMNS = ("source_path", "id", "patient", "reason")
 BOX_COLUMNS = ("id", "label", "x", "y", "w", "h")
-DUPLICATE_COLUMNS = ("id_a", "id_b", "patient_a", "patient_b", "source_a", "source_b", "distance")
+DUPLICATE_COLUMNS = ("id_a", "id_b", "patient_a", "patient_b", "source_a", "source_b", "distance", "method", "score", "scale", "x", "y")
 
 
 def split_hash(index: pd.DataFrame) -> str:

@@ -220,9 +220,9 @@ def _combine(cfg: CombineConfig) -> PreparedData:
 
     # A radiograph present in two sources must not leave its patients in two splits.
     pairs = near_duplicates(picked["fingerprint"].tolist(), lambda i: target[i], max_distance=cfg.max_distance,
-                            side=min(64, caches[0].size))
+                            groups_a=picked["patient"].tolist())
     patients = picked["patient"].tolist()
-    groups = patient_groups(patients, [(patients[i], patients[j]) for i, j, _ in pairs])
+    groups = patient_groups(patients, [(patients[p.i], patients[p.j]) for p in pairs])
     picked["split"], moved = unify_splits(groups, picked["split"].to_numpy())
     del target
     boxes = []
@@ -293,12 +293,11 @@ def dedupe(cfg: DedupeConfig) -> DedupeReport:
     records = []
     for a in range(len(caches)):
         for b in range(a, len(caches)):
-            side = min(64, caches[a].size, caches[b].size)
             same = a == b
             found = near_duplicates(fps[a], lambda i, a=a: caches[a].images[i], None if same else fps[b],
-                                    None if same else (lambda j, b=b: caches[b].images[j]), cfg.max_distance, side=side)
+                                    None if same else (lambda j, b=b: caches[b].images[j]), cfg.max_distance)
             ia, ib = caches[a].index, caches[b].index
-            for i, j, dist in found:
+            for i, j, dist, *_ in found:
                 if same and ia["patient"].iloc[i] == ia["patient"].iloc[j]:
                     continue  # follow-ups of one patient are not a leak
                 records.append((names[a], ia["id"].iloc[i], ia["patient"].iloc[i], ia["split"].iloc[i],

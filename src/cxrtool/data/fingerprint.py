@@ -1,34 +1,42 @@
 """Perceptual fingerprints of cached images, and the search for near-duplicate radiographs.
 
 Public X-ray collections hold the same radiograph more than once: under two patient ids, as a
-re-encoded JPEG, at another size, a little brighter. A byte hash misses all of these, so every
-cached image gets a 256-bit perceptual hash (pHash: the signs of the 16x16 lowest DCT frequencies
-of a 64x64 area downsample against their median, the brightness term left out), written as 64 hex
-digits in index.csv. It survives re-encoding, resizing and intensity shifts, and finds candidate
-pairs fast (the distance is the Hamming distance, 0..256).
+re-encoded JPEG, at another size, re-windowed, cropped a little differently. A byte hash misses
+all of these. The search works in two steps, so that it never compares all pairs of pixels:
 
-Chest films all share one layout, so low frequencies alone can put two different patients'
-images close (generated phantoms especially). Every candidate pair is therefore confirmed on the
-pixels: the correlation of the two images' fine detail (the 64x64 downsample minus its blur) must
-be at least `DEFAULT_MIN_CORRELATION`. Copies score above 0.98; distinct radiographs, even
-lookalike phantoms, below 0.97 (measurements in docs/prepare.md).
+1. Candidates, cheaply. Every cached image gets a 256-bit perceptual hash (pHash: the signs of
+   the 16x16 lowest DCT frequencies of a 64x64 area downsample against their median), written as
+   64 hex digits in index.csv; pairs within `max_distance` bits are candidates. A hash does not
+   survive a crop, and it also pairs look-alike films of different patients, so each image also
+   gets crop-robust window descriptors (the low frequencies of its centred 100%, 85% and 70%
+   windows, on a rank image that windowing does not change) and its nearest neighbours by
+   descriptor, a few per window, are candidates too.
+2. Confirmation on the pixels (align.py): a hash candidate whose pixels correlate as they are is a
+   "hash" match; every other candidate is aligned (a search over crops, scales and positions) and
+   kept when the correlation of the aligned fine detail reaches `DEFAULT_MIN_SCORE`.
+
+Memory: only the descriptors (384 bytes per image) are held; pixels are read back from the
+cache's memmap, one batch of candidates at a time.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from scipy.fft import dctn
 from scipy.ndimage import gaussian_filter
 
-HASH_SIDE = 64  # the downsample the hash and the confirmation look at
+from .align import DEFAULT_MIN_SCORE, WORK, align_pairs, fine_image, identity_scores, rank_image, work_image
+from .align import resample_matrix as _resample
+
+HASH_SIDE = 64  # the downsample the hash looks at
 BITS_SIDE = 16  # 16 x 16 DCT coefficients -> 256 bits
 FINGERPRINT_HEX = BITS_SIDE * BITS_SIDE // 4
 WORDS = BITS_SIDE * BITS_SIDE // 64
 DEFAULT_MAX_DISTANCE = 40  # of 256 bits: copies stay under ~16, distinct films are over ~56
-DEFAULT_MIN_CORRELATION = 0.98
 
 
 def _downsample(img: np.ndarray, side: int = HASH_SIDE) -> np.ndarray:
@@ -100,13 +108,119 @@ def candidate_pairs(
     return pairs
 
 
-def detail(img: np.ndarray, side: int = HASH_SIDE) -> np.ndarray:
-    """Unit-norm fine detail of an image (a side x side downsample minus its blur), for confirmation."""
-    small = _downsample(img, side)
-    residual = small - gaussian_filter(small, 2.0 * side / HASH_SIDE)
-    residual -= residual.mean()
-    norm = np.linalg.norm(residual)
-    return (residual / norm if norm > 0 else residual).ravel()
+# ---------------------------------------------------------------- crop-robust descriptors
+
+DESC_SIDE = 16  # a window is averaged down to 16 x 16 ...
+DESC_KEEP = 8  # ... and described by its 8 x 8 lowest DCT frequencies (64 numbers, DC zeroed)
+
+
+def _windows() -> list[tuple[float, float, float]]:
+    """(side, x, y) fractions: the whole image, then windows a copy cropped by up to 15% per
+    border may show: a 3 x 3 grid of positions at 85% and at 70% of the side."""
+    out = [(1.0, 0.0, 0.0)]
+    out += [(0.85, x, y) for x in (0.0, 0.075, 0.15) for y in (0.0, 0.075, 0.15)]
+    out += [(0.7, x, y) for x in (0.0, 0.15, 0.3) for y in (0.0, 0.15, 0.3)]
+    return out
+
+
+WINDOWS = _windows()
+DEFAULT_NEIGHBOURS = 2  # per window, the most similar images that become candidates ...
+DEFAULT_MIN_SIMILARITY = 0.8  # ... when their descriptors are at least this similar (cosine)
+_MATRICES = [(_resample(DESC_SIDE, WORK * x, WORK * w, WORK), _resample(DESC_SIDE, WORK * y, WORK * w, WORK))
+             for w, x, y in WINDOWS]
+
+
+def descriptors(img: np.ndarray, windows: int = len(WINDOWS)) -> np.ndarray:
+    """(windows, 64) float32: a low-frequency descriptor of each of the first `windows` WINDOWS.
+
+    Computed on the contrast-limited rank image (so windowing does not change it). A copy that
+    shows only part of the film matches the original's window that shows the same part.
+    """
+    ranks = gaussian_filter(rank_image(img), 1.0)
+    out = np.empty((windows, DESC_KEEP * DESC_KEEP), dtype=np.float32)
+    for k, (cols, rows) in enumerate(_MATRICES[:windows]):
+        coeffs = dctn(rows @ ranks @ cols.T, norm="ortho")[:DESC_KEEP, :DESC_KEEP].ravel()
+        coeffs[0] = 0.0  # the mean rank is the same for every image
+        out[k] = coeffs
+    return out
+
+
+def _normalise(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Remove what every chest film shares (the mean descriptor), then scale to unit length."""
+    x = x.astype(np.float32) - mean
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+
+
+def descriptor_pairs(
+    windows: Callable[[int, int], np.ndarray], n_queries: int, base: np.ndarray, mean: np.ndarray,
+    q_groups: np.ndarray, b_groups: np.ndarray, same: bool, neighbours: int = DEFAULT_NEIGHBOURS,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY, memory: int = 1 << 26,
+) -> set[tuple[int, int]]:
+    """Candidate pairs (query i, base j): for each query image, the `neighbours` whole images of
+    `base` most similar to any of its windows (at least `min_similarity`).
+
+    `windows(start, stop)` gives the queries' window descriptors a block at a time, so only the
+    base's whole-image descriptors (n x 64) are held. Pairs within one group (e.g. one patient)
+    are never candidates; blocks keep the similarity matrix under `memory` bytes.
+    """
+    found: set[tuple[int, int]] = set()
+    if n_queries == 0 or len(base) == 0:
+        return found
+    db = _normalise(base, mean)
+    k = min(neighbours, len(db))
+    rows = max(1, memory // (4 * len(db) * len(WINDOWS)))
+    for start in range(0, n_queries, rows):
+        stop = min(n_queries, start + rows)
+        q = _normalise(windows(start, stop), mean)  # (m, windows, 64)
+        sim = (q.reshape(-1, q.shape[-1]) @ db.T).reshape(stop - start, q.shape[1], len(db)).max(axis=1)
+        owner = np.arange(start, stop)
+        sim[np.asarray(q_groups)[owner][:, None] == np.asarray(b_groups)[None, :]] = -np.inf
+        top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.tile(np.arange(sim.shape[1]), (len(sim), 1))
+        vals = np.take_along_axis(sim, top, axis=1)
+        qi, col = np.nonzero(vals >= min_similarity)
+        for i, j in zip(owner[qi], top[qi, col]):
+            found.add((min(int(i), int(j)), max(int(i), int(j))) if same else (int(i), int(j)))
+    return found
+
+
+# ---------------------------------------------------------------- the search
+
+
+IDENTICAL, HASH, ALIGNED = "identical file", "hash", "aligned correlation"
+
+
+class Pair(NamedTuple):
+    """A confirmed near-duplicate: rows i (of a) and j (of b), how it was found and aligned.
+
+    distance: the fingerprints' Hamming distance; score: the correlation on the aligned pixels;
+    b shows `scale` of a's side, its top-left at (x, y) in fractions of a's side.
+    """
+
+    i: int
+    j: int
+    distance: int
+    method: str
+    score: float
+    scale: float = 1.0
+    x: float = 0.0
+    y: float = 0.0
+
+
+def _whole(image: Callable[[int], np.ndarray], n: int, bar) -> np.ndarray:
+    """(n, 64) float16 whole-image descriptors: the only per-image data the search holds."""
+    out = np.empty((n, DESC_KEEP * DESC_KEEP), dtype=np.float16)
+    for i in range(n):
+        out[i] = descriptors(np.asarray(image(i)), 1)[0]
+        bar.advance(1)
+    return out
+
+
+def _window_reader(image: Callable[[int], np.ndarray], bar) -> Callable[[int, int], np.ndarray]:
+    def read(start: int, stop: int) -> np.ndarray:
+        out = np.stack([descriptors(np.asarray(image(i))) for i in range(start, stop)])
+        bar.advance(stop - start)
+        return out
+    return read
 
 
 def near_duplicates(
@@ -115,28 +229,82 @@ def near_duplicates(
     fingerprints_b: Sequence[str] | None = None,
     image_b: Callable[[int], np.ndarray] | None = None,
     max_distance: int = DEFAULT_MAX_DISTANCE,
-    min_correlation: float = DEFAULT_MIN_CORRELATION,
-    side: int = HASH_SIDE,
-) -> list[tuple[int, int, int]]:
-    """Near-duplicate pairs (i, j, distance): close hashes, confirmed on the pixels.
+    min_score: float = DEFAULT_MIN_SCORE,
+    groups_a: Sequence | None = None,
+    groups_b: Sequence | None = None,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    batch: int = 64,
+) -> list[Pair]:
+    """Near-duplicate pairs: cheap candidates, each confirmed on its aligned pixels.
 
-    `image_a(i)` / `image_b(j)` return an image (e.g. a row of a cache's memmap); only images in
-    candidate pairs are read. `side` should not exceed the smaller image side (caches of
-    different sizes are compared at the smaller one).
+    Candidates are pairs with close fingerprints (<= max_distance bits) and each image's nearest
+    neighbours by window descriptors (crop-robust). A fingerprint candidate whose pixels already
+    correlate as they are (score >= min_score) is a "hash" match; every other candidate is
+    aligned (align.py) and kept when the aligned score reaches min_score.
+
+    `image_a(i)` / `image_b(j)` return an image (e.g. a row of a cache's memmap): each is read
+    once for its descriptors and again only while a batch of candidates that holds it is
+    confirmed, so memory stays bounded (descriptors: 384 bytes per image). Images of 128 px or
+    more give the confirmation its full detail. Pairs within one of `groups_a` / `groups_b`
+    (e.g. one patient) are not searched.
     """
+    from ..progress import progress_bar
+
     same = fingerprints_b is None
-    candidates = candidate_pairs(fingerprints_a, fingerprints_b, max_distance)
     get_b = image_a if same else image_b
     if get_b is None:
         raise ValueError("image_b is needed with fingerprints_b")
-    seen_a: dict[int, np.ndarray] = {}
-    seen_b: dict[int, np.ndarray] = seen_a if same else {}
-    confirmed = []
-    for i, j, dist in candidates:
-        if i not in seen_a:
-            seen_a[i] = detail(np.asarray(image_a(i)), side)
-        if j not in seen_b:
-            seen_b[j] = detail(np.asarray(get_b(j)), side)
-        if float(seen_a[i] @ seen_b[j]) >= min_correlation:
-            confirmed.append((i, j, dist))
-    return confirmed
+    words_a = parse(fingerprints_a)
+    words_b = words_a if same else parse(fingerprints_b)
+    n_a, n_b = len(words_a), len(words_b)
+    # Group codes: images of one group (given or not) are never compared; an image never with itself.
+    ga = np.arange(n_a) if groups_a is None else pd.factorize(pd.Series([str(g) for g in groups_a]))[0]
+    if same:
+        gb = ga
+    elif groups_a is not None and groups_b is not None:
+        codes = pd.factorize(pd.Series([str(g) for g in list(groups_a) + list(groups_b)]))[0]
+        ga, gb = codes[:n_a], codes[n_a:]
+    else:
+        gb = ga.max(initial=-1) + 1 + np.arange(n_b)
+    with progress_bar(2 * (n_a + (0 if same else n_b)), "near-duplicate search", unit="images") as bar:
+        whole_a = _whole(image_a, n_a, bar)
+        whole_b = whole_a if same else _whole(get_b, n_b, bar)
+        both = whole_a if same else np.concatenate([whole_a, whole_b])
+        mean = both.astype(np.float32).mean(axis=0) if len(both) else np.zeros(whole_a.shape[1], np.float32)
+        candidates = descriptor_pairs(_window_reader(image_a, bar), n_a, whole_b, mean, ga, gb, same, neighbours)
+        if not same:  # b's windows against a's whole images too: either copy may be the cropped one
+            candidates |= {(i, j) for j, i in descriptor_pairs(_window_reader(get_b, bar), n_b, whole_a, mean, gb, ga, False, neighbours)}
+    del whole_a, whole_b, both
+    hashed = set()
+    for i, j, _ in candidate_pairs(fingerprints_a, fingerprints_b, max_distance):
+        if ga[i] != gb[j]:
+            hashed.add((i, j))
+    todo = sorted(candidates | hashed)
+    confirmed: list[Pair] = []
+    with progress_bar(len(todo), "confirm candidates", unit="pairs") as bar:
+        for start in range(0, len(todo), batch):
+            chunk = todo[start : start + batch]
+            rows_a = {i for i, _ in chunk} | ({j for _, j in chunk} if same else set())
+            images_a = {i: np.asarray(image_a(i)) for i in sorted(rows_a)}
+            images_b = images_a if same else {j: np.asarray(get_b(j)) for j in sorted({j for _, j in chunk})}
+            coarse_a = {i: work_image(im) for i, im in images_a.items()}
+            fine_a = {i: fine_image(im) for i, im in images_a.items()}
+            coarse_b = coarse_a if same else {j: work_image(im) for j, im in images_b.items()}
+            fine_b = fine_a if same else {j: fine_image(im) for j, im in images_b.items()}
+            dist = [int(_popcount(words_a[i] ^ words_b[j]).sum()) for i, j in chunk]
+            plain = identity_scores(np.array([fine_a[i] for i, _ in chunk]), np.array([fine_b[j] for _, j in chunk]))
+            rest = []
+            for k, (i, j) in enumerate(chunk):
+                if (i, j) in hashed and plain[k] >= min_score:
+                    confirmed.append(Pair(i, j, dist[k], HASH, round(float(plain[k]), 4)))
+                else:
+                    rest.append(k)
+            if rest:
+                matches = align_pairs(np.array([coarse_a[chunk[k][0]] for k in rest]), np.array([coarse_b[chunk[k][1]] for k in rest]),
+                                      np.array([fine_a[chunk[k][0]] for k in rest]), np.array([fine_b[chunk[k][1]] for k in rest]))
+                for k, m in zip(rest, matches):
+                    if m.score >= min_score:
+                        i, j = chunk[k]
+                        confirmed.append(Pair(i, j, dist[k], ALIGNED, round(m.score, 4), round(m.scale, 4), round(m.x, 4), round(m.y, 4)))
+            bar.advance(len(chunk))
+    return sorted(confirmed)

@@ -99,8 +99,13 @@ class SourceTable:
 # ---------------------------------------------------------------- decoding in worker processes
 
 
-def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | None, str, str, str]:
-    """(k, path, size) -> (k, pixels, crop, fingerprint, file hash, reason if unreadable)."""
+def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | None, str, str, str, bytes | None]:
+    """(k, path, size) -> (k, pixels, crop, fingerprint, file hash, reason if unreadable, thumbnail).
+
+    The thumbnail (the square crop at align.FINE px) is made only for caches smaller than that,
+    so that near-duplicates are confirmed on as much detail at any --size.
+    """
+    from .align import FINE
     from .fingerprint import fingerprint
     from .imageio import ImageReadError, read_gray, resize, square_crop
 
@@ -114,21 +119,28 @@ def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | 
         img = resize(square, size)
         # The cached image is fingerprinted; below 64 px the crop is, so small caches hash as well.
         fp = fingerprint(img if size >= 64 else square)
-        return k, img.tobytes(), dataclasses.astuple(crop), fp, digest.hexdigest(), ""
+        thumb = resize(square, FINE).tobytes() if size < FINE else None
+        return k, img.tobytes(), dataclasses.astuple(crop), fp, digest.hexdigest(), "", thumb
     except ImageReadError as exc:
-        return k, None, None, "", "", str(exc)
+        return k, None, None, "", "", str(exc), None
     except OSError as exc:
-        return k, None, None, "", "", f"cannot read ({exc.strerror or exc})"
+        return k, None, None, "", "", f"cannot read ({exc.strerror or exc})", None
 
 
-def decode_all(paths: list[str], size: int, workers: int, images_path: Path) -> tuple[int, list[tuple]]:
+def decode_all(paths: list[str], size: int, workers: int, images_path: Path, thumbs_path: Path | None = None) -> tuple[int, list[tuple]]:
     """Decode `paths` into an (n, size, size) memmap at images_path, readable ones first, in order.
 
-    Returns (number decoded, per input path: (slot or -1, crop, fingerprint, hash, reason)).
+    With `thumbs_path` (caches under align.FINE px), the FINE-px thumbnails go into a memmap
+    there, in the same order. Returns (number decoded, per input path: (slot or -1, crop,
+    fingerprint, hash, reason)).
     """
     from ..progress import progress_bar
+    from .align import FINE
 
     images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(max(1, len(paths)), size, size))
+    thumbs = None
+    if thumbs_path is not None:
+        thumbs = np.lib.format.open_memmap(thumbs_path, mode="w+", dtype=np.uint8, shape=(max(1, len(paths)), FINE, FINE))
     results: list[tuple] = [None] * len(paths)  # type: ignore[list-item]
     tasks = [(k, p, size) for k, p in enumerate(paths)]
     slot = 0
@@ -142,11 +154,13 @@ def decode_all(paths: list[str], size: int, workers: int, images_path: Path) -> 
         stream = map(_decode_one, tasks)
     try:
         with progress_bar(len(tasks), "decode", unit="images") as bar:
-            for k, pixels, crop, fp, digest, reason in stream:
+            for k, pixels, crop, fp, digest, reason, thumb in stream:
                 if pixels is None:
                     results[k] = (-1, None, "", "", reason)
                 else:
                     images[slot] = np.frombuffer(pixels, dtype=np.uint8).reshape(size, size)
+                    if thumbs is not None and thumb is not None:
+                        thumbs[slot] = np.frombuffer(thumb, dtype=np.uint8).reshape(FINE, FINE)
                     results[k] = (slot, crop, fp, digest, "")
                     slot += 1
                 bar.advance(1)
@@ -155,22 +169,36 @@ def decode_all(paths: list[str], size: int, workers: int, images_path: Path) -> 
             pool.terminate()
             pool.join()
     images.flush()
-    del images
+    del images, thumbs
     return slot, results
 
 
 def shrink_images(images_path: Path, n: int) -> None:
-    """Keep the first n images of an .npy file (chunked copy; the file is replaced)."""
-    source = np.load(images_path, mmap_mode="r")
-    if len(source) == n:
-        return
-    tmp = images_path.with_name(images_path.name + ".part")
-    target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n,) + source.shape[1:])
-    for start in range(0, n, 1024):
-        target[start : start + 1024] = source[start : min(n, start + 1024)]
-    target.flush()
-    del target, source
-    os.replace(tmp, images_path)
+    """Keep the first n images of an .npy file, in place: a new header, then the file is cut.
+
+    No copy is made (at NIH scale a copy would be another 7.3 GB): the header is rewritten with
+    the smaller shape, padded to its old length, and the rows past n are truncated away.
+    """
+    with open(images_path, "r+b") as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+        if shape[0] == n:
+            return
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran, "shape": (n,) + tuple(shape[1:])}
+        text = repr(header).encode("latin1")
+        # The same header length as before (a shorter shape only needs more padding spaces).
+        prefix = 10 if version == (1, 0) else 12
+        pad = offset - prefix - len(text) - 1
+        if pad < 0:
+            raise ValueError(f"{images_path}: cannot rewrite the .npy header in place")
+        text += b" " * pad + b"\n"
+        fh.seek(0)
+        fh.write(np.lib.format.magic(*version))
+        fh.write((len(text)).to_bytes(2 if version == (1, 0) else 4, "little"))
+        fh.write(text)
+        fh.truncate(offset + n * int(np.prod(shape[1:])) * dtype.itemsize)
 
 
 def write_images_subset(source: np.ndarray, rows: np.ndarray, path: Path) -> None:
@@ -260,22 +288,29 @@ def boxes_to_cache(boxes: pd.DataFrame, index: pd.DataFrame, size: int, box_spac
     return out[(out["w"] > 0) & (out["h"] > 0)].round(2).reset_index(drop=True)
 
 
-def duplicate_pairs_frame(index: pd.DataFrame, pairs: list[tuple[int, int, int]], other: pd.DataFrame | None = None) -> pd.DataFrame:
-    """duplicates.csv rows for pairs under different patients (pairs within `index`, or index x other)."""
+def duplicate_pairs_frame(index: pd.DataFrame, pairs: list, other: pd.DataFrame | None = None) -> pd.DataFrame:
+    """duplicates.csv rows for pairs under different patients (pairs within `index`, or index x other).
+
+    `pairs` are fingerprint.Pair records: how each pair was matched (method, score) and where
+    b sits in a (scale, x, y).
+    """
     other = index if other is None else other
     records = []
-    for i, j, dist in pairs:
-        a, b = index.iloc[i], other.iloc[j]
+    for pair in pairs:
+        a, b = index.iloc[pair.i], other.iloc[pair.j]
         if other is index and a["patient"] == b["patient"]:
             continue
-        records.append((a["id"], b["id"], a["patient"], b["patient"], a["source"], b["source"], dist))
+        records.append((a["id"], b["id"], a["patient"], b["patient"], a["source"], b["source"], pair.distance,
+                        pair.method, pair.score, pair.scale, pair.x, pair.y))
     return pd.DataFrame(records, columns=list(DUPLICATE_COLUMNS))
 
 
 def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
     """Decode, fingerprint, group, split, check and write (see the module docstring)."""
     from .cache import split_counts
-    from .splits import links_from_shared_keys, official_split, patient_groups, random_split
+    from .align import FINE
+    from .dedup import drop_training_members, find_pairs
+    from .splits import official_split, patient_groups, random_split
 
     rows = table.rows.reset_index(drop=True)
     if rows.empty:
@@ -283,7 +318,8 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
     tmp = cfg.out / TMP_DIR
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    n_ok, results = decode_all(rows["path"].astype(str).tolist(), cfg.size, cfg.workers, tmp / IMAGES)
+    thumbs = tmp / "thumbs.u8.npy" if cfg.size < FINE else None
+    n_ok, results = decode_all(rows["path"].astype(str).tolist(), cfg.size, cfg.workers, tmp / IMAGES, thumbs)
     bad = [k for k, r in enumerate(results) if r[0] < 0]
     unreadable = pd.DataFrame({
         "source_path": rows.loc[bad, "source_path"].to_numpy(), "id": rows.loc[bad, "id"].to_numpy(),
@@ -313,20 +349,22 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
         index[label] = kept[label].astype(float).to_numpy()
 
     # Patients sharing a file, its bytes or a near-duplicate radiograph form one group (one split).
-    images = np.load(tmp / IMAGES, mmap_mode="r")
-    pairs = near_duplicates(index["fingerprint"].tolist(), lambda i: images[i], max_distance=cfg.max_distance,
-                            side=min(64, cfg.size))
+    pixels = np.load(thumbs or tmp / IMAGES, mmap_mode="r")
+    pairs = find_pairs(index, kept["path"].astype(str).tolist(), pixels, cfg.max_distance)
+    del pixels
+    if thumbs is not None:
+        thumbs.unlink()
     duplicates = duplicate_pairs_frame(index, pairs)
     patients = index["patient"].tolist()
-    links = links_from_shared_keys(patients, index["file_hash"].tolist())
-    links += links_from_shared_keys(patients, [str(Path(p).resolve()) for p in kept["path"]])
-    links += [(patients[i], patients[j]) for i, j, _ in pairs]
-    groups = patient_groups(patients, links)
+    groups = patient_groups(patients, [(patients[p.i], patients[p.j]) for p in pairs])
+    conflicts = None
     if "in_test" in kept.columns:
-        index["split"] = official_split(groups, kept["in_test"].to_numpy(bool), cfg.val_frac, cfg.seed)
+        index["split"], dropped = official_split(groups, kept["in_test"].to_numpy(bool), cfg.val_frac, cfg.seed)
+        if dropped.any():
+            index, skipped, conflicts = drop_training_members(tmp / IMAGES, index, groups, dropped, skipped)
+            groups = groups[~dropped]
     else:
         index["split"] = random_split(groups, cfg.val_frac, cfg.test_frac, cfg.seed)
-    del images
     for split, counts in split_counts(index).items():
         if counts["images"] == 0 and (split == "train" or (split == "val" and cfg.val_frac > 0) or (split == "test" and cfg.test_frac > 0)):
             from ..progress import warn
@@ -342,6 +380,8 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
         "split_method": "official lists" if "in_test" in kept.columns else "seeded by patient group",
         "notes": table.notes, "warnings": table.warnings,
     }
+    if conflicts:
+        manifest["left_out_of_training"] = conflicts
     data = finish_cache(cfg.out, tmp / IMAGES, index, table.labels, manifest, skipped, duplicates, boxes)
     print_summary(data, skipped, duplicates, table.notes, table.warnings)
     return data

@@ -4,7 +4,8 @@ A split is decided per *group*, never per image: a group is a set of patient ids
 two of them share an image (the same file, the same bytes, or a near-duplicate radiograph), found
 with a union-find. So a radiograph filed under two patient ids (the Cohen set has five) lands in
 one split with both of its owners. NIH's official lists are honoured when present (validation is
-carved out of train_val by group); otherwise a seeded split by group. `check_splits` is the final
+carved out of train_val by group; a group that spans both lists loses its train_val images, so
+the test list stays the official one); otherwise a seeded split by group. `check_splits` is the final
 guard: it fails if a patient or an identical file is in two splits.
 """
 
@@ -65,17 +66,22 @@ def patient_groups(patients: Sequence[str], links: Iterable[tuple[str, str]]) ->
     return np.array([name[uf.find(p)] for p in patients], dtype=object)
 
 
-def links_from_shared_keys(patients: Sequence[str], keys: Sequence) -> list[tuple[str, str]]:
-    """Pairs of patients whose rows share a key (a file path or a file hash)."""
+def rows_sharing_keys(patients: Sequence[str], keys: Sequence) -> list[tuple[int, int]]:
+    """Pairs of rows (first row with the key, a later one) whose patients differ but keys match."""
     first: dict = {}
-    links = []
-    for patient, key in zip(patients, keys):
+    pairs = []
+    for row, (patient, key) in enumerate(zip(patients, keys)):
         if key is None or (isinstance(key, float) and np.isnan(key)) or key == "":
             continue
-        if key in first and first[key] != patient:
-            links.append((first[key], patient))
-        first.setdefault(key, patient)
-    return links
+        if key in first and patients[first[key]] != patient:
+            pairs.append((first[key], row))
+        first.setdefault(key, row)
+    return pairs
+
+
+def links_from_shared_keys(patients: Sequence[str], keys: Sequence) -> list[tuple[str, str]]:
+    """Pairs of patients whose rows share a key (a file path or a file hash)."""
+    return [(patients[i], patients[j]) for i, j in rows_sharing_keys(patients, keys)]
 
 
 def _assign(groups: np.ndarray, fractions: dict[str, float], seed: int) -> dict:
@@ -105,22 +111,26 @@ def random_split(groups: np.ndarray, val_frac: float, test_frac: float, seed: in
     return np.array([by_group[str(g)] for g in groups], dtype=object)
 
 
-def official_split(groups: np.ndarray, in_test: np.ndarray, val_frac: float, seed: int) -> np.ndarray:
+def official_split(groups: np.ndarray, in_test: np.ndarray, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """NIH's lists: test where listed; validation carved from train_val by group.
 
-    A group with images on both lists (a near-duplicate across NIH patients) goes to test whole,
-    so nothing of it is trained on. `val_frac` is a fraction of all images, as in `random_split`.
+    A group with images on both lists (a near-duplicate across NIH patients) must not be trained
+    on, and the official test list must stay what it is: its test images stay in test and its
+    train_val images are dropped. Returns (split per row, "" for a dropped one; dropped mask).
+    `val_frac` is a fraction of all images, as in `random_split`.
     """
     groups = np.asarray(groups).astype(str)
-    test_groups = set(groups[np.asarray(in_test, dtype=bool)])
-    is_test = np.array([g in test_groups for g in groups])
-    split = np.where(is_test, "test", "train").astype(object)
-    rest = ~is_test
+    in_test = np.asarray(in_test, dtype=bool)
+    test_groups = set(groups[in_test])
+    dropped = np.array([g in test_groups for g in groups]) & ~in_test
+    split = np.where(in_test, "test", "train").astype(object)
+    split[dropped] = ""
+    rest = ~in_test & ~dropped
     if rest.any() and val_frac > 0:
         share = min(0.9, val_frac * len(groups) / rest.sum())
         by_group = _assign(groups[rest], {"val": share, "train": 1.0 - share}, seed)
         split[rest] = [by_group[g] for g in groups[rest]]
-    return split
+    return split, dropped
 
 
 def check_splits(index: pd.DataFrame, where: str) -> None:

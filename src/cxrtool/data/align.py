@@ -1,0 +1,228 @@
+"""Confirming a near-duplicate candidate: align the two images, then correlate the aligned pixels.
+
+Two copies of one radiograph may differ by a crop (a border of up to ~15% of a side), a rescale,
+a re-windowing (gamma, contrast, brightness) and a re-encoding. So each image is first turned into
+a *work image* that none of those changes alter much: a 64 x 64 area downsample, rank-normalised
+(any monotone intensity map, i.e. any windowing, leaves the ranks unchanged) and band-passed (the
+difference of two blurs: fine enough to tell two patients apart, coarse enough to ignore JPEG
+blocks and resampling). Then the central 80% of one work image is rescaled by each of `SCALES`
+and slid over the other (normalised cross-correlation by FFT, every position), in both
+directions; the best correlation is the pair's score, with the scale and offset it was found at.
+
+Chest films share their layout, so the band-pass matters: two different patients' films can agree
+on the coarse shape, not on the rib edges, vessels and noise. Measured scores (docs/prepare.md):
+generated copies with each change score above ~0.75, distinct look-alike phantoms and different
+real patients below ~0.45. Work is batched over pairs so thousands of candidates cost seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import fft as sfft
+from scipy.ndimage import gaussian_filter
+
+WORK = 64  # side of the work image the search runs on
+FINE = 128  # side of the image the alignment is refined and scored on
+CORE = 0.8  # the central part of one image that is searched for in the other
+SCALES = tuple(float(s) for s in np.round(np.arange(0.70, 1.0001, 0.05), 3))
+DEFAULT_MIN_SCORE = 0.85
+_COARSE_BAND = (0.6, 3.0)  # blur sigmas (pixels) whose difference is the band compared
+_FINE_BAND = (0.6, 1.5)
+_FINE_STEPS = (-0.5, -0.25, 0.0, 0.25, 0.5)  # in coarse scale steps
+_RANK_CAP = 1 / 64
+
+
+@dataclass(frozen=True)
+class Match:
+    """How image b sits in image a: b's side is `scale` of a's, its top-left at (x, y) of a's side."""
+
+    score: float
+    scale: float
+    x: float
+    y: float
+
+
+def _rank(small: np.ndarray) -> np.ndarray:
+    """Contrast-limited equalisation: each pixel's mid-rank in [0, 1], each grey level's share
+    capped at `_RANK_CAP` of the pixels.
+
+    Ranks do not change under any monotone intensity map (a re-windowing); the cap keeps a flat
+    region (a black border, a saturated area) from spreading its noise over a wide range.
+    """
+    hist = np.bincount(small.ravel(), minlength=256).astype(np.float64)
+    hist = np.minimum(hist, _RANK_CAP * small.size)
+    cdf = np.cumsum(hist)
+    mid = (cdf - hist / 2) / max(1.0, cdf[-1])
+    return mid[small].astype(np.float32)
+
+
+def _small(img: np.ndarray, side: int) -> np.ndarray:
+    arr = np.ascontiguousarray(img, dtype=np.uint8)
+    if arr.shape != (side, side):
+        method = Image.Resampling.BOX if min(arr.shape) >= side else Image.Resampling.BILINEAR
+        arr = np.asarray(Image.fromarray(arr, mode="L").resize((side, side), method), dtype=np.uint8)
+    return arr
+
+
+def rank_image(img: np.ndarray, side: int = WORK) -> np.ndarray:
+    """The side x side contrast-limited rank image (float32 in [0, 1])."""
+    return _rank(_small(img, side))
+
+
+def _band(img: np.ndarray, side: int, band: tuple[float, float]) -> np.ndarray:
+    ranks = rank_image(img, side)
+    return gaussian_filter(ranks, band[0]) - gaussian_filter(ranks, band[1])
+
+
+def work_image(img: np.ndarray) -> np.ndarray:
+    """The WORK x WORK rank-normalised, band-passed image the alignment search runs on (float32)."""
+    return _band(img, WORK, _COARSE_BAND)
+
+
+def fine_image(img: np.ndarray) -> np.ndarray:
+    """The FINE x FINE image, in a finer band, that refines the alignment and gives the score."""
+    return _band(img, FINE, _FINE_BAND)
+
+
+def resample_matrix(n_out: int, start: float, length: float, n_in: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation matrix sampling the window [start, start + length)."""
+    pos = start + (np.arange(n_out) + 0.5) * length / n_out - 0.5
+    lo = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
+    hi = np.clip(lo + 1, 0, n_in - 1)
+    frac = np.clip(pos - np.floor(pos), 0.0, 1.0)
+    mat = np.zeros((n_out, n_in), dtype=np.float32)
+    mat[np.arange(n_out), lo] += 1 - frac
+    mat[np.arange(n_out), hi] += frac
+    return mat
+
+
+_CORE_START = (1 - CORE) / 2  # as a fraction of the side
+
+
+def _template_matrix(side: int, scale: float) -> np.ndarray:
+    """Resampling of an image's core to its size in the other image when it covers `scale` of it."""
+    return resample_matrix(int(round(CORE * side * scale)), _CORE_START * side, CORE * side, side)
+
+
+def _integral(x: np.ndarray) -> np.ndarray:
+    c = np.zeros(x.shape[:-2] + (x.shape[-2] + 1, x.shape[-1] + 1), dtype=np.float64)
+    c[..., 1:, 1:] = x.astype(np.float64).cumsum(-2).cumsum(-1)
+    return c
+
+
+def _box(c: np.ndarray, m: int) -> np.ndarray:
+    """Sums over every m x m window, from an integral image -> (.., n-m+1, n-m+1)."""
+    return c[..., m:, m:] - c[..., :-m, m:] - c[..., m:, :-m] + c[..., :-m, :-m]
+
+
+def _ncc(fb, c1, c2, small: np.ndarray, mat: np.ndarray, side: int) -> np.ndarray:
+    """NCC of small's resampled core at every position in big (given big's FFT and integrals)."""
+    m = mat.shape[0]
+    n, side_s = small.shape[0], small.shape[-1]
+    half = (small.reshape(n * side_s, side_s) @ mat.T).reshape(n, side_s, m)  # two plain GEMMs
+    t = np.ascontiguousarray(np.tensordot(mat, half, axes=([1], [1])).transpose(1, 0, 2))
+    t -= t.mean(axis=(1, 2), keepdims=True)
+    t /= np.maximum(np.sqrt((t * t).sum(axis=(1, 2), keepdims=True)), 1e-9)
+    ft = sfft.rfft2(t, s=(side, side))
+    corr = sfft.irfft2(fb * np.conj(ft), s=(side, side))[:, : side - m + 1, : side - m + 1]
+    s1, s2 = _box(c1, m), _box(c2, m)
+    return corr / np.sqrt(np.maximum(s2 - s1 * s1 / (m * m), 1e-6))
+
+
+def _search(big: np.ndarray, small: np.ndarray, scales, centre=None, radius: int = 0):
+    """Best NCC of small's rescaled core in big, per pair: (score, scale, row, col) arrays.
+
+    `scales` is one list for all pairs, or one list per pair (then `centre` (rows, cols, per
+    pair and scale) limits the search to `radius` pixels around a predicted position).
+    """
+    n, side = len(big), big.shape[-1]
+    fb = sfft.rfft2(big.astype(np.float32))
+    c1, c2 = _integral(big), _integral(big * big)
+    best = np.full(n, -2.0)
+    best_s, best_r, best_c = np.ones(n), np.zeros(n), np.zeros(n)
+    per_pair = np.ndim(scales) == 2
+    columns = np.asarray(scales).shape[-1]
+    for q in range(columns):
+        groups = [(np.arange(n), float(scales[q]))] if not per_pair else [
+            (np.flatnonzero(np.asarray(scales)[:, q] == s), float(s)) for s in np.unique(np.asarray(scales)[:, q])]
+        for rows, s in groups:
+            mat = _template_matrix(side, s)
+            ncc = _ncc(fb[rows], c1[rows], c2[rows], small[rows], mat, side)
+            if centre is not None:
+                keep = np.zeros(ncc.shape, dtype=bool)
+                r0 = np.clip(np.round(centre[0][rows, q]).astype(int), 0, ncc.shape[1] - 1)
+                c0 = np.clip(np.round(centre[1][rows, q]).astype(int), 0, ncc.shape[2] - 1)
+                rr, cc = np.arange(ncc.shape[1]), np.arange(ncc.shape[2])
+                keep = (np.abs(rr[None, :, None] - r0[:, None, None]) <= radius) & (np.abs(cc[None, None, :] - c0[:, None, None]) <= radius)
+                ncc = np.where(keep, ncc, -2.0)
+            flat = ncc.reshape(len(rows), -1)
+            k = flat.argmax(axis=1)
+            score = flat[np.arange(len(rows)), k]
+            better = score > best[rows]
+            w = ncc.shape[2]
+            upd = rows[better]
+            best[upd], best_s[upd] = score[better], s
+            best_r[upd], best_c[upd] = (k // w)[better], (k % w)[better]
+    return best, best_s, best_r, best_c
+
+
+def _refine(big_c, big_f, small_f, found):
+    """Refine a coarse (score, scale, row, col) at the fine side: nearby scales, nearby positions."""
+    _, s, r, c = found
+    side_c, side_f = big_c.shape[-1], big_f.shape[-1]
+    steps = np.array(_FINE_STEPS) * (SCALES[1] - SCALES[0])
+    fine_scales = np.round(s[:, None] + steps[None, :], 4)
+    # The small image's top-left stays where the coarse search put it; the template's moves with s.
+    start = _CORE_START * fine_scales
+    rows = (r[:, None] / side_c - _CORE_START * s[:, None] + start) * side_f
+    cols = (c[:, None] / side_c - _CORE_START * s[:, None] + start) * side_f
+    radius = int(np.ceil(side_f / side_c)) + 1
+    return _search(big_f, small_f, fine_scales, (rows, cols), radius)
+
+
+def align_pairs(a: np.ndarray, b: np.ndarray, a_fine: np.ndarray | None = None, b_fine: np.ndarray | None = None) -> list[Match]:
+    """Align each pair (a[k], b[k]) of work images both ways and return its best `Match`.
+
+    a, b: coarse work images (WORK side) for the search over every scale and position, both
+    ways; a_fine, b_fine (optional, a larger side, `fine_image`): finer work images on which the
+    better way's alignment is refined and the score taken, so that fine detail decides, not the
+    layout every chest film shares.
+    """
+    a = np.asarray(a, dtype=np.float32).reshape(-1, WORK, WORK)
+    b = np.asarray(b, dtype=np.float32).reshape(-1, WORK, WORK)
+    n = len(a)
+    if n == 0:
+        return []
+    ab = _search(a, b, SCALES)  # b's core found in a: b is (about) a's crop at scale s
+    ba = _search(b, a, SCALES)
+    use_ab = ab[0] >= ba[0]
+    score, s, r, c = (np.where(use_ab, x, y) for x, y in zip(ab, ba))
+    side = WORK
+    if a_fine is not None and b_fine is not None:
+        big_c = np.where(use_ab[:, None, None], a, b)
+        big_f = np.where(use_ab[:, None, None], a_fine, b_fine).astype(np.float32)
+        small_f = np.where(use_ab[:, None, None], b_fine, a_fine).astype(np.float32)
+        score, s, r, c = _refine(big_c, big_f, small_f, (score, s, r, c))
+        side = big_f.shape[-1]
+    # The small image's top-left sits at (template top-left) - core start * s, in big's units.
+    x, y = c / side - _CORE_START * s, r / side - _CORE_START * s
+    out = []
+    for k in range(n):
+        if use_ab[k]:
+            out.append(Match(float(score[k]), float(s[k]), float(x[k]), float(y[k])))
+        else:  # a sits in b at scale s, offset (x, y): so b sits in a at 1/s, offset -(x, y)/s
+            out.append(Match(float(score[k]), float(1.0 / s[k]), float(-x[k] / s[k]), float(-y[k] / s[k])))
+    return out
+
+
+def identity_scores(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Correlation of work images as they are (no search): the check for hash candidates."""
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    return (a * b).sum(axis=1) / np.maximum(den, 1e-12)
