@@ -13,10 +13,12 @@ from typer.testing import CliRunner
 
 from cxrtool.cli import app
 from cxrtool.data.cache import PreparedData
-from cxrtool.data.fingerprint import distance, fingerprint, near_duplicates
+from cxrtool.data.align import DEFAULT_MIN_SCORE, align_pairs, fine_image, work_image
+from cxrtool.data.dedup import compact_images
+from cxrtool.data.fingerprint import ALIGNED, HASH, IDENTICAL, distance, fingerprint, near_duplicates
 from cxrtool.data.imageio import preprocess
-from cxrtool.data.prepare import PrepareFolderConfig, prepare_folder
-from cxrtool.data.sources.synthetic import SyntheticConfig, generate_arrays
+from cxrtool.data.prepare import PrepareFolderConfig, prepare_folder, shrink_images
+from cxrtool.data.sources.synthetic import SyntheticConfig, generate_arrays, write_raw
 
 runner = CliRunner()
 
@@ -36,7 +38,27 @@ def brighter(img: np.ndarray, shift: int = 15) -> np.ndarray:
     return np.clip(img.astype(int) + shift, 0, 255).astype(np.uint8)
 
 
+def gamma(img: np.ndarray, g: float = 0.6) -> np.ndarray:
+    return (255 * (img / 255.0) ** g).astype(np.uint8)
+
+
+def contrast(img: np.ndarray, c: float = 1.4) -> np.ndarray:
+    return np.clip((img.astype(float) - 128) * c + 128, 0, 255).astype(np.uint8)
+
+
+def cropped(img: np.ndarray, left=0.15, top=0.15, right=0.15, bottom=0.15) -> np.ndarray:
+    h, w = img.shape
+    return img[int(top * h) : h - int(bottom * h), int(left * w) : w - int(right * w)]
+
+
 COPIES = {"jpeg": jpeg, "resized": resized, "brighter": brighter}
+# Every change issue-listed on its own, and the crop one-sided too (then the centre crop shifts).
+CHANGES = {
+    "jpeg": lambda x: jpeg(x, 50), "rescale": resized, "brightness": lambda x: brighter(x, 30), "gamma": gamma,
+    "gamma_up": lambda x: gamma(x, 1.6), "contrast": contrast, "crop_all_sides": cropped,
+    "crop_left_bottom": lambda x: cropped(x, 0.15, 0.0, 0.0, 0.10), "crop_top_right": lambda x: cropped(x, 0.0, 0.15, 0.15, 0.0),
+    "crop_bottom": lambda x: cropped(x, 0.05, 0.0, 0.05, 0.15),
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +72,45 @@ def test_copies_are_close_and_distinct_patients_are_not_confirmed(phantoms):
     fps = [fingerprint(im) for im in images]
     for make in COPIES.values():
         assert distance(fps[0], fingerprint(make(images[0]))) <= 20
-    cached = [preprocess(im, 64)[0] for im in images]
-    assert near_duplicates(fps, lambda i: cached[i]) == []  # one image per patient, all distinct
+    cached = [preprocess(im, 128)[0] for im in images]
+    assert near_duplicates(fps, lambda i: cached[i]) == []  # one image per patient, all distinct look-alikes
     copies = [make(images[k]) for k, make in enumerate(COPIES.values())]
     found = near_duplicates(fps, lambda i: cached[i], [fingerprint(c) for c in copies],
-                            lambda j: preprocess(copies[j], 64)[0])
-    assert sorted((i, j) for i, j, _ in found) == [(0, 0), (1, 1), (2, 2)]
+                            lambda j: preprocess(copies[j], 128)[0])
+    assert sorted((p.i, p.j) for p in found) == [(0, 0), (1, 1), (2, 2)]
+    assert {p.method for p in found} == {HASH}
+
+
+def test_each_change_is_found_by_alignment_and_lookalikes_are_not_paired(phantoms):
+    images, _ = phantoms
+    originals = [preprocess(im, 128)[0] for im in images[:20]]
+    copies, truth = [], []
+    for k, (name, change) in enumerate(CHANGES.items()):
+        copies.append(preprocess(change(images[k]), 128)[0])
+        truth.append((k, len(copies) - 1, name))
+    found = near_duplicates([fingerprint(x) for x in originals], lambda i: originals[i],
+                            [fingerprint(x) for x in copies], lambda j: copies[j])
+    pairs = {(p.i, p.j): p for p in found}
+    missed = [name for i, j, name in truth if (i, j) not in pairs]
+    assert missed == []
+    assert set(pairs) == {(i, j) for i, j, _ in truth}  # no copy paired with a look-alike original
+    crop = pairs[(6, 6)]  # a 15% border all round: b shows 70% of a, from (0.15, 0.15)
+    assert crop.method == ALIGNED and crop.scale == pytest.approx(0.7, abs=0.03)
+    assert crop.x == pytest.approx(0.15, abs=0.03) and crop.y == pytest.approx(0.15, abs=0.03)
+    for p in found:
+        assert p.score >= DEFAULT_MIN_SCORE
+
+
+def test_alignment_scores_separate_copies_from_lookalikes(phantoms):
+    images, _ = phantoms
+    work = [(work_image(preprocess(im, 128)[0]), fine_image(preprocess(im, 128)[0])) for im in images[:12]]
+    i, j = np.triu_indices(len(work), 1)
+    lookalikes = align_pairs(*(np.array([work[k][n] for k in idx]) for n, idx in ((0, i), (0, j))),
+                             np.array([work[k][1] for k in i]), np.array([work[k][1] for k in j]))
+    assert max(m.score for m in lookalikes) < DEFAULT_MIN_SCORE
+    copy = preprocess(gamma(cropped(images[0], 0.1, 0.05, 0.0, 0.1)), 128)[0]
+    [m] = align_pairs(work[0][0][None], work_image(copy)[None], work[0][1][None], fine_image(copy)[None])
+    assert m.score >= DEFAULT_MIN_SCORE and m.scale < 0.95
 
 
 def save_folder(root: Path, images: dict[str, np.ndarray], patients: dict[str, str]) -> Path:
@@ -88,6 +143,72 @@ def test_prepare_finds_the_copies_under_other_patients_and_keeps_them_in_one_spl
         assert split[f"p{k}"] == split[f"other{k}"]
     assert with_copies.index["fingerprint"].str.len().eq(64).all()
     assert with_copies.manifest["duplicates"] == 3
+    assert set(dups["method"]) <= {HASH, ALIGNED} and (dups["score"].astype(float) >= DEFAULT_MIN_SCORE).all()
+
+
+def test_prepare_groups_a_cropped_rewindowed_copy_and_names_how(phantoms, tmp_path):
+    images, _ = phantoms
+    files = {f"orig{k:02d}.png": img for k, img in enumerate(images[:12])}
+    files["copy.png"] = gamma(cropped(images[3], 0.12, 0.0, 0.03, 0.1), 1.5)
+    files["same_bytes.png"] = images[4]
+    patients = {name: f"p{k}" for k, name in enumerate(files)}
+    csv = save_folder(tmp_path / "raw", files, patients)
+    data = prepare_folder(PrepareFolderConfig(csv=csv, label_cols=["finding"], patient_col="patient",
+                                              out=tmp_path / "c", size=32, workers=1))
+    dups = pd.read_csv(data.root / "duplicates.csv", dtype=str).set_index("id_b")
+    assert sorted(dups.index) == ["copy.png", "same_bytes.png"]
+    assert dups.loc["copy.png", "id_a"] == "orig03.png" and dups.loc["copy.png", "method"] == ALIGNED
+    assert float(dups.loc["copy.png", "scale"]) < 0.95
+    assert dups.loc["same_bytes.png", "method"] == IDENTICAL
+    split = data.index.set_index("id")["split"]
+    assert split["copy.png"] == split["orig03.png"] and split["same_bytes.png"] == split["orig04.png"]
+    assert not (tmp_path / "c" / ".prepare-tmp").exists()  # the thumbnails used for a 32 px cache are gone
+
+
+def test_a_group_spanning_the_official_lists_keeps_the_test_list_and_leaves_training(tmp_path):
+    raw = tmp_path / "raw"
+    write_raw(raw, SyntheticConfig(n_patients=16, size=128, seed=4, max_followups=1))
+    names = sorted(p.name for p in (raw / "images").glob("*.png"))
+    test = names[::4]
+    # A re-windowed, cropped copy of a test image, filed under a new patient on the train_val list.
+    original = np.asarray(Image.open(raw / "images" / test[1]))
+    Image.fromarray(contrast(cropped(original, 0.1, 0.1, 0.05, 0.0))).save(raw / "images" / "00000999_000.png")
+    entry = pd.read_csv(raw / "Data_Entry_2017.csv")
+    row = entry.iloc[[0]].copy()
+    row.iloc[0, 0], row["Patient ID"] = "00000999_000.png", 999
+    pd.concat([entry, row]).to_csv(raw / "Data_Entry_2017.csv", index=False)
+    (raw / "test_list.txt").write_text("\n".join(test) + "\n")
+    (raw / "train_val_list.txt").write_text("\n".join([n for n in names if n not in test] + ["00000999_000.png"]) + "\n")
+    res = runner.invoke(app, ["prepare", "nih", str(raw), "--out", str(tmp_path / "c"), "--size", "32", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "left out of training" in res.output
+    data = PreparedData(tmp_path / "c")
+    index = data.index
+    assert sorted(index.loc[index["split"] == "test", "id"]) == sorted(test)  # the official test list, unchanged
+    assert "00000999_000.png" not in set(index["id"]) and len(data.images) == len(index)
+    skipped = pd.read_csv(data.root / "skipped.csv", dtype=str).set_index("id")
+    assert test[1] in skipped.loc["00000999_000.png", "reason"]
+    assert data.manifest["left_out_of_training"]["dropped"] == 1
+    dups = pd.read_csv(data.root / "duplicates.csv", dtype=str)
+    assert {frozenset(p) for p in zip(dups["id_a"], dups["id_b"])} == {frozenset({test[1], "00000999_000.png"})}
+    # The rows kept are the right pixels: the image file was compacted, not shifted.
+    decoded = preprocess(np.asarray(Image.open(raw / "images" / index["id"].iloc[-1])), 32)[0]
+    assert np.array_equal(data.images[-1], decoded)
+
+
+def test_shrinking_the_image_file_rewrites_it_in_place(tmp_path):
+    path = tmp_path / "images.u8.npy"
+    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(1001, 4, 4))
+    images[:] = (np.arange(1001) % 251).astype(np.uint8)[:, None, None]
+    images.flush()
+    del images
+    inode = path.stat().st_ino
+    compact_images(path, np.array([0, 1, 5, 6, 7, 1000]))
+    out = np.load(path)
+    assert out.shape == (6, 4, 4) and list(out[:, 0, 0]) == [0, 1, 5, 6, 7, 1000 % 251]
+    assert path.stat().st_ino == inode and path.stat().st_size == 128 + 6 * 16  # same file, cut short
+    shrink_images(path, 2)
+    assert np.load(path).shape == (2, 4, 4) and path.stat().st_ino == inode
 
 
 def test_dedupe_reports_across_caches_and_drops_from_the_external_one(phantoms, with_copies, tmp_path):

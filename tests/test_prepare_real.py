@@ -111,3 +111,39 @@ def test_cohen_same_pixel_pairs_under_two_patients_are_reported(covid_cache):
     index = covid_cache.index.set_index("id")
     for a, b in zip(dups["id_a"], dups["id_b"]):
         assert index.loc[a, "split"] == index.loc[b, "split"]
+
+
+def test_cohen_patients_137_and_202_share_a_film_found_by_alignment(covid_cache):
+    # One radiograph, re-windowed and cropped a little differently, filed under two patients.
+    dups = pd.read_csv(covid_cache.root / "duplicates.csv", dtype=str)
+    pair = dups[dups.apply(lambda r: {r["patient_a"], r["patient_b"]} == {"137", "202"}, axis=1)]
+    assert len(pair) == 1 and pair["method"].iloc[0] == "aligned correlation"
+    split_of = covid_cache.index.groupby("patient")["split"].first()
+    assert split_of["137"] == split_of["202"]
+
+
+def test_cohen_lookalike_films_of_different_patients_are_not_paired(covid_cache):
+    """Each image's nearest neighbours by descriptor (the look-alikes the search considers) are,
+    apart from the few true copies, rejected by the aligned correlation."""
+    from cxrtool.data.align import DEFAULT_MIN_SCORE, align_pairs, fine_image, work_image
+    from cxrtool.data.fingerprint import descriptors
+    from cxrtool.data.imageio import load_preprocessed
+
+    index = covid_cache.index
+    dups = pd.read_csv(covid_cache.root / "duplicates.csv", dtype=str)
+    joined = {frozenset(p) for p in zip(dups["patient_a"], dups["patient_b"])}
+    root = Path(covid_cache.manifest["settings"]["root"])
+    rows = np.arange(0, len(index), 6)
+    images = [load_preprocessed(root / index["source_path"].iloc[r], 128)[0] for r in rows]
+    whole = np.stack([descriptors(im, 1)[0] for im in images])
+    whole -= whole.mean(axis=0)
+    whole /= np.linalg.norm(whole, axis=1, keepdims=True)
+    sim = whole @ whole.T
+    np.fill_diagonal(sim, -1)
+    pairs = [(a, int(np.argmax(sim[a]))) for a in range(len(rows))]
+    pairs = [(a, b) for a, b in pairs if index["patient"].iloc[rows[a]] != index["patient"].iloc[rows[b]]
+             and frozenset({index["patient"].iloc[rows[a]], index["patient"].iloc[rows[b]]}) not in joined]
+    assert len(pairs) >= 50
+    matches = align_pairs(np.stack([work_image(images[a]) for a, _ in pairs]), np.stack([work_image(images[b]) for _, b in pairs]),
+                          np.stack([fine_image(images[a]) for a, _ in pairs]), np.stack([fine_image(images[b]) for _, b in pairs]))
+    assert max(m.score for m in matches) < DEFAULT_MIN_SCORE
