@@ -15,7 +15,8 @@ all of these. The search works in two steps, so that it never compares all pairs
    "hash" match; every other candidate is aligned (a search over crops, scales and positions) and
    kept when the correlation of the aligned fine detail reaches `DEFAULT_MIN_SCORE`.
 
-Memory: only the descriptors (384 bytes per image) are held; pixels are read back from the
+Memory: only whole-image descriptors (128 bytes per image) are held; window descriptors are
+recomputed a block at a time, and pixels are read back from the
 cache's memmap, one batch of candidates at a time.
 """
 
@@ -167,18 +168,29 @@ def descriptor_pairs(
     if n_queries == 0 or len(base) == 0:
         return found
     db = _normalise(base, mean)
+    q_groups, b_groups = np.asarray(q_groups), np.asarray(b_groups)
     k = min(neighbours, len(db))
-    rows = max(1, memory // (4 * len(db) * len(WINDOWS)))
+    # Blocks of queries x chunks of the base: each product is a large matrix multiply, and a
+    # running top-k per query replaces the full row of similarities.
+    per_pair = 4 * len(WINDOWS)
+    chunk = min(len(db), 4096)
+    rows = max(1, min(1024, memory // (per_pair * chunk)))
     for start in range(0, n_queries, rows):
         stop = min(n_queries, start + rows)
         q = _normalise(windows(start, stop), mean)  # (m, windows, 64)
-        sim = (q.reshape(-1, q.shape[-1]) @ db.T).reshape(stop - start, q.shape[1], len(db)).max(axis=1)
-        owner = np.arange(start, stop)
-        sim[np.asarray(q_groups)[owner][:, None] == np.asarray(b_groups)[None, :]] = -np.inf
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.tile(np.arange(sim.shape[1]), (len(sim), 1))
-        vals = np.take_along_axis(sim, top, axis=1)
-        qi, col = np.nonzero(vals >= min_similarity)
-        for i, j in zip(owner[qi], top[qi, col]):
+        flat = q.reshape(-1, q.shape[-1])
+        best = np.full((stop - start, k), -np.inf, dtype=np.float32)
+        best_j = np.zeros((stop - start, k), dtype=np.int64)
+        for c0 in range(0, len(db), chunk):
+            c1 = min(len(db), c0 + chunk)
+            sim = (flat @ db[c0:c1].T).reshape(stop - start, q.shape[1], c1 - c0).max(axis=1)
+            sim[q_groups[start:stop, None] == b_groups[None, c0:c1]] = -np.inf
+            both = np.concatenate([best, sim], axis=1)
+            cols = np.concatenate([best_j, np.broadcast_to(np.arange(c0, c1), sim.shape)], axis=1)
+            top = np.argpartition(-both, k - 1, axis=1)[:, :k] if both.shape[1] > k else np.tile(np.arange(k), (len(both), 1))
+            best, best_j = np.take_along_axis(both, top, axis=1), np.take_along_axis(cols, top, axis=1)
+        qi, col = np.nonzero(best >= min_similarity)
+        for i, j in zip(qi + start, best_j[qi, col]):
             found.add((min(int(i), int(j)), max(int(i), int(j))) if same else (int(i), int(j)))
     return found
 
@@ -244,7 +256,7 @@ def near_duplicates(
 
     `image_a(i)` / `image_b(j)` return an image (e.g. a row of a cache's memmap): each is read
     once for its descriptors and again only while a batch of candidates that holds it is
-    confirmed, so memory stays bounded (descriptors: 384 bytes per image). Images of 128 px or
+    confirmed, so memory stays bounded (descriptors: 128 bytes per image). Images of 128 px or
     more give the confirmation its full detail. Pairs within one of `groups_a` / `groups_b`
     (e.g. one patient) are not searched.
     """
