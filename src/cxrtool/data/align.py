@@ -29,6 +29,7 @@ FINE = 128  # side of the image the alignment is refined and scored on
 CORE = 0.8  # the central part of one image that is searched for in the other
 SCALES = tuple(float(s) for s in np.round(np.arange(0.70, 1.0001, 0.05), 3))
 DEFAULT_MIN_SCORE = 0.85
+COARSE_GATE = 0.6
 _COARSE_BAND = (0.6, 3.0)  # blur sigmas (pixels) whose difference is the band compared
 _FINE_BAND = (0.6, 1.5)
 _FINE_STEPS = (-0.5, -0.25, 0.0, 0.25, 0.5)  # in coarse scale steps
@@ -200,13 +201,17 @@ def align_pairs(a: np.ndarray, b: np.ndarray, a_fine: np.ndarray | None = None, 
     ba = _search(b, a, SCALES)
     use_ab = ab[0] >= ba[0]
     score, s, r, c = (np.where(use_ab, x, y) for x, y in zip(ab, ba))
-    side = WORK
-    if a_fine is not None and b_fine is not None:
-        big_c = np.where(use_ab[:, None, None], a, b)
-        big_f = np.where(use_ab[:, None, None], a_fine, b_fine).astype(np.float32)
-        small_f = np.where(use_ab[:, None, None], b_fine, a_fine).astype(np.float32)
-        score, s, r, c = _refine(big_c, big_f, small_f, (score, s, r, c))
-        side = big_f.shape[-1]
+    side = np.full(n, WORK)
+    # Only pairs that align at all at the coarse side are refined: the refinement costs most,
+    # and a pair under COARSE_GATE there is no copy (copies score 0.85 or more at 64 px).
+    go = np.flatnonzero(score >= COARSE_GATE) if a_fine is not None and b_fine is not None else np.array([], int)
+    if len(go):
+        pick = use_ab[go][:, None, None]
+        big_c = np.where(pick, a[go], b[go])
+        big_f = np.where(pick, a_fine[go], b_fine[go]).astype(np.float32)
+        small_f = np.where(pick, b_fine[go], a_fine[go]).astype(np.float32)
+        score[go], s[go], r[go], c[go] = _refine(big_c, big_f, small_f, (score[go], s[go], r[go], c[go]))
+        side[go] = big_f.shape[-1]
     # The small image's top-left sits at (template top-left) - core start * s, in big's units.
     x, y = c / side - _CORE_START * s, r / side - _CORE_START * s
     out = []
