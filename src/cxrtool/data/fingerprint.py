@@ -83,12 +83,15 @@ def distance(a: str, b: str) -> int:
 
 
 def candidate_pairs(
-    a: Sequence[str], b: Sequence[str] | None = None, max_distance: int = DEFAULT_MAX_DISTANCE, block: int = 128
+    a: Sequence[str], b: Sequence[str] | None = None, max_distance: int = DEFAULT_MAX_DISTANCE, block: int = 128,
+    limit: int | None = None, skip=None,
 ) -> list[tuple[int, int, int]]:
-    """Every pair (i, j, distance) with hash distance <= max_distance, exactly.
+    """Pairs (i, j, distance) with hash distance <= max_distance.
 
     With one set, pairs i < j within it; with two, i indexes `a` and j indexes `b`. A blocked
-    all-pairs popcount: 100,000 images take about a minute, and nothing is missed.
+    all-pairs popcount (100,000 images take about a minute). With `limit`, each i keeps only its
+    `limit` closest j, so look-alike sets cannot make the list grow with the square of their
+    size; `skip(rows, cols)` marks (with a boolean matrix) pairs never to list, e.g. one patient.
     """
     fa = parse(a)
     same = b is None
@@ -101,11 +104,18 @@ def candidate_pairs(
         d = np.zeros((len(rows), len(fb)), dtype=np.uint16)
         for w in range(WORDS):
             d += _popcount(rows[:, None, w] ^ fb[None, :, w])
+        far = np.uint16(max_distance + 1)
+        if same:  # each pair once (i < j), never an image with itself
+            d[np.arange(len(rows))[:, None] + start >= np.arange(len(fb))[None, :]] = far
+        if skip is not None:
+            d[skip(np.arange(start, start + len(rows)), np.arange(len(fb)))] = far
+        if limit is not None and limit < d.shape[1]:
+            keep = np.argpartition(d, limit - 1, axis=1)[:, :limit]
+            mask = np.zeros(d.shape, dtype=bool)
+            np.put_along_axis(mask, keep, True, axis=1)
+            d[~mask] = far
         close_i, close_j = np.nonzero(d <= max_distance)
-        for i, j in zip(close_i, close_j):
-            if same and j <= i + start:
-                continue
-            pairs.append((int(i + start), int(j), int(d[i, j])))
+        pairs.extend((int(i + start), int(j), int(d[i, j])) for i, j in zip(close_i, close_j))
     return pairs
 
 
@@ -287,11 +297,23 @@ def near_duplicates(
         if not same:  # b's windows against a's whole images too: either copy may be the cropped one
             candidates |= {(i, j) for j, i in descriptor_pairs(_window_reader(get_b, bar), n_b, whole_a, mean, gb, ga, False, neighbours)}
     del whole_a, whole_b, both
-    hashed = set()
-    for i, j, _ in candidate_pairs(fingerprints_a, fingerprints_b, max_distance):
-        if ga[i] != gb[j]:
-            hashed.add((i, j))
-    todo = sorted(candidates | hashed)
+    skip = lambda rows, cols: ga[rows][:, None] == gb[cols][None, :]  # noqa: E731
+    hashed = {(i, j) for i, j, _ in candidate_pairs(fingerprints_a, fingerprints_b, max_distance, limit=neighbours, skip=skip)}
+    return confirm(sorted(candidates | hashed), hashed, image_a, None if same else get_b, words_a, words_b, min_score, batch)
+
+
+def confirm(
+    todo: list[tuple[int, int]], hashed: set, image_a: Callable[[int], np.ndarray], image_b: Callable[[int], np.ndarray] | None,
+    words_a: np.ndarray, words_b: np.ndarray, min_score: float = DEFAULT_MIN_SCORE, batch: int = 64,
+) -> list[Pair]:
+    """Confirm candidate pairs on their pixels, a batch at a time (see `near_duplicates`).
+
+    image_b None: the pairs are within image_a's set. Only the images of one batch are held.
+    """
+    from ..progress import progress_bar
+
+    same = image_b is None
+    get_b = image_a if same else image_b
     confirmed: list[Pair] = []
     with progress_bar(len(todo), "confirm candidates", unit="pairs") as bar:
         for start in range(0, len(todo), batch):
