@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from cxrtool.data.fingerprint import fingerprint, near_duplicates
 from cxrtool.data.imageio import preprocess

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .fingerprint import IDENTICAL, Pair, near_duplicates, parse, _popcount
+from .fingerprint import IDENTICAL, Pair, _popcount, near_duplicates, parse
 from .splits import rows_sharing_keys
 
 
