@@ -69,8 +69,8 @@ def change(img: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarray:
 def build(path: Path, n: int, size: int, copies: int, seed: int) -> tuple[list[str], list[str], list[tuple[int, int]]]:
     """The image file, fingerprints and patients of n images; the planted (original, copy) rows.
 
-    Films are drawn at twice the cache side and altered there, as a copy in the wild is altered
-    at full size and only then cached.
+    The films that get copies are drawn at twice the cache side and altered there, as a copy in
+    the wild is altered at full size and only then cached.
     """
     rng = np.random.default_rng(seed)
     images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size))
@@ -82,7 +82,8 @@ def build(path: Path, n: int, size: int, copies: int, seed: int) -> tuple[list[s
     while row < originals:
         anat = Anatomy.sample(rng)
         for _ in range(min(originals - row, int(rng.integers(1, 7)))):  # follow-ups: ~3.5 per patient
-            img, _ = draw_image(anat, [], 2 * size, rng)
+            # Films that will be copied are drawn at twice the side (to be altered there).
+            img, _ = draw_image(anat, [], 2 * size if row in sources else size, rng)
             if row in sources:
                 full[row] = img
             images[row] = preprocess(img, size)[0]
