@@ -3,8 +3,9 @@
 Each command's options are collected into a dataclass (defined beside the code that uses it, e.g.
 `cxrtool.train.config.TrainConfig`); `build_config` layers the values: the dataclass defaults,
 then `--config FILE.yaml`, then the options actually given on the command line (options left at
-None are "not given"). Validation lives in each dataclass's `__post_init__` and raises
-`CxrError` naming the option. `dump_config` writes the resolved config next to a run.
+None are "not given"). YAML values are first checked against the field types (a bool only from
+true/false, an int only from a whole number), every wrong key listed. Validation of values
+lives in each dataclass's `__post_init__` and raises `CxrError` naming the option. `dump_config` writes the resolved config next to a run.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def _check_value(tp: Any, value: Any) -> tuple[bool, Any, str]:
     if tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return ok, float(value) if ok else value, _type_name(tp)
-    if tp is str:
+    if tp is str:  # a number is fine as text (`som_grid: 12`); a YAML bool (`split: no`) is a slip
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value), _type_name(tp)
         return isinstance(value, str), value, _type_name(tp)
     if tp is Path:
         return isinstance(value, str) and value != "", Path(value) if isinstance(value, str) else value, _type_name(tp)
