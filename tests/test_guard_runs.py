@@ -55,7 +55,7 @@ def finished_run(tmp_path_factory, synth_data) -> Path:
 
 def test_yaml_values_are_checked_against_the_field_types(tmp_path, synth_data):
     bad = tmp_path / "bad.yaml"
-    bad.write_text('oversample: "no"\nepochs: 1.7\nlabels: [Effusion, 3]\nlr: true\n')
+    bad.write_text('oversample: "no"\nepochs: 1.7\nlabels: [Effusion, no]\nlr: true\n')
     res = runner.invoke(app, ["pretrain", "--data", str(synth_data.root), "--config", str(bad), "-q"])
     assert res.exit_code == 2
     lines = _errors(res)
