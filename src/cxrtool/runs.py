@@ -222,7 +222,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 # Names a run directory may hold; anything else is the user's and is never deleted by a restart.
 RUN_ENTRIES = {CONFIG, MANIFEST, "metrics.csv", "curves.png", "checkpoints", "report.html", "cam", "embed",
-               "oof_predictions.csv", "cv_summary.json", "cv_summary.csv"}
+               "oof_predictions.csv", "cv_summary.json", "cv_summary.csv", "tensorboard", "export"}
 
 
 def _ours(name: str) -> bool:
@@ -276,8 +276,8 @@ def new_run_dir(kind: str, arch: str, out: Path | None = None, root: Path = DEFA
     if foreign:
         raise CxrError(f"{out}: exists and holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out")
     if has_finished_epoch(out) and not overwrite:
-        if kind == "cv":  # cross-validation runs are neither resumed nor overwritten
-            raise CxrError(f"{out}: holds a cross-validation run with finished folds; choose another --out")
+        if kind not in ("pretrain", "finetune"):  # cross-validation and imported runs are neither resumed nor overwritten
+            raise CxrError(f"{out}: is not empty (it holds a finished {kind} run); choose another --out")
         raise CxrError(f"{out}: holds a run with finished epochs; pass --resume to continue it, --overwrite to start "
                        "it again from scratch, or choose another --out")
     from .progress import warn
