@@ -22,6 +22,15 @@ def _quiet():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _release_run_locks():
+    """Locks a test took by calling a library function directly (outside `holds_locks`) end with it."""
+    yield
+    from cxrtool.runs import release_locks
+
+    release_locks()
+
+
 @pytest.fixture(scope="session")
 def nih_root() -> Path:
     if not (NIH_SAMPLE / "images").is_dir():

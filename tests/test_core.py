@@ -108,13 +108,18 @@ def test_checkpoint_roundtrip_with_training_state(tmp_path):
 def test_run_dirs_refuse_overwrite_and_latest_is_found(tmp_path):
     run = new_run_dir("pretrain", "tiny", out=tmp_path / "r1")
     (run / "x").write_text("keep")
-    with pytest.raises(CxrError, match="not empty"):
+    with pytest.raises(CxrError, match="not a run's"):
         new_run_dir("pretrain", "tiny", out=run)
+    assert (run / "x").read_text() == "keep"
     assert latest_run(tmp_path) is None
     with pytest.raises(CxrError, match="none found"):
         resolve_run(None, root=tmp_path)
+    (run / "x").unlink()
     (run / "checkpoints").mkdir()
     (run / "manifest.json").write_text("{}")
+    assert latest_run(tmp_path) is None  # no finished epoch: nothing to use
+    (run / "checkpoints" / "best").mkdir()
+    (run / "checkpoints" / "best" / "card.json").write_text("{}")
     assert resolve_run(None, root=tmp_path) == run
 
 

@@ -116,7 +116,7 @@ def test_bad_input_is_one_line(run, tmp_path):
     empty = tmp_path / "empty"
     (empty / "checkpoints").mkdir(parents=True)
     (empty / "manifest.json").write_text("{}")
-    cases.append((["export", str(empty)], "no best checkpoint"))
+    cases.append((["export", str(empty)], "no epoch of this run finished"))
     for args, needle in cases:
         res = runner.invoke(app, args)
         assert res.exit_code == 2 and needle in res.output, res.output

@@ -129,6 +129,7 @@ def test_thresholds_of_other_weights_are_not_used(run, tmp_path, synth_data, tra
     from safetensors.torch import load_file, save_file
 
     from cxrtool.evaluate import EvaluateConfig, evaluate_run
+    from cxrtool.models.checkpoint import file_sizes
 
     Image.fromarray(np.asarray(synth_data.images[0])).save(tmp_path / "0.png")
     evaluate_run(EvaluateConfig(run=run, bootstrap=0, shortcuts=False, device="cpu"))
@@ -136,6 +137,8 @@ def test_thresholds_of_other_weights_are_not_used(run, tmp_path, synth_data, tra
     tensors = load_file(str(weights))
     tensors["head.bias"] = tensors["head.bias"] + 1  # the checkpoint changed after the evaluation
     save_file(tensors, str(weights))
+    card_path = weights.parent / "card.json"  # as a new save would, the card records the new file's size
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "files": file_sizes(weights.parent)}))
     table = predict_files(PredictConfig(inputs=[tmp_path / "0.png"], run=run))
     assert table.attrs["thresholds"] == {} and "earlier weights" in table.attrs["threshold_source"]["note"]
     with pytest.raises(CxrError, match="chosen for other weights"):

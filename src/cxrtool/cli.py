@@ -3,7 +3,8 @@
 Each command turns its options into a config dataclass and makes ONE library call; no logic
 lives in the command layer. Commands register themselves from small modules under
 `cxrtool/commands/` so that each stays short. A `CxrError` (a user mistake) is printed as
-one line and exits with status 2; Ctrl-C exits with 130 and says how to resume.
+one line and exits with status 2; Ctrl-C exits with 130 and says what is true for
+that command (a training run: whether and how to resume it).
 """
 
 from __future__ import annotations
@@ -49,15 +50,20 @@ def user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from .progress import error
+        from .runs import forget_training_run, interrupted_message, release_locks
 
+        forget_training_run()
         try:
             return fn(*args, **kwargs)
         except CxrError as exc:
             error(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            error("interrupted; finished epochs are saved: run the same command with --resume to continue")
+            # What is true depends on the command: only training runs can be resumed.
+            error(interrupted_message())
             raise typer.Exit(130) from None
+        finally:
+            release_locks()
 
     return wrapper  # type: ignore[return-value]
 
@@ -69,15 +75,40 @@ def quiet_option(quiet: bool) -> None:
         set_quiet(True)
 
 
+RUN_MARKERS = ("manifest.json", "config.yaml", "checkpoints", "card.json", "model.safetensors", "metrics.csv")
+
+
 def split_run_and_paths(run: Path | None, paths: list[Path]) -> tuple[Path | None, list[Path]]:
-    """`cam RUN IMG...`, `predict RUN IMG...`: a first path that is a run or checkpoint folder names the model."""
+    """`cam RUN IMG...`, `predict RUN IMG...`: a first path that is a run or checkpoint folder names the model.
+
+    A first path that looks meant as a run but is not a complete one is an error naming it, never
+    an input image (which would quietly switch to the newest run): a folder with run files in it
+    but no usable checkpoint, a folder with no images followed by more paths, or a path that does
+    not exist and has no image extension.
+    """
+    from .errors import CxrError
+    from .predict import IMAGE_SUFFIXES
     from .runs import is_run_dir
 
-    if run is None and paths:
-        first = paths[0]
-        if first.is_dir() and (is_run_dir(first) or (first / "card.json").is_file()):
+    if run is not None or not paths:
+        return run, paths
+    first = paths[0]
+    if first.is_dir():
+        if is_run_dir(first) or (first / "card.json").is_file():
             return first, paths[1:]
+        markers = [m for m in RUN_MARKERS if (first / m).exists()]
+        if markers:
+            raise CxrError(f"{first}: not a complete run (it has {', '.join(markers)} but no finished checkpoint); "
+                           "give a run made by pretrain or finetune, or its checkpoints/best folder")
+        if len(paths) > 1 and not _holds_images(first, IMAGE_SUFFIXES):
+            raise CxrError(f"{first}: not a run directory and holds no images; give a run made by pretrain or finetune first")
+    elif not first.exists() and first.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CxrError(f"{first}: no such run directory or image file")
     return run, paths
+
+
+def _holds_images(folder: Path, suffixes: tuple[str, ...]) -> bool:
+    return any(p.suffix.lower() in suffixes for p in folder.rglob("*") if p.is_file())
 
 
 def _version(value: bool) -> None:

@@ -3,13 +3,16 @@
 Each command's options are collected into a dataclass (defined beside the code that uses it, e.g.
 `cxrtool.train.config.TrainConfig`); `build_config` layers the values: the dataclass defaults,
 then `--config FILE.yaml`, then the options actually given on the command line (options left at
-None are "not given"). Validation lives in each dataclass's `__post_init__` and raises
-`CxrError` naming the option. `dump_config` writes the resolved config next to a run.
+None are "not given"). YAML values are first checked against the field types (a bool only from
+true/false, an int only from a whole number), every wrong key listed. Validation of values
+lives in each dataclass's `__post_init__` and raises `CxrError` naming the option. `dump_config` writes the resolved config next to a run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,24 +41,79 @@ def load_yaml(path: Path | None) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def _coerce(field: dataclasses.Field, value: Any) -> Any:
-    """Paths given as strings in YAML become Path objects; everything else is kept."""
-    if value is None:
-        return None
-    type_name = str(field.type)
-    if "Path" in type_name and isinstance(value, str):
-        return Path(value)
-    return value
+def _type_name(tp: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", Path: "a path"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check_value(tp: Any, value: Any) -> tuple[bool, Any, str]:
+    """(ok, value converted to `tp`, what was expected) for one YAML value against a field's type."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return True, None, "null"
+        wanted = []
+        for arg in (a for a in args if a is not type(None)):
+            ok, converted, expected = _check_value(arg, value)
+            if ok:
+                return True, converted, expected
+            wanted.append(expected)
+        return False, value, " or ".join(wanted)
+    if origin in (list, tuple):
+        item = args[0] if args else Any
+        expected = f"a list of {_type_name(item)}"
+        if isinstance(value, str) and item in (str, float, int, Path):
+            return True, value, expected  # "PA,AP" as on the command line; __post_init__ splits it
+        if not isinstance(value, list):
+            return False, value, expected
+        out = []
+        for v in value:
+            ok, converted, _ = _check_value(item, v)
+            if not ok:
+                return False, value, expected
+            out.append(converted)
+        return True, out, expected
+    if tp is bool:
+        return isinstance(value, bool), value, _type_name(tp)
+    if tp is int:  # bools are ints in Python, and 1.7 must not quietly become 1
+        return isinstance(value, int) and not isinstance(value, bool), value, _type_name(tp)
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value, _type_name(tp)
+    if tp is str:  # a number is fine as text (`som_grid: 12`); a YAML bool (`split: no`) is a slip
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value), _type_name(tp)
+        return isinstance(value, str), value, _type_name(tp)
+    if tp is Path:
+        return isinstance(value, str) and value != "", Path(value) if isinstance(value, str) else value, _type_name(tp)
+    return True, value, _type_name(tp)  # a type we do not check (Any, nested configs)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, bool) else str(value).lower()
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def build_config(cls: type[C], config_file: Path | None = None, **options: Any) -> C:
-    """Dataclass defaults < YAML file < options that are not None."""
+    """Dataclass defaults < YAML file < options that are not None.
+
+    YAML values are checked against the field types first: bools take only true/false, ints
+    only whole numbers, floats any number, paths text; every wrong value is listed, one per line.
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
+    problems: list[str] = []
     for key, value in load_yaml(config_file).items():
         if key not in fields:
             raise CxrError(f"{config_file}: unknown option {key!r}.{did_you_mean(key, list(fields))}")
-        values[key] = _coerce(fields[key], value)
+        ok, converted, expected = _check_value(hints[key], value)
+        if ok:
+            values[key] = converted
+        else:
+            problems.append(f"{config_file}: {key}: expected {expected}, got {_shown(value)}")
+    if problems:
+        raise CxrError("\n".join(problems))
     for key, value in options.items():
         if key not in fields:
             raise TypeError(f"{cls.__name__} has no field {key!r}")

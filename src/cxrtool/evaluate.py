@@ -28,7 +28,7 @@ from .config import config_to_dict, require
 from .errors import CxrError
 from .metrics import label_report, per_label_auroc
 from .progress import info, warn
-from .runs import atomic_write_json, atomic_write_text
+from .runs import atomic_write_json, atomic_write_text, holds_locks, lock_output
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -71,12 +71,14 @@ def default_out(run: Path, split: str) -> Path:
 
 def _prepare_out(cfg: EvaluateConfig, run: Path) -> Path:
     out = Path(cfg.out) if cfg.out else default_out(run, cfg.split)
+    lock_output(out, "evaluation")  # checked and written under one lock: two evaluations never mix
     if (out / "metrics.json").exists() and not cfg.overwrite:
         raise CxrError(f"{out}: holds an earlier evaluation; pass --overwrite to replace it or --out DIR to write elsewhere")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
+@holds_locks
 def evaluate_run(cfg: EvaluateConfig) -> dict:
     """Score a run and write its evaluation folder; returns the metrics (as in metrics.json)."""
     from .runs import is_cv_run, resolve_run

@@ -53,6 +53,17 @@ class PredictConfig:
             self.out = Path(self.out)
             require(self.out.suffix.lower() in OUT_SUFFIXES, f"--out {self.out}: give a .csv or .json file name")
             require(not self.out.exists() or self.overwrite, f"--out {self.out}: exists; pass --overwrite to replace it")
+            require(_writable_folder(self.out.parent), f"--out {self.out}: cannot write into {self.out.parent}")
+
+
+def _writable_folder(folder: Path) -> bool:
+    """Whether files can be made in `folder` (or, if it does not exist yet, its nearest existing parent)."""
+    import os
+
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 def _looks_like_dicom(path: Path) -> bool:
@@ -91,6 +102,14 @@ def resolve_model_source(run: Path | None) -> Path:
     return resolve_run(run)
 
 
+def announce_model(source: Path, which: str, card: dict) -> None:
+    """Say which model answers, always (even with --quiet), so a wrong one is never silent."""
+    from .models.checkpoint import resolve_checkpoint
+    from .progress import notice
+
+    notice(f"model: {resolve_checkpoint(source, which)} ({card['arch']}, {len(card['labels'])} labels)")
+
+
 @torch.no_grad()
 def predict_arrays(model: torch.nn.Module, images: np.ndarray, image_size: int, device, tta: bool = False,
                    batch_size: int = 32) -> np.ndarray:
@@ -122,6 +141,7 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     device = resolve_device(cfg.device)
     source = resolve_model_source(cfg.run)
     model, card = load_checkpoint(source, cfg.checkpoint, device)
+    announce_model(source, cfg.checkpoint, card)
     labels = list(card["labels"])
     thresholds, origin = thresholds_for(cfg, source, labels)  # before the work: a bad --operating-point fails now
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])

@@ -1,17 +1,20 @@
 """Progress bars and console output: the only module that touches rich.
 
-Every loop over data goes through `track` or `progress_bar`, which show items per second. Quiet
-mode (`--quiet`, the environment variable CXRTOOL_QUIET=1, or `set_quiet(True)` in tests) silences
+Every loop over data goes through `track` or `progress_bar`, which show items per second. When
+the output is a file or a pipe (not a terminal) nothing is redrawn or wrapped: bars become an
+occasional whole line, info lines are never folded, tables keep their natural width. Quiet mode (`--quiet`, the environment variable CXRTOOL_QUIET=1, or `set_quiet(True)` in tests) silences
 bars and informational lines but never errors or warnings.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Sequence, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,6 +29,8 @@ from rich.text import Text
 
 T = TypeVar("T")
 
+PLAIN_EVERY_S = 30.0  # a long loop's heartbeat line in a log file
+PLAIN_SUMMARY_AFTER_S = 5.0  # loops shorter than this leave no line in a log file
 _quiet = os.environ.get("CXRTOOL_QUIET", "") not in ("", "0")
 _console = Console(stderr=True, highlight=False)
 _out = Console(highlight=False)
@@ -67,6 +72,48 @@ class _NullBar:
         pass
 
 
+class _PlainBar:
+    """Progress for a log file or pipe: no redraws, whole lines only.
+
+    A loop that runs long prints a line every PLAIN_EVERY_S seconds (so a log shows it is alive)
+    and, if it took at least PLAIN_SUMMARY_AFTER_S, one summary line at the end; short loops
+    print nothing (the command's own summary line says what happened).
+    """
+
+    def __init__(self, total: int | None, description: str, unit: str):
+        self.total, self.description, self.unit = total, description, unit
+        self.done, self.status = 0, ""
+        self.start = self.last = time.perf_counter()
+        self.printed = False
+
+    def _line(self, now: float) -> str:
+        elapsed = now - self.start
+        count = f"{self.done:,}/{self.total:,}" if self.total is not None else f"{self.done:,}"
+        rate = f"{self.done / elapsed:,.1f} {self.unit}/s" if elapsed > 0 else f"? {self.unit}/s"
+        status = f" {self.status}" if self.status else ""
+        return f"{self.description}: {count} {self.unit}, {rate}, {elapsed:.0f}s{status}"
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= PLAIN_EVERY_S:
+            self.last, self.printed = now, True
+            _console.print(self._line(now), soft_wrap=True, markup=False)
+
+    def update(self, **kwargs) -> None:
+        if "status" in kwargs:
+            self.status = str(kwargs["status"])
+        if "completed" in kwargs:
+            self.done = int(kwargs["completed"])
+        if "total" in kwargs:
+            self.total = kwargs["total"]
+
+    def close(self) -> None:
+        now = time.perf_counter()
+        if self.printed or now - self.start >= PLAIN_SUMMARY_AFTER_S:
+            _console.print(self._line(now), soft_wrap=True, markup=False)
+
+
 class _Bar:
     def __init__(self, progress: Progress, task_id):
         self._progress = progress
@@ -100,6 +147,11 @@ def progress_bar(total: int | None, description: str, unit: str = "images") -> I
     if _quiet:
         yield _NullBar()
         return
+    if not _console.is_terminal:
+        plain = _PlainBar(total, description, unit)
+        yield plain
+        plain.close()
+        return
     with _make_progress(unit) as progress:
         yield _Bar(progress, progress.add_task(description, total=total, status=""))
 
@@ -117,17 +169,23 @@ def track(items: Iterable[T], description: str, total: int | None = None, unit: 
 def info(message: str) -> None:
     """An informational line; silenced by quiet mode."""
     if not _quiet:
-        _console.print(message)
+        _console.print(message, soft_wrap=True)
+
+
+def notice(message: str) -> None:
+    """A line that is shown even in quiet mode, on stderr (e.g. which model a prediction used)."""
+    _console.print(escape(message), soft_wrap=True)
 
 
 def warn(message: str) -> None:
     """A warning line; always shown."""
-    _console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+    _console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def error(message: str) -> None:
-    """An error line; always shown, never wrapped (scripts grep it)."""
-    _console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    """An error line (one per line of `message`); always shown, never wrapped (scripts grep it)."""
+    for line in str(message).splitlines() or [""]:
+        _console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -137,7 +195,12 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
         table.add_column(str(col), overflow="fold")
     for row in rows:
         table.add_row(*["" if v is None else str(v) for v in row])
-    _out.print(table)
+    if _out.is_terminal:
+        _out.print(table)
+        return
+    # In a log file or pipe the table keeps its natural width instead of folding at 80 columns.
+    width = max(80, table.__rich_measure__(_out, _out.options.update_width(100_000)).maximum)
+    Console(file=_out.file, width=width, highlight=False, color_system=None).print(table)
 
 
 def result(message: str) -> None:

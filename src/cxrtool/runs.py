@@ -4,7 +4,10 @@ A run directory holds everything one command produced: `config.yaml`, `manifest.
 `metrics.csv`, `checkpoints/{best,last}/`, and sub-folders written by later stages (`eval/`,
 `cam/`, `embed/`). Commands given no run use the newest one under `./runs` and say which.
 Every file is written to a temporary name and renamed, so an interrupted write never leaves a
-half-written artifact behind.
+half-written artifact behind, and it gets the mode `open()` would give it (the umask decides). A
+command that writes into a run locks the folder it writes (`new_run_dir`, `lock_run`,
+`lock_output`; an OS lock that dies with the process) until its `holds_locks` function returns, so
+a second writer stops at once naming the first.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import CxrError
+from .locks import LOCK_NAME
 
 DEFAULT_RUNS_ROOT = Path("runs")
 MANIFEST = "manifest.json"
@@ -71,16 +76,42 @@ class RunPaths:
 # ---------------------------------------------------------------- atomic writes
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (no race with threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` then rename tmp_path onto `path` (same folder, so rename is atomic)."""
+    """Call `write(tmp_path)` then rename tmp_path onto `path` (same folder, so rename is atomic).
+
+    mkstemp creates its file 0600; it is given the mode `open()` would have used (0666 less the
+    umask) so that a lab group reads our artifacts exactly as it reads the user's other files.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CxrError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
         os.replace(tmp_path, path)
+    except OSError as exc:  # a full disk or a vanished folder: the old file (if any) is untouched
+        raise CxrError(f"{path}: could not be written ({exc.strerror or exc})") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -189,26 +220,155 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- finding runs
 
 
-def new_run_dir(kind: str, arch: str, out: Path | None = None, root: Path = DEFAULT_RUNS_ROOT) -> Path:
-    """Create a fresh run directory: `out` if given (must be new or empty), else runs/KIND-ARCH-TIME."""
-    if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path(root) / f"{kind}-{arch}-{stamp}"
-        n = 1
-        while out.exists():
-            n += 1
-            out = Path(root) / f"{kind}-{arch}-{stamp}-{n}"
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise CxrError(f"{out}: run directory exists and is not empty; pass --resume to continue it or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CxrError(f"{out}: cannot create run directory ({exc.strerror})") from None
+# Names a run directory may hold; anything else is the user's and is never deleted by a restart.
+RUN_ENTRIES = {CONFIG, MANIFEST, "metrics.csv", "curves.png", "checkpoints", "report.html", "cam", "embed",
+               "oof_predictions.csv", "cv_summary.json", "cv_summary.csv", "tensorboard", "export"}
+
+
+def _ours(name: str) -> bool:
+    """A file or folder cxrtool writes into a run (including temporaries of an interrupted save)."""
+    return (name in RUN_ENTRIES or name.startswith(("eval", "fold-")) or name == LOCK_NAME
+            or (name.startswith(".") and (".tmp" in name or ".old-" in name)))
+
+
+def has_finished_epoch(path: Path) -> bool:
+    """Whether a run holds anything worth keeping: a saved epoch (checkpoints/last) or CV results."""
+    path = Path(path)
+    if any((path / "checkpoints" / which / "card.json").is_file() for which in ("last", "best")):
+        return True
+    if (path / OOF_PREDICTIONS).is_file():
+        return True
+    return any(has_finished_epoch(p) for p in path.glob("fold-*") if p.is_dir())
+
+
+def _default_run_name(kind: str, arch: str, root: Path) -> Path:
+    """runs/KIND-ARCH-TIME, reserved by creating it (two runs started in the same second get -2, -3)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        out = Path(root) / (f"{kind}-{arch}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            out.mkdir(parents=True)
+            return out
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise CxrError(f"{out}: cannot create run directory ({exc.strerror})") from None
+    raise CxrError(f"{root}: too many runs named {kind}-{arch}-{stamp}")
+
+
+def new_run_dir(kind: str, arch: str, out: Path | None = None, root: Path = DEFAULT_RUNS_ROOT,
+                overwrite: bool = False) -> Path:
+    """Create and lock a run directory: `out` if given, else runs/KIND-ARCH-TIME.
+
+    The lock (see locks.py) is taken before the folder is checked, so two commands given the same
+    --out cannot both start; it is held until the calling function decorated with `holds_locks`
+    returns. A folder that holds no finished epoch (a start killed during its first epoch) is
+    cleared and restarted, saying so; a finished run is replaced only with `overwrite`; files that
+    are not a run's are never deleted.
+    """
+    out = _default_run_name(kind, arch, root) if out is None else Path(out)
+    lock_for_call(out, "run")
+    _note_training_run(out)
+    entries = sorted(p for p in out.iterdir() if p.name != LOCK_NAME)
+    if not entries:
+        return out
+    foreign = [p.name for p in entries if not _ours(p.name)]
+    if foreign:
+        raise CxrError(f"{out}: exists and holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out")
+    if has_finished_epoch(out) and not overwrite:
+        if kind not in ("pretrain", "finetune"):  # cross-validation and imported runs are neither resumed nor overwritten
+            raise CxrError(f"{out}: is not empty (it holds a finished {kind} run); choose another --out")
+        raise CxrError(f"{out}: holds a run with finished epochs; pass --resume to continue it, --overwrite to start "
+                       "it again from scratch, or choose another --out")
+    from .progress import warn
+
+    why = "replacing the finished run (--overwrite)" if has_finished_epoch(out) else "it holds no finished epoch"
+    warn(f"{out}: starting this run again: {why}")
+    for p in entries:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     return out
 
 
+# ---------------------------------------------------------------- locks held for one call
+
+
+_taken: list[Any] = []  # entered hold_lock contexts, innermost last
+_training_run: list[Path] = []  # the run the current command trains (for the Ctrl-C message)
+
+
+def lock_for_call(directory: Path, what: str) -> None:
+    """Lock `directory` (an output folder a command writes) until the `holds_locks` function returns."""
+    from .locks import hold_lock
+
+    context = hold_lock(directory, what=what)
+    context.__enter__()
+    _taken.append(context)
+
+
+def holds_locks(fn: Callable) -> Callable:
+    """Release the locks `fn` took with `lock_for_call` when it returns or raises."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        mark = len(_taken)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            while len(_taken) > mark:
+                _taken.pop().__exit__(None, None, None)
+
+    return wrapper
+
+
+def release_locks() -> None:
+    """Release every lock taken with `lock_for_call` (for callers outside a `holds_locks` function)."""
+    while _taken:
+        _taken.pop().__exit__(None, None, None)
+
+
+def forget_training_run() -> None:
+    _training_run.clear()
+
+
+def _note_training_run(run: Path) -> None:
+    _training_run[:] = [Path(run)]
+
+
+def lock_run(run: Path) -> None:
+    """Lock an existing run for a command that trains it further (--resume)."""
+    lock_for_call(run, "run")
+    _note_training_run(run)
+
+
+def lock_output(folder: Path, what: str) -> None:
+    """Lock the folder a command writes its results into (RUN/eval, RUN/cam, RUN/embed)."""
+    lock_for_call(folder, what)
+
+
+def interrupted_message() -> str:
+    """What is true after Ctrl-C: for a command that was training a run, whether and how to continue it."""
+    if not _training_run:
+        return "interrupted; files written so far are complete and nothing half-written was kept: run the command again to finish"
+    run = _training_run[0]
+    if not has_finished_epoch(run):
+        return (f"interrupted before the first epoch of {run} finished, so there is nothing to resume: "
+                "run the same command again to start it over")
+    if any(run.glob("fold-*")):
+        return f"interrupted; a cross-validation run cannot be resumed: start it again with another --out (or delete {run})"
+    try:
+        kind = read_manifest(run).get("kind") or "pretrain"
+    except CxrError:
+        kind = "pretrain"
+    return f"interrupted; the finished epochs are saved: continue with `cxrtool {kind} {run} --resume`"
+
+
 OOF_PREDICTIONS = "oof_predictions.csv"  # what a cross-validation run holds instead of one checkpoint
+
+
+def is_complete_run(path: Path) -> bool:
+    """A run with at least one finished epoch (or finished cross-validation results) to use."""
+    return is_run_dir(path) and has_finished_epoch(path)
 
 
 def is_run_dir(path: Path) -> bool:
@@ -223,11 +383,11 @@ def is_cv_run(path: Path) -> bool:
 
 
 def latest_run(root: Path = DEFAULT_RUNS_ROOT) -> Path | None:
-    """The most recently created run directory under `root` (by manifest time), or None."""
+    """The most recently created run with a finished epoch under `root` (by manifest time), or None."""
     root = Path(root)
     if not root.is_dir():
         return None
-    runs = [p for p in root.iterdir() if p.is_dir() and is_run_dir(p)]
+    runs = [p for p in root.iterdir() if p.is_dir() and is_complete_run(p)]
     if not runs:
         return None
     return max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime)
@@ -241,6 +401,9 @@ def resolve_run(run: Path | None, root: Path = DEFAULT_RUNS_ROOT) -> Path:
         run = Path(run)
         if not run.exists():
             raise CxrError(f"{run}: no such run directory")
+        if ((run / MANIFEST).is_file() or (run / CONFIG).is_file()) and not has_finished_epoch(run):
+            raise CxrError(f"{run}: no epoch of this run finished, so there is nothing to use or resume; "
+                           "run the command that started it again (without --resume) to start it over")
         if not is_run_dir(run):
             raise CxrError(f"{run}: not a run directory (no manifest.json and checkpoints/); give a run made by pretrain or finetune")
         return run

@@ -25,6 +25,7 @@ from ..config import parse_list, require
 from ..data.cache import SPLITS
 from ..errors import CxrError
 from ..progress import info, print_table, progress_bar, result, warn
+from ..runs import holds_locks, lock_output
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
 from .maps import METHODS, feature_grid, low_res_maps, upsample
 
@@ -191,6 +192,7 @@ def _claim(path: Path, overwrite: bool) -> Path:
     return path
 
 
+@holds_locks
 def run_cam(cfg: CamConfig) -> dict[str, Any]:
     """Make, save and (with boxes) score the maps `cfg` asks for; returns what was written.
 
@@ -203,17 +205,19 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     from ..data.tensors import to_model_input
     from ..device import resolve_device
     from ..models.checkpoint import load_checkpoint
-    from ..predict import resolve_model_source
+    from ..predict import announce_model, resolve_model_source
     from ..runs import is_run_dir
 
     device = resolve_device(cfg.device)
     source = resolve_model_source(cfg.run)
     model, card = load_checkpoint(source, cfg.checkpoint, device)
+    announce_model(source, cfg.checkpoint, card)
     labels = list(card["labels"])
     given = [resolve_class(c, labels) for c in cfg.classes]  # unknown names fail before any work
     image_size = int(card["image_size"])
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or image_size)
     out = cfg.out or _default_out(source)
+    lock_output(out, "CAM folder")
     run_dir = source if is_run_dir(source) else (source.parent.parent if is_run_dir(source.parent.parent) else None)
 
     if cfg.inputs:

@@ -2,7 +2,9 @@
 
 Options left out stay None so that values from `--config FILE.yaml` are not overridden by
 defaults; `cxrtool.train.config` holds the defaults and the checks. `--resume [RUN]` continues
-an interrupted run (the run given, else `--out`, else the newest run of that kind).
+an interrupted run (the run given, else `--out`, else the newest run of that kind). An `--out`
+that holds no finished epoch is started again; one with finished epochs needs `--resume` or
+`--overwrite`.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def register(app: typer.Typer) -> None:
         allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept weights that fit the backbone only in part (listed in the manifest)."),
         tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help=HELP_TENSORBOARD),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (RUN, --out, or the newest pretrain run)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an --out that holds a finished run, replacing it."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (a run's config.yaml works)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
@@ -81,7 +84,7 @@ def register(app: typer.Typer) -> None:
 
         options = _common(data, arch, weights, out, labels, epochs, batch_size, lr, weight_decay, plateau_patience,
                           early_stop, select, augment, image_size, device, seed, workers, oversample)
-        pretrain(build_config(TrainConfig, config, allow_partial=allow_partial or None, tensorboard=tensorboard, **options))
+        pretrain(build_config(TrainConfig, config, allow_partial=allow_partial or None, tensorboard=tensorboard, **options), overwrite=overwrite)
 
     @app.command("finetune")
     @user_errors
@@ -112,6 +115,7 @@ def register(app: typer.Typer) -> None:
         allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept weights that fit the backbone only in part (listed in the manifest)."),
         tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help=HELP_TENSORBOARD),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (RUN, --out, or the newest finetune run)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an --out that holds a finished run, replacing it."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (a run's config.yaml works)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
@@ -125,4 +129,4 @@ def register(app: typer.Typer) -> None:
         options = _common(data, arch, weights, out, labels, epochs, batch_size, lr, weight_decay, plateau_patience,
                           early_stop, select, augment, image_size, device, seed, workers, oversample)
         finetune(build_config(FinetuneConfig, config, parent=parent, freeze_backbone=freeze_backbone, folds=folds,
-                              val_frac=val_frac, allow_partial=allow_partial or None, tensorboard=tensorboard, **options))
+                              val_frac=val_frac, allow_partial=allow_partial or None, tensorboard=tensorboard, **options), overwrite=overwrite)

@@ -23,7 +23,7 @@ from ..data.cache import PreparedData
 from ..data.labels import COVID_LABEL
 from ..errors import CxrError
 from ..progress import info, print_table, result
-from ..runs import RunPaths, atomic_write_json, atomic_write_text, read_json, resolve_run
+from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, lock_output, read_json, resolve_run
 from .config import EmbedConfig
 from .features import label_strings, latent_features, pixel_features, primary_findings, reduce_pca, stratified_sample
 from .maps import SMALL_FOR_THREADS, make_map
@@ -150,6 +150,7 @@ def _map_space(space: str, run: Path | None, data: PreparedData, images: _Images
     return table
 
 
+@holds_locks
 def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     """Map the images of a run's data in each space with each method; write and return the scores.
 
@@ -159,6 +160,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     run, data, out = _resolve_inputs(cfg)
+    lock_output(out, "embedding folder")
     _check_outputs(out, cfg)
     images = _Images(data, cfg)
     info(f"mapping {len(images.rows):,} images ({cfg.split}) of {data.root} into {out}")

@@ -27,6 +27,7 @@ import torch
 
 from ..errors import CxrError, did_you_mean
 from ..progress import info, result
+from ..runs import holds_locks
 from . import require_package
 
 ARCH = "densenet121"
@@ -164,6 +165,7 @@ def check_conversion(xrv_model: torch.nn.Module, model: torch.nn.Module, outputs
     return diff, tolerance
 
 
+@holds_locks
 def import_xrv(cfg: XrvImportConfig) -> Path:
     """Convert the named model; returns the new run directory (checkpoints/best + manifest)."""
     from ..models.checkpoint import model_card, save_checkpoint

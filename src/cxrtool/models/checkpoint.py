@@ -9,7 +9,8 @@ A checkpoint is a folder, `checkpoints/best/` or `checkpoints/last/` in a run:
 - `state.safetensors` + `state.json` (only for resuming): optimiser, scheduler, RNG and
   sampler state, split into tensors and plain JSON by `save_state`/`load_state`.
 Each folder is written under a temporary name and renamed into place, so a crash mid-save leaves
-the previous checkpoint intact. Loading never unpickles anything.
+the previous checkpoint intact; the card is written last and records the size of every file
+beside it, so a checkpoint truncated later (a copy cut short, a full disk) is refused on open. Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -80,15 +81,63 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, card: dict[str, Any],
     """Write weights, card and (optionally) resumable training state into `folder` atomically."""
     from safetensors.torch import save_file
 
-    from ..runs import to_json
+    from ..runs import current_umask, to_json
 
     def fill(tmp: Path) -> None:
         save_file(_plain_state(model), str(tmp / WEIGHTS), metadata={"format": CARD_FORMAT})
-        (tmp / CARD).write_text(to_json(card), encoding="utf-8")
         if state is not None:
             save_state(tmp, state)
+        # The card is written last and lists the sizes of the files beside it: its completeness mark.
+        (tmp / CARD).write_text(to_json({**card, "files": file_sizes(tmp)}), encoding="utf-8")
+        for path in tmp.iterdir():  # safetensors creates its files 0600: give them the umask's mode
+            os.chmod(path, 0o666 & ~current_umask())
 
     return _write_folder_atomically(Path(folder), fill)
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Sizes of a checkpoint's data files, recorded in its card and checked when it is opened."""
+    names = (WEIGHTS, STATE_TENSORS, STATE_JSON)
+    return {n: (Path(folder) / n).stat().st_size for n in names if (Path(folder) / n).is_file()}
+
+
+def check_files(folder: Path, card: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Refuse a checkpoint whose files are missing or differ in size from what its card recorded."""
+    recorded = card.get("files")
+    if not isinstance(recorded, dict):
+        return  # a checkpoint saved before cards listed their files
+    for name in names:
+        path = Path(folder) / name
+        if name not in recorded:
+            continue
+        if not path.is_file():
+            raise CxrError(f"{path}: missing; the checkpoint is incomplete (its card lists it)")
+        size = path.stat().st_size
+        if size != recorded[name]:
+            raise CxrError(f"{path}: truncated or changed since it was saved ({size} bytes, the card says "
+                           f"{recorded[name]}); the checkpoint is incomplete")
+
+
+def validate_card(card: Any, where: Path) -> dict[str, Any]:
+    """A card must be a JSON object naming a known architecture and its label list; else one line naming it."""
+    from .registry import arch_names
+
+    if not isinstance(card, dict):
+        raise CxrError(f"{where}: not a model card (a JSON object was expected, found {type(card).__name__})")
+    if card.get("format") != CARD_FORMAT:
+        raise CxrError(f"{where}: unknown checkpoint format {card.get('format')!r}")
+    arch = card.get("arch")
+    if arch not in arch_names():
+        raise CxrError(f"{where}: unknown architecture {arch!r} in the card; known: {', '.join(arch_names())}")
+    labels = card.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise CxrError(f"{where}: 'labels' must be a non-empty list of label names")
+    if card.get("num_labels", len(labels)) != len(labels):
+        raise CxrError(f"{where}: 'num_labels' is {card.get('num_labels')!r} but {len(labels)} labels are listed")
+    size = card.get("image_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise CxrError(f"{where}: 'image_size' must be a positive whole number (got {size!r})")
+    return card
 
 
 def resolve_checkpoint(path: Path, which: str = "best") -> Path:
@@ -114,11 +163,9 @@ def read_card(path: Path, which: str = "best") -> dict[str, Any]:
     folder = resolve_checkpoint(path, which)
     try:
         card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CxrError(f"{folder / CARD}: not valid JSON ({exc.msg})") from None
-    if card.get("format") != CARD_FORMAT:
-        raise CxrError(f"{folder / CARD}: unknown checkpoint format {card.get('format')!r}")
-    return card
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CxrError(f"{folder / CARD}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    return validate_card(card, folder / CARD)
 
 
 def load_checkpoint(path: Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[XRayClassifier, dict[str, Any]]:
@@ -129,7 +176,8 @@ def load_checkpoint(path: Path, which: str = "best", device: str | torch.device 
 
     folder = resolve_checkpoint(path, which)
     card = read_card(folder)
-    model = create_model(card["arch"], int(card["num_labels"]), weights="none")
+    check_files(folder, card, (WEIGHTS,))
+    model = create_model(card["arch"], len(card["labels"]), weights="none")
     apply_input_convention(model, card, folder / CARD)
     try:
         tensors = load_file(str(folder / WEIGHTS))
@@ -218,5 +266,16 @@ def load_state(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if not (folder / STATE_JSON).is_file():
         raise CxrError(f"{folder}: no resumable training state here (state.json)")
-    tensors = load_file(str(folder / STATE_TENSORS))
-    return _unflatten(json.loads((folder / STATE_JSON).read_text(encoding="utf-8")), tensors)
+    check_files(folder, read_card(folder), (STATE_TENSORS, STATE_JSON))
+    try:
+        tensors = load_file(str(folder / STATE_TENSORS))
+    except Exception as exc:  # safetensors raises its own error types for a damaged header or body
+        raise CxrError(f"{folder / STATE_TENSORS}: unreadable training state ({exc}); the checkpoint is incomplete") from None
+    try:
+        tree = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CxrError(f"{folder / STATE_JSON}: not valid JSON ({getattr(exc, 'msg', exc)}); the checkpoint is incomplete") from None
+    try:
+        return _unflatten(tree, tensors)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CxrError(f"{folder / STATE_JSON}: does not match {STATE_TENSORS} ({exc}); the checkpoint is incomplete") from None

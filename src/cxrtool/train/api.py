@@ -28,7 +28,8 @@ from ..models.checkpoint import CARD, apply_input_convention, load_checkpoint, l
 from ..models.registry import create_model, read_state_dict
 from ..models.weights import load_body_weights
 from ..progress import info, result, set_quiet, warn
-from ..runs import RunPaths, atomic_write_json, new_run_dir, read_manifest, resolve_run, write_manifest
+from ..runs import (RunPaths, atomic_write_json, holds_locks, lock_run, new_run_dir, read_manifest, resolve_run,
+                    write_manifest)
 from . import distributed as dist_utils
 from .config import FinetuneConfig, TrainConfig
 from .curves import read_metrics
@@ -80,9 +81,9 @@ def _start(cfg: TrainConfig, kind: str) -> tuple[dist_utils.DistInfo, torch.devi
 _determinism_before: list[tuple[bool, bool]] = []
 
 
-def _make_run_dir(out: Path | None, kind: str, arch: str, dinfo: dist_utils.DistInfo) -> Path:
-    """Rank 0 creates the run directory (runs/KIND-ARCH-TIME or --out); the others are told its name."""
-    run_dir = new_run_dir(kind, arch, out) if dinfo.is_main else None
+def _make_run_dir(out: Path | None, kind: str, arch: str, dinfo: dist_utils.DistInfo, overwrite: bool = False) -> Path:
+    """Rank 0 creates and locks the run directory (runs/KIND-ARCH-TIME or --out); the others are told its name."""
+    run_dir = new_run_dir(kind, arch, out, overwrite=overwrite) if dinfo.is_main else None
     return Path(dist_utils.broadcast_object(dinfo, str(run_dir) if run_dir else None))
 
 
@@ -123,8 +124,9 @@ def _finish(dinfo: dist_utils.DistInfo) -> None:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
-def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
-    """Train `cfg.arch` on the data's train split; returns the run directory."""
+@holds_locks
+def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = (), overwrite: bool = False) -> Path:
+    """Train `cfg.arch` on the data's train split; returns the run directory (`overwrite`: replace a finished run)."""
     dinfo, device = _start(cfg, "pretrain")
     try:
         data = PreparedData(cfg.data)
@@ -132,7 +134,7 @@ def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
         labels, columns = select_labels(data, cfg.labels, train_rows)
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.arch, len(labels), cfg.weights, cfg.allow_partial)
-        run_dir = _make_run_dir(cfg.out, "pretrain", cfg.arch, dinfo)
+        run_dir = _make_run_dir(cfg.out, "pretrain", cfg.arch, dinfo, overwrite)
         summary = _train(cfg, "pretrain", data, model, labels, columns, train_rows, val_rows, dinfo, device,
                          run_dir, {"parent": None}, callbacks)
         if dinfo.is_main:
@@ -200,7 +202,8 @@ def finetune_model(cfg: FinetuneConfig, labels: list[str]) -> tuple[XRayClassifi
     return model, resolved, checkpoint.resolve()
 
 
-def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
+@holds_locks
+def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = (), overwrite: bool = False) -> Path:
     """Transfer a parent network to the data's labels (or cross-validate with cfg.folds); returns the run."""
     if cfg.folds:
         from .folds import cross_validate
@@ -212,7 +215,7 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ()) -> Pa
         train_rows, val_rows = data.require_rows("train"), data.require_rows("val")
         labels, columns = select_labels(data, cfg.labels, train_rows)
         model, cfg, parent = finetune_model(cfg, labels)
-        run_dir = _make_run_dir(cfg.out, "finetune", cfg.arch, dinfo)
+        run_dir = _make_run_dir(cfg.out, "finetune", cfg.arch, dinfo, overwrite)
         summary = _train(cfg, "finetune", data, model, labels, columns, train_rows, val_rows, dinfo, device, run_dir,
                          {"parent": str(parent) if parent else None}, callbacks)
         if dinfo.is_main:
@@ -222,10 +225,12 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ()) -> Pa
         _finish(dinfo)
 
 
+@holds_locks
 def resume(run: Path | None = None, kind: str = "pretrain", epochs: int | None = None, workers: int | None = None,
            device: str | None = None, callbacks: Sequence[EpochCallback] = ()) -> Path:
     """Continue an interrupted run from its checkpoints/last (optionally for more `epochs`)."""
     run_dir = resolve_run(Path(run) if run is not None else _newest(kind))
+    lock_run(run_dir)  # one writer at a time; dies with the process
     paths = RunPaths(run_dir)
     manifest = read_manifest(run_dir)
     if manifest.get("kind") == "cv" or "fold" in manifest:
