@@ -152,6 +152,7 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=cfg.plateau_patience)
+    # Only float16 needs loss scaling (cards without bfloat16); its inf check does read the device each step.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     train_set = CacheDataset(plan.data, plan.train_rows, plan.label_columns)
@@ -302,9 +303,8 @@ class LossTally:
 
     def read(self) -> tuple[float, int, float]:
         """(loss sum, first non-finite step or 0, its value): the one host synchronisation."""
-        total, bad_step, bad_value = torch.stack([self.total.float() if self.device.type == "mps" else self.total,
-                                                  self.bad_step.to(self.total.dtype),
-                                                  self.bad_value.to(self.total.dtype)]).tolist()
+        dtype = self.total.dtype
+        total, bad_step, bad_value = torch.stack([self.total, self.bad_step.to(dtype), self.bad_value.to(dtype)]).tolist()
         self.loss_sum = total
         return total, int(bad_step), bad_value
 
