@@ -61,8 +61,11 @@ class FileDataset(Dataset):
                 kept.append(int(p))
             except ImageReadError as exc:
                 skipped.append((str(self.files[p]), str(exc)))
-        images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, self.size, self.size), dtype=torch.uint8)
-        return images, torch.tensor(kept, dtype=torch.int64), skipped
+        # numpy, not tensors: a worker's answer travels pickled through the pipe and is freed with
+        # it; a shared-memory segment per batch let the main process's peak creep up over
+        # thousands of files (benchmarks/bench_predict.py).
+        images = np.stack(arrays) if arrays else np.zeros((0, self.size, self.size), dtype=np.uint8)
+        return images, np.asarray(kept, dtype=np.int64), skipped
 
 
 class ArrayDataset(Dataset):
@@ -159,7 +162,10 @@ class InferenceEngine:
             for wanted, item in zip(index_lists, loader):  # the loader keeps the sampler's order
                 images = item[0]
                 if is_files:
-                    read, lost = item[1].numpy(), item[2]
+                    images = torch.from_numpy(images)
+                    if self.device.type == "cuda":
+                        images = images.pin_memory()  # so the copy below does not block
+                    read, lost = item[1], item[2]
                     if skipped is not None:
                         skipped.extend(lost)
                     extra: tuple = ()

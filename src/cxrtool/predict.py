@@ -123,18 +123,22 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])
     files, skipped = collect_files(cfg.inputs)
     engine = InferenceEngine(model, device, int(card["image_size"]), tta=cfg.tta)
-    read, parts = [], []
+    # Written in place: nothing long-lived is allocated per batch, so the heap does not
+    # fragment around each batch's temporaries and the memory stays flat over any number of files.
+    probs = np.zeros((len(files), len(labels)), dtype=np.float32)
+    readable = np.zeros(len(files), dtype=bool)
     for batch in engine.batches(FileDataset(files, cache_size), cfg.batch_size, workers=cfg.workers,
                                 description="predict", skipped=skipped):
         if batch.x is not None:
-            parts.append(engine.forward(batch.x, "probs").cpu().numpy())
-            read.extend(files[p] for p in batch.positions)
+            probs[batch.positions] = engine.forward(batch.x, "probs").cpu().numpy()
+            readable[batch.positions] = True
+    read = [f for f, ok in zip(files, readable) if ok]
     for path, reason in skipped:
         warn(f"{path}: skipped ({reason})")
     if not read:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
-    probs = np.concatenate(parts)
+    probs = probs[readable]
     table = pd.DataFrame({"file": [str(p) for p in read]})
     for j, label in enumerate(labels):
         table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)
