@@ -2,9 +2,10 @@
 
 Writes N generated 512 x 512 PNGs, then runs `cxrtool.predict.predict_files` (tiny network,
 256-px cache size, batch 32) in a fresh process for each N and records the wall time and the
-peak resident memory of the main process and of its loader workers (`getrusage`). Before the
-engine, predict decoded every file first, so the peak grew by at least 64 KB (one 256-px image)
-per file; streamed, only the batches in flight are held.
+peak resident memory of that process (`getrusage`; the decoding workers are separate processes
+that hold a batch or two each). Before the engine, predict decoded every file first, so the
+peak grew by at least 64 KB (one 256-px image) per file; streamed, only the batches in flight
+are held.
 
     python benchmarks/bench_predict.py [--counts 200,1000] [--workers 2]
     PYTHONPATH=OLD_CHECKOUT/src python benchmarks/bench_predict.py   # the same against another version
@@ -34,8 +35,7 @@ with contextlib.redirect_stdout(io.StringIO()):
     kw = {"workers": workers} if "workers" in PredictConfig.__dataclass_fields__ else {}  # older versions: no option
     table = predict_files(PredictConfig(inputs=[Path(folder)], run=Path(model), device="cpu", **kw))
 print(json.dumps({"files": len(table), "seconds": time.perf_counter() - start,
-                  "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                  "main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
@@ -69,8 +69,8 @@ def main() -> None:
     a = p.parse_args()
     counts = sorted(int(c) for c in a.counts.split(","))
     print(f"tiny-cnn, 512-px PNGs, cache size 256, input 224, batch 32, {a.workers} decoding workers, CPU\n")
-    print("| files | seconds | files/s | peak RSS main (MB) | peak RSS of a worker (MB) |")
-    print("| ---: | ---: | ---: | ---: | ---: |")
+    print("| files | seconds | files/s | peak RSS (MB) |")
+    print("| ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         model = write_model(Path(tmp) / "model")
         for n in counts:
@@ -79,8 +79,7 @@ def main() -> None:
             out = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(model), str(a.workers)],
                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             r = json.loads(out)
-            print(f"| {r['files']:,} | {r['seconds']:.1f} | {r['files'] / r['seconds']:.1f} | {r['main_mb']:.0f} | "
-                  f"{r['worker_mb']:.0f} |", flush=True)
+            print(f"| {r['files']:,} | {r['seconds']:.1f} | {r['files'] / r['seconds']:.1f} | {r['main_mb']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
