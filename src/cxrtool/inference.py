@@ -146,9 +146,11 @@ class InferenceEngine:
     def batches(self, dataset: Dataset, batch_size: int, positions: Sequence[int] | None = None,
                 workers: int | None = None, description: str | None = None,
                 skipped: list | None = None) -> Iterator[Batch]:
-        """Batches of `dataset` (all of it, or `positions` in the order given) with a progress bar.
+        """Batches of `dataset` (all of it, or `positions`, `batch_size` at a time) with a progress bar.
 
-        For a `FileDataset`, unreadable files are appended to `skipped` as (path, reason).
+        Each batch's `positions` says which items it holds (a cache batch reads its rows in
+        ascending order). For a `FileDataset`, unreadable files are appended to `skipped` as
+        (path, reason).
         """
         order = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
         index_lists = [order[c].tolist() for c in chunked(len(order), batch_size)]
