@@ -84,3 +84,20 @@ def test_dataset_reads_whole_batches_from_the_memmap_and_pickles_without_it(synt
     clone = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker receives
     assert clone._images is None and torch.equal(clone.__getitems__([5, 2, 9])[0], images)
     assert math.isclose(len(ds), len(rows))
+
+
+@pytest.mark.parametrize("mode", ["flip", "paper"])
+def test_a_seed_gives_the_same_augmented_batch_from_a_generator_on_the_batch_device(mode):
+    # The trainer seeds a generator on the training device; parameters never leave it.
+    x = torch.rand(12, 1, 24, 24)
+
+    def device_gen(seed: int) -> torch.Generator:
+        return torch.Generator(device=x.device).manual_seed(seed)
+
+    a, b, c = (augment_batch(x, mode, device_gen(s)) for s in (7, 7, 8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    from cxrtool.data.augment import affine_matrices
+
+    theta = affine_matrices(12, device_gen(7))
+    assert theta.device == x.device and theta.shape == (12, 2, 3)
+    assert torch.equal(theta, affine_matrices(12, device_gen(7)))

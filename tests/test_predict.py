@@ -65,6 +65,20 @@ def test_files_are_predicted_exactly_as_the_cached_images(run, synth_data, tmp_p
     np.testing.assert_allclose(_probs(table, synth_data.labels), expected, atol=1e-5)
 
 
+def test_files_stream_through_loader_workers_batch_by_batch_with_bad_files_listed(run, synth_data, tmp_path):
+    rows = synth_data.rows("test")[:6]
+    for r in rows:
+        Image.fromarray(np.asarray(synth_data.images[r])).save(tmp_path / f"img{r:04d}.png")
+    (tmp_path / "img0000_broken.png").write_bytes(b"not an image")  # among the good files: its batch is short by one
+    (tmp_path / "zz_empty.png").write_bytes(b"")
+    inputs = [tmp_path]
+    streamed = predict_files(PredictConfig(inputs=inputs, run=run, device="cpu", batch_size=2, workers=2))
+    in_process = predict_files(PredictConfig(inputs=inputs, run=run, device="cpu", batch_size=64, workers=0))
+    assert list(streamed["file"]) == [str(tmp_path / f"img{r:04d}.png") for r in rows]
+    pd.testing.assert_frame_equal(streamed, in_process)
+    assert [p for p, _ in streamed.attrs["skipped"]] == [str(tmp_path / "img0000_broken.png"), str(tmp_path / "zz_empty.png")]
+
+
 def test_monochrome1_dicom_equals_the_inverted_png(run, tmp_path):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(80, 72)).astype(np.uint8)

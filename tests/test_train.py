@@ -111,6 +111,36 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
 
 
+def test_a_non_finite_loss_between_reads_is_caught_with_its_own_step(tmp_path, small_data, monkeypatch):
+    # The loss is read only every READ_EVERY steps; the first non-finite step is still the one named.
+    calls = {"n": 0}
+
+    def loss(logits, targets):
+        calls["n"] += 1
+        value = masked_bce(logits, targets)
+        return value * float("inf") if calls["n"] >= 2 else value
+
+    monkeypatch.setattr(trainer_module, "masked_bce", loss)
+    monkeypatch.setattr(trainer_module, "READ_EVERY", 10_000)
+    with pytest.raises(CxrError) as err:
+        pretrain(tiny(small_data.root, tmp_path / "run", epochs=1, batch_size=4))
+    assert calls["n"] > 2  # the epoch went on past the bad step: it was caught at the read
+    message = str(err.value)
+    assert "epoch 1, step 2:" in message and "not finite" in message and "no checkpoint written" in message
+
+
+def test_loss_tally_sums_on_the_device_and_remembers_the_first_bad_step():
+    tally = trainer_module.LossTally(torch.device("cpu"))
+    for step, value in enumerate([0.5, 1.5, float("nan"), 2.0, float("inf")], start=1):
+        tally.add(torch.tensor(value), 4, step)
+    total, bad_step, bad_value = tally.read()
+    assert bad_step == 3 and np.isnan(bad_value) and tally.seen == 20
+    clean = trainer_module.LossTally(torch.device("cpu"))
+    clean.add(torch.tensor(0.5), 4, 1)
+    clean.add(torch.tensor(1.5), 2, 2)
+    assert clean.read() == (pytest.approx(5.0), 0, 0.0)
+
+
 def test_finetune_swaps_the_head_and_keeps_the_backbone(tmp_path, trained_run, covid_data):
     parent, parent_card = load_checkpoint(trained_run)
     model, _ = transfer_model(trained_run / "checkpoints" / "best", ["COVID-19"], seed=0)

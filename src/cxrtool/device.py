@@ -36,3 +36,10 @@ def fast_paths(device: torch.device) -> tuple[bool, bool]:
     """(mixed precision, channels_last): both on CUDA only, where they speed training up."""
     on_cuda = device.type == "cuda"
     return on_cuda, on_cuda
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The mixed-precision type: bfloat16 where the card has it (no loss scaling needed), else float16."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16

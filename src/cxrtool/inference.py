@@ -1,64 +1,238 @@
-"""Running a trained model over a prepared cache or loose files, in batches.
+"""The one engine that runs a model over images: used by validation, evaluate, predict, cam and embed.
 
-Shared by evaluate, predict, cam and embed: batches are read straight from the cache's memmap
-(contiguous slices, no per-image Python decode), moved to the device as uint8 and turned into
-network input by `to_model_input`, exactly as in training.
+Images come from a DataLoader: cache rows through `CacheDataset` (memmap reads) or files on disk
+through `FileDataset` (decoded in the loader's worker processes with the cache's preprocessing,
+so decoding uses every core and only the batches in flight are in memory). On CUDA the loader
+pins its batches, they are copied to the device without blocking, and the forward pass runs in
+mixed precision on a channels_last model. `InferenceEngine.batches` yields each batch as uint8
+pixels (for overlays) and network input; `InferenceEngine.forward` turns the input into logits,
+probabilities (test-time flip averaged here and nowhere else) or pooled features. Commands that
+need more than one forward pass per batch (CAM's hooks and gradients) take the batches and run
+their own pass inside `engine.autocast()`. On the CPU no setting changes, so results are the
+same as a plain float32 loop.
 """
 
 from __future__ import annotations
 
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from .data.cache import PreparedData
+from .data.dataset import CacheDataset, collate_batch
 from .data.tensors import to_model_input
+from .device import amp_dtype, fast_paths
 from .errors import CxrError
 from .progress import progress_bar
 
-
-def iter_batches(data: PreparedData, rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """(row numbers, uint8 tensor (b, S, S)) for `rows` in order, `batch_size` at a time."""
-    images = data.images
-    for start in range(0, len(rows), batch_size):
-        chunk = np.asarray(rows[start : start + batch_size])
-        yield chunk, torch.from_numpy(np.ascontiguousarray(images[chunk]))
+MODES = ("probs", "logits", "features")
 
 
-@torch.no_grad()
+class FileDataset(Dataset):
+    """Image files preprocessed as `cxrtool prepare` does; a batch read is (uint8 images, positions read, skipped).
+
+    A file that cannot be decoded is left out of its batch and returned as (path, reason), so the
+    caller lists it; it never stops the others.
+    """
+
+    def __init__(self, files: Sequence[Path], size: int):
+        self.files = [Path(f) for f in files]
+        self.size = int(size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, position: int):
+        return self.__getitems__([position])
+
+    def __getitems__(self, positions: list[int]):
+        from .data.imageio import ImageReadError, load_preprocessed
+
+        arrays, kept, skipped = [], [], []
+        for p in positions:
+            try:
+                arrays.append(load_preprocessed(self.files[p], self.size)[0])
+                kept.append(int(p))
+            except ImageReadError as exc:
+                skipped.append((str(self.files[p]), str(exc)))
+        # numpy, not tensors: a worker's answer travels pickled through the pipe and is freed with
+        # it; a shared-memory segment per batch let the main process's peak creep up over
+        # thousands of files (benchmarks/bench_predict.py).
+        images = np.stack(arrays) if arrays else np.zeros((0, self.size, self.size), dtype=np.uint8)
+        return images, np.asarray(kept, dtype=np.int64), skipped
+
+
+class ArrayDataset(Dataset):
+    """Preprocessed uint8 images (n, S, S) already in memory, read a batch at a time."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, positions: list[int]):
+        positions = np.sort(np.asarray(positions, dtype=np.int64))  # ascending, as CacheDataset reads
+        return (torch.from_numpy(np.ascontiguousarray(self.images[positions])),)
+
+
+def default_workers(device: torch.device | str, decode: bool = False) -> int:
+    """Loader processes: every core for decoding files; for memmap reads, some on CUDA, none on CPU.
+
+    Reading cache rows costs little next to a CPU forward pass (and worker start-up would cost
+    more than it saves there); a GPU, though, outruns a single reading thread.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if decode:
+        return min(cores, 16)
+    return min(cores, 8) if torch.device(device).type == "cuda" else 0
+
+
+def make_loader(dataset: Dataset, batches: list[list[int]], workers: int, device: torch.device,
+                persistent: bool = False) -> DataLoader:
+    """A prefetching loader over whole batches (the datasets read a batch per call)."""
+    workers = min(int(workers), len(batches)) if len(batches) > 1 else 0  # one batch: no process to start
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_batch, num_workers=workers,
+                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+                      persistent_workers=persistent and workers > 0)
+
+
+def chunked(n: int, batch_size: int) -> list[list[int]]:
+    """[[0..b-1], [b..2b-1], ...] over n positions, in order."""
+    return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+
+
+@dataclass
+class Batch:
+    """One batch as the engine hands it over."""
+
+    positions: np.ndarray  # which of the items given these images are (readable ones only)
+    images: torch.Tensor  # uint8 (b, S, S) on the host, as decoded or cached
+    x: torch.Tensor | None  # the network input on the device; None when nothing in the batch was readable
+    extra: tuple  # the rest of the dataset's answer: (targets, rows) for a cache
+    count: int  # items this batch consumed, readable or not (progress counts these)
+
+
+class InferenceEngine:
+    """A model in eval mode on a device, with that device's fast paths and the test-time flip."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str, image_size: int, tta: bool = False,
+                 mixed_precision: bool | None = None, channels_last: bool | None = None, prepare: bool = True):
+        self.device = torch.device(device)
+        amp, cl = fast_paths(self.device)
+        self.amp_dtype = amp_dtype(self.device) if (amp if mixed_precision is None else mixed_precision) else None
+        self.channels_last = cl if channels_last is None else channels_last
+        self.image_size = int(image_size)
+        self.tta = tta
+        if prepare:  # a model the trainer already placed (and maybe wrapped) is left as it is
+            model = model.to(self.device)
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+        self.model = model.eval()
+
+    def autocast(self):
+        """Mixed precision where the engine uses it; a no-op context elsewhere."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # --- where images come from -------------------------------------------------------------
+    def batches(self, dataset: Dataset, batch_size: int, positions: Sequence[int] | None = None,
+                workers: int | None = None, description: str | None = None,
+                skipped: list | None = None) -> Iterator[Batch]:
+        """Batches of `dataset` (all of it, or `positions`, `batch_size` at a time) with a progress bar.
+
+        Each batch's `positions` says which items it holds (a cache batch reads its rows in
+        ascending order). For a `FileDataset`, unreadable files are appended to `skipped` as
+        (path, reason).
+        """
+        order = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
+        index_lists = [order[c].tolist() for c in chunked(len(order), batch_size)]
+        is_files = isinstance(dataset, FileDataset)
+        if workers is None:
+            workers = default_workers(self.device, decode=is_files)
+        loader = make_loader(dataset, index_lists, workers, self.device)
+        self.model.eval()  # the trainer's model comes back from training mode every epoch
+        bar = progress_bar(len(order), description) if description else nullcontext()
+        with bar as b:
+            for wanted, item in zip(index_lists, loader):  # the loader keeps the sampler's order
+                images = item[0]
+                if is_files:
+                    images = torch.from_numpy(images)
+                    if self.device.type == "cuda":
+                        images = images.pin_memory()  # so the copy below does not block
+                    read, lost = item[1], item[2]
+                    if skipped is not None:
+                        skipped.extend(lost)
+                    extra: tuple = ()
+                else:
+                    read, extra = np.sort(np.asarray(wanted)), tuple(item[1:])  # CacheDataset reads ascending
+                x = to_model_input(images, self.image_size, self.device, self.channels_last) if len(images) else None
+                yield Batch(read, images, x, extra, len(wanted))
+                if b is not None:
+                    b.advance(len(wanted))
+
+    # --- what comes out ---------------------------------------------------------------------
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, mode: str = "probs") -> torch.Tensor:
+        """float32 logits, probabilities (averaged with the flipped image when `tta`) or pooled features."""
+        if mode not in MODES:
+            raise ValueError(f"unknown inference mode {mode!r}; choose one of {', '.join(MODES)}")
+        with self.autocast():
+            if mode == "features":
+                return self.model.forward_head(self.model.forward_features(x), pre_logits=True).float()
+            logits = self.model(x).float()
+            if mode == "logits":
+                return logits
+            probs = torch.sigmoid(logits)
+            if self.tta:
+                probs = (probs + torch.sigmoid(self.model(torch.flip(x, dims=[-1])).float())) / 2
+            return probs
+
+    def run(self, batches: Iterator[Batch], mode: str = "probs", width: int = 0) -> np.ndarray:
+        """Outputs (n, width) of every readable image in `batches`, in order, as float32."""
+        out = [self.forward(b.x, mode).cpu().numpy() for b in batches if b.x is not None]
+        return np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
+
+
+def _width(model: torch.nn.Module, mode: str) -> int:
+    return int(getattr(model, "num_features" if mode == "features" else "num_labels", 0))
+
+
+def run_rows(model: torch.nn.Module, data: PreparedData, rows: np.ndarray, image_size: int, mode: str,
+             batch_size: int = 64, device: torch.device | str = "cpu", tta: bool = False,
+             description: str | None = None, workers: int | None = None) -> np.ndarray:
+    """`mode` outputs (n, ...) for cache rows, in the order given."""
+    engine = InferenceEngine(model, device, image_size, tta=tta)
+    batches = engine.batches(CacheDataset(data, np.asarray(rows)), batch_size, workers=workers, description=description)
+    return engine.run(batches, mode, _width(model, mode))
+
+
 def predict_probs(model: torch.nn.Module, data: PreparedData, rows: np.ndarray, image_size: int,
                   batch_size: int = 64, device: torch.device | str = "cpu", tta: bool = False,
-                  description: str = "predict") -> np.ndarray:
+                  description: str = "predict", workers: int | None = None) -> np.ndarray:
     """Sigmoid probabilities (n, L) for cache rows; `tta` averages with the horizontal flip."""
-    model.eval().to(device)
-    out = []
-    with progress_bar(len(rows), description) as bar:
-        for chunk, batch in iter_batches(data, rows, batch_size):
-            x = to_model_input(batch, image_size, device)
-            probs = torch.sigmoid(model(x).float())
-            if tta:
-                probs = (probs + torch.sigmoid(model(torch.flip(x, dims=[-1])).float())) / 2
-            out.append(probs.cpu().numpy())
-            bar.advance(len(chunk))
-    n_labels = model.num_labels if hasattr(model, "num_labels") else 0
-    return np.concatenate(out) if out else np.zeros((0, n_labels), dtype=np.float32)
+    return run_rows(model, data, rows, image_size, "probs", batch_size, device, tta, description, workers)
 
 
-@torch.no_grad()
 def extract_features(model: torch.nn.Module, data: PreparedData, rows: np.ndarray, image_size: int,
                      batch_size: int = 64, device: torch.device | str = "cpu",
-                     description: str = "features") -> np.ndarray:
+                     description: str = "features", workers: int | None = None) -> np.ndarray:
     """Pooled final-convolution features (n, C): the latent representation before the head."""
-    model.eval().to(device)
-    out = []
-    with progress_bar(len(rows), description) as bar:
-        for chunk, batch in iter_batches(data, rows, batch_size):
-            feats = model.forward_head(model.forward_features(to_model_input(batch, image_size, device)), pre_logits=True)
-            out.append(feats.float().cpu().numpy())
-            bar.advance(len(chunk))
-    return np.concatenate(out) if out else np.zeros((0, getattr(model, "num_features", 0)), dtype=np.float32)
+    return run_rows(model, data, rows, image_size, "features", batch_size, device, False, description, workers)
+
+
+def iter_batches(data: PreparedData, rows: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(row numbers, uint8 tensor (b, S, S)) for `rows` in order, `batch_size` at a time (no model)."""
+    dataset = CacheDataset(data, np.asarray(rows))
+    for images, _targets, got in make_loader(dataset, chunked(len(dataset), batch_size), 0, torch.device("cpu")):
+        yield got.numpy(), images
 
 
 def resolve_data(data: Path | None, run_dir: Path) -> PreparedData:

@@ -1,6 +1,7 @@
 """`cxrtool predict`: a trained model's answer for X-ray files on disk.
 
-PNG, JPEG and DICOM files (folders are walked for them) are decoded and preprocessed exactly as
+PNG, JPEG and DICOM files (folders are walked for them) are decoded, by the inference engine's
+loader workers a batch at a time, and preprocessed exactly as
 `cxrtool prepare` did for the cache the model was trained on (the card's
 `preprocessing.cache_size`: centre square crop and resize, MONOCHROME1 DICOM inverted), then
 brought to the network's input size by the same `to_model_input` as in training. The result is a
@@ -21,7 +22,7 @@ import torch
 
 from .config import require
 from .errors import CxrError
-from .progress import info, print_table, track, warn
+from .progress import info, print_table, warn
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 OUT_SUFFIXES = (".csv", ".json")
@@ -36,6 +37,7 @@ class PredictConfig:
     tta: bool = False
     device: str = "auto"
     batch_size: int = 32
+    workers: int | None = None  # decoding processes; None: every core
     checkpoint: str = "best"
     overwrite: bool = False
     thresholds: Path | None = None  # a thresholds.json; None: the newest of the run's evaluations
@@ -48,6 +50,7 @@ class PredictConfig:
             require(self.thresholds.is_file(), f"--thresholds {self.thresholds}: file not found (a thresholds.json written by cxrtool evaluate)")
         require(len(self.inputs) > 0, "give at least one image file or folder to predict")
         require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
+        require(self.workers is None or self.workers >= 0, f"--workers: must be 0 or more, got {self.workers}")
         require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
         if self.out is not None:
             self.out = Path(self.out)
@@ -110,32 +113,25 @@ def announce_model(source: Path, which: str, card: dict) -> None:
     notice(f"model: {resolve_checkpoint(source, which)} ({card['arch']}, {len(card['labels'])} labels)")
 
 
-@torch.no_grad()
 def predict_arrays(model: torch.nn.Module, images: np.ndarray, image_size: int, device, tta: bool = False,
                    batch_size: int = 32) -> np.ndarray:
     """Probabilities (n, L) for preprocessed uint8 images (n, S, S), as in training."""
-    from .data.tensors import to_model_input
+    from .inference import ArrayDataset, InferenceEngine
 
-    model.eval().to(device)
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_model_input(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])), image_size, device)
-        probs = torch.sigmoid(model(x).float())
-        if tta:
-            probs = (probs + torch.sigmoid(model(torch.flip(x, dims=[-1])).float())) / 2
-        out.append(probs.cpu().numpy())
-    return np.concatenate(out)
+    engine = InferenceEngine(model, device, image_size, tta=tta)
+    return engine.run(engine.batches(ArrayDataset(images), batch_size, workers=0), "probs", int(getattr(model, "num_labels", 0)))
 
 
 def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     """Predict every readable file; returns one row per file (file, prob_<label>, pred_<label>).
 
-    `df.attrs["skipped"]` lists (path, reason) for inputs that could not be read,
-    `df.attrs["thresholds"]` the operating points used ({} when no evaluation chose any) and
-    `df.attrs["threshold_source"]` where they came from.
+    Files are decoded by the loader's worker processes and predicted a batch at a time, so memory
+    stays flat however many files are given. `df.attrs["skipped"]` lists (path, reason) for inputs
+    that could not be read, `df.attrs["thresholds"]` the operating points used ({} when no
+    evaluation chose any) and `df.attrs["threshold_source"]` where they came from.
     """
-    from .data.imageio import ImageReadError, load_preprocessed
     from .device import resolve_device
+    from .inference import FileDataset, InferenceEngine
     from .models.checkpoint import load_checkpoint
 
     device = resolve_device(cfg.device)
@@ -146,19 +142,23 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     thresholds, origin = thresholds_for(cfg, source, labels)  # before the work: a bad --operating-point fails now
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])
     files, skipped = collect_files(cfg.inputs)
-    images, read = [], []
-    for path in track(files, "read images"):
-        try:
-            images.append(load_preprocessed(path, cache_size)[0])
-            read.append(path)
-        except ImageReadError as exc:
-            skipped.append((str(path), str(exc)))
+    engine = InferenceEngine(model, device, int(card["image_size"]), tta=cfg.tta)
+    # Written in place: nothing long-lived is allocated per batch, so the heap does not
+    # fragment around each batch's temporaries and the memory stays flat over any number of files.
+    probs = np.zeros((len(files), len(labels)), dtype=np.float32)
+    readable = np.zeros(len(files), dtype=bool)
+    for batch in engine.batches(FileDataset(files, cache_size), cfg.batch_size, workers=cfg.workers,
+                                description="predict", skipped=skipped):
+        if batch.x is not None:
+            probs[batch.positions] = engine.forward(batch.x, "probs").cpu().numpy()
+            readable[batch.positions] = True
+    read = [f for f, ok in zip(files, readable) if ok]
     for path, reason in skipped:
         warn(f"{path}: skipped ({reason})")
     if not read:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
-    probs = predict_arrays(model, np.stack(images), int(card["image_size"]), device, cfg.tta, cfg.batch_size)
+    probs = probs[readable]
     table = pd.DataFrame({"file": [str(p) for p in read]})
     for j, label in enumerate(labels):
         table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)

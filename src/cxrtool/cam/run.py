@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ import torch
 from ..config import parse_list, require
 from ..data.cache import SPLITS
 from ..errors import CxrError
-from ..progress import info, print_table, progress_bar, result, warn
+from ..progress import info, print_table, result, warn
 from ..runs import holds_locks, lock_output
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
 from .maps import METHODS, feature_grid, low_res_maps, upsample
@@ -89,7 +89,7 @@ class _Images:
     ids: list[str]
     stems: list[str]
     size: int
-    batches: Any  # callable(positions) -> iterator of (positions read, uint8 tensor (b, S, S), positions consumed)
+    dataset: Any  # a FileDataset or CacheDataset the inference engine reads, position by position
     truth: Any = None  # callable (position, class name) -> 1.0 / 0.0 / nan
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -109,7 +109,7 @@ def _unique(stems: list[str]) -> list[str]:
 
 
 def _file_images(cfg: CamConfig, size: int) -> _Images:
-    from ..data.imageio import ImageReadError, load_preprocessed
+    from ..inference import FileDataset
     from ..predict import collect_files
 
     files, skipped = collect_files(cfg.inputs)
@@ -119,30 +119,16 @@ def _file_images(cfg: CamConfig, size: int) -> _Images:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CxrError(f"none of the {len(cfg.inputs)} input(s) holds an X-ray image{first}")
 
-    def batches(positions: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor, int]]:
-        # Decoded a batch at a time (memory stays flat for any number of files); a file that
-        # cannot be read is listed in `skipped` and left out of its batch.
-        for start in range(0, len(positions), cfg.batch_size):
-            chunk = positions[start : start + cfg.batch_size]
-            kept, arrays = [], []
-            for p in chunk:
-                try:
-                    arrays.append(load_preprocessed(files[int(p)], size)[0])
-                    kept.append(int(p))
-                except ImageReadError as exc:
-                    skipped.append((str(files[int(p)]), str(exc)))
-            if kept:
-                yield np.array(kept), torch.from_numpy(np.stack(arrays)), len(chunk)
-            else:
-                yield np.array([], dtype=int), None, len(chunk)
-
+    # Decoded by the engine's loader workers a batch at a time (memory stays flat for any number
+    # of files); a file that cannot be read is listed in `skipped` and left out of its batch.
     return _Images(ids=[p.name for p in files], stems=_unique([_stem(p.name) for p in files]), size=size,
-                   batches=batches, skipped=skipped)
+                   dataset=FileDataset(files, size), skipped=skipped)
 
 
 def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[_Images, Any]:
-    from ..inference import resolve_data
     from ..data.cache import PreparedData
+    from ..data.dataset import CacheDataset
+    from ..inference import resolve_data
 
     if cfg.data is None and run_dir is None:
         raise CxrError(f"{cfg.run}: a checkpoint folder records no data; pass --data DIR or image files")
@@ -150,19 +136,13 @@ def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[_Images, Any]:
     rows = data.require_rows(cfg.split)
     ids = data.index["id"].astype(str).to_numpy()
 
-    def batches(positions: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor, int]]:
-        # Rows in cache order: contiguous memmap reads, as in training.
-        for start in range(0, len(positions), cfg.batch_size):
-            chunk = positions[start : start + cfg.batch_size]
-            yield chunk, torch.from_numpy(np.ascontiguousarray(data.images[rows[chunk]])), len(chunk)
-
     def truth(position: int, label: str) -> float:
         if label not in data.labels:
             return float("nan")
         return float(data.index[label].iloc[rows[position]])
 
     images = _Images(ids=list(ids[rows]), stems=_unique([_stem(i) for i in ids[rows]]), size=data.size,
-                     batches=batches, truth=truth)
+                     dataset=CacheDataset(data, rows), truth=truth)
     return images, data
 
 
@@ -202,8 +182,8 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     per_image, box_scores_csv and per_image_csv; otherwise those are None.
     """
     from ..data.labels import resolve_class
-    from ..data.tensors import to_model_input
     from ..device import resolve_device
+    from ..inference import InferenceEngine
     from ..models.checkpoint import load_checkpoint
     from ..predict import announce_model, resolve_model_source
     from ..runs import is_run_dir
@@ -261,52 +241,48 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     from .overlay import save_overlay
 
     grid = feature_grid(model, image_size) if cfg.align else None
+    engine = InferenceEngine(model, device, image_size)
     pairs, scores = [], []
     read = 0
-    with progress_bar(len(positions), f"{cfg.method} maps") as bar:
-        for chunk, batch_u8, consumed in images.batches(positions):
-            if not len(chunk):
-                bar.advance(consumed)
-                continue
-            read += len(chunk)
-            x = to_model_input(batch_u8, image_size, device)
-            if mode == "top":
-                with torch.no_grad():
-                    probs = torch.sigmoid(model(x).float()).cpu().numpy()
-            else:
-                probs = None
-            wanted = [classes_of(int(p), probs[j] if probs is not None else None) for j, p in enumerate(chunk)]
-            union = sorted({c for cs in wanted for c in cs})
-            if not union:
-                bar.advance(consumed)
-                continue
-            mb = low_res_maps(model, x, union, cfg.method)
-            probs = mb.probs.cpu().numpy()
-            picks = [(j, union.index(c), c) for j, cs in enumerate(wanted) for c in cs]
-            low = torch.stack([mb.maps[j, k] for j, k, _ in picks]).unsqueeze(1)
-            full = upsample(low, images.size, grid, image_size)[:, 0].cpu().numpy()
-            pixels = batch_u8.numpy()
-            for (j, _, c), cam in zip(picks, full):
-                p = int(chunk[j])
-                label, prob = labels[c], float(probs[j, c])
-                own_boxes = boxes.get(images.ids[p], {}).get(label, []) if scoring else []
-                row = {"id": images.ids[p], "class": label, "method": cfg.method, "probability": round(prob, 6),
-                       "label": images.truth(p, label) if images.truth else float("nan"), "overlay": "", "map": ""}
-                if cfg.maps:
-                    path = _claim(out / "maps" / f"{name(p, c)}.npy", cfg.overwrite)
-                    _atomic_npy(path, cam.astype(np.float32))
-                    row["map"] = str(path)
-                if cfg.overlays:
-                    path = _claim(out / "overlays" / f"{name(p, c)}.png", cfg.overwrite)
-                    save_overlay(path, pixels[j], cam, f"{label}: p = {prob:.2f}",
-                                 f"{images.ids[p]} · {cfg.method}", own_boxes)
-                    row["overlay"] = str(path)
-                pairs.append(row)
-                if own_boxes:
-                    scores.append({**{k: row[k] for k in ("id", "class", "method", "probability", "label")},
-                                   "boxes": len(own_boxes), **score_map(cam, own_boxes, cfg.thresholds)})
-            del mb, low, full  # free the batch's maps before the next one
-            bar.advance(consumed)
+    # One engine pass: its loader reads (or decodes) the batches and its bar counts them.
+    for batch in engine.batches(images.dataset, cfg.batch_size, positions=positions,
+                                description=f"{cfg.method} maps", skipped=images.skipped):
+        if batch.x is None:
+            continue
+        chunk, x = batch.positions, batch.x
+        read += len(chunk)
+        probs = engine.forward(x, "probs").cpu().numpy() if mode == "top" else None
+        wanted = [classes_of(int(p), probs[j] if probs is not None else None) for j, p in enumerate(chunk)]
+        union = sorted({c for cs in wanted for c in cs})
+        if not union:
+            continue
+        with engine.autocast():  # CAM needs the cam layer's activations (and gradients): its own pass
+            mb = low_res_maps(engine.model, x, union, cfg.method)
+        probs = mb.probs.cpu().numpy()
+        picks = [(j, union.index(c), c) for j, cs in enumerate(wanted) for c in cs]
+        low = torch.stack([mb.maps[j, k] for j, k, _ in picks]).unsqueeze(1)
+        full = upsample(low, images.size, grid, image_size)[:, 0].cpu().numpy()
+        pixels = batch.images.numpy()
+        for (j, _, c), cam in zip(picks, full):
+            p = int(chunk[j])
+            label, prob = labels[c], float(probs[j, c])
+            own_boxes = boxes.get(images.ids[p], {}).get(label, []) if scoring else []
+            row = {"id": images.ids[p], "class": label, "method": cfg.method, "probability": round(prob, 6),
+                   "label": images.truth(p, label) if images.truth else float("nan"), "overlay": "", "map": ""}
+            if cfg.maps:
+                path = _claim(out / "maps" / f"{name(p, c)}.npy", cfg.overwrite)
+                _atomic_npy(path, cam.astype(np.float32))
+                row["map"] = str(path)
+            if cfg.overlays:
+                path = _claim(out / "overlays" / f"{name(p, c)}.png", cfg.overwrite)
+                save_overlay(path, pixels[j], cam, f"{label}: p = {prob:.2f}",
+                             f"{images.ids[p]} · {cfg.method}", own_boxes)
+                row["overlay"] = str(path)
+            pairs.append(row)
+            if own_boxes:
+                scores.append({**{k: row[k] for k in ("id", "class", "method", "probability", "label")},
+                               "boxes": len(own_boxes), **score_map(cam, own_boxes, cfg.thresholds)})
+        del mb, low, full  # free the batch's maps before the next one
 
     for path, reason in images.skipped[:10]:
         warn(f"{path}: skipped ({reason})")

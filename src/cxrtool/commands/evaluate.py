@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         tta: bool = typer.Option(False, "--tta/--no-tta", help="Average each prediction with its horizontal flip."),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
         batch_size: int = typer.Option(32, "--batch-size", help="Images per batch."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Processes decoding the files (default: every core)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
         thresholds: Optional[Path] = typer.Option(None, "--thresholds", help="A thresholds.json from cxrtool evaluate (default: the run's newest, chosen on val)."),
         operating_point: str = typer.Option("youden", "--operating-point", help="youden, or the fixed-sensitivity point (e.g. sens90)."),
@@ -71,5 +72,5 @@ def register(app: typer.Typer) -> None:
         if not inputs:
             raise CxrError(f"give image files or folders to predict after the run {model_source}")
         predict_files(PredictConfig(inputs=inputs, run=model_source, out=out, tta=tta, device=device,
-                                    batch_size=batch_size, checkpoint=checkpoint, overwrite=overwrite,
+                                    batch_size=batch_size, workers=workers, checkpoint=checkpoint, overwrite=overwrite,
                                     thresholds=thresholds, operating_point=operating_point))

@@ -74,6 +74,15 @@ def all_sum(info: DistInfo, values: list[float], device: torch.device) -> list[f
     return t.tolist()
 
 
+def all_min(info: DistInfo, value: int, device: torch.device) -> int:
+    """The smallest of an integer over all processes."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def gather_arrays(info: DistInfo, *arrays: np.ndarray) -> list[np.ndarray]:
     """Concatenate each array over processes (rank order); identical result on every rank."""
     if not info.enabled:

@@ -7,6 +7,12 @@ epoch, and keeps the run directory current: `metrics.csv`, `curves.png`, `checkp
 seeded by (seed, epoch), so an epoch's batches, augmentations and dropout masks do not depend on
 whether the run was interrupted before it. A non-finite loss stops the run with one line naming
 the epoch and step; the checkpoint of the last finished epoch is left untouched.
+
+A training step never waits on the host: the augmentation draws its parameters on the device,
+the loss is summed on the device, and the first non-finite step is recorded there too. The host
+reads them (one synchronisation, plus one all-reduce under torchrun) every `READ_EVERY` steps
+and at the end of the epoch; the progress bar advances by batch and shows the loss when read.
+Validation runs through the inference engine (`cxrtool.inference`), as evaluate does.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from ..data.augment import augment_batch
 from ..data.cache import PreparedData
 from ..data.dataset import CacheDataset, collate_batch
 from ..data.tensors import to_model_input
+from ..device import amp_dtype as device_amp_dtype
 from ..device import fast_paths
+from ..inference import InferenceEngine, default_workers
 from ..errors import CxrError
 from ..metrics import per_label_auroc
 from ..models.checkpoint import model_card, save_checkpoint
@@ -40,6 +48,7 @@ from .samplers import SeededBatchSampler, balancing_weights, epoch_seed
 
 EpochCallback = Callable[[int, dict], None]
 PLOT_EVERY_S = 60.0
+READ_EVERY = 50  # steps between reads of the device-side loss (and the non-finite check)
 
 
 class NonFiniteLoss(CxrError):
@@ -100,19 +109,13 @@ def _set_train_mode(model: torch.nn.Module, freeze_backbone: bool) -> None:
 
 
 @torch.no_grad()
-def evaluate_rows(model: torch.nn.Module, dataset: CacheDataset, positions: np.ndarray, image_size: int,
-                  device: torch.device, batch_size: int, amp_dtype: torch.dtype | None, channels_last: bool
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def evaluate_rows(engine: InferenceEngine, dataset: CacheDataset, positions: np.ndarray, batch_size: int,
+                  workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities, targets, per-image losses) for dataset positions, in the order given."""
-    model.eval()
     probs, targets, losses = [], [], []
-    for start in range(0, len(positions), batch_size):
-        chunk = np.sort(positions[start : start + batch_size])
-        images, y, _ = dataset.__getitems__(chunk.tolist())
-        x = to_model_input(images, image_size, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x).float()
-        y = y.to(device)
+    for batch in engine.batches(dataset, batch_size, positions=positions, workers=workers):
+        logits = engine.forward(batch.x, "logits")
+        y = batch.extra[0].to(engine.device, non_blocking=True)
         probs.append(torch.sigmoid(logits).cpu().numpy())
         losses.append(per_image_bce(logits, y).cpu().numpy())
         targets.append(y.cpu().numpy())
@@ -135,7 +138,7 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
     paths = RunPaths(plan.run_dir)
     model = plan.model.to(device)
     amp, channels_last = fast_paths(device)
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
+    amp_dtype = device_amp_dtype(device) if amp else None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.freeze_backbone:
@@ -149,6 +152,7 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=cfg.plateau_patience)
+    # Only float16 needs loss scaling (cards without bfloat16); its inf check does read the device each step.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     train_set = CacheDataset(plan.data, plan.train_rows, plan.label_columns)
@@ -160,6 +164,8 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
                         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
                         prefetch_factor=4 if cfg.workers > 0 else None)
     val_positions = np.arange(len(val_set))[dinfo.rank :: dinfo.world_size]
+    val_engine = InferenceEngine(model, device, cfg.image_size, prepare=False)  # the model is placed above
+    val_workers = min(cfg.workers, default_workers(device))
 
     # Counters that --resume restores.
     start_epoch, best_score, best_epoch, monitor_best, bad_epochs = 1, -math.inf, 0, math.inf, 0
@@ -189,9 +195,11 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
         for epoch in range(start_epoch, cfg.epochs + 1):
             sampler.set_epoch(epoch)
             torch.manual_seed(epoch_seed(cfg.seed, epoch, salt=2 + dinfo.rank))  # dropout and the like
-            aug_gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, salt=1000 + dinfo.rank))
+            # Drawn on the training device: no parameter is copied from the host during a step.
+            aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(cfg.seed, epoch, salt=1000 + dinfo.rank))
             _set_train_mode(net, cfg.freeze_backbone)
-            loss_sum, seen, step = 0.0, 0, 0
+            tally = LossTally(device)
+            step = 0
             started = time.perf_counter()
             with progress_bar(sampler.num_images() * dinfo.world_size, f"epoch {epoch}/{cfg.epochs}") as bar:
                 for step, (images, targets, _rows) in enumerate(loader, start=1):
@@ -205,19 +213,17 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                    value = dist_utils.all_sum(dinfo, [loss.item()], device)[0] / dinfo.world_size
-                    if not math.isfinite(value):
-                        raise NonFiniteLoss(_non_finite_message(epoch, step, value, paths, history, cfg.lr))
-                    loss_sum += value * len(images)
-                    seen += len(images)
+                    tally.add(loss, len(images), step)
                     bar.advance(len(images) * dinfo.world_size)
-                    bar.update(status=f"loss {loss_sum / seen:.4f}")
+                    if step % READ_EVERY == 0:
+                        _read_tally(tally, dinfo, bar, epoch, paths, history, cfg.lr)
+            if step:
+                _read_tally(tally, dinfo, bar, epoch, paths, history, cfg.lr)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - started
-            loss_sum, seen, elapsed = dist_utils.all_sum(dinfo, [loss_sum, float(seen), elapsed], device)
-            probs, targets_np, losses = evaluate_rows(_unwrap(net), val_set, val_positions, cfg.image_size, device,
-                                                      cfg.batch_size * 2, amp_dtype, channels_last)
+            loss_sum, seen, elapsed = dist_utils.all_sum(dinfo, [tally.loss_sum, float(tally.seen), elapsed], device)
+            probs, targets_np, losses = evaluate_rows(val_engine, val_set, val_positions, cfg.batch_size * 2, val_workers)
             probs, targets_np, losses = dist_utils.gather_arrays(dinfo, probs, targets_np, losses)
             aurocs = per_label_auroc(targets_np, probs) if len(probs) else np.full(len(plan.labels), np.nan)
             row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": float(np.mean(losses)) if len(losses) else math.nan}
@@ -269,6 +275,54 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
 
     return {"best_epoch": best_epoch, "select": cfg.select, "epochs_run": len(history), "stopped_early": stopped_early,
             "history": history, "best": next((r for r in history if r["epoch"] == best_epoch), None)}
+
+
+class LossTally:
+    """The epoch's loss, summed on the device, and its first non-finite step, recorded there too.
+
+    `add` only queues device work (no `.item()`), so a step never waits for the GPU; `read`
+    synchronises once and is called every READ_EVERY steps and at the end of the epoch.
+    """
+
+    def __init__(self, device: torch.device):
+        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.device = device
+        self.total = torch.zeros((), device=device, dtype=wide)  # sum of (batch mean loss x images)
+        self.bad_step = torch.zeros((), device=device, dtype=torch.int64)  # 0: every loss so far finite
+        self.bad_value = torch.zeros((), device=device)
+        self.seen = 0
+        self.loss_sum = 0.0  # the host's copy of `total` as of the last read
+
+    def add(self, loss: torch.Tensor, n: int, step: int) -> None:
+        value = loss.detach().float()
+        self.total += value.to(self.total.dtype) * n
+        first = (self.bad_step == 0) & ~torch.isfinite(value)
+        self.bad_step = torch.where(first, torch.full_like(self.bad_step, step), self.bad_step)
+        self.bad_value = torch.where(first, value, self.bad_value)
+        self.seen += n
+
+    def read(self) -> tuple[float, int, float]:
+        """(loss sum, first non-finite step or 0, its value): the one host synchronisation."""
+        dtype = self.total.dtype
+        total, bad_step, bad_value = torch.stack([self.total, self.bad_step.to(dtype), self.bad_value.to(dtype)]).tolist()
+        self.loss_sum = total
+        return total, int(bad_step), bad_value
+
+
+def _read_tally(tally: LossTally, dinfo: dist_utils.DistInfo, bar, epoch: int, paths: RunPaths,
+                history: list[dict], lr: float) -> None:
+    """Read the device-side loss; show it, and stop the run if any process saw a non-finite loss."""
+    total, bad_step, bad_value = tally.read()
+    if dinfo.enabled:  # every process must agree to stop, and on where
+        total, seen, worst = dist_utils.all_sum(dinfo, [total, float(tally.seen), float(bad_step > 0)], device=tally.device)
+        first = dist_utils.all_min(dinfo, bad_step if bad_step > 0 else 2**62, tally.device) if worst else 0
+        bad_step = first if worst else 0
+    else:
+        seen = tally.seen
+    if bad_step:
+        value = bad_value if not math.isfinite(bad_value) else math.nan  # another process's value is not known here
+        raise NonFiniteLoss(_non_finite_message(epoch, bad_step, value, paths, history, lr))
+    bar.update(status=f"loss {total / max(seen, 1):.4f}")
 
 
 def _non_finite_message(epoch: int, step: int, value: float, paths: RunPaths, history: list[dict], lr: float) -> str:
