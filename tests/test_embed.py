@@ -182,7 +182,9 @@ def test_scores_default_to_the_test_split_and_all_scores_each_split(trained_run,
 def test_same_seed_same_coordinates_and_another_seed_differs(trained_run, tmp_path):
     def coords(seed, name):
         out = tmp_path / name
-        run_embed(EmbedConfig(run=trained_run, space="latent", method="som,tsne", max_images=60, seed=seed, out=out))
+        # From every split, so that 60 images are a sample the seed draws (the test split alone is smaller).
+        run_embed(EmbedConfig(run=trained_run, split="all", space="latent", method="som,tsne", max_images=60, seed=seed,
+                              out=out))
         return [pd.read_csv(out / f"coords_latent_{m}.csv", dtype={"id": str}) for m in ("som", "tsne")]
 
     a, b, c = coords(1, "a"), coords(1, "b"), coords(2, "c")

@@ -32,7 +32,7 @@ from ..progress import info, print_table, result
 from ..runs import RunPaths, atomic_write_json, atomic_write_text, read_json, resolve_run
 from .config import EmbedConfig
 from .features import label_strings, latent_features, pixel_features, primary_findings, reduce_pca, stratified_sample
-from .maps import SMALL_FOR_THREADS, make_map
+from .maps import SMALL_FOR_THREADS, Neighbours, make_map
 from .plots import class_colours, class_order, scatter_plot, som_plot
 from .scores import centroid_distances, chance_accuracy, nearest_findings, structure_scores
 from .som import neuron_majority, neuron_share
@@ -167,10 +167,11 @@ def _map_space(space: str, run: Path | None, data: PreparedData, images: _Images
     table = centroid_distances(feats, images.targets, data.labels)
     files.append(_write_csv(out / f"centroids_{space}.csv", table.round(4), index=True))
     colours = class_colours(class_order(classes))
+    neighbours = Neighbours(cfg.seed)  # large inputs: one neighbour graph for t-SNE and UMAP
     for method in cfg.methods:
         info(f"{space}: {METHOD_TITLES[method]} on {len(reduced):,} x {reduced.shape[1]}")
         started = time.perf_counter()
-        mapped = make_map(method, reduced, cfg)
+        mapped = make_map(method, reduced, cfg, neighbours=neighbours)
         seconds = time.perf_counter() - started
         entry[method] = {**split_scores(mapped.coords, images, cfg, space),
                          "seconds": seconds, "params": mapped.params}
