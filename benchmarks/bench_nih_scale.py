@@ -231,12 +231,15 @@ def part_embed(args, rows: list) -> None:
     for m in maps:
         s = scores[m["step"]]
         p = m["params"]
-        detail = {"tsne": f"{p.get('gradient', 'Barnes-Hut')} gradient, perplexity {p['perplexity']:g}, {p['max_iter']} "
-                          f"iterations, {p.get('threads', 1)} thread(s); includes the shared neighbour graph",
-                  "umap": f"{'exact' if p['exact_neighbours'] else 'approximate (shared)'} neighbours, n_neighbors "
-                          f"{p['n_neighbors']}, {p['n_epochs']} epochs, seeded (one thread)",
-                  "som": f"{p.get('training', 'online')} SOM {p['grid'][0]}x{p['grid'][1]}, {p['epochs']} epochs, "
-                         f"{p['schedule']} schedule"}[m["step"]]
+        if m["step"] == "tsne":
+            detail = (f"{p.get('gradient', 'Barnes-Hut')} gradient, perplexity {p['perplexity']:g}, {p['max_iter']} "
+                      f"iterations, {p.get('threads', 1)} thread(s); includes the shared neighbour graph")
+        elif m["step"] == "umap":
+            detail = (f"{'exact' if p['exact_neighbours'] else 'approximate (shared)'} neighbours, n_neighbors "
+                      f"{p['n_neighbors']}, {p['n_epochs']} epochs, seeded (one thread)")
+        else:
+            detail = (f"{p.get('training', 'online')} SOM {p['grid'][0]}x{p['grid'][1]}, {p['epochs']} epochs, "
+                      f"{p['schedule']} schedule")
         rows.append({"step": f"  {names[m['step']]}", "what": detail,
                      "wall_s": m["wall_s"], "cpu_s": m["cpu_s"], "peak_mb": m["peak_mb"], "start_mb": m["start_mb"],
                      "judged": f"test k-NN {s['knn_accuracy']:.3f}, silhouette {s['silhouette']:.3f}"})
