@@ -39,7 +39,11 @@ def test_demo_summary_is_clearly_above_chance(demo_out):
     assert metrics["mean_auroc_low"] <= metrics["mean_auroc"] <= metrics["mean_auroc_high"]
     covid = json.loads((out / "runs" / "finetune-covid" / "eval" / "metrics.json").read_text())
     assert covid["mean_auroc"] > 0.75
-    scores = json.loads((pre / "embed" / "scores.json").read_text())["spaces"]
+    embed = json.loads((pre / "embed" / "scores.json").read_text())
+    # Latent beats pixels on test images, which the network never trained on.
+    assert embed["split"] == "test" and embed["scored_on"] == "test"
+    scores = embed["spaces"]
+    assert not scores["latent"]["full"]["in_sample"]
     assert scores["latent"]["full"]["knn_accuracy"] > scores["pixels"]["full"]["knn_accuracy"]
     assert "pretrain mean AUROC" in output and "demo finished" in output
 

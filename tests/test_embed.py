@@ -88,6 +88,32 @@ def test_each_method_gives_one_row_per_image_and_the_same_seed_the_same_map():
     assert not np.allclose(seed4, seed5)
 
 
+def _separated_clusters(n_per: int = 100, classes: int = 4, dims: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 10, (classes, dims))
+    labels = np.repeat(np.arange(classes), n_per)
+    return (centres[labels] + rng.normal(0, 1, (len(labels), dims))).astype(np.float32), labels.astype(str)
+
+
+@pytest.mark.parametrize("method", ["tsne", "som"])
+def test_large_input_paths_keep_separated_clusters_apart(method):
+    # large_from=0 forces the path NIH-sized inputs take (FFT t-SNE, batch SOM) on a small input.
+    x, labels = _separated_clusters()
+    cfg = EmbedConfig(som_grid="6x6", som_epochs=10, tsne_iter=250, seed=3)
+    large = make_map(method, x, cfg, large_from=0)
+    assert large.coords.shape == (len(x), 2) and np.isfinite(large.coords).all()
+    assert knn_accuracy(large.coords, labels, k=5) > 0.95
+    small = make_map(method, x, cfg)  # the default threshold: the path small inputs always took
+    assert not np.allclose(large.coords, small.coords)
+    if method == "tsne":
+        assert large.params["gradient"].startswith("fft") and "angle" in small.params
+    else:
+        np.testing.assert_array_equal(large.coords, make_map(method, x, cfg, large_from=0).coords)
+        assert large.params["training"] == "batch" and small.params["training"] == "online"
+        assert len({tuple(w) for w in large.som.winners}) >= 4  # each cluster has neurons of its own
+        assert large.som.umatrix.shape == (6, 6) and np.isfinite(large.som.quantization_error)
+
+
 @pytest.mark.parametrize("options, option", [
     ({"method": "sam"}, "--method"), ({"space": "latents"}, "--space"), ({"som_grid": "10by10"}, "--som-grid"),
     ({"max_images": 3}, "--max-images"), ({"pca": 1}, "--pca"), ({"split": "testing"}, "--split"),
@@ -127,10 +153,38 @@ def test_latent_space_separates_findings_better_than_pixels(trained_run, tmp_pat
     assert sum(saved["classes"].values()) == n
 
 
+def test_scores_default_to_the_test_split_and_all_scores_each_split(trained_run, synth_data, tmp_path):
+    # Default: only test images, which the network never trained on, are mapped and scored.
+    res = run_embed(EmbedConfig(run=trained_run, method="som", som_grid="4x4", out=tmp_path / "test", seed=0))
+    scores = res["scores"]
+    test_ids = set(synth_data.index.loc[synth_data.index["split"] == "test", "id"])
+    coords = pd.read_csv(tmp_path / "test" / "coords_latent_som.csv", dtype={"id": str})
+    assert scores["split"] == scores["scored_on"] == "test" and set(coords["id"]) == test_ids
+    assert scores["spaces"]["latent"]["full"]["in_sample"] is False
+
+    # --split all: one map of every image, each score per split among that split's images; the
+    # headline is the test split's (the same number as a test-only run), train is marked in-sample.
+    res = run_embed(EmbedConfig(run=trained_run, split="all", method="som", som_grid="4x4", out=tmp_path / "all", seed=0))
+    every = res["scores"]
+    assert every["n_images"] == len(synth_data.index) and every["scored_on"] == "test"
+    full = every["spaces"]["latent"]["full"]
+    assert set(full["by_split"]) == {"train", "val", "test"}
+    assert full["by_split"]["train"]["in_sample"] is True and full["by_split"]["test"]["in_sample"] is False
+    assert not every["spaces"]["pixels"]["full"]["by_split"]["train"]["in_sample"]  # no network in pixels
+    assert full["by_split"]["test"]["images"] == len(test_ids)
+    assert full["knn_accuracy"] == full["by_split"]["test"]["knn_accuracy"]
+    assert full["knn_accuracy"] == pytest.approx(scores["spaces"]["latent"]["full"]["knn_accuracy"], abs=0.15)
+    # The network fits its training images more tightly than unseen ones.
+    assert full["by_split"]["train"]["silhouette"] > full["by_split"]["test"]["silhouette"]
+    assert set(every["spaces"]["latent"]["som"]["by_split"]) == {"train", "val", "test"}
+
+
 def test_same_seed_same_coordinates_and_another_seed_differs(trained_run, tmp_path):
     def coords(seed, name):
         out = tmp_path / name
-        run_embed(EmbedConfig(run=trained_run, space="latent", method="som,tsne", max_images=60, seed=seed, out=out))
+        # From every split, so that 60 images are a sample the seed draws (the test split alone is smaller).
+        run_embed(EmbedConfig(run=trained_run, split="all", space="latent", method="som,tsne", max_images=60, seed=seed,
+                              out=out))
         return [pd.read_csv(out / f"coords_latent_{m}.csv", dtype={"id": str}) for m in ("som", "tsne")]
 
     a, b, c = coords(1, "a"), coords(1, "b"), coords(2, "c")

@@ -164,8 +164,11 @@ def _embed_scores(scores: dict[str, Any]) -> pd.DataFrame:
     for space, methods in (scores.get("spaces") or {}).items():
         for method, entry in methods.items():
             if isinstance(entry, dict):
-                rows.append({"space": space, "map": "full (PCA)" if method == "full" else method,
-                             "silhouette": entry.get("silhouette"), "knn_accuracy": entry.get("knn_accuracy")})
+                # `--split all` scores each split apart; the train split's latent scores are in-sample.
+                for split, part in (entry.get("by_split") or {entry.get("scored_on"): entry}).items():
+                    rows.append({"space": space, "map": "full (PCA)" if method == "full" else method,
+                                 "scored on": f"{split} (in-sample)" if part.get("in_sample") else split,
+                                 "silhouette": part.get("silhouette"), "knn_accuracy": part.get("knn_accuracy")})
     return pd.DataFrame(rows)
 
 

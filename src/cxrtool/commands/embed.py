@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         run_arg: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="Run directory (default: the newest under ./runs)."),
         run: Optional[Path] = typer.Option(None, "--run", help="Run directory (same as the RUN argument)."),
         data: Optional[Path] = typer.Option(None, "--data", help="Prepared cache to map (default: the run's training data)."),
-        split: Optional[str] = typer.Option(None, "--split", help="train, val, test or all (default: all)."),
+        split: Optional[str] = typer.Option(None, "--split", help="train, val, test or all (default: test, images the network never trained on; all: scores per split)."),
         space: Optional[str] = typer.Option(None, "--space", help="latent, pixels or both (default: both)."),
         method: Optional[str] = typer.Option(None, "--method", help="som, tsne, umap or all (or a list: som,tsne) (default: all)."),
         max_images: Optional[int] = typer.Option(None, "--max-images", help="Stratified seeded sample size; 0 = every image (default: 10000)."),

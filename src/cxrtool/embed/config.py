@@ -54,7 +54,7 @@ class EmbedConfig:
 
     run: Path | None = None           # run directory (None: the newest under ./runs)
     data: Path | None = None          # prepared cache (None: the one the run was trained on)
-    split: str = "all"                # train / val / test / all
+    split: str = "test"               # train / val / test / all (all: mapped together, scored per split)
     space: str = "both"               # latent, pixels, both (or "latent,pixels")
     method: str = "all"               # som, tsne, umap, all (or "som,tsne")
     max_images: int = 10000           # stratified, seeded sample; 0 = every image

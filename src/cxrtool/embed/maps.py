@@ -5,6 +5,14 @@ Every method is seeded (UMAP then runs on one thread), so the same seed gives th
 coordinates. Parameters that break on small samples (perplexity,
 n_neighbors) are capped, and the cap is reported. UMAP's first call in a process spends several
 seconds compiling numba code; that warm-up is part of its timing.
+
+Large inputs (from `large_from` points, LARGE_INPUT by default: above the default 10,000-image
+sample, so default runs take the path they always took) switch to methods that scale: t-SNE
+with openTSNE's FFT-accelerated gradient (FIt-SNE), UMAP on approximate neighbours instead of an
+exact graph, and the batch SOM. t-SNE and UMAP share one approximate neighbour graph (Annoy,
+seeded, built on the idle cores; `Neighbours`), so the search is paid once, and UMAP skips both
+its own NN-descent and that search's numba compilation. At NIH's 112,120 images the three maps
+together take minutes on 2 cores (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from .som import SomResult, train_som
 
 
 SMALL_FOR_THREADS = 5000
-EXACT_KNN_LIMIT = 50000
+LARGE_INPUT = 20000  # points: from here on the scalable paths (FFT t-SNE, approximate UMAP graph, batch SOM)
 
 
 def idle_cores(n: int) -> int:
@@ -66,22 +74,89 @@ def tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int, angle: 
                                                  "kl_divergence": float(tsne.kl_divergence_)})
 
 
+class Neighbours:
+    """The approximate k-nearest-neighbour graph of one large input, built once and shared by maps.
+
+    Annoy (openTSNE's copy, 50 trees, seeded) on the idle cores; each row lists a point's nearest
+    other points, nearest first. A map that needs fewer neighbours takes the first columns.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._key: tuple | None = None
+        self._graph: tuple[np.ndarray, np.ndarray] | None = None
+
+    def get(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, distances), (n, k), self excluded."""
+        from openTSNE.nearest_neighbors import Annoy
+
+        # The same points in another dtype or copy are the same graph: key on shape and a content sample.
+        key = (x.shape, float(np.asarray(x[:: max(1, len(x) // 997)], dtype=np.float64).sum()))
+        if self._graph is None or self._key != key or self._graph[0].shape[1] < k:
+            data = np.ascontiguousarray(x, dtype=np.float64)
+            self._graph = Annoy(data, k, metric="euclidean", n_jobs=idle_cores(len(x)), random_state=self.seed).build()
+            self._key = key
+        idx, dist = self._graph
+        return idx[:, :k], dist[:, :k]
+
+
+def graph_size(cfg: EmbedConfig, n: int) -> int:
+    """Neighbours the shared graph needs: t-SNE's 3 x perplexity and UMAP's n_neighbors."""
+    return int(min(n - 1, max(3 * cfg.perplexity, cfg.umap_neighbors)))
+
+
+def fft_tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int,
+                 neighbours: Neighbours | None = None) -> MapResult:
+    """openTSNE with the FFT-interpolated gradient: O(n) per iteration where Barnes-Hut is O(n log n)
+    with a large constant; affinities from the shared approximate graph, PCA-initialised.
+
+    `max_iter` counts the 250 early-exaggeration steps as scikit-learn does, so `--tsne-iter 500`
+    means the same schedule on both paths.
+    """
+    from openTSNE import TSNE as OpenTSNE
+    from openTSNE.affinity import PerplexityBasedNN
+    from openTSNE.nearest_neighbors import PrecomputedNeighbors
+
+    n = len(x)
+    used = float(min(perplexity, max((n - 1) / 3.0, 1.0)))
+    early = min(250, max_iter // 2)
+    threads = idle_cores(n)
+    idx, dist = (neighbours or Neighbours(seed)).get(x, int(min(n - 1, 3 * used)))
+    x = np.asarray(x, dtype=np.float64)
+    affinities = PerplexityBasedNN(perplexity=used, knn_index=PrecomputedNeighbors(idx, dist), n_jobs=threads,
+                                   random_state=seed)
+    tsne = OpenTSNE(n_components=2, n_iter=max_iter - early, early_exaggeration_iter=early,
+                    negative_gradient_method="fft", learning_rate="auto", n_jobs=threads, random_state=seed)
+    embedding = tsne.fit(x, affinities=affinities, initialization="pca")
+    return MapResult(np.asarray(embedding, dtype=np.float32),
+                     {"perplexity": used, "max_iter": max_iter, "gradient": "fft (openTSNE)",
+                      "neighbours": "approximate (Annoy)", "threads": threads,
+                      "kl_divergence": float(embedding.kl_divergence)})
+
+
 def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, distances), (n, k), each row starting with the point itself, as UMAP expects."""
     from sklearn.neighbors import NearestNeighbors
 
     dist, idx = NearestNeighbors(n_neighbors=k - 1).fit(x).kneighbors()  # no X: self left out
-    n = len(x)
+    return _with_self(idx, dist)
+
+
+def _with_self(idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Prepend each point itself (distance 0) to its neighbour list, as UMAP's precomputed_knn expects."""
+    n = len(idx)
     return (np.concatenate([np.arange(n)[:, None], idx], axis=1),
             np.concatenate([np.zeros((n, 1)), dist], axis=1).astype(np.float32))
 
 
-def umap_map(x: np.ndarray, n_neighbors: int, seed: int, n_epochs: int = 200) -> MapResult:
+def umap_map(x: np.ndarray, n_neighbors: int, seed: int, n_epochs: int = 200, large_from: int = LARGE_INPUT,
+             neighbours: Neighbours | None = None) -> MapResult:
     """UMAP (umap-learn); n_neighbors capped at n - 1; random_state makes it single-threaded, hence repeatable.
 
-    Up to EXACT_KNN_LIMIT points the neighbour graph is computed exactly by scikit-learn and handed
+    Below `large_from` points the neighbour graph is computed exactly by scikit-learn and handed
     to UMAP: in 50 dimensions that takes a second for 10,000 points, and it spares the numba
-    compilation of UMAP's approximate search (about 30 s of a cold start on a 2-core CPU).
+    compilation of UMAP's approximate search (about 30 s of a cold start on a 2-core CPU). From
+    there on an exact graph grows as n^2, and the shared approximate graph (`Neighbours`) is used.
     """
     with warnings.catch_warnings():
         # umap-learn warns that random_state disables parallelism: that is the point here.
@@ -92,37 +167,49 @@ def umap_map(x: np.ndarray, n_neighbors: int, seed: int, n_epochs: int = 200) ->
         n = len(x)
         x = np.asarray(x, dtype=np.float32)
         used = int(min(n_neighbors, n - 1))
-        knn = exact_knn(x, used) if n <= EXACT_KNN_LIMIT and used >= 2 else None
+        knn = None
+        if used >= 2:
+            knn = exact_knn(x, used) if n < large_from else _with_self(*(neighbours or Neighbours(seed)).get(x, used - 1))
         # Spectral initialisation needs a connected graph of some size; tiny samples start at random.
         reducer = umap.UMAP(n_components=2, n_neighbors=used, min_dist=0.1, random_state=seed, n_epochs=n_epochs,
                             init="spectral" if n > 3 * used else "random",
                             precomputed_knn=(*knn, None) if knn is not None else (None, None, None))
         coords = reducer.fit_transform(x)
     return MapResult(np.asarray(coords, dtype=np.float32), {"n_neighbors": used, "min_dist": 0.1, "n_epochs": n_epochs,
-                                                            "exact_neighbours": knn is not None})
+                                                            "exact_neighbours": knn is not None and n < large_from})
 
 
-def som_map(x: np.ndarray, cfg: EmbedConfig) -> MapResult:
+def som_map(x: np.ndarray, cfg: EmbedConfig, large_from: int = LARGE_INPUT) -> MapResult:
     """Each sample at its winning neuron (row, col), plus a seeded jitter of +-0.35 so points do not overlap.
 
     The jitter only spreads points inside their neuron's cell; the 2-D scores use these coordinates,
     so neighbours within one neuron are ordered at random (seeded) rather than by input order.
     """
-    som = train_som(x, cfg.grid, cfg.som_epochs, cfg.som_schedule, cfg.sigma0, cfg.som_lr, cfg.seed)
+    som = train_som(x, cfg.grid, cfg.som_epochs, cfg.som_schedule, cfg.sigma0, cfg.som_lr, cfg.seed, batch_from=large_from)
     jitter = np.random.default_rng(cfg.seed + 1).uniform(-0.35, 0.35, size=(len(x), 2))
     # x = column, y = row, so the scatter looks like the U-matrix image (row 0 at the top after inverting).
     coords = np.stack([som.winners[:, 1], som.winners[:, 0]], axis=1) + jitter
     params = {"grid": list(cfg.grid), "epochs": cfg.som_epochs, "schedule": cfg.som_schedule,
               "sigma0": cfg.sigma0, "learning_rate": cfg.som_lr,
-              "quantization_error": som.quantization_error, "topographic_error": som.topographic_error}
+              "quantization_error": som.quantization_error, "topographic_error": som.topographic_error,
+              "training": "batch" if len(x) >= large_from else "online"}
     return MapResult(coords.astype(np.float32), params, som)
 
 
-def make_map(method: str, x: np.ndarray, cfg: EmbedConfig) -> MapResult:
+def make_map(method: str, x: np.ndarray, cfg: EmbedConfig, large_from: int = LARGE_INPUT,
+             neighbours: Neighbours | None = None) -> MapResult:
+    """(n, 2) coordinates by `method`; from `large_from` points on, the scalable path (module doc).
+
+    Pass the same `neighbours` for every method of one input to build its neighbour graph once.
+    """
+    if neighbours is not None and len(x) >= large_from and method in ("tsne", "umap"):
+        neighbours.get(x, graph_size(cfg, len(x)))  # the largest graph first; each map takes its columns
     if method == "tsne":
+        if len(x) >= large_from:
+            return fft_tsne_map(x, cfg.perplexity, cfg.tsne_iter, cfg.seed, neighbours)
         return tsne_map(x, cfg.perplexity, cfg.tsne_iter, cfg.seed, cfg.tsne_angle)
     if method == "umap":
-        return umap_map(x, cfg.umap_neighbors, cfg.seed, cfg.umap_epochs)
+        return umap_map(x, cfg.umap_neighbors, cfg.seed, cfg.umap_epochs, large_from, neighbours)
     if method == "som":
-        return som_map(x, cfg)
+        return som_map(x, cfg, large_from)
     raise ValueError(f"unknown map method {method!r}")

@@ -6,6 +6,12 @@ by PCA, score the reduced space, then for each method make a 2-D map, score it, 
 coordinates and scatter; the SOM adds its U-matrix panels. A class-centroid distance table per
 space says which findings lie near each other (and near COVID-19). `scores.json` collects the
 numbers; running again with another method adds to it when the images and features are the same.
+
+The scores are computed on images the network never trained on: `--split test` by default. With
+`--split all` every split is mapped together (one map), but each score is computed per split,
+among that split's images only (`by_split`); the headline numbers are the test split's, and the
+train split's latent scores are marked `in_sample` (the network has seen those images, so their
+structure is partly memorisation).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from ..progress import info, print_table, result
 from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, lock_output, read_json, resolve_run
 from .config import EmbedConfig
 from .features import label_strings, latent_features, pixel_features, primary_findings, reduce_pca, stratified_sample
-from .maps import SMALL_FOR_THREADS, make_map
+from .maps import SMALL_FOR_THREADS, Neighbours, make_map
 from .plots import class_colours, class_order, scatter_plot, som_plot
 from .scores import centroid_distances, chance_accuracy, nearest_findings, structure_scores
 from .som import neuron_majority, neuron_share
@@ -65,7 +71,7 @@ def _check_outputs(out: Path, cfg: EmbedConfig) -> None:
 
 def _fingerprint(ids: np.ndarray, cfg: EmbedConfig, run: Path | None, data: PreparedData) -> str:
     """Identifies the images and feature settings, so scores from separate calls are only merged when comparable."""
-    key = "\n".join(map(str, ids)) + f"|{cfg.pca}|{cfg.pixel_size}|{cfg.checkpoint}|{cfg.image_size}|{cfg.seed}|{cfg.multi_label}|{cfg.knn}|{run}|{data.data_hash}"
+    key = "\n".join(map(str, ids)) + f"|{cfg.pca}|{cfg.pixel_size}|{cfg.checkpoint}|{cfg.image_size}|{cfg.seed}|{cfg.multi_label}|{cfg.knn}|{cfg.split}|{run}|{data.data_hash}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -79,6 +85,38 @@ def _compute_space(space: str, run: Path | None, data: PreparedData, rows: np.nd
     model, card = load_checkpoint(run, which=cfg.checkpoint, device=device)
     image_size = int(cfg.image_size or card.get("image_size") or data.size)
     return latent_features(model, data, rows, image_size, cfg.batch_size, device)
+
+
+SPLIT_ORDER = ("test", "val", "train")
+
+
+def _in_sample(split: str, space: str) -> bool:
+    """The network was fitted to the train split; pixels involve no network, so nothing is in-sample."""
+    return space == "latent" and split == "train"
+
+
+def split_scores(x: np.ndarray, images: "_Images", cfg: EmbedConfig, space: str) -> dict[str, Any]:
+    """Silhouette and k-NN accuracy of the images the network never trained on; per split for `all`.
+
+    With one split the scores are that split's (labelled in-sample for train). With `all`, each
+    split is scored among its own images (`by_split`, each with its size and k-NN chance), and the
+    headline numbers are the first of test, val, train present, named in `scored_on`.
+    """
+    if cfg.split != "all":
+        scores = structure_scores(x, images.classes, cfg.knn, images.patients, cfg.seed)
+        return {**scores, "scored_on": cfg.split, "in_sample": _in_sample(cfg.split, space)}
+    by_split: dict[str, Any] = {}
+    for name in SPLIT_ORDER:
+        member = images.splits == name
+        if member.sum() < 2:
+            continue
+        scores = structure_scores(x[member], images.classes[member], cfg.knn, images.patients[member], cfg.seed)
+        by_split[name] = {**scores, "images": int(member.sum()), "knn_chance": chance_accuracy(images.classes[member]),
+                          "in_sample": _in_sample(name, space)}
+    head = next(iter(by_split), None)
+    headline = {k: by_split[head][k] for k in ("silhouette", "knn_accuracy")} if head else \
+        {"silhouette": float("nan"), "knn_accuracy": float("nan")}
+    return {**headline, "scored_on": head, "in_sample": bool(head and by_split[head]["in_sample"]), "by_split": by_split}
 
 
 def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
@@ -102,6 +140,7 @@ class _Images:
         index = data.index.iloc[self.rows]
         self.ids = index["id"].astype(str).to_numpy()
         self.patients = index["patient"].astype(str).to_numpy()
+        self.splits = index["split"].astype(str).to_numpy()
         self.labels_text = label_strings(self.targets, data.labels)
         covid = data.labels.index(COVID_LABEL) if COVID_LABEL in data.labels else None
         self.covid = (np.nan_to_num(self.targets[:, covid]) > 0.5) if covid is not None else None
@@ -118,22 +157,23 @@ class _Images:
 def _map_space(space: str, run: Path | None, data: PreparedData, images: _Images, cfg: EmbedConfig, out: Path,
                entry: dict[str, Any], files: list[Path]) -> pd.DataFrame:
     """Features, PCA and scores of one space, then each map; returns the space's centroid distance table."""
-    classes, patients = images.classes, images.patients
+    classes = images.classes
     feats = _compute_space(space, run, data, images.rows, cfg)
     started = time.perf_counter()
     reduced, kept = reduce_pca(feats, cfg.pca, cfg.seed)
     entry["full"] = {"dims": int(reduced.shape[1]), "input_dims": int(feats.shape[1]), "variance_kept": kept,
-                     **structure_scores(reduced, classes, cfg.knn, patients, cfg.seed),
+                     **split_scores(reduced, images, cfg, space),
                      "seconds": time.perf_counter() - started}
     table = centroid_distances(feats, images.targets, data.labels)
     files.append(_write_csv(out / f"centroids_{space}.csv", table.round(4), index=True))
     colours = class_colours(class_order(classes))
+    neighbours = Neighbours(cfg.seed)  # large inputs: one neighbour graph for t-SNE and UMAP
     for method in cfg.methods:
         info(f"{space}: {METHOD_TITLES[method]} on {len(reduced):,} x {reduced.shape[1]}")
         started = time.perf_counter()
-        mapped = make_map(method, reduced, cfg)
+        mapped = make_map(method, reduced, cfg, neighbours=neighbours)
         seconds = time.perf_counter() - started
-        entry[method] = {**structure_scores(mapped.coords, classes, cfg.knn, patients, cfg.seed),
+        entry[method] = {**split_scores(mapped.coords, images, cfg, space),
                          "seconds": seconds, "params": mapped.params}
         winners = mapped.som.winners if mapped.som is not None else None
         files.append(_write_csv(out / f"coords_{space}_{method}.csv", images.frame(mapped.coords, winners)))
@@ -179,6 +219,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
             centroids[space] = _map_space(space, run, data, images, cfg, out, spaces_scores.setdefault(space, {}), files)
 
     classes = images.classes
+    scored_on = cfg.split if cfg.split != "all" else next((s for s in SPLIT_ORDER if (images.splits == s).sum() >= 2), "train")
     scores = {
         "fingerprint": fingerprint,
         "run": str(run) if run is not None else None,
@@ -187,8 +228,10 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         "n_images": int(len(images.rows)),
         "classes": {str(k): int(v) for k, v in zip(*np.unique(classes, return_counts=True))},
         "sources": {str(k): int(v) for k, v in zip(*np.unique(images.sources, return_counts=True))},
+        "splits": {str(k): int(v) for k, v in zip(*np.unique(images.splits, return_counts=True))},
+        "scored_on": scored_on,
         "knn": cfg.knn,
-        "knn_chance": chance_accuracy(classes),
+        "knn_chance": chance_accuracy(classes[images.splits == scored_on] if cfg.split == "all" else classes),
         "knn_excludes_same_patient": True,
         "spaces": spaces_scores,
         "near_covid": ({s: nearest_findings(t, COVID_LABEL, 5) for s, t in centroids.items()}
@@ -204,20 +247,30 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and value != value) else f"{value:.{digits}f}"
 
 
+def _split_name(split: str | None, in_sample: bool) -> str:
+    return f"{split} (in-sample)" if in_sample else str(split)
+
+
 def _report(scores: dict[str, Any]) -> None:
     rows = []
     for space, entry in scores["spaces"].items():
         for method, s in entry.items():
             name = f"full PCA ({s['dims']}-d)" if method == "full" else METHOD_TITLES.get(method, method)
-            rows.append([space, name, _fmt(s.get("silhouette")), _fmt(s.get("knn_accuracy")), _fmt(s.get("seconds"), 1)])
-    print_table(f"cluster scores: {scores['n_images']:,} images, k-NN k={scores['knn']} "
-                f"(chance {_fmt(scores['knn_chance'])})",
-                ["space", "map", "silhouette", "k-NN accuracy", "seconds"], rows)
+            # With --split all, one row per split; otherwise the one split scored.
+            parts = s.get("by_split") or {s.get("scored_on"): s}
+            for split, p in parts.items():
+                rows.append([space, name, _split_name(split, bool(p.get("in_sample"))), _fmt(p.get("silhouette")),
+                             _fmt(p.get("knn_accuracy")), _fmt(s.get("seconds"), 1)])
+    print_table(f"cluster scores: {scores['n_images']:,} images ({scores['split']}), k-NN k={scores['knn']} "
+                f"(chance on {scores['scored_on']}: {_fmt(scores['knn_chance'])})",
+                ["space", "map", "scored on", "silhouette", "k-NN accuracy", "seconds"], rows)
     spaces = scores["spaces"]
     if "latent" in spaces and "pixels" in spaces:
         a, b = spaces["latent"]["full"]["knn_accuracy"], spaces["pixels"]["full"]["knn_accuracy"]
         verdict = "more" if a > b else "less" if a < b else "as"
-        result(f"latent space is {verdict} structured than pixels: k-NN accuracy {_fmt(a)} vs {_fmt(b)} (full space)")
+        where = _split_name(scores["scored_on"], bool(spaces["latent"]["full"].get("in_sample")))
+        result(f"latent space is {verdict} structured than pixels on {where} images: "
+               f"k-NN accuracy {_fmt(a)} vs {_fmt(b)} (full space)")
     for space, near in scores.get("near_covid", {}).items():
         if near:
             result(f"nearest COVID-19 in {space} space: " + ", ".join(f"{n} ({d:.2f})" for n, d in near))

@@ -11,6 +11,13 @@ neighbourhood radius as
 which keeps the map wide for most of training and ends at sigma_T = 1/4 (only the winner moves).
 The `minisom` schedule is MiniSom's own default, sigma_t = sigma_0 / (1 + 2t/T) (ending at
 sigma_0 / 3). The learning rate decays as MiniSom's default, lr_t = lr_0 / (1 + 2t/T), in both.
+
+Above a size threshold (`batch_from`; tens of thousands of images) the online loop, about 10
+microseconds an update, becomes minutes, so `train_som` switches to the batch SOM (Kohonen's
+batch map): each epoch finds every image's winner at once (one matrix product), then sets each
+neuron to the neighbourhood-weighted mean of all images, with the radius of the same schedule
+taken at the middle of the epoch. Same MiniSom initialisation, U-matrix and errors; the batch
+map has no learning rate (each epoch moves the neurons all the way to the weighted means).
 """
 
 from __future__ import annotations
@@ -49,11 +56,19 @@ class SomResult:
     topographic_error: float     # share of samples whose two best neurons are not adjacent
 
 
-def best_units(weights: np.ndarray, data: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, second) best neuron index (flat) and the distance to the first, for every sample."""
+def best_units(weights: np.ndarray, data: np.ndarray, chunk: int = 4096,
+               second: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(first, second) best neuron index (flat) and the distance to the first, for every sample.
+
+    With `second=False` only the winners are found (the batch map's inner step): (first, None, None).
+    """
     flat = weights.reshape(-1, weights.shape[-1]).astype(np.float64)
     w2 = (flat ** 2).sum(axis=1)
-    first, second, dist = [], [], []
+    if not second:
+        # ||x||^2 is the same for every neuron of a sample, so the winner needs only w2 - 2 x.w.
+        return np.concatenate([np.argmin(w2 - 2 * data[s : s + chunk].astype(np.float64) @ flat.T, axis=1)
+                               for s in range(0, len(data), chunk)]), None, None
+    first, second_, dist = [], [], []
     for start in range(0, len(data), chunk):
         x = data[start : start + chunk].astype(np.float64)
         d2 = np.maximum((x ** 2).sum(axis=1, keepdims=True) - 2 * x @ flat.T + w2, 0.0)
@@ -62,14 +77,20 @@ def best_units(weights: np.ndarray, data: np.ndarray, chunk: int = 4096) -> tupl
         rows = np.arange(len(x))[:, None]
         two = np.take_along_axis(two, np.argsort(d2[rows, two], axis=1), axis=1)
         first.append(two[:, 0])
-        second.append(two[:, 1])
+        second_.append(two[:, 1])
         dist.append(np.sqrt(d2[np.arange(len(x)), two[:, 0]]))
-    return np.concatenate(first), np.concatenate(second), np.concatenate(dist)
+    return np.concatenate(first), np.concatenate(second_), np.concatenate(dist)
+
+
+BATCH_FROM = 20000  # images; below it the online loop (the report's method) runs, as it always has
 
 
 def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: str = "paper",
-              sigma0: float | None = None, lr0: float = 0.5, seed: int = 0) -> SomResult:
-    """Train a rows x cols SOM on `data` (n, d) and map every sample to its winning neuron."""
+              sigma0: float | None = None, lr0: float = 0.5, seed: int = 0, batch_from: int = BATCH_FROM) -> SomResult:
+    """Train a rows x cols SOM on `data` (n, d) and map every sample to its winning neuron.
+
+    Online updates below `batch_from` samples, the batch map from there on (see the module doc).
+    """
     from minisom import MiniSom
 
     rows, cols = grid
@@ -86,6 +107,41 @@ def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: st
     weights = som.get_weights()  # MiniSom's own array: updated in place below
     flat = weights.reshape(rows * cols, dims)
     gi, gj = np.divmod(np.arange(rows * cols), cols)
+    if n >= batch_from:
+        _batch_epochs(data, flat, gi, gj, epochs, lambda t, total: sigma_at(t, total, sigma0))
+    else:
+        _online_epochs(data, flat, gi, gj, epochs, lambda t, total: sigma_at(t, total, sigma0), lr0, seed)
+    return _result(som, weights, data, cols)
+
+
+def _batch_epochs(data: np.ndarray, flat: np.ndarray, gi: np.ndarray, gj: np.ndarray, epochs: int,
+                  sigma_at: Callable[[float, float], float]) -> None:
+    """Kohonen's batch map, in place on `flat` (neurons x d): winners of all samples, then weighted means."""
+    from scipy.sparse import csr_matrix
+
+    n, units = len(data), len(flat)
+    grid_d2 = (gi[:, None] - gi[None, :]) ** 2 + (gj[:, None] - gj[None, :]) ** 2
+    total = epochs * n
+    with progress_bar(epochs, "SOM (batch)", unit="epochs") as bar:
+        for epoch in range(epochs):
+            first, _, _ = best_units(flat, data, second=False)
+            # Per neuron: the sum of its samples and their count (one sparse product, no Python loop).
+            members = csr_matrix((np.ones(n), (first, np.arange(n))), shape=(units, n))
+            sums = np.asarray(members @ data)
+            counts = np.bincount(first, minlength=units).astype(np.float64)
+            sigma = sigma_at((epoch + 0.5) * n, total)
+            h = np.exp(-grid_d2 / (2.0 * sigma * sigma))
+            num, den = h @ sums, h @ counts
+            # A neuron with no sample anywhere in its neighbourhood (tiny radius) keeps its weights.
+            alive = den > 1e-12
+            flat[alive] = num[alive] / den[alive, None]
+            bar.advance(1)
+
+
+def _online_epochs(data: np.ndarray, flat: np.ndarray, gi: np.ndarray, gj: np.ndarray, epochs: int,
+                   sigma_at: Callable[[float, float], float], lr0: float, seed: int) -> None:
+    """One update per sample, samples in a seeded random order each epoch, in place on `flat`."""
+    n = len(data)
     rng = np.random.default_rng(seed)
     total = epochs * n
     t = 0
@@ -94,7 +150,7 @@ def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: st
             for idx in rng.permutation(n):
                 x = data[idx]
                 win = int(np.argmin(((flat - x) ** 2).sum(axis=1)))
-                sigma = sigma_at(t, total, sigma0)
+                sigma = sigma_at(t, total)
                 # MiniSom's Gaussian neighbourhood, on the flat grid (the same numbers, less overhead).
                 g = np.exp(-((gi - gi[win]) ** 2 + (gj - gj[win]) ** 2) / (2.0 * sigma * sigma))
                 flat += (asymptotic_lr(t, total, lr0) * g)[:, None] * (x - flat)
@@ -102,6 +158,10 @@ def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: st
                 if t % 1000 == 0:
                     bar.advance(1000)
         bar.advance(t % 1000)
+
+
+def _result(som, weights: np.ndarray, data: np.ndarray, cols: int) -> SomResult:
+    n = len(data)
     first, second, dist = best_units(weights, data)
     fi, fj = np.divmod(first, cols)
     si, sj = np.divmod(second, cols)
