@@ -284,8 +284,8 @@ the AUROC of all out-of-fold predictions pooled). The shortcut column is the bes
 predictor (view, sex, age, source; no pixels) fitted on the training patients: where it reaches the
 model's interval, the model is not shown to use more than how and of whom the image was taken. On
 the 15-class NIH + COVID-19 set every COVID-19 positive comes from the COVID-19 collection, so
-`source` alone separates COVID-19: that arm's COVID-19 AUROC measures telling the collections apart
-as much as the disease."""
+`source` alone predicts much of COVID-19: that arm's COVID-19 AUROC measures telling the collections
+apart as well as the disease."""
 
 
 def compare(cfg: CompareConfig) -> Path:
