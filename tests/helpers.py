@@ -63,3 +63,27 @@ def quick_train(data: PreparedData, run_dir: Path, arch: str = "tiny-cnn", epoch
     save_checkpoint(Path(run_dir) / "checkpoints" / "last", model, card)
     write_manifest(run_dir, kind="pretrain", arch=arch, data=str(data.root), data_hash=data.data_hash, seed=seed)
     return Path(run_dir)
+
+
+def cv_run_from(trained_run: Path, data: PreparedData, run_dir: Path, k: int = 3):
+    """A cross-validation run directory whose out-of-fold predictions are `trained_run`'s on every
+    image of `data`, folds by patient number mod k. Returns (run_dir, probs, truth, folds)."""
+    from cxrtool.inference import predict_probs
+    from cxrtool.models.checkpoint import load_checkpoint
+
+    model, card = load_checkpoint(trained_run)
+    rows = np.arange(len(data))
+    probs = predict_probs(model, data, rows, card["image_size"])
+    truth = data.targets(rows)
+    patients = data.index["patient"]
+    folds = patients.astype(int) % k
+    oof = pd.DataFrame({"id": data.index["id"], "patient": patients, "fold": folds})
+    for j, label in enumerate(data.labels):
+        oof[f"prob_{label}"] = probs[:, j]
+    for j, label in enumerate(data.labels):
+        oof[f"true_{label}"] = truth[:, j]
+    run_dir = Path(run_dir)
+    run_dir.mkdir()
+    oof.to_csv(run_dir / "oof_predictions.csv", index=False)
+    write_manifest(run_dir, kind="cv", arch="tiny-cnn", data=str(data.root))
+    return run_dir, probs, truth, folds

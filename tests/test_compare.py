@@ -14,7 +14,7 @@ from cxrtool.cli import app
 from cxrtool.compare import CompareConfig, compare
 from cxrtool.errors import CxrError
 from cxrtool.evaluate import EvaluateConfig, evaluate_run
-from cxrtool.runs import write_manifest
+from helpers import cv_run_from
 
 runner = CliRunner()
 LABEL = "Cardiomegaly"
@@ -23,27 +23,11 @@ LABEL = "Cardiomegaly"
 @pytest.fixture(scope="module")
 def evaluated(trained_run, synth_data, tmp_path_factory):
     """An evaluated single-split run and an evaluated 3-fold cross-validation run."""
-    from cxrtool.inference import predict_probs
-    from cxrtool.models.checkpoint import load_checkpoint
-
     root = tmp_path_factory.mktemp("compare")
     run = shutil.copytree(trained_run, root / "run")
     single = evaluate_run(EvaluateConfig(run=run, bootstrap=100, device="cpu", compare="chexnet"))
 
-    model, card = load_checkpoint(trained_run)
-    rows = np.arange(len(synth_data))
-    probs = predict_probs(model, synth_data, rows, card["image_size"])
-    truth = synth_data.targets(rows)
-    folds = synth_data.index["patient"].astype(int) % 3
-    oof = pd.DataFrame({"id": synth_data.index["id"], "patient": synth_data.index["patient"], "fold": folds})
-    for j, label in enumerate(synth_data.labels):
-        oof[f"prob_{label}"] = probs[:, j]
-    for j, label in enumerate(synth_data.labels):
-        oof[f"true_{label}"] = truth[:, j]
-    cv = root / "cv"
-    cv.mkdir()
-    oof.to_csv(cv / "oof_predictions.csv", index=False)
-    write_manifest(cv, kind="cv", arch="tiny-cnn", data=str(synth_data.root))
+    cv, probs, truth, folds = cv_run_from(trained_run, synth_data, root / "cv")
     cv_metrics = evaluate_run(EvaluateConfig(run=cv, bootstrap=100))
     j = synth_data.labels.index(LABEL)
     per_fold = [roc_auc_score(truth[(folds == k).to_numpy(), j], probs[(folds == k).to_numpy(), j]) for k in range(3)]

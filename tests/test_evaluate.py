@@ -16,8 +16,7 @@ from cxrtool.data.cache import PreparedData, write_cache
 from cxrtool.errors import CxrError
 from cxrtool.evaluate import EvaluateConfig, evaluate_run
 from cxrtool.models.checkpoint import read_card
-from cxrtool.runs import write_manifest
-from helpers import synthetic_cache
+from helpers import cv_run_from, synthetic_cache
 
 runner = CliRunner()
 ARTIFACTS = ["metrics.json", "per_label.csv", "per_label.md", "predictions.csv", "roc.png", "reliability.png", "shortcuts.csv"]
@@ -136,24 +135,7 @@ def test_external_collection_is_scored_on_shared_labels(run, tmp_path):
 
 
 def test_cross_validation_run_reports_out_of_fold_predictions(trained_run, synth_data, tmp_path):
-    from cxrtool.inference import predict_probs
-    from cxrtool.models.checkpoint import load_checkpoint
-
-    model, card = load_checkpoint(trained_run)
-    rows = np.arange(len(synth_data))
-    probs = predict_probs(model, synth_data, rows, card["image_size"])
-    truth = synth_data.targets(rows)
-    patients = synth_data.index["patient"]
-    folds = patients.astype(int) % 3
-    oof = pd.DataFrame({"id": synth_data.index["id"], "patient": patients, "fold": folds})
-    for j, label in enumerate(synth_data.labels):
-        oof[f"prob_{label}"] = probs[:, j]
-    for j, label in enumerate(synth_data.labels):
-        oof[f"true_{label}"] = truth[:, j]
-    cv = tmp_path / "cv-run"
-    cv.mkdir()
-    oof.to_csv(cv / "oof_predictions.csv", index=False)
-    write_manifest(cv, kind="cv", arch="tiny-cnn", data=str(synth_data.root))
+    cv, probs, truth, folds = cv_run_from(trained_run, synth_data, tmp_path / "cv-run")
     metrics = evaluate_run(EvaluateConfig(run=cv, bootstrap=200))
     assert set(metrics["cv"]["folds"]) == {"0", "1", "2"}
     label = "Cardiomegaly"
