@@ -1,6 +1,6 @@
 """Time the patient bootstrap behind `cxrtool evaluate`: vectorised weights vs resampling rows.
 
-`cxrtool.metrics.label_report` computes ROC AUC and average precision for every replicate from
+`cxrtool.evaluate.metrics.label_report` computes ROC AUC and average precision for every replicate from
 per-patient draw counts (a sparse product, vectorised over replicates). The obvious alternative
 resamples row indices and calls scikit-learn once per replicate and label; both give the same
 numbers (tests/test_metrics.py checks it). This times both on generated predictions the size of
@@ -35,7 +35,7 @@ def naive(y, p, patients, n_boot, seed):
     """Resample rows of drawn patients and call scikit-learn per replicate and label."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from cxrtool.metrics import bootstrap_weights
+    from cxrtool.evaluate.metrics import bootstrap_weights
 
     for weights in bootstrap_weights(patients, len(y), n_boot, seed):
         for w in weights.astype(int):
@@ -56,7 +56,7 @@ def cpu_name() -> str:
 
 
 def main() -> None:
-    from cxrtool.metrics import label_report
+    from cxrtool.evaluate.metrics import label_report
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--replicates", type=int, default=1000)

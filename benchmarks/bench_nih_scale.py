@@ -8,7 +8,7 @@ measures, each part in a process of its own so that its peak memory is its own:
 
 - read:      one shuffled epoch over every image through `CacheDataset` and a torch DataLoader
              (the training loader's path), batches of 64, no worker processes;
-- bootstrap: `cxrtool.metrics.label_report` (what `evaluate` runs) on the 25,596-image test list,
+- bootstrap: `cxrtool.evaluate.metrics.label_report` (what `evaluate` runs) on the 25,596-image test list,
              14 labels, 1,000 patient-bootstrap replicates, generated predictions;
 - embed:     `cxrtool embed` (the library call `run_embed`) on every image, `--split all
              --max-images 0 --method all`, in pixel space: 32 x 32 images are 1,024-d vectors,
@@ -187,7 +187,7 @@ def part_read(args, rows: list) -> None:
 
 def part_bootstrap(args, rows: list) -> None:
     from cxrtool.data.cache import PreparedData
-    from cxrtool.metrics import label_report
+    from cxrtool.evaluate.metrics import label_report
 
     data = PreparedData(args.cache)
     test = data.rows("test")

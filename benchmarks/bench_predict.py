@@ -1,6 +1,6 @@
 """`predict` memory and speed against the number of files: streaming keeps the peak flat.
 
-Writes N generated 512 x 512 PNGs, then runs `cxrtool.predict.predict_files` (tiny network,
+Writes N generated 512 x 512 PNGs, then runs `cxrtool.predict.pipeline.predict_files` (tiny network,
 256-px cache size, batch 32) in a fresh process for each N and records the wall time and the
 peak resident memory of that process (`getrusage`; the decoding workers are separate processes
 that hold a batch or two each). Before the engine, predict decoded every file first, so the
@@ -26,7 +26,7 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 from cxrtool.progress import set_quiet
-from cxrtool.predict import PredictConfig, predict_files
+from cxrtool.predict.pipeline import PredictConfig, predict_files
 set_quiet(True)
 folder, model, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 start = time.perf_counter()

@@ -44,7 +44,7 @@ def save_images(synth_data, folder: Path, rows) -> list[Path]:
 
 def test_cam_of_a_file_works_as_typed(workdir, synth_data):
     from cxrtool.models.checkpoint import load_checkpoint
-    from cxrtool.predict import predict_arrays
+    from cxrtool.predict.pipeline import predict_arrays
 
     negative = int(np.flatnonzero(synth_data.targets()[:, synth_data.labels.index("Cardiomegaly")] == 0)[0])
     (path,) = save_images(synth_data, workdir, [negative])

@@ -11,9 +11,9 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
-from cxrtool.compare import CompareConfig, compare
+from cxrtool.evaluate.compare import CompareConfig, compare
 from cxrtool.errors import CxrError
-from cxrtool.evaluate import EvaluateConfig, evaluate_run
+from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
 from helpers import cv_run_from
 
 runner = CliRunner()

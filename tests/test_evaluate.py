@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cxrtool.cli import app
 from cxrtool.data.cache import PreparedData, write_cache
 from cxrtool.errors import CxrError
-from cxrtool.evaluate import EvaluateConfig, evaluate_run
+from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
 from cxrtool.models.checkpoint import read_card
 from helpers import cv_run_from, synthetic_cache
 

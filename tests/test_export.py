@@ -87,7 +87,7 @@ def test_the_docs_snippet_gives_predicts_probabilities(run, tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     from PIL import Image
 
-    from cxrtool.predict import PredictConfig, predict_files
+    from cxrtool.predict.pipeline import PredictConfig, predict_files
 
     out = tmp_path / "onnx"
     assert runner.invoke(app, ["export", str(run), "--out", str(out)]).exit_code == 0

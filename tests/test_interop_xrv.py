@@ -96,7 +96,7 @@ def test_predictions_through_each_tools_preprocessing_agree(imported, published,
     """cxrtool predict on PNG files vs torchxrayvision's own pipeline (normalize, crop, resize)."""
     import skimage.io
 
-    from cxrtool.predict import PredictConfig, predict_files
+    from cxrtool.predict.pipeline import PredictConfig, predict_files
 
     files = sorted((nih_root / "images").glob("*.png"))[:12]
     table = predict_files(PredictConfig(inputs=files, run=imported, device="cpu"))
@@ -237,7 +237,7 @@ def test_a_native_run_on_data_with_some_of_its_labels(tmp_path):
     the data's other labels are not (the run chose its labels)."""
     from helpers import quick_train, synthetic_cache
 
-    from cxrtool.evaluate import EvaluateConfig, evaluate_run
+    from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
 
     run = quick_train(synthetic_cache(tmp_path / "a", n_patients=16, size=32), tmp_path / "run", epochs=1)
     other = synthetic_cache(tmp_path / "b", n_patients=16, size=32, seed=1, labels=["Cardiomegaly", "Effusion", "COVID-19"])

@@ -6,19 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from cxrtool.metrics import (
-    bootstrap_counts,
-    bootstrap_metric,
-    calibration,
-    label_auroc,
-    label_pr_auc,
-    label_report,
-    not_computable_reason,
-    operating_point,
-    weighted_auroc,
-    weighted_average_precision,
-    youden_point,
-)
+from cxrtool.evaluate.metrics import bootstrap_counts, bootstrap_metric, calibration, label_auroc, label_pr_auc, label_report, not_computable_reason, operating_point, weighted_auroc, weighted_average_precision, youden_point
 
 Y = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0], dtype=float)
 P = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.9, 0.2, 0.4, 0.6, 0.05])  # ties at 0.4 across classes
@@ -164,7 +152,7 @@ def test_mean_interval_is_taken_within_replicates():
 
 
 def test_operating_point_interval_is_the_patient_bootstrap_of_sensitivity_and_specificity():
-    from cxrtool.metrics import bootstrap_metric, bootstrap_operating_point, sensitivity_point
+    from cxrtool.evaluate.metrics import bootstrap_metric, bootstrap_operating_point, sensitivity_point
 
     rng = np.random.default_rng(3)
     y = (rng.random(300) < 0.3).astype(float)

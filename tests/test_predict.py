@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cxrtool.cli import app
 from cxrtool.errors import CxrError
-from cxrtool.predict import PredictConfig, collect_files, predict_files
+from cxrtool.predict.pipeline import PredictConfig, collect_files, predict_files
 
 runner = CliRunner()
 
@@ -108,7 +108,7 @@ def test_unreadable_files_are_reported_and_skipped(run, tmp_path, synth_data):
 
 
 def test_predict_uses_val_thresholds_from_the_evaluation_and_says_so(run, tmp_path, synth_data):
-    from cxrtool.evaluate import EvaluateConfig, evaluate_run
+    from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
 
     images = tmp_path / "images"
     images.mkdir()
@@ -142,7 +142,7 @@ def test_predict_uses_val_thresholds_from_the_evaluation_and_says_so(run, tmp_pa
 def test_thresholds_of_other_weights_are_not_used(run, tmp_path, synth_data, trained_run):
     from safetensors.torch import load_file, save_file
 
-    from cxrtool.evaluate import EvaluateConfig, evaluate_run
+    from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
     from cxrtool.models.checkpoint import file_sizes
 
     Image.fromarray(np.asarray(synth_data.images[0])).save(tmp_path / "0.png")

@@ -169,7 +169,7 @@ def test_each_class_draw_reaches_every_split():
 
 
 def test_source_shortcut_is_visible_on_the_combined_set(fifteen):
-    from cxrtool.shortcuts import shortcut_baselines
+    from cxrtool.evaluate.shortcuts import shortcut_baselines
 
     _, _, mix, _ = fifteen
     fit, ev = mix.rows("train"), mix.rows("test")

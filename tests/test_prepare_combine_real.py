@@ -62,7 +62,7 @@ def test_real_counts_are_stored_and_match_the_index(real_mix):
 
 
 def test_real_source_shortcut_nearly_separates_covid(real_mix):
-    from cxrtool.shortcuts import shortcut_baselines
+    from cxrtool.evaluate.shortcuts import shortcut_baselines
 
     fit, ev = real_mix.rows("train"), real_mix.rows("test")
     result = shortcut_baselines(real_mix.index, real_mix.labels, fit, real_mix.targets(fit), ev,

@@ -6,14 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrtool.shortcuts import (
-    ALL_METADATA,
-    available_columns,
-    cross_fitted_baselines,
-    fit_predict,
-    shortcut_baselines,
-    shortcut_warnings,
-)
+from cxrtool.evaluate.shortcuts import ALL_METADATA, available_columns, cross_fitted_baselines, fit_predict, shortcut_baselines, shortcut_warnings
 from helpers import synthetic_cache
 
 

@@ -87,8 +87,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from .data.sources.synthetic import PRETRAIN_FINDINGS, SyntheticConfig, write_raw
     from .embed.config import EmbedConfig
     from .embed.pipeline import run_embed
-    from .evaluate import EvaluateConfig, evaluate_run
-    from .report import ReportConfig, build_report
+    from .evaluate.pipeline import EvaluateConfig, evaluate_run
+    from .report.html_page import ReportConfig, build_report
     from .train.api import finetune, pretrain
     from .train.config import FinetuneConfig, TrainConfig
 

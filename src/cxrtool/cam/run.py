@@ -110,7 +110,7 @@ def _unique(stems: list[str]) -> list[str]:
 
 def _file_images(cfg: CamConfig, size: int) -> _Images:
     from ..inference import FileDataset
-    from ..predict import collect_files
+    from ..predict.pipeline import collect_files
 
     files, skipped = collect_files(cfg.inputs)
     if cfg.max_images is not None:
@@ -185,7 +185,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     from ..device import resolve_device
     from ..inference import InferenceEngine
     from ..models.checkpoint import load_checkpoint
-    from ..predict import announce_model, resolve_model_source
+    from ..predict.pipeline import announce_model, resolve_model_source
     from ..runs import is_run_dir
 
     device = resolve_device(cfg.device)

@@ -26,8 +26,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Test AUROC with intervals, k-fold spread, external score and shortcut baseline per arm, in one table."""
         quiet_option(quiet)
-        from ..compare import CompareConfig
-        from ..compare import compare as build
+        from ..evaluate.compare import CompareConfig
+        from ..evaluate.compare import compare as build
 
         build(CompareConfig(arms=list(arm), cv=list(cv), skipped=list(skipped), label=label, pretrain=list(pretrain),
                             published=list(published), out=out, overwrite=overwrite))

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         quiet_option(quiet)
         from ..config import build_config
         from ..errors import CxrError
-        from ..evaluate import EvaluateConfig, evaluate_run
+        from ..evaluate.pipeline import EvaluateConfig, evaluate_run
 
         if run_arg is not None and run is not None and Path(run_arg) != Path(run):
             raise CxrError(f"give the run once: as the argument ({run_arg}) or as --run ({run})")
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         """Probability per label (and positive/negative at evaluate's val-chosen operating points) for X-ray files."""
         quiet_option(quiet)
         from ..errors import CxrError
-        from ..predict import PredictConfig, predict_files
+        from ..predict.pipeline import PredictConfig, predict_files
 
         model_source, inputs = split_run_and_paths(run, list(paths))
         if not inputs:

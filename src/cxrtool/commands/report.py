@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         """Write RUN/report.html: config, curves, ROC and table, CAMs, embeddings, parent runs, images inlined."""
         quiet_option(quiet)
         from ..progress import result
-        from ..report import ReportConfig, build_report
+        from ..report.html_page import ReportConfig, build_report
 
         path = build_report(ReportConfig(run=run or run_opt, out=out))
         result(f"report: {path}")

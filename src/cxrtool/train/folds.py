@@ -28,7 +28,7 @@ from ..config import dump_config
 from ..data.cache import PreparedData
 from ..errors import CxrError
 from ..inference import predict_probs
-from ..metrics import bootstrap_label_metrics, per_label_auroc, percentile_interval
+from ..evaluate.metrics import bootstrap_label_metrics, per_label_auroc, percentile_interval
 from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
 from ..runs import OOF_PREDICTIONS as OOF, atomic_write_json, atomic_write_text, write_manifest

@@ -36,7 +36,7 @@ from ..device import amp_dtype as device_amp_dtype
 from ..device import fast_paths
 from ..inference import InferenceEngine, default_workers
 from ..errors import CxrError
-from ..metrics import per_label_auroc
+from ..evaluate.metrics import per_label_auroc
 from ..models.checkpoint import model_card, save_checkpoint
 from ..progress import info, progress_bar
 from ..runs import RunPaths

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import CxrError
-from .progress import info, warn
-from .runs import OOF_PREDICTIONS
+from ..errors import CxrError
+from ..progress import info, warn
+from ..runs import OOF_PREDICTIONS
 
 
 def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray]:
@@ -49,7 +49,7 @@ def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarra
 
 
 def evaluate_cv_run(cfg, run: Path) -> dict:
-    from .evaluate import _prepare_out, fold_aurocs, score, write_outputs, write_predictions
+    from .pipeline import _prepare_out, fold_aurocs, score, write_outputs, write_predictions
 
     if cfg.external is not None:
         raise CxrError(f"--external: {run} is a cross-validation run with one model per fold; evaluate one fold's own run (e.g. RUN/fold-1) against the external data")
@@ -74,7 +74,7 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
 def _cv_shortcuts(cfg, run: Path, frame: pd.DataFrame, labels: list[str], targets: np.ndarray, folds: np.ndarray,
                   model_labels: dict) -> dict | None:
     """Cross-fitted metadata baselines, when the run's data (with metadata) is still there."""
-    from .inference import resolve_data
+    from ..inference import resolve_data
     from .shortcuts import cross_fitted_baselines
 
     try:

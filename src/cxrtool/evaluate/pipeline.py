@@ -3,7 +3,7 @@
 A run's checkpoint is scored on a split of a prepared cache (the test split of the data it was
 trained on, by default): per label ROC AUC and precision-recall AUC with 95% intervals from a
 patient bootstrap, the mean AUROC with its interval, sensitivity and specificity (with intervals)
-at operating points chosen on the validation split (`cxrtool.thresholds`), calibration (ECE and
+at operating points chosen on the validation split (`cxrtool.evaluate.thresholds`), calibration (ECE and
 a reliability plot). Beside them, optionally: published AUROCs
 (`--compare chexnet`), metadata-only shortcut baselines (on by default where the index has
 metadata), and the same model scored on another collection (`--external DATA`). A cross-validation
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import config_to_dict, require
-from .errors import CxrError
+from ..config import config_to_dict, require
+from ..errors import CxrError
 from .metrics import label_report, per_label_auroc
-from .progress import info, warn
-from .runs import atomic_write_json, atomic_write_text, holds_locks, lock_output
+from ..progress import info, warn
+from ..runs import atomic_write_json, atomic_write_text, holds_locks, lock_output
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -81,20 +81,20 @@ def _prepare_out(cfg: EvaluateConfig, run: Path) -> Path:
 @holds_locks
 def evaluate_run(cfg: EvaluateConfig) -> dict:
     """Score a run and write its evaluation folder; returns the metrics (as in metrics.json)."""
-    from .runs import is_cv_run, resolve_run
+    from ..runs import is_cv_run, resolve_run
 
     run = resolve_run(cfg.run)
     if is_cv_run(run):
-        from .evaluate_cv import evaluate_cv_run
+        from .cross_validation import evaluate_cv_run
 
         return evaluate_cv_run(cfg, run)
     return _evaluate_model(cfg, run)
 
 
 def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
-    from .device import resolve_device
-    from .inference import predict_probs, resolve_data
-    from .models.checkpoint import load_checkpoint
+    from ..device import resolve_device
+    from ..inference import predict_probs, resolve_data
+    from ..models.checkpoint import load_checkpoint
 
     device = resolve_device(cfg.device)
     out = _prepare_out(cfg, run)
@@ -189,7 +189,7 @@ def unmatched_entries(unmatched: dict[str, str], data, rows: np.ndarray) -> dict
 def score(cfg: EvaluateConfig, labels: list[str], targets: np.ndarray, probs: np.ndarray, patients: np.ndarray,
           what: str, run: Path) -> dict:
     """The label report with the run's description around it (no files written)."""
-    from .evaluate_report import compare_entries
+    from .tables import compare_entries
 
     rep = label_report(targets, probs, labels, patients, n_boot=cfg.bootstrap, seed=cfg.seed)
     mean = rep["mean"]
@@ -222,8 +222,8 @@ def write_predictions(path: Path, frame: pd.DataFrame, labels: list[str], probs:
 
 def write_outputs(out: Path, metrics: dict, labels: list[str], targets: np.ndarray, probs: np.ndarray) -> None:
     """metrics.json, the tables, roc.png and reliability.png; then print the tables."""
-    from .evaluate_report import print_tables, write_tables
-    from .plots import reliability_figure, roc_figure
+    from .tables import print_tables, write_tables
+    from .figures import reliability_figure, roc_figure
 
     titles = {**metrics["labels"], "__mean__": metrics["mean"]}
     roc_figure(targets, probs, labels, out / "roc.png", titles, title=f"ROC: {metrics['what']}")
@@ -251,8 +251,8 @@ def operating_points(cfg: EvaluateConfig, run: Path, out: Path, model, card: dic
     patient-bootstrap intervals at the val-chosen thresholds); the return value says where the
     thresholds come from and whether the reported split contains the one they were chosen on.
     """
-    from .inference import predict_probs
-    from .models.checkpoint import resolve_checkpoint
+    from ..inference import predict_probs
+    from ..models.checkpoint import resolve_checkpoint
     from .thresholds import FILE, choose_thresholds, report_at_thresholds, thresholds_document
 
     val_rows = data.rows("val")
@@ -285,8 +285,8 @@ def operating_points(cfg: EvaluateConfig, run: Path, out: Path, model, card: dic
 def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: list[str], targets: np.ndarray,
               probs: np.ndarray, frame: pd.DataFrame, device) -> dict:
     """Score the model on every image of another prepared collection, on the labels both share."""
-    from .data.cache import PreparedData
-    from .inference import predict_probs
+    from ..data.cache import PreparedData
+    from ..inference import predict_probs
 
     ext = PreparedData(cfg.external)
     shared = [l for l in labels if l in ext.labels]

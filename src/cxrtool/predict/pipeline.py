@@ -7,7 +7,7 @@ loader workers a batch at a time, and preprocessed exactly as
 brought to the network's input size by the same `to_model_input` as in training. The result is a
 probability per label and, when `cxrtool evaluate` has chosen operating points on the validation
 split (RUN/eval*/thresholds.json, or `--thresholds FILE`), a positive/negative call per label;
-predict says which thresholds it used and where they came from (`cxrtool.thresholds`). A file that cannot be read is reported and skipped; the command
+predict says which thresholds it used and where they came from (`cxrtool.evaluate.thresholds`). A file that cannot be read is reported and skipped; the command
 fails only when none could be read.
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import require
-from .errors import CxrError
-from .progress import info, print_table, warn
+from ..config import require
+from ..errors import CxrError
+from ..progress import info, print_table, warn
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 OUT_SUFFIXES = (".csv", ".json")
@@ -98,7 +98,7 @@ def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]
 
 def resolve_model_source(run: Path | None) -> Path:
     """A checkpoint folder or run directory to load; the newest run when None."""
-    from .runs import resolve_run
+    from ..runs import resolve_run
 
     if run is not None and (Path(run) / "card.json").is_file():
         return Path(run)
@@ -107,8 +107,8 @@ def resolve_model_source(run: Path | None) -> Path:
 
 def announce_model(source: Path, which: str, card: dict) -> None:
     """Say which model answers, always (even with --quiet), so a wrong one is never silent."""
-    from .models.checkpoint import resolve_checkpoint
-    from .progress import notice
+    from ..models.checkpoint import resolve_checkpoint
+    from ..progress import notice
 
     notice(f"model: {resolve_checkpoint(source, which)} ({card['arch']}, {len(card['labels'])} labels)")
 
@@ -116,7 +116,7 @@ def announce_model(source: Path, which: str, card: dict) -> None:
 def predict_arrays(model: torch.nn.Module, images: np.ndarray, image_size: int, device, tta: bool = False,
                    batch_size: int = 32) -> np.ndarray:
     """Probabilities (n, L) for preprocessed uint8 images (n, S, S), as in training."""
-    from .inference import ArrayDataset, InferenceEngine
+    from ..inference import ArrayDataset, InferenceEngine
 
     engine = InferenceEngine(model, device, image_size, tta=tta)
     return engine.run(engine.batches(ArrayDataset(images), batch_size, workers=0), "probs", int(getattr(model, "num_labels", 0)))
@@ -130,9 +130,9 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     that could not be read, `df.attrs["thresholds"]` the operating points used ({} when no
     evaluation chose any) and `df.attrs["threshold_source"]` where they came from.
     """
-    from .device import resolve_device
-    from .inference import FileDataset, InferenceEngine
-    from .models.checkpoint import load_checkpoint
+    from ..device import resolve_device
+    from ..inference import FileDataset, InferenceEngine
+    from ..models.checkpoint import load_checkpoint
 
     device = resolve_device(cfg.device)
     source = resolve_model_source(cfg.run)
@@ -178,8 +178,8 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
 
 def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple[dict[str, float], dict]:
     """The operating points to call positives with, and where they come from (said on stderr)."""
-    from .models.checkpoint import resolve_checkpoint
-    from .thresholds import find_thresholds, pick_operating_point
+    from ..models.checkpoint import resolve_checkpoint
+    from ..evaluate.thresholds import find_thresholds, pick_operating_point
 
     path, doc, note = find_thresholds(source, resolve_checkpoint(source, cfg.checkpoint), cfg.thresholds)
     if doc is None:
@@ -194,7 +194,7 @@ def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple
 
 def write_predictions(path: Path, table: pd.DataFrame) -> None:
     """CSV (one row per file) or JSON (records with probabilities, calls, and the skipped files)."""
-    from .runs import atomic_write_text, to_json
+    from ..runs import atomic_write_text, to_json
 
     if path.suffix.lower() == ".csv":
         atomic_write_text(path, table.to_csv(index=False))

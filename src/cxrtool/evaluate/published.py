@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import CxrError, did_you_mean
+from ..errors import CxrError, did_you_mean
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import CxrError
+from ..errors import CxrError
 from .published import PublishedResult, label_key, published_auroc, published_results
-from .runs import atomic_write_text, read_json
+from ..runs import atomic_write_text, read_json
 
 ARM_COLUMNS = ["arm", "status", "run", "label", "test_auroc", "test_low", "test_high", "test_patients",
                "test_positives", "test_negatives", "cv_run", "cv_folds", "cv_mean", "cv_sd", "cv_pooled",
@@ -290,7 +290,7 @@ apart as well as the disease."""
 
 def compare(cfg: CompareConfig) -> Path:
     """Build the tables and write them under cfg.out; returns the markdown file."""
-    from .progress import info, result
+    from ..progress import info, result
 
     out = Path(cfg.out)
     if (out / "table.md").exists() and not cfg.overwrite:

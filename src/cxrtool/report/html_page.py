@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import CxrError
-from .runs import RunPaths, atomic_write_text, read_json, resolve_run
+from ..errors import CxrError
+from ..runs import RunPaths, atomic_write_text, read_json, resolve_run
 
 MAX_CAM_EXAMPLES = 8
 MAX_TABLE_ROWS = 60

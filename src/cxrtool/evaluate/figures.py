@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from .runs import atomic_write  # noqa: E402
+from ..runs import atomic_write  # noqa: E402
 
 
 def panel_grid(n_panels: int, panel_inches: float = 2.8, max_cols: int = 4):

@@ -354,7 +354,7 @@ def label_report(y_true: np.ndarray, y_prob: np.ndarray, labels: list[str], grou
                 entry["pr_auc_low"], entry["pr_auc_high"] = percentile_interval(boot["ap"][:, j], level)
                 entry["skipped_replicates"] = int(np.isnan(boot["auroc"][:, j]).sum())
             # Chosen on the very split it is scored on: an optimistic, in-sample figure (the honest
-            # operating points are chosen on validation; see cxrtool.thresholds).
+            # operating points are chosen on validation; see cxrtool.evaluate.thresholds).
             entry["youden_in_sample"] = {**youden_point(y, y_prob[:, j]), "note": "chosen on this split: in-sample, optimistic"}
             entry["calibration"] = calibration(y, y_prob[:, j], n_bins)
             entry["ece"] = entry["calibration"]["ece"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CxrError
+from ..errors import CxrError
 from .metrics import bootstrap_operating_point, not_computable_reason, sensitivity_point, youden_point
 
 FORMAT = "cxrtool-thresholds/1"
@@ -58,7 +58,7 @@ def report_at_thresholds(chosen: dict, targets: np.ndarray, probs: np.ndarray, l
 
 def model_sha256(checkpoint: Path) -> str:
     """Hash of a checkpoint's weights file: thresholds belong to exactly these weights."""
-    from .models.checkpoint import WEIGHTS
+    from ..models.checkpoint import WEIGHTS
 
     digest = hashlib.sha256()
     with open(Path(checkpoint) / WEIGHTS, "rb") as fh:

@@ -1,7 +1,7 @@
 """Turning evaluation results into tables: per_label.csv / .md, shortcuts.csv, external.csv,
 folds.csv, and the rich tables `cxrtool evaluate` prints.
 
-Kept apart from `cxrtool.evaluate` (which computes) so that the numbers and their presentation
+Kept apart from `cxrtool.evaluate.pipeline` (which computes) so that the numbers and their presentation
 can change independently. Every number is printed with its 95% patient-bootstrap interval where
 one exists; a label that cannot be scored shows "not computable" and the reason.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .progress import print_table
+from ..progress import print_table
 from .published import published_auroc, published_results
-from .runs import atomic_write_text
+from ..runs import atomic_write_text
 
 
 def fmt(value, digits: int = 3) -> str:
