@@ -80,3 +80,23 @@ def test_finetune_cli_names_the_parent_and_refuses_missing_labels(tmp_path, trai
     assert res.exit_code == 2 and "lacks the label(s) COVID-19" in " ".join(res.output.split())
     res = runner.invoke(app, ["finetune", "--from", str(tmp_path / "nowhere"), "--data", str(synth_data.root), "-q"])
     assert res.exit_code == 2 and "--from" in res.output
+
+
+@pytest.mark.parametrize("kind", ["pretrain", "finetune"])
+def test_shared_options_reach_both_commands_and_their_configs(kind, monkeypatch):
+    # Every row of SHARED_OPTIONS is an option of both commands, and each value given on the
+    # command line arrives in the config the command builds.
+    import cxrtool.train as train
+    from cxrtool.commands.train import SHARED_OPTIONS
+
+    help_text = runner.invoke(app, [kind, "--help"], env={"COLUMNS": "250"}).output
+    for option in SHARED_OPTIONS:
+        assert option.flags[0].split("/")[0] in help_text, option.name
+    seen = {}
+    monkeypatch.setattr(train, kind, lambda cfg, overwrite: seen.update(cfg=cfg, overwrite=overwrite))
+    res = runner.invoke(app, [kind, "--epochs", "7", "--lr", "0.5", "--labels", "A,B", "--seed", "3",
+                              "--no-oversample", "--overwrite", "-q", *(["--from", "none"] if kind == "finetune" else [])])
+    assert res.exit_code == 0, res.output
+    cfg = seen["cfg"]
+    assert (cfg.epochs, cfg.lr, cfg.labels, cfg.seed, cfg.oversample) == (7, 0.5, ["A", "B"], 3, False)
+    assert seen["overwrite"] is True

@@ -1,36 +1,159 @@
 """`cxrtool pretrain` and `cxrtool finetune` (see docs/pretrain.md and docs/finetune.md).
 
-Options left out stay None so that values from `--config FILE.yaml` are not overridden by
-defaults; `cxrtool.train.config` holds the defaults and the checks. `--resume [RUN]` continues
-an interrupted run (the run given, else `--out`, else the newest run of that kind). An `--out`
-that holds no finished epoch is started again; one with finished epochs needs `--resume` or
-`--overwrite`.
+The options the two commands share are declared once, in `SHARED_OPTIONS`: a row gives the
+option's flags, its help and the default each command shows. `training_command` adds those rows
+to a command's own parameters (its own come first in `--help`, then the shared ones), so adding an
+option to both commands is a one-row change. Options left out stay None so that values from
+`--config FILE.yaml` are not overridden by defaults; `cxrtool.train.config` holds the defaults and
+the checks. `--resume [RUN]` continues an interrupted run (the run given, else `--out`, else the
+newest run of that kind). An `--out` that holds no finished epoch is started again; one with
+finished epochs needs `--resume` or `--overwrite`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from ..cli import quiet_option, user_errors
 
-HELP_SELECT = "Best epoch by validation loss, mean validation AUROC, or the last epoch."
-HELP_TENSORBOARD = "Log losses, AUROCs, learning rate and images/s to RUN/tensorboard (needs pip install tensorboard)."
+KINDS = ("pretrain", "finetune")
 
 
-def _common(data: Optional[Path], arch: Optional[str], weights: Optional[str], out: Optional[Path],
-            labels: Optional[str], epochs: Optional[int], batch_size: Optional[int], lr: Optional[float],
-            weight_decay: Optional[float], plateau_patience: Optional[int], early_stop: Optional[int],
-            select: Optional[str], augment: Optional[str], image_size: Optional[int], device: Optional[str],
-            seed: Optional[int], workers: Optional[int], oversample: Optional[bool]) -> dict:
-    from ..config import parse_list
+@dataclass(frozen=True)
+class SharedOption:
+    """One option of both training commands: its parameter name, type, flags and help.
 
-    return dict(data=data, arch=arch, weights=weights, out=out, labels=parse_list(labels, "--labels") if labels else None,
-                epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, plateau_patience=plateau_patience,
-                early_stop=early_stop, select=select, augment=augment, image_size=image_size, device=device, seed=seed,
-                workers=workers, oversample=oversample)
+    `help` is one text, or one per command where the two differ; `default` is what each command's
+    help shows as the default (None: nothing shown). `to_config` is False for options the command
+    layer handles itself (resume, overwrite, the config file, quiet).
+    """
+
+    name: str
+    type: Any
+    flags: tuple[str, ...]
+    help: str | dict[str, str]
+    default: dict[str, str] = field(default_factory=dict)
+    to_config: bool = True
+    value_if_absent: Any = None
+
+    def help_for(self, kind: str) -> str:
+        text = self.help[kind] if isinstance(self.help, dict) else self.help
+        shown = self.default.get(kind)
+        return f"{text} (default: {shown})" if shown is not None else text
+
+    def parameter(self, kind: str) -> inspect.Parameter:
+        option = typer.Option(*self.flags, help=self.help_for(kind))
+        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=self.value_if_absent,
+                                 annotation=Annotated[self.type, option])
+
+
+def _both(value: str) -> dict[str, str]:
+    return {kind: value for kind in KINDS}
+
+
+SHARED_OPTIONS: tuple[SharedOption, ...] = (
+    SharedOption("data", Optional[Path], ("--data",), "Prepared cache to train on.",
+                 {"pretrain": "data/nih", "finetune": "data/covid"}),
+    SharedOption("arch", Optional[str], ("--arch",),
+                 {"pretrain": "densenet121, resnet50, cxr-resnet50, resnet18 or tiny-cnn.",
+                  "finetune": "Architecture, only with --from none."},
+                 {"pretrain": "densenet121", "finetune": "the parent's, or densenet121"}),
+    SharedOption("weights", Optional[str], ("--weights",),
+                 {"pretrain": "imagenet, none, or a weights file.",
+                  "finetune": "With --from none: imagenet, none or a weights file."},
+                 {"pretrain": "imagenet", "finetune": "none"}),
+    SharedOption("out", Optional[Path], ("--out",), "Run directory (new or empty).",
+                 {"pretrain": "runs/pretrain-ARCH-TIME", "finetune": "runs/finetune-ARCH-TIME"}),
+    SharedOption("labels", Optional[str], ("--labels",), "Comma-separated labels to train on.",
+                 _both("all of the data's")),
+    SharedOption("epochs", Optional[int], ("--epochs",), "Maximum number of epochs.",
+                 {"pretrain": "20", "finetune": "100"}),
+    SharedOption("batch_size", Optional[int], ("--batch-size",), "Images per step (per process).", _both("16")),
+    SharedOption("lr", Optional[float], ("--lr",), "Adam learning rate.", {"pretrain": "0.001", "finetune": "0.0001"}),
+    SharedOption("weight_decay", Optional[float], ("--weight-decay",), "Adam weight decay.", _both("0")),
+    SharedOption("plateau_patience", Optional[int], ("--plateau-patience",),
+                 "Epochs without a lower validation loss before the learning rate drops 10x.",
+                 {"pretrain": "1", "finetune": "5"}),
+    SharedOption("early_stop", Optional[int], ("--early-stop",),
+                 "Stop after N epochs without improvement (0: never).", {"pretrain": "5", "finetune": "10"}),
+    SharedOption("select", Optional[str], ("--select",),
+                 "Best epoch by validation loss, mean validation AUROC, or the last epoch.",
+                 {"pretrain": "loss", "finetune": "auroc"}),
+    SharedOption("augment", Optional[str], ("--augment",),
+                 {"pretrain": "none, flip or paper (flip, rotation, shift/scale, brightness/contrast).",
+                  "finetune": "none, flip or paper."}, _both("paper")),
+    SharedOption("image_size", Optional[int], ("--image-size",), "Network input side in pixels.",
+                 {"pretrain": "224", "finetune": "the parent's, or 224"}),
+    SharedOption("device", Optional[str], ("--device",), "auto, cpu, cuda or mps.", _both("auto")),
+    SharedOption("seed", Optional[int], ("--seed",), "Random seed (initialisation, batches, augmentation).",
+                 _both("0")),
+    SharedOption("workers", Optional[int], ("--workers",), "Data-loading processes.",
+                 _both("half the cores, at most 4")),
+    SharedOption("oversample", Optional[bool], ("--oversample/--no-oversample",),
+                 {"pretrain": "Draw positives and negatives of each label equally often.",
+                  "finetune": "Balance positives and negatives by sampling (the report's remedy for COVID-19's "
+                              "imbalance)."}),
+    SharedOption("allow_partial", bool, ("--allow-partial",),
+                 "Accept weights that fit the backbone only in part (listed in the manifest).", value_if_absent=False),
+    SharedOption("tensorboard", Optional[bool], ("--tensorboard",),
+                 "Log losses, AUROCs, learning rate and images/s to RUN/tensorboard (needs pip install tensorboard)."),
+    SharedOption("resume", bool, ("--resume",),
+                 {kind: f"Continue an interrupted run (RUN, --out, or the newest {kind} run)." for kind in KINDS},
+                 to_config=False, value_if_absent=False),
+    SharedOption("overwrite", bool, ("--overwrite",),
+                 "Start again in an --out that holds a finished run, replacing it.", to_config=False,
+                 value_if_absent=False),
+    SharedOption("config", Optional[Path], ("--config",), "YAML file of options (a run's config.yaml works).",
+                 to_config=False),
+    SharedOption("quiet", bool, ("--quiet", "-q"), "No progress bars.", to_config=False, value_if_absent=False),
+)
+
+
+def training_command(kind: str) -> Callable[[Callable], Callable]:
+    """Give a command function `fn(own..., **shared)` the shared options as real parameters.
+
+    Typer reads a command's options from its signature, so the shared rows are appended to the
+    function's own parameters in `__signature__` (and their types in `__annotations__`, which
+    Typer reads too); the function receives them in `**shared`.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        params = own + [option.parameter(kind) for option in SHARED_OPTIONS]
+
+        @functools.wraps(fn)
+        def command(**values: Any) -> Any:
+            return fn(**values)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        del command.__wrapped__  # Typer must see the new signature, not the function's own
+        return command
+
+    return decorate
+
+
+def run_training(kind: str, run: Optional[Path], own_config: dict[str, Any], shared: dict[str, Any]) -> None:
+    """Resume a run, or build the kind's config (defaults < --config file < options) and train."""
+    from ..config import build_config, parse_list  # lazy: keeps cxrtool --help fast
+    from ..train import FinetuneConfig, TrainConfig, finetune, pretrain
+
+    quiet_option(shared["quiet"])
+    if _resume_or_none(kind, shared["resume"], run, shared["out"], shared["epochs"], shared["workers"],
+                       shared["device"]) is not None:
+        return
+    options = {o.name: shared[o.name] for o in SHARED_OPTIONS if o.to_config}
+    if options["labels"]:
+        options["labels"] = parse_list(options["labels"], "--labels")
+    options["allow_partial"] = options["allow_partial"] or None  # False means "not given": the file may say true
+    cls, train = (TrainConfig, pretrain) if kind == "pretrain" else (FinetuneConfig, finetune)
+    train(build_config(cls, shared["config"], **own_config, **options), overwrite=shared["overwrite"])
 
 
 def _resume_or_none(kind: str, resume: bool, run: Optional[Path], out: Optional[Path], epochs, workers, device) -> Optional[Path]:
@@ -40,7 +163,7 @@ def _resume_or_none(kind: str, resume: bool, run: Optional[Path], out: Optional[
         if run is not None:
             raise CxrError(f"{run}: a run directory is given only with --resume (to continue it); use --out for a new run")
         return None
-    from ..train import resume as resume_run
+    from ..train import resume as resume_run  # lazy: keeps cxrtool --help fast
 
     return resume_run(run or out, kind=kind, epochs=epochs, workers=workers, device=device)
 
@@ -48,85 +171,25 @@ def _resume_or_none(kind: str, resume: bool, run: Optional[Path], out: Optional[
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     @user_errors
+    @training_command("pretrain")
     def pretrain_command(
         run: Optional[Path] = typer.Argument(None, help="With --resume: the run to continue (default --out, else the newest pretrain run)."),
-        data: Optional[Path] = typer.Option(None, "--data", help="Prepared cache to train on. (default: data/nih)"),
-        arch: Optional[str] = typer.Option(None, "--arch", help="densenet121, resnet50, cxr-resnet50, resnet18 or tiny-cnn. (default: densenet121)"),
-        weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, none, or a weights file. (default: imagenet)"),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run directory (new or empty). (default: runs/pretrain-ARCH-TIME)"),
-        labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated labels to train on. (default: all of the data's)"),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum number of epochs. (default: 20)"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (per process). (default: 16)"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. (default: 0.001)"),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay. (default: 0)"),
-        plateau_patience: Optional[int] = typer.Option(None, "--plateau-patience", help="Epochs without a lower validation loss before the learning rate drops 10x. (default: 1)"),
-        early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N epochs without improvement (0: never). (default: 5)"),
-        select: Optional[str] = typer.Option(None, "--select", help=HELP_SELECT + " (default: loss)"),
-        augment: Optional[str] = typer.Option(None, "--augment", help="none, flip or paper (flip, rotation, shift/scale, brightness/contrast). (default: paper)"),
-        image_size: Optional[int] = typer.Option(None, "--image-size", help="Network input side in pixels. (default: 224)"),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps. (default: auto)"),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (initialisation, batches, augmentation). (default: 0)"),
-        workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes. (default: half the cores, at most 4)"),
-        oversample: Optional[bool] = typer.Option(None, "--oversample/--no-oversample", help="Draw positives and negatives of each label equally often."),
-        allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept weights that fit the backbone only in part (listed in the manifest)."),
-        tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help=HELP_TENSORBOARD),
-        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (RUN, --out, or the newest pretrain run)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an --out that holds a finished run, replacing it."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (a run's config.yaml works)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        **shared: Any,
     ) -> None:
         """Train a network on a prepared cache (NIH ChestX-ray14: 14 findings, multi-label)."""
-        quiet_option(quiet)
-        if _resume_or_none("pretrain", resume, run, out, epochs, workers, device) is not None:
-            return
-        from ..config import build_config
-        from ..train import TrainConfig, pretrain
-
-        options = _common(data, arch, weights, out, labels, epochs, batch_size, lr, weight_decay, plateau_patience,
-                          early_stop, select, augment, image_size, device, seed, workers, oversample)
-        pretrain(build_config(TrainConfig, config, allow_partial=allow_partial or None, tensorboard=tensorboard, **options), overwrite=overwrite)
+        run_training("pretrain", run, {}, shared)
 
     @app.command("finetune")
     @user_errors
+    @training_command("finetune")
     def finetune_command(
         run: Optional[Path] = typer.Argument(None, help="With --resume: the run to continue (default --out, else the newest finetune run)."),
         parent: Optional[str] = typer.Option(None, "--from", help="Run or checkpoint to start from, or none. (default: the newest run under ./runs)"),
-        data: Optional[Path] = typer.Option(None, "--data", help="Prepared cache to train on. (default: data/covid)"),
-        arch: Optional[str] = typer.Option(None, "--arch", help="Architecture, only with --from none. (default: the parent's, or densenet121)"),
-        weights: Optional[str] = typer.Option(None, "--weights", help="With --from none: imagenet, none or a weights file. (default: none)"),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run directory (new or empty). (default: runs/finetune-ARCH-TIME)"),
-        labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated labels to train on. (default: all of the data's)"),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Maximum number of epochs. (default: 100)"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per step (per process). (default: 16)"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. (default: 0.0001)"),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Adam weight decay. (default: 0)"),
-        plateau_patience: Optional[int] = typer.Option(None, "--plateau-patience", help="Epochs without a lower validation loss before the learning rate drops 10x. (default: 5)"),
-        early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N epochs without improvement (0: never). (default: 10)"),
-        select: Optional[str] = typer.Option(None, "--select", help=HELP_SELECT + " (default: auroc)"),
-        augment: Optional[str] = typer.Option(None, "--augment", help="none, flip or paper. (default: paper)"),
-        image_size: Optional[int] = typer.Option(None, "--image-size", help="Network input side. (default: the parent's, or 224)"),
-        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps. (default: auto)"),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed. (default: 0)"),
-        workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes. (default: half the cores, at most 4)"),
-        oversample: Optional[bool] = typer.Option(None, "--oversample/--no-oversample", help="Balance positives and negatives by sampling (the report's remedy for COVID-19's imbalance)."),
         freeze_backbone: Optional[bool] = typer.Option(None, "--freeze-backbone/--train-backbone", help="Train only the new head."),
         folds: Optional[int] = typer.Option(None, "--folds", help="K-fold patient cross-validation over all images (0: use the data's splits). (default: 0)"),
         val_frac: Optional[float] = typer.Option(None, "--val-frac", help="With --folds: share of each fold's training patients kept for validation. (default: 0.2)"),
-        allow_partial: bool = typer.Option(False, "--allow-partial", help="Accept weights that fit the backbone only in part (listed in the manifest)."),
-        tensorboard: Optional[bool] = typer.Option(None, "--tensorboard", help=HELP_TENSORBOARD),
-        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (RUN, --out, or the newest finetune run)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an --out that holds a finished run, replacing it."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (a run's config.yaml works)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        **shared: Any,
     ) -> None:
         """Transfer a trained network to new labels (e.g. COVID-19), or train from scratch / ImageNet."""
-        quiet_option(quiet)
-        if _resume_or_none("finetune", resume, run, out, epochs, workers, device) is not None:
-            return
-        from ..config import build_config
-        from ..train import FinetuneConfig, finetune
-
-        options = _common(data, arch, weights, out, labels, epochs, batch_size, lr, weight_decay, plateau_patience,
-                          early_stop, select, augment, image_size, device, seed, workers, oversample)
-        finetune(build_config(FinetuneConfig, config, parent=parent, freeze_backbone=freeze_backbone, folds=folds,
-                              val_frac=val_frac, allow_partial=allow_partial or None, tensorboard=tensorboard, **options), overwrite=overwrite)
+        run_training("finetune", run, dict(parent=parent, freeze_backbone=freeze_backbone, folds=folds, val_frac=val_frac),
+                     shared)
