@@ -7,22 +7,43 @@ override `--config FILE.yaml`) and makes one call into `cxrtool.data.prepare` / 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from ..cli import quiet_option, user_errors
+from .options import SharedOption, config_values, with_options
 
-OUT_HELP = "Cache folder to write."
-SIZE_HELP = "Side of the cached square images in pixels (default: 256)."
-WORKERS_HELP = "Decoding processes (default: min(8, CPU count))."
-SEED_HELP = "Seed of the patient split (default: 0)."
-VAL_HELP = "Fraction of images for validation (by patient) (default: 0.1)."
-TEST_HELP = "Fraction of images for test (by patient; ignored with NIH's official lists) (default: 0.2)."
 DIST_HELP = "Near-duplicate threshold: bits (of 256) two fingerprints may differ by (default: 40)."
 OVERWRITE_HELP = "Replace a cache prepared with other settings."
 CONFIG_HELP = "YAML file of option values (options given here win)."
 QUIET_HELP = "No progress bars or notes."
+
+# The options of every `prepare SOURCE` that decodes raw images into a cache, declared once.
+SOURCES = ("nih", "covid", "folder")
+CACHE_OPTIONS: tuple[SharedOption, ...] = (
+    SharedOption("out", Optional[Path], ("--out",), "Cache folder to write.", {s: f"data/{s}" for s in SOURCES}),
+    SharedOption("size", Optional[int], ("--size",), "Side of the cached square images in pixels (default: 256)."),
+    SharedOption("workers", Optional[int], ("--workers",), "Decoding processes (default: min(8, CPU count))."),
+    SharedOption("seed", Optional[int], ("--seed",), "Seed of the patient split (default: 0)."),
+    SharedOption("val_frac", Optional[float], ("--val-frac",), "Fraction of images for validation (by patient) (default: 0.1)."),
+    SharedOption("test_frac", Optional[float], ("--test-frac",),
+                 "Fraction of images for test (by patient; ignored with NIH's official lists) (default: 0.2)."),
+    SharedOption("max_distance", Optional[int], ("--max-distance",), DIST_HELP),
+    SharedOption("overwrite", bool, ("--overwrite",), OVERWRITE_HELP, value_if_absent=False),
+    SharedOption("config", Optional[Path], ("--config",), CONFIG_HELP, to_config=False),
+    SharedOption("quiet", bool, ("--quiet", "-q"), QUIET_HELP, to_config=False, value_if_absent=False),
+)
+
+
+def _cache_config(cls, own: dict, shared: dict):
+    """The source's config: defaults < --config file < the options given (own and shared)."""
+    from ..config import build_config  # lazy: keeps cxrtool --help fast
+
+    quiet_option(shared["quiet"])
+    values = config_values(CACHE_OPTIONS, shared)
+    values["overwrite"] = values["overwrite"] or None  # False means "not given": the file may say true
+    return build_config(cls, shared["config"], **own, **values)
 
 
 def register(app: typer.Typer) -> None:
@@ -50,61 +71,36 @@ def register(app: typer.Typer) -> None:
 
     @prepare_app.command("nih")
     @user_errors
+    @with_options(CACHE_OPTIONS, "nih")
     def nih(
         root: Path = typer.Argument(..., help="Folder holding the NIH label file and images (any sub-folders)."),
-        out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP + " (default: data/nih)"),
-        size: Optional[int] = typer.Option(None, "--size", help=SIZE_HELP),
-        workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
         views: Optional[str] = typer.Option(None, "--views", help="Keep only these views, e.g. PA,AP (default: all)."),
         findings: Optional[str] = typer.Option(None, "--findings", help="Label columns, comma-separated (default: the 14 NIH findings)."),
         labels: Optional[Path] = typer.Option(None, "--labels", help="The label file, if not Data_Entry_2017*.csv[.gz] under ROOT."),
-        seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
-        val_frac: Optional[float] = typer.Option(None, "--val-frac", help=VAL_HELP),
-        test_frac: Optional[float] = typer.Option(None, "--test-frac", help=TEST_HELP),
-        max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
-        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+        **shared: Any,
     ) -> None:
         """NIH ChestX-ray14 -> cache (official lists when present, else a seeded patient split)."""
-        quiet_option(quiet)
-        from ..config import build_config
-        from ..data.prepare import PrepareNihConfig, prepare_nih
+        from ..data.prepare import PrepareNihConfig, prepare_nih  # lazy: keeps cxrtool --help fast
 
-        cfg = build_config(PrepareNihConfig, config, root=root, out=out, size=size, workers=workers, views=views,
-                           findings=findings, labels_file=labels, seed=seed, val_frac=val_frac, test_frac=test_frac,
-                           max_distance=max_distance, overwrite=overwrite or None)
-        prepare_nih(cfg)
+        prepare_nih(_cache_config(PrepareNihConfig, dict(root=root, views=views, findings=findings, labels_file=labels), shared))
 
     @prepare_app.command("covid")
     @user_errors
+    @with_options(CACHE_OPTIONS, "covid")
     def covid(
         root: Path = typer.Argument(..., help="The covid-chestxray-dataset folder (metadata.csv, images/)."),
-        out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP + " (default: data/covid)"),
-        size: Optional[int] = typer.Option(None, "--size", help=SIZE_HELP),
-        workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
         views: Optional[str] = typer.Option(None, "--views", help="Views to keep (default: PA,AP,AP Supine)."),
         findings: Optional[str] = typer.Option(None, "--findings", help="Labels: COVID-19 and/or Pneumonia (default: COVID-19)."),
-        seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
-        val_frac: Optional[float] = typer.Option(None, "--val-frac", help=VAL_HELP),
-        test_frac: Optional[float] = typer.Option(None, "--test-frac", help=TEST_HELP),
-        max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
-        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+        **shared: Any,
     ) -> None:
         """Cohen/Dao COVID-19 collection -> cache (frontal X-rays, split by patient, duplicates grouped)."""
-        quiet_option(quiet)
-        from ..config import build_config
-        from ..data.prepare import PrepareCovidConfig, prepare_covid
+        from ..data.prepare import PrepareCovidConfig, prepare_covid  # lazy: keeps cxrtool --help fast
 
-        cfg = build_config(PrepareCovidConfig, config, root=root, out=out, size=size, workers=workers, views=views,
-                           findings=findings, seed=seed, val_frac=val_frac, test_frac=test_frac,
-                           max_distance=max_distance, overwrite=overwrite or None)
-        prepare_covid(cfg)
+        prepare_covid(_cache_config(PrepareCovidConfig, dict(root=root, views=views, findings=findings), shared))
 
     @prepare_app.command("folder")
     @user_errors
+    @with_options(CACHE_OPTIONS, "folder")
     def folder(
         csv: Path = typer.Argument(..., help="CSV with one row per image."),
         image_col: Optional[str] = typer.Option(None, "--image-col", help="Column with the image path (default: image)."),
@@ -113,27 +109,14 @@ def register(app: typer.Typer) -> None:
         view_col: Optional[str] = typer.Option(None, "--view-col", help="Column with the view (PA, AP, ...)."),
         root: Optional[Path] = typer.Option(None, "--root", help="Folder the image paths are relative to (default: the CSV's folder)."),
         name: Optional[str] = typer.Option(None, "--name", help="Dataset name for the `source` column (default: folder)."),
-        out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP + " (default: data/folder)"),
-        size: Optional[int] = typer.Option(None, "--size", help=SIZE_HELP),
-        workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
-        seed: Optional[int] = typer.Option(None, "--seed", help=SEED_HELP),
-        val_frac: Optional[float] = typer.Option(None, "--val-frac", help=VAL_HELP),
-        test_frac: Optional[float] = typer.Option(None, "--test-frac", help=TEST_HELP),
-        max_distance: Optional[int] = typer.Option(None, "--max-distance", help=DIST_HELP),
-        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-        config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+        **shared: Any,
     ) -> None:
         """Any labelled set described by a CSV -> cache."""
-        quiet_option(quiet)
-        from ..config import build_config
-        from ..data.prepare import PrepareFolderConfig, prepare_folder
+        from ..data.prepare import PrepareFolderConfig, prepare_folder  # lazy: keeps cxrtool --help fast
 
-        cfg = build_config(PrepareFolderConfig, config, csv=csv, image_col=image_col, label_cols=label_cols,
-                           patient_col=patient_col, view_col=view_col, image_root=root, name=name, out=out, size=size,
-                           workers=workers, seed=seed, val_frac=val_frac, test_frac=test_frac,
-                           max_distance=max_distance, overwrite=overwrite or None)
-        prepare_folder(cfg)
+        own = dict(csv=csv, image_col=image_col, label_cols=label_cols, patient_col=patient_col, view_col=view_col,
+                   image_root=root, name=name)
+        prepare_folder(_cache_config(PrepareFolderConfig, own, shared))
 
     @prepare_app.command("combine")
     @user_errors

@@ -1,9 +1,8 @@
 """`cxrtool pretrain` and `cxrtool finetune` (see docs/pretrain.md and docs/finetune.md).
 
 The options the two commands share are declared once, in `SHARED_OPTIONS`: a row gives the
-option's flags, its help and the default each command shows. `training_command` adds those rows
-to a command's own parameters (its own come first in `--help`, then the shared ones), so adding an
-option to both commands is a one-row change. Options left out stay None so that values from
+option's flags, its help and the default each command shows; `with_options` (commands/options.py)
+adds the rows to each command's own parameters, so adding an option to both is a one-row change. Options left out stay None so that values from
 `--config FILE.yaml` are not overridden by defaults; `cxrtool.train.config` holds the defaults and
 the checks. `--resume [RUN]` continues an interrupted run (the run given, else `--out`, else the
 newest run of that kind). An `--out` that holds no finished epoch is started again; one with
@@ -12,45 +11,15 @@ finished epochs needs `--resume` or `--overwrite`.
 
 from __future__ import annotations
 
-import functools
-import inspect
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 
 from ..cli import quiet_option, user_errors
+from .options import SharedOption, config_values, with_options
 
 KINDS = ("pretrain", "finetune")
-
-
-@dataclass(frozen=True)
-class SharedOption:
-    """One option of both training commands: its parameter name, type, flags and help.
-
-    `help` is one text, or one per command where the two differ; `default` is what each command's
-    help shows as the default (None: nothing shown). `to_config` is False for options the command
-    layer handles itself (resume, overwrite, the config file, quiet).
-    """
-
-    name: str
-    type: Any
-    flags: tuple[str, ...]
-    help: str | dict[str, str]
-    default: dict[str, str] = field(default_factory=dict)
-    to_config: bool = True
-    value_if_absent: Any = None
-
-    def help_for(self, kind: str) -> str:
-        text = self.help[kind] if isinstance(self.help, dict) else self.help
-        shown = self.default.get(kind)
-        return f"{text} (default: {shown})" if shown is not None else text
-
-    def parameter(self, kind: str) -> inspect.Parameter:
-        option = typer.Option(*self.flags, help=self.help_for(kind))
-        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=self.value_if_absent,
-                                 annotation=Annotated[self.type, option])
 
 
 def _both(value: str) -> dict[str, str]:
@@ -115,30 +84,6 @@ SHARED_OPTIONS: tuple[SharedOption, ...] = (
 )
 
 
-def training_command(kind: str) -> Callable[[Callable], Callable]:
-    """Give a command function `fn(own..., **shared)` the shared options as real parameters.
-
-    Typer reads a command's options from its signature, so the shared rows are appended to the
-    function's own parameters in `__signature__` (and their types in `__annotations__`, which
-    Typer reads too); the function receives them in `**shared`.
-    """
-
-    def decorate(fn: Callable) -> Callable:
-        own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        params = own + [option.parameter(kind) for option in SHARED_OPTIONS]
-
-        @functools.wraps(fn)
-        def command(**values: Any) -> Any:
-            return fn(**values)
-
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        del command.__wrapped__  # Typer must see the new signature, not the function's own
-        return command
-
-    return decorate
-
-
 def run_training(kind: str, run: Optional[Path], own_config: dict[str, Any], shared: dict[str, Any]) -> None:
     """Resume a run, or build the kind's config (defaults < --config file < options) and train."""
     from ..config import build_config, parse_list  # lazy: keeps cxrtool --help fast
@@ -148,7 +93,7 @@ def run_training(kind: str, run: Optional[Path], own_config: dict[str, Any], sha
     if _resume_or_none(kind, shared["resume"], run, shared["out"], shared["epochs"], shared["workers"],
                        shared["device"]) is not None:
         return
-    options = {o.name: shared[o.name] for o in SHARED_OPTIONS if o.to_config}
+    options = config_values(SHARED_OPTIONS, shared)
     if options["labels"]:
         options["labels"] = parse_list(options["labels"], "--labels")
     options["allow_partial"] = options["allow_partial"] or None  # False means "not given": the file may say true
@@ -171,7 +116,7 @@ def _resume_or_none(kind: str, resume: bool, run: Optional[Path], out: Optional[
 def register(app: typer.Typer) -> None:
     @app.command("pretrain")
     @user_errors
-    @training_command("pretrain")
+    @with_options(SHARED_OPTIONS, "pretrain")
     def pretrain_command(
         run: Optional[Path] = typer.Argument(None, help="With --resume: the run to continue (default --out, else the newest pretrain run)."),
         **shared: Any,
@@ -181,7 +126,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("finetune")
     @user_errors
-    @training_command("finetune")
+    @with_options(SHARED_OPTIONS, "finetune")
     def finetune_command(
         run: Optional[Path] = typer.Argument(None, help="With --resume: the run to continue (default --out, else the newest finetune run)."),
         parent: Optional[str] = typer.Option(None, "--from", help="Run or checkpoint to start from, or none. (default: the newest run under ./runs)"),
