@@ -87,7 +87,7 @@ def split_run_and_paths(run: Path | None, paths: list[Path]) -> tuple[Path | Non
     not exist and has no image extension.
     """
     from .errors import CxrError
-    from .predict.pipeline import IMAGE_SUFFIXES
+    from .data.imageio import IMAGE_SUFFIXES
     from .runs import is_run_dir
 
     if run is not None or not paths:

@@ -23,6 +23,7 @@ import torch
 
 from ..config import parse_list, require
 from ..data.cache import SPLITS
+from ..data.imageio import IMAGE_SUFFIXES
 from ..errors import CxrError
 from ..progress import info, print_table, result, warn
 from ..runs import holds_locks, lock_output
@@ -95,7 +96,7 @@ class _Images:
 
 
 def _stem(name: str) -> str:
-    stem = Path(name).stem if Path(name).suffix.lower() in (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp") else Path(name).name
+    stem = Path(name).stem if Path(name).suffix.lower() in IMAGE_SUFFIXES else Path(name).name
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
 
 

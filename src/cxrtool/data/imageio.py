@@ -25,6 +25,10 @@ MAX_PIXELS = 50_000_000
 # an OSError; `check_pixels` replaces it with a skipped file and its reason, for every format.
 Image.MAX_IMAGE_PIXELS = None
 
+# File extensions taken for images when a folder is walked (prepare, predict) or a name is read
+# (cam's output names, the command line's "run or image?" guess). Decoding itself goes by content.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
+
 
 def check_pixels(width: int, height: int, frames: int = 1) -> None:
     """Refuse an image over MAX_PIXELS before decoding it (the reason goes to skipped.csv)."""

@@ -21,10 +21,10 @@ import pandas as pd
 import torch
 
 from ..config import require
+from ..data.imageio import IMAGE_SUFFIXES
 from ..errors import CxrError
 from ..progress import info, print_table, warn
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp")
 OUT_SUFFIXES = (".csv", ".json")
 TABLE_LABELS_MAX = 8  # more labels than this: the printed table lists positives and the top three
 

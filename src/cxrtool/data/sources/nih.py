@@ -21,13 +21,13 @@ import pandas as pd
 
 from ...config import parse_list, require
 from ...errors import CxrError, did_you_mean
+from ..imageio import IMAGE_SUFFIXES
 from ..labels import COVID_LABEL, NIH_LABELS, NO_FINDING, canonical, conflicting_rows, count_summary, examples
 from ..prepare import PrepareOptions, SourceTable
 from ..walk import walk_files
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 BOX_FILE = "BBox_List_2017.csv"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
 BOX_ALIASES = {"Infiltrate": "Infiltration"}  # the box file's spelling of an NIH label
 
 COLUMNS = {  # our name: the label file's header name
