@@ -54,9 +54,18 @@ class Crop:
     height: int
 
 
-def _is_dicom(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(132)
+def is_dicom(path: str | Path) -> bool:
+    """Whether the file holds DICOM data: the "DICM" marker after the 128-byte preamble.
+
+    A file that cannot be opened is not DICOM here (False, never an exception): the decoder then
+    reports it as unreadable, a skipped file rather than a crash in a loader worker, and a folder
+    walk leaves it out.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
@@ -130,7 +139,7 @@ def read_gray(path: str | Path) -> np.ndarray:
         raise ImageReadError("file not found")
     if path.stat().st_size == 0:
         raise ImageReadError("empty file")
-    arr = _read_dicom(path) if _is_dicom(path) else _read_pil(path)
+    arr = _read_dicom(path) if is_dicom(path) else _read_pil(path)
     if arr.ndim != 2 or min(arr.shape) < 8:
         raise ImageReadError(f"unexpected image shape {arr.shape}")
     return arr

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..config import require
-from ..data.imageio import IMAGE_SUFFIXES
+from ..data.imageio import IMAGE_SUFFIXES, is_dicom
 from ..errors import CxrError
 from ..progress import info, print_table, warn
 
@@ -69,15 +69,6 @@ def _writable_folder(folder: Path) -> bool:
     return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
-def _looks_like_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
-
-
 def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files to predict (folders walked for images, DICOM found by content too) and skipped inputs."""
     files: list[Path] = []
@@ -85,7 +76,7 @@ def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]
     for item in inputs:
         if item.is_dir():
             found = [p for p in sorted(item.rglob("*")) if p.is_file() and not p.name.startswith(".")
-                     and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and _looks_like_dicom(p)))]
+                     and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and is_dicom(p)))]
             if not found:
                 skipped.append((str(item), "folder holds no PNG, JPEG or DICOM files"))
             files.extend(found)
