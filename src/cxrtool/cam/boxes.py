@@ -1,7 +1,7 @@
 """Lesion boxes and how well a class activation map points at them.
 
-Boxes come from NIH's `BBox_List_2017.csv` (1024-pixel coordinates, header
-`Image Index,Finding Label,Bbox [x,y,w,h],,,`, and the finding spelled 'Infiltrate') or from a
+Boxes come from NIH's `BBox_List_2017.csv` (1024-pixel coordinates; read by
+`cxrtool.data.boxes`, which prepare uses too) or from a
 prepared cache's `boxes.csv` (id, label, x, y, w, h in cache pixels). A box (x, y, w, h) covers
 the pixels whose centres lie in [x, x + w] x [y, y + h].
 
@@ -21,13 +21,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..data.labels import canonical
+from ..data.boxes import NIH_BOX_SPACE, box_label, is_nih_box_header, read_nih_boxes
 from ..errors import CxrError
 from .maps import normalise
 
-NIH_BOX_SPACE = 1024.0  # NIH images are 1024 x 1024 and so are the coordinates in its box file
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7)
-BOX_ALIASES = {"infiltrate": "Infiltration"}  # NIH's box file and its label file disagree
 
 
 def read_box_file(path: Path, image_size: int) -> pd.DataFrame:
@@ -44,13 +42,14 @@ def read_box_file(path: Path, image_size: int) -> pd.DataFrame:
     except (OSError, UnicodeDecodeError) as exc:
         raise CxrError(f"--boxes: {path}: cannot read ({exc})") from None
     first = [c.strip().lower() for c in head.split(",")]
-    if first[:2] == ["image index", "finding label"]:
-        # The quirky header has six fields for six values but names them badly; read positionally.
-        raw = pd.read_csv(path, header=None, skiprows=1, usecols=range(6), dtype={0: str, 1: str},
-                          names=["id", "label", "x", "y", "w", "h"], encoding="utf-8-sig")
+    if is_nih_box_header(head):
+        try:
+            raw = read_nih_boxes(path)
+        except CxrError as exc:
+            raise CxrError(f"--boxes: {exc}") from None
         scale = image_size / NIH_BOX_SPACE
         for col in ("x", "y", "w", "h"):
-            raw[col] = pd.to_numeric(raw[col], errors="coerce") * scale
+            raw[col] = raw[col] * scale
     elif {"id", "label", "x", "y", "w", "h"} <= set(first):
         raw = pd.read_csv(path, dtype={"id": str, "label": str}, encoding="utf-8-sig")[["id", "label", "x", "y", "w", "h"]]
         for col in ("x", "y", "w", "h"):
@@ -68,7 +67,7 @@ def clean_boxes(boxes: pd.DataFrame) -> pd.DataFrame:
     """Canonical label spellings and string ids, so boxes match model classes and image ids."""
     out = boxes[["id", "label", "x", "y", "w", "h"]].copy()
     out["id"] = out["id"].astype(str).str.strip()
-    out["label"] = [BOX_ALIASES.get(str(l).strip().lower(), canonical(str(l))) for l in out["label"]]
+    out["label"] = [box_label(l) for l in out["label"]]
     return out.reset_index(drop=True)
 
 

@@ -21,14 +21,13 @@ import pandas as pd
 
 from ...config import parse_list, require
 from ...errors import CxrError, did_you_mean
+from ..boxes import NIH_BOX_FILE, NIH_BOX_SPACE, read_nih_boxes
 from ..imageio import IMAGE_SUFFIXES
 from ..labels import COVID_LABEL, NIH_LABELS, NO_FINDING, canonical, conflicting_rows, count_summary, examples
 from ..prepare import PrepareOptions, SourceTable
 from ..walk import walk_files
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
-BOX_FILE = "BBox_List_2017.csv"
-BOX_ALIASES = {"Infiltrate": "Infiltration"}  # the box file's spelling of an NIH label
 
 COLUMNS = {  # our name: the label file's header name
     "image": "Image Index", "findings": "Finding Labels", "patient": "Patient ID",
@@ -112,16 +111,12 @@ def _patient(text: str) -> str:
 
 
 def read_boxes(path: Path, labels: list[str]) -> pd.DataFrame:
-    """BBox_List_2017.csv -> id, label, x, y, w, h (NIH's 1024-pixel space); other labels dropped."""
-    try:
-        raw = pd.read_csv(path, header=None, skiprows=1, usecols=range(6), dtype=str)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise CxrError(f"{path}: cannot read the box file ({str(exc).splitlines()[0]})") from None
-    raw.columns = ["id", "label", "x", "y", "w", "h"]
-    raw["label"] = raw["label"].str.strip().map(lambda l: canonical(BOX_ALIASES.get(l, l)))
-    for col in ("x", "y", "w", "h"):
-        raw[col] = pd.to_numeric(raw[col], errors="coerce")
-    raw = raw.dropna()
+    """BBox_List_2017.csv -> id, label, x, y, w, h (NIH's 1024-pixel space); other labels dropped.
+
+    A row without all four numbers is dropped: boxes only score CAMs, so one bad line in NIH's
+    file is no reason to refuse the whole prepare.
+    """
+    raw = read_nih_boxes(path).dropna()
     return raw[raw["label"].isin(labels)].reset_index(drop=True)
 
 
@@ -233,9 +228,9 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
             if unlisted.any():
                 notes.append(f"{int(unlisted.sum())} images are on neither official list; they join train/val")
     boxes = None
-    box_path = find_file(root, (BOX_FILE,))
+    box_path = find_file(root, (NIH_BOX_FILE,))
     if box_path is not None:
         boxes = read_boxes(box_path, findings)
         boxes = boxes[boxes["id"].isin(set(rows["id"]))].reset_index(drop=True)
-    return SourceTable(name="nih", rows=rows, labels=findings, skipped=skipped, boxes=boxes, box_space=1024.0,
+    return SourceTable(name="nih", rows=rows, labels=findings, skipped=skipped, boxes=boxes, box_space=NIH_BOX_SPACE,
                        notes=notes, warnings=warnings)
