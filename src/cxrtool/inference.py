@@ -14,7 +14,6 @@ same as a plain float32 loop.
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data.cache import PreparedData
 from .data.dataset import CacheDataset, collate_batch
+from .data.pool import default_workers
 from .data.tensors import to_model_input
 from .device import amp_dtype, fast_paths
 from .errors import CxrError
@@ -80,18 +80,6 @@ class ArrayDataset(Dataset):
     def __getitems__(self, positions: list[int]):
         positions = np.sort(np.asarray(positions, dtype=np.int64))  # ascending, as CacheDataset reads
         return (torch.from_numpy(np.ascontiguousarray(self.images[positions])),)
-
-
-def default_workers(device: torch.device | str, decode: bool = False) -> int:
-    """Loader processes: every core for decoding files; for memmap reads, some on CUDA, none on CPU.
-
-    Reading cache rows costs little next to a CPU forward pass (and worker start-up would cost
-    more than it saves there); a GPU, though, outruns a single reading thread.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if decode:
-        return min(cores, 16)
-    return min(cores, 8) if torch.device(device).type == "cuda" else 0
 
 
 def make_loader(dataset: Dataset, batches: list[list[int]], workers: int, device: torch.device,
@@ -156,7 +144,7 @@ class InferenceEngine:
         index_lists = [order[c].tolist() for c in chunked(len(order), batch_size)]
         is_files = isinstance(dataset, FileDataset)
         if workers is None:
-            workers = default_workers(self.device, decode=is_files)
+            workers = default_workers("decode" if is_files else "read", self.device.type)
         loader = make_loader(dataset, index_lists, workers, self.device)
         self.model.eval()  # the trainer's model comes back from training mode every epoch
         bar = progress_bar(len(order), description) if description else nullcontext()

@@ -1,4 +1,7 @@
-"""Worker process pools for decoding images: quiet on Ctrl-C, gone with their parent.
+"""Worker processes: how many to start by default, and pools for decoding images that are quiet on
+Ctrl-C and gone with their parent.
+
+`default_workers` is the one rule for every `--workers` default (prepare, training, inference).
 
 Ctrl-C in a terminal sends SIGINT to every process of the foreground group, workers included; a
 worker that took it would print its own KeyboardInterrupt traceback while the main process is
@@ -15,6 +18,44 @@ import os
 import signal
 import threading
 import time
+
+# Jobs that `default_workers` knows, with the rule for each (its docstring says why).
+WORKER_JOBS = ("prepare", "decode", "train", "read")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS has one, else the count.
+
+    A container or `taskset` may allow fewer cores than the machine has; workers beyond those
+    only take turns.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def default_workers(job: str, device_type: str = "cpu") -> int:
+    """Worker processes when `--workers` is not given, by job (the docs quote these rules):
+
+    - "prepare" (decode raw files into the cache): every usable core, at most 8, at least 1;
+    - "decode" (inference over image files: predict, evaluate/cam on files): every usable core,
+      at most 16; decoding a PNG or DICOM costs more than the network's forward pass;
+    - "train" (the training loader over the cache): half the usable cores, at most 4; reading a
+      memmap is cheap and the training step is the bottleneck;
+    - "read" (inference over cache rows): on CUDA every usable core, at most 8, because a GPU
+      outruns a single reading thread; elsewhere 0 (read in the main process), because reading
+      rows costs little next to a CPU forward pass and starting workers would cost more.
+    """
+    cores = usable_cores()
+    if job == "prepare":
+        return min(cores, 8)
+    if job == "decode":
+        return min(cores, 16)
+    if job == "train":
+        return min(cores // 2, 4)
+    if job == "read":
+        return min(cores, 8) if device_type == "cuda" else 0
+    raise ValueError(f"default_workers: unknown job {job!r}; one of {', '.join(WORKER_JOBS)}")
 
 
 def _watch_parent(parent: int) -> None:

@@ -34,11 +34,8 @@ from ..errors import CxrError
 from .cache import BOX_COLUMNS, BOXES, DUPLICATE_COLUMNS, DUPLICATES, IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, SKIPPED_COLUMNS, PreparedData
 from .cachedir import CACHE_FILES, FINISHING, TMP_DIR, PrepareInterrupted, check_output, writing_cache  # noqa: F401 - re-exported
 from .fingerprint import DEFAULT_MAX_DISTANCE, near_duplicates
+from .pool import default_workers
 
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 @dataclass(kw_only=True)
@@ -57,7 +54,7 @@ class PrepareOptions:
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         if self.workers is None:
-            self.workers = default_workers()
+            self.workers = default_workers("prepare")
         require(16 <= self.size <= 4096, f"--size: {self.size} is out of range; give a side between 16 and 4096 pixels")
         require(self.workers >= 1, f"--workers: {self.workers}; give 1 or more")
         require(0 <= self.val_frac < 1, f"--val-frac: {self.val_frac}; give a fraction in [0, 1)")

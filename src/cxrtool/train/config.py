@@ -9,22 +9,17 @@ one-line `CxrError` naming the option, so a typo fails before any data is read.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import require
+from ..data.pool import default_workers
 from ..device import DEVICE_CHOICES
 from ..errors import CxrError
 
 SELECT_CHOICES = ("loss", "auroc", "last")
 AUGMENT_CHOICES = ("none", "flip", "paper")
 SMALL_VALIDATION = 20  # fewer validation examples of a class than this makes "best epoch" noisy
-
-
-def default_workers() -> int:
-    """Loader processes: reading a memmap is cheap, so half the cores (at most 4) is plenty."""
-    return max(0, min(4, (os.cpu_count() or 2) // 2))
 
 
 @dataclass
@@ -47,7 +42,7 @@ class TrainConfig:
     image_size: int = 224
     device: str = "auto"
     seed: int = 0
-    workers: int = -1  # -1: default_workers()
+    workers: int = -1  # -1: default_workers("train")
     oversample: bool = False
     freeze_backbone: bool = False
     allow_partial: bool = False  # start from weights that fit the backbone only in part
@@ -84,7 +79,7 @@ class TrainConfig:
 
             require_tensorboard()
         if int(self.workers) < 0:
-            self.workers = default_workers()
+            self.workers = default_workers("train")
         self.epochs, self.batch_size, self.workers = int(self.epochs), int(self.batch_size), int(self.workers)
         self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
 

@@ -31,10 +31,11 @@ from torch.utils.data import DataLoader
 from ..data.augment import augment_batch
 from ..data.cache import PreparedData
 from ..data.dataset import CacheDataset, collate_batch
+from ..data.pool import default_workers
 from ..data.tensors import to_model_input
 from ..device import amp_dtype as device_amp_dtype
 from ..device import fast_paths
-from ..inference import InferenceEngine, default_workers
+from ..inference import InferenceEngine
 from ..errors import CxrError
 from ..evaluate.metrics import per_label_auroc
 from ..models.checkpoint import model_card, save_checkpoint
@@ -165,7 +166,7 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
                         prefetch_factor=4 if cfg.workers > 0 else None)
     val_positions = np.arange(len(val_set))[dinfo.rank :: dinfo.world_size]
     val_engine = InferenceEngine(model, device, cfg.image_size, prepare=False)  # the model is placed above
-    val_workers = min(cfg.workers, default_workers(device))
+    val_workers = min(cfg.workers, default_workers("read", device.type))
 
     # Counters that --resume restores.
     start_epoch, best_score, best_epoch, monitor_best, bad_epochs = 1, -math.inf, 0, math.inf, 0
