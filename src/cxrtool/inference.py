@@ -9,7 +9,8 @@ pixels (for overlays) and network input; `InferenceEngine.forward` turns the inp
 probabilities (test-time flip averaged here and nowhere else) or pooled features. Commands that
 need more than one forward pass per batch (CAM's hooks and gradients) take the batches and run
 their own pass inside `engine.autocast()`. On the CPU no setting changes, so results are the
-same as a plain float32 loop.
+same as a plain float32 loop. `predictions_table` and `write_predictions` lay out what it
+produced, one row per image, for evaluate's predictions.csv and predict's --out alike.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -30,6 +32,7 @@ from .data.tensors import to_model_input
 from .device import amp_dtype, fast_paths
 from .errors import CxrError
 from .progress import progress_bar
+from .runs import atomic_write_text
 
 MODES = ("probs", "logits", "features")
 
@@ -237,3 +240,29 @@ def resolve_data(data: Path | None, run_dir: Path) -> PreparedData:
         raise CxrError(f"{run_dir}: its data directory {recorded} is gone; pass --data DIR")
     info(f"using the run's data: {recorded}")
     return PreparedData(recorded)
+
+
+def predictions_table(keys: dict[str, Sequence], labels: list[str], probs: np.ndarray, *,
+                      thresholds: dict[str, float] | None = None, targets: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per image: the columns that name it, then the model's answer per label.
+
+    `keys` are the leading columns in order (evaluate: id, patient, view, fold; predict: file).
+    Then prob_<label> for every label (rounded to 6 decimals), pred_<label> (1 at or above the
+    threshold, 0 below, judged on the rounded probability so the file agrees with itself) for the
+    labels in `thresholds`, and true_<label> (1, 0 or blank for a missing label) when `targets`
+    are given.
+    """
+    table = pd.DataFrame({name: np.asarray(values) for name, values in keys.items()})
+    for j, label in enumerate(labels):
+        table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)
+    for label, t in (thresholds or {}).items():
+        table[f"pred_{label}"] = (table[f"prob_{label}"] >= t).astype(int)
+    if targets is not None:
+        for j, label in enumerate(labels):
+            table[f"true_{label}"] = pd.array(np.where(np.isnan(targets[:, j]), np.nan, targets[:, j]), dtype="Int64")
+    return table
+
+
+def write_predictions(path: Path, table: pd.DataFrame) -> None:
+    """A predictions table as CSV (written whole or not at all), without the index."""
+    atomic_write_text(path, table.to_csv(index=False))

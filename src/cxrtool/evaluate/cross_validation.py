@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrError
+from ..inference import predictions_table, write_predictions
 from ..progress import info, warn
 from ..runs import OOF_PREDICTIONS
 
@@ -49,7 +50,7 @@ def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarra
 
 
 def evaluate_cv_run(cfg, run: Path) -> dict:
-    from .pipeline import _prepare_out, fold_aurocs, score, write_outputs, write_predictions
+    from .pipeline import _prepare_out, fold_aurocs, image_keys, score, write_outputs
 
     if cfg.external is not None:
         raise CxrError(f"--external: {run} is a cross-validation run with one model per fold; evaluate one fold's own run (e.g. RUN/fold-1) against the external data")
@@ -66,7 +67,8 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
     metrics.update(split="out-of-fold", cv=fold_aurocs(labels, targets, probs, folds))
     if cfg.shortcuts is not False:
         metrics["shortcuts"] = _cv_shortcuts(cfg, run, frame, labels, targets, folds, metrics["labels"])
-    write_predictions(out / "predictions.csv", frame, labels, probs, targets, extra={"fold": folds})
+    write_predictions(out / "predictions.csv",
+                      predictions_table({**image_keys(frame), "fold": folds}, labels, probs, targets=targets))
     write_outputs(out, metrics, labels, targets, probs)
     return metrics
 

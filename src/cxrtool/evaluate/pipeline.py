@@ -26,9 +26,10 @@ import pandas as pd
 
 from ..config import config_to_dict, require
 from ..errors import CxrError
+from ..inference import predictions_table, write_predictions
 from .metrics import label_report, per_label_auroc
 from ..progress import info, warn
-from ..runs import atomic_write_json, atomic_write_text, holds_locks, lock_output
+from ..runs import atomic_write_json, holds_locks, lock_output
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -135,7 +136,7 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
         metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device)
 
     metrics["labels"].update(unmatched_entries(unmatched, data, rows))
-    write_predictions(out / "predictions.csv", frame, labels, probs, targets)
+    write_predictions(out / "predictions.csv", predictions_table(image_keys(frame), labels, probs, targets=targets))
     write_outputs(out, metrics, labels, targets, probs)  # metrics.json is written once, complete
     return metrics
 
@@ -205,19 +206,12 @@ def score(cfg: EvaluateConfig, labels: list[str], targets: np.ndarray, probs: np
     }
 
 
-def write_predictions(path: Path, frame: pd.DataFrame, labels: list[str], probs: np.ndarray, targets: np.ndarray,
-                      extra: dict[str, np.ndarray] | None = None) -> None:
-    """predictions.csv: image id, patient, (view), probability and true label (1/0/blank) per label."""
-    table = pd.DataFrame({"id": frame["id"].to_numpy(), "patient": frame["patient"].to_numpy()})
+def image_keys(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The columns that name an image in evaluate's predictions files: id, patient and (when known) view."""
+    keys = {"id": frame["id"].to_numpy(), "patient": frame["patient"].to_numpy()}
     if "view" in frame.columns:
-        table["view"] = frame["view"].to_numpy()
-    for name, values in (extra or {}).items():
-        table[name] = values
-    for j, label in enumerate(labels):
-        table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)
-    for j, label in enumerate(labels):
-        table[f"true_{label}"] = pd.array(np.where(np.isnan(targets[:, j]), np.nan, targets[:, j]), dtype="Int64")
-    atomic_write_text(path, table.to_csv(index=False))
+        keys["view"] = frame["view"].to_numpy()
+    return keys
 
 
 def write_outputs(out: Path, metrics: dict, labels: list[str], targets: np.ndarray, probs: np.ndarray) -> None:
@@ -308,7 +302,8 @@ def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: l
     # The internal mean over the shared labels only, so that the two means are comparable.
     internal = label_report(targets[:, model_cols], probs[:, model_cols], shared, frame["patient"].to_numpy(),
                             cfg.bootstrap, cfg.seed)["mean"]
-    write_predictions(out / "external_predictions.csv", ext_frame, shared, ext_probs, ext_targets)
+    write_predictions(out / "external_predictions.csv",
+                      predictions_table(image_keys(ext_frame), shared, ext_probs, targets=ext_targets))
     for e in rep["labels"].values():
         e.pop("calibration", None)
     return {"data": str(ext.root), "data_hash": ext.data_hash, "images": int(len(ext_rows)),

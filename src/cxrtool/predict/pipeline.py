@@ -23,6 +23,7 @@ import torch
 from ..config import require
 from ..data.imageio import IMAGE_SUFFIXES, is_dicom
 from ..errors import CxrError
+from ..inference import predictions_table, write_predictions
 from ..progress import info, print_table, warn
 
 OUT_SUFFIXES = (".csv", ".json")
@@ -149,19 +150,14 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     if not read:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
-    probs = probs[readable]
-    table = pd.DataFrame({"file": [str(p) for p in read]})
-    for j, label in enumerate(labels):
-        table[f"prob_{label}"] = np.round(probs[:, j].astype(np.float64), 6)
-    for label, t in thresholds.items():
-        table[f"pred_{label}"] = (table[f"prob_{label}"] >= t).astype(int)
+    table = predictions_table({"file": [str(p) for p in read]}, labels, probs[readable], thresholds=thresholds)
     table["thresholds"] = origin["text"]
     table.attrs["skipped"] = skipped
     table.attrs["thresholds"] = thresholds
     table.attrs["threshold_source"] = origin
     table.attrs["labels"] = labels
     if cfg.out is not None:
-        write_predictions(cfg.out, table)
+        write_output(cfg.out, table)
         info(f"wrote {cfg.out}")
     show(table)
     return table
@@ -183,12 +179,12 @@ def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple
                         "text": f"{cfg.operating_point} from {path} (chosen on {doc.get('chosen_on')})"}
 
 
-def write_predictions(path: Path, table: pd.DataFrame) -> None:
+def write_output(path: Path, table: pd.DataFrame) -> None:
     """CSV (one row per file) or JSON (records with probabilities, calls, and the skipped files)."""
     from ..runs import atomic_write_text, to_json
 
     if path.suffix.lower() == ".csv":
-        atomic_write_text(path, table.to_csv(index=False))
+        write_predictions(path, table)
         return
     labels, thresholds = table.attrs["labels"], table.attrs["thresholds"]
     records = []
