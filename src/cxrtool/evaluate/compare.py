@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrError
+from .metrics import mean_and_sd
 from .published import PublishedResult, label_key, published_auroc, published_results
 from ..runs import atomic_write_text, read_json
 
@@ -94,15 +95,12 @@ def best_shortcut(metrics: dict, label: str) -> tuple[str | None, dict]:
     return best_name, best
 
 
-def fold_summary(metrics: dict, label: str) -> tuple[int | None, float | None, float | None]:
+def label_fold_spread(metrics: dict, label: str) -> tuple[int | None, float | None, float | None]:
     """Number of folds, mean and sample SD of `label`'s per-fold AUROC in a CV evaluation."""
     folds = ((metrics.get("cv") or {}).get("folds")) or {}
     values = [f["auroc"].get(label) for f in folds.values() if isinstance(f.get("auroc"), dict)]
-    values = [v for v in values if v is not None]
-    if not values:
-        return (len(folds) or None), None, None
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
-    return len(folds), float(np.mean(values)), sd
+    mean, sd = mean_and_sd(values)
+    return (len(folds) or None), mean, sd
 
 
 def arm_row(name: str, metrics: dict, label: str, run: str) -> dict:
@@ -134,7 +132,7 @@ def add_cv(row: dict, metrics: dict, label: str, run: str) -> None:
         raise CxrError(f"--cv {row['arm']}: the evaluation of {run} has no label {label!r}")
     if "cv" not in metrics:
         raise CxrError(f"--cv {row['arm']}: {run} is not a cross-validation run (its evaluation has no folds)")
-    k, mean, sd = fold_summary(metrics, label)
+    k, mean, sd = label_fold_spread(metrics, label)
     e = metrics["labels"][label]
     row.update(cv_run=run, cv_folds=k, cv_mean=mean, cv_sd=sd, cv_pooled=_num(e.get("auroc")),
                cv_pooled_low=_num(e.get("auroc_low")), cv_pooled_high=_num(e.get("auroc_high")))

@@ -50,7 +50,7 @@ def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarra
 
 
 def evaluate_cv_run(cfg, run: Path) -> dict:
-    from .pipeline import _prepare_out, fold_aurocs, image_keys, score, write_outputs
+    from .pipeline import _prepare_out, cv_summary, image_keys, score, write_outputs
 
     if cfg.external is not None:
         raise CxrError(f"--external: {run} is a cross-validation run with one model per fold; evaluate one fold's own run (e.g. RUN/fold-1) against the external data")
@@ -64,7 +64,7 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
     folds = frame["fold"].to_numpy()
     metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(),
                     what=f"out-of-fold predictions of {frame['fold'].nunique()} folds", run=run)
-    metrics.update(split="out-of-fold", cv=fold_aurocs(labels, targets, probs, folds))
+    metrics.update(split="out-of-fold", cv=cv_summary(labels, targets, probs, folds))
     if cfg.shortcuts is not False:
         metrics["shortcuts"] = _cv_shortcuts(cfg, run, frame, labels, targets, folds, metrics["labels"])
     write_predictions(out / "predictions.csv",

@@ -15,7 +15,8 @@ replicate. Replicates in which a label has only one class are skipped for that l
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
@@ -45,6 +46,52 @@ def mean_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     """Mean ROC AUC over the labels where it is computable (NaN when none is)."""
     values = per_label_auroc(y_true, y_prob)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def mean_and_sd(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample SD (ddof=1) of the finite values (None and NaN are skipped).
+
+    The mean is None when no value is finite and the SD when fewer than two are: one fold has no
+    spread to report.
+    """
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    mean = float(np.mean(finite)) if finite else None
+    return mean, (float(np.std(finite, ddof=1)) if len(finite) > 1 else None)
+
+
+@dataclass(frozen=True)
+class FoldAurocs:
+    """AUROC per fold and label of cross-validated predictions, and its spread over the folds.
+
+    `auroc` is (folds, labels), NaN where a label is not computable in a fold; `fold_mean` is
+    each fold's mean over its computable labels (NaN when it has none). `label_spread(j)` and
+    `mean_spread()` are the mean and sample SD over the folds (see `mean_and_sd`).
+    """
+
+    folds: list[int]
+    images: list[int]
+    auroc: np.ndarray
+    fold_mean: np.ndarray
+
+    def label_spread(self, j: int) -> tuple[float | None, float | None]:
+        return mean_and_sd(self.auroc[:, j])
+
+    def mean_spread(self) -> tuple[float | None, float | None]:
+        return mean_and_sd(self.fold_mean)
+
+
+def fold_aurocs(y_true: np.ndarray, y_prob: np.ndarray, folds: np.ndarray, fold_ids: Iterable[int] | None = None) -> FoldAurocs:
+    """Per-fold AUROC of out-of-fold predictions; `fold_ids` (default: the folds present) in order."""
+    folds = np.asarray(folds)
+    ids = sorted(np.unique(folds).tolist()) if fold_ids is None else list(fold_ids)
+    images, rows = [], []
+    for fold in ids:
+        held = folds == fold
+        images.append(int(held.sum()))
+        rows.append(per_label_auroc(y_true[held], y_prob[held]))
+    auroc = np.array(rows, dtype=np.float64).reshape(len(ids), np.shape(y_true)[1])
+    fold_mean = np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in auroc], dtype=np.float64)
+    return FoldAurocs(folds=ids, images=images, auroc=auroc, fold_mean=fold_mean)
 
 
 def not_computable_reason(y_true: np.ndarray) -> str | None:

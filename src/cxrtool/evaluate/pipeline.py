@@ -27,7 +27,7 @@ import pandas as pd
 from ..config import config_to_dict, require
 from ..errors import CxrError
 from ..inference import predictions_table, write_predictions
-from .metrics import label_report, per_label_auroc
+from .metrics import fold_aurocs, label_report
 from ..progress import info, warn
 from ..runs import atomic_write_json, holds_locks, lock_output
 
@@ -311,15 +311,12 @@ def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: l
             "internal_mean": internal, "split": "all"}
 
 
-def fold_aurocs(labels: list[str], targets: np.ndarray, probs: np.ndarray, folds: np.ndarray) -> dict:
-    """Per-fold AUROC per label and mean, and the mean and spread of the fold means."""
+def cv_summary(labels: list[str], targets: np.ndarray, probs: np.ndarray, folds: np.ndarray) -> dict:
+    """metrics.json's "cv": per-fold AUROC per label and mean, and the mean and spread of the fold means."""
+    per = fold_aurocs(targets, probs, folds)
     out = {}
-    for fold in sorted(np.unique(folds).tolist()):
-        held = folds == fold
-        values = per_label_auroc(targets[held], probs[held])
-        finite = values[np.isfinite(values)]
-        out[str(fold)] = {"images": int(held.sum()), "mean_auroc": float(finite.mean()) if len(finite) else None,
+    for fold, images, values, mean in zip(per.folds, per.images, per.auroc, per.fold_mean):
+        out[str(fold)] = {"images": images, "mean_auroc": float(mean) if np.isfinite(mean) else None,
                           "auroc": {l: (float(v) if np.isfinite(v) else None) for l, v in zip(labels, values)}}
-    means = [f["mean_auroc"] for f in out.values() if f["mean_auroc"] is not None]
-    return {"folds": out, "fold_mean": float(np.mean(means)) if means else None,
-            "fold_sd": float(np.std(means, ddof=1)) if len(means) > 1 else None}
+    fold_mean, fold_sd = per.mean_spread()
+    return {"folds": out, "fold_mean": fold_mean, "fold_sd": fold_sd}

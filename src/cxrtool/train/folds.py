@@ -28,7 +28,7 @@ from ..config import dump_config
 from ..data.cache import PreparedData
 from ..errors import CxrError
 from ..inference import predict_probs
-from ..evaluate.metrics import bootstrap_label_metrics, per_label_auroc, percentile_interval
+from ..evaluate.metrics import bootstrap_label_metrics, fold_aurocs, per_label_auroc, percentile_interval
 from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
 from ..runs import OOF_PREDICTIONS as OOF, atomic_write_json, atomic_write_text, write_manifest
@@ -87,13 +87,10 @@ def fold_summary(oof: pd.DataFrame, labels: list[str], k: int, seed: int) -> dic
     """AUROC per fold, its mean and spread, and the pooled out-of-fold AUROC with a patient bootstrap."""
     probs = oof[[f"prob_{l}" for l in labels]].to_numpy(float)
     trues = oof[[f"true_{l}" for l in labels]].to_numpy(float)
-    per_fold = []
-    for f in range(1, k + 1):
-        sel = oof["fold"].to_numpy() == f
-        auc = per_label_auroc(trues[sel], probs[sel])
-        per_fold.append({"fold": f, "images": int(sel.sum()), **{l: float(a) for l, a in zip(labels, auc)},
-                         "mean": float(np.nanmean(auc)) if np.isfinite(auc).any() else float("nan")})
-    frame = pd.DataFrame(per_fold)
+    per = fold_aurocs(trues, probs, oof["fold"].to_numpy(), fold_ids=range(1, k + 1))
+    per_fold = [{"fold": f, "images": n, **{l: float(a) for l, a in zip(labels, auc)}, "mean": float(mean)}
+                for f, n, auc, mean in zip(per.folds, per.images, per.auroc, per.fold_mean)]
+    spread = {**{l: per.label_spread(j) for j, l in enumerate(labels)}, "mean": per.mean_spread()}
     pooled = per_label_auroc(trues, probs)
     boot = bootstrap_label_metrics(trues, probs, groups=oof["patient"].to_numpy(), n_boot=N_BOOT, seed=seed)["auroc"]
     computable = [j for j in range(len(labels)) if np.isfinite(pooled[j])]
@@ -108,11 +105,15 @@ def fold_summary(oof: pd.DataFrame, labels: list[str], k: int, seed: int) -> dic
     return {
         "folds": k,
         "per_fold": per_fold,
-        "fold_mean": {c: float(frame[c].mean()) for c in [*labels, "mean"]},
-        "fold_std": {c: float(frame[c].std(ddof=1)) if k > 1 else float("nan") for c in [*labels, "mean"]},
+        "fold_mean": {c: _nan_if_none(m) for c, (m, _) in spread.items()},
+        "fold_std": {c: _nan_if_none(sd) for c, (_, sd) in spread.items()},
         "pooled_oof": pooled_entry,
         "bootstrap": {"unit": "patient", "replicates": N_BOOT, "level": 0.95},
     }
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _summary_csv(summary: dict[str, Any], labels: list[str]) -> str:
