@@ -84,8 +84,11 @@ class CamConfig:
 
 
 @dataclass
-class _Images:
-    """Where the images come from: decoded files or cache rows, with ids, display size and truths."""
+class CamImages:
+    """The images cam maps: decoded files or cache rows, with ids, output file stems, display size and truths.
+
+    (embed's `SampledImages` is another job: a stratified sample of cache rows with their metadata.)
+    """
 
     ids: list[str]
     stems: list[str]
@@ -109,7 +112,7 @@ def _unique(stems: list[str]) -> list[str]:
     return out
 
 
-def _file_images(cfg: CamConfig, size: int) -> _Images:
+def _file_images(cfg: CamConfig, size: int) -> CamImages:
     from ..inference import FileDataset
     from ..predict.pipeline import collect_files
 
@@ -122,11 +125,11 @@ def _file_images(cfg: CamConfig, size: int) -> _Images:
 
     # Decoded by the engine's loader workers a batch at a time (memory stays flat for any number
     # of files); a file that cannot be read is listed in `skipped` and left out of its batch.
-    return _Images(ids=[p.name for p in files], stems=_unique([_stem(p.name) for p in files]), size=size,
+    return CamImages(ids=[p.name for p in files], stems=_unique([_stem(p.name) for p in files]), size=size,
                    dataset=FileDataset(files, size), skipped=skipped)
 
 
-def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[_Images, Any]:
+def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]:
     from ..data.cache import PreparedData
     from ..data.dataset import CacheDataset
     from ..inference import resolve_data
@@ -142,7 +145,7 @@ def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[_Images, Any]:
             return float("nan")
         return float(data.index[label].iloc[rows[position]])
 
-    images = _Images(ids=list(ids[rows]), stems=_unique([_stem(i) for i in ids[rows]]), size=data.size,
+    images = CamImages(ids=list(ids[rows]), stems=_unique([_stem(i) for i in ids[rows]]), size=data.size,
                      dataset=CacheDataset(data, rows), truth=truth)
     return images, data
 
@@ -316,7 +319,7 @@ def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | No
     return boxes_by_image(table[table["label"].isin(labels)])
 
 
-def _finish(cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], images: _Images,
+def _finish(cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], images: CamImages,
             scoring: bool, mapped: int) -> dict[str, Any]:
     from ..runs import atomic_write_text
 

@@ -95,7 +95,7 @@ def _in_sample(split: str, space: str) -> bool:
     return space == "latent" and split == "train"
 
 
-def split_scores(x: np.ndarray, images: "_Images", cfg: EmbedConfig, space: str) -> dict[str, Any]:
+def split_scores(x: np.ndarray, images: SampledImages, cfg: EmbedConfig, space: str) -> dict[str, Any]:
     """Silhouette and k-NN accuracy of the images the network never trained on; per split for `all`.
 
     With one split the scores are that split's (labelled in-sample for train). With `all`, each
@@ -123,8 +123,9 @@ def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
     return atomic_write_text(path, frame.to_csv(index=index, float_format="%.5g"))
 
 
-class _Images:
-    """The sampled images and what is known about them (ids, patients, sources, findings)."""
+class SampledImages:
+    """The images a map is drawn for: a sample of the cache stratified by finding and source, and
+    what is known about them (ids, patients, sources, findings)."""
 
     def __init__(self, data: PreparedData, cfg: EmbedConfig):
         rows = data.require_rows(None if cfg.split == "all" else cfg.split)
@@ -154,7 +155,7 @@ class _Images:
         return frame
 
 
-def _map_space(space: str, run: Path | None, data: PreparedData, images: _Images, cfg: EmbedConfig, out: Path,
+def _map_space(space: str, run: Path | None, data: PreparedData, images: SampledImages, cfg: EmbedConfig, out: Path,
                entry: dict[str, Any], files: list[Path]) -> pd.DataFrame:
     """Features, PCA and scores of one space, then each map; returns the space's centroid distance table."""
     classes = images.classes
@@ -202,7 +203,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     run, data, out = _resolve_inputs(cfg)
     lock_output(out, "embedding folder")
     _check_outputs(out, cfg)
-    images = _Images(data, cfg)
+    images = SampledImages(data, cfg)
     info(f"mapping {len(images.rows):,} images ({cfg.split}) of {data.root} into {out}")
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(images.ids, cfg, run, data)
