@@ -18,6 +18,7 @@ from typing import Any
 
 from .config import require
 from .errors import CxrError
+from .formatting import fmt, fmt_ci
 from .progress import info, print_table, result
 
 
@@ -74,10 +75,7 @@ def _step(n: int, total: int, text: str) -> float:
 
 
 def _interval(metrics: dict[str, Any], key: str = "mean_auroc") -> str:
-    est, low, high = metrics.get(key), metrics.get(f"{key}_low"), metrics.get(f"{key}_high")
-    if est is None:
-        return "not computable"
-    return f"{est:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{est:.3f}"
+    return fmt_ci(metrics.get(key), metrics.get(f"{key}_low"), metrics.get(f"{key}_high"), missing="not computable")
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -160,18 +158,14 @@ def _summary(pre_metrics: dict, ft_metrics: dict, cam: dict, embed: dict) -> dic
     }
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def _print_summary(s: dict[str, Any]) -> None:
     print_table("cxrtool demo: summary (generated data; intervals: 95% patient bootstrap)", ["result", "value"], [
         ["pretrain mean AUROC, 5 findings (test)", s["pretrain_auroc_text"]],
         ["finetune COVID-19 AUROC (test)", s["covid_auroc_text"]],
-        ["CAM pointing-game hit rate (lesion boxes)", _fmt(s["cam_hit_rate"])],
-        ["k-NN accuracy, latent space (test)", _fmt(s["knn_latent"])],
-        ["k-NN accuracy, pixel space (test)", _fmt(s["knn_pixels"])],
-        ["k-NN chance level (test)", _fmt(s["knn_chance"])],
+        ["CAM pointing-game hit rate (lesion boxes)", fmt(s["cam_hit_rate"])],
+        ["k-NN accuracy, latent space (test)", fmt(s["knn_latent"])],
+        ["k-NN accuracy, pixel space (test)", fmt(s["knn_pixels"])],
+        ["k-NN chance level (test)", fmt(s["knn_chance"])],
     ])
     result(f"reports: {', '.join(str(p) for p in s['reports'])}")
     result(f"demo finished in {s['seconds']:.0f} s; everything is under {s['out']}")

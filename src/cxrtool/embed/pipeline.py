@@ -28,6 +28,7 @@ from ..config import dump_config
 from ..data.cache import PreparedData
 from ..data.labels import COVID_LABEL
 from ..errors import CxrError
+from ..formatting import fmt
 from ..progress import info, print_table, result
 from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, lock_output, read_json, resolve_run
 from .config import EmbedConfig
@@ -244,10 +245,6 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     return {"out": out, "scores": scores, "files": files, "n_images": int(len(images.rows))}
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and value != value) else f"{value:.{digits}f}"
-
-
 def _split_name(split: str | None, in_sample: bool) -> str:
     return f"{split} (in-sample)" if in_sample else str(split)
 
@@ -260,10 +257,10 @@ def _report(scores: dict[str, Any]) -> None:
             # With --split all, one row per split; otherwise the one split scored.
             parts = s.get("by_split") or {s.get("scored_on"): s}
             for split, p in parts.items():
-                rows.append([space, name, _split_name(split, bool(p.get("in_sample"))), _fmt(p.get("silhouette")),
-                             _fmt(p.get("knn_accuracy")), _fmt(s.get("seconds"), 1)])
+                rows.append([space, name, _split_name(split, bool(p.get("in_sample"))), fmt(p.get("silhouette")),
+                             fmt(p.get("knn_accuracy")), fmt(s.get("seconds"), 1)])
     print_table(f"cluster scores: {scores['n_images']:,} images ({scores['split']}), k-NN k={scores['knn']} "
-                f"(chance on {scores['scored_on']}: {_fmt(scores['knn_chance'])})",
+                f"(chance on {scores['scored_on']}: {fmt(scores['knn_chance'])})",
                 ["space", "map", "scored on", "silhouette", "k-NN accuracy", "seconds"], rows)
     spaces = scores["spaces"]
     if "latent" in spaces and "pixels" in spaces:
@@ -271,7 +268,7 @@ def _report(scores: dict[str, Any]) -> None:
         verdict = "more" if a > b else "less" if a < b else "as"
         where = _split_name(scores["scored_on"], bool(spaces["latent"]["full"].get("in_sample")))
         result(f"latent space is {verdict} structured than pixels on {where} images: "
-               f"k-NN accuracy {_fmt(a)} vs {_fmt(b)} (full space)")
+               f"k-NN accuracy {fmt(a)} vs {fmt(b)} (full space)")
     for space, near in scores.get("near_covid", {}).items():
         if near:
             result(f"nearest COVID-19 in {space} space: " + ", ".join(f"{n} ({d:.2f})" for n, d in near))

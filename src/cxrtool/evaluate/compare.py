@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrError
+from ..formatting import fmt, fmt_ci, number_or_none
 from .metrics import mean_and_sd
 from .published import PublishedResult, label_key, published_auroc, published_results
 from ..runs import atomic_write_text, read_json
@@ -77,13 +78,6 @@ def read_evaluation(run: Path, option: str) -> dict:
     raise CxrError(f"{option}: {run} has no evaluation (no eval/metrics.json); run `cxrtool evaluate {run}` first")
 
 
-def _num(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def best_shortcut(metrics: dict, label: str) -> tuple[str | None, dict]:
     """The metadata-only predictor with the highest AUROC on `label`, and its entry."""
     predictors = ((metrics.get("shortcuts") or {}).get("predictors")) or {}
@@ -113,13 +107,13 @@ def arm_row(name: str, metrics: dict, label: str, run: str) -> dict:
     if e.get("not_computable"):
         row["status"] = f"{label} not computable on the test split: {e['not_computable']}"
     else:
-        row.update(test_auroc=_num(e.get("auroc")), test_low=_num(e.get("auroc_low")), test_high=_num(e.get("auroc_high")))
+        row.update(test_auroc=number_or_none(e.get("auroc")), test_low=number_or_none(e.get("auroc_low")), test_high=number_or_none(e.get("auroc_high")))
     external = ((metrics.get("external") or {}).get("labels") or {}).get(label) or {}
-    row.update(external_auroc=_num(external.get("auroc")), external_low=_num(external.get("auroc_low")),
-               external_high=_num(external.get("auroc_high")))
+    row.update(external_auroc=number_or_none(external.get("auroc")), external_low=number_or_none(external.get("auroc_low")),
+               external_high=number_or_none(external.get("auroc_high")))
     shortcut, entry = best_shortcut(metrics, label)
-    row.update(shortcut=shortcut, shortcut_auroc=_num(entry.get("auroc")), shortcut_low=_num(entry.get("auroc_low")),
-               shortcut_high=_num(entry.get("auroc_high")))
+    row.update(shortcut=shortcut, shortcut_auroc=number_or_none(entry.get("auroc")), shortcut_low=number_or_none(entry.get("auroc_low")),
+               shortcut_high=number_or_none(entry.get("auroc_high")))
     others = [l for l, v in metrics["labels"].items() if l != label and not v.get("not_computable") and v.get("auroc") is not None]
     if others:
         row.update(other_labels=len(others), other_mean=float(np.mean([metrics["labels"][l]["auroc"] for l in others])))
@@ -134,12 +128,12 @@ def add_cv(row: dict, metrics: dict, label: str, run: str) -> None:
         raise CxrError(f"--cv {row['arm']}: {run} is not a cross-validation run (its evaluation has no folds)")
     k, mean, sd = label_fold_spread(metrics, label)
     e = metrics["labels"][label]
-    row.update(cv_run=run, cv_folds=k, cv_mean=mean, cv_sd=sd, cv_pooled=_num(e.get("auroc")),
-               cv_pooled_low=_num(e.get("auroc_low")), cv_pooled_high=_num(e.get("auroc_high")))
+    row.update(cv_run=run, cv_folds=k, cv_mean=mean, cv_sd=sd, cv_pooled=number_or_none(e.get("auroc")),
+               cv_pooled_low=number_or_none(e.get("auroc_low")), cv_pooled_high=number_or_none(e.get("auroc_high")))
     if row.get("shortcut") is None:  # a CV-only arm: its cross-fitted shortcut baseline
         shortcut, entry = best_shortcut(metrics, label)
-        row.update(shortcut=shortcut, shortcut_auroc=_num(entry.get("auroc")),
-                   shortcut_low=_num(entry.get("auroc_low")), shortcut_high=_num(entry.get("auroc_high")))
+        row.update(shortcut=shortcut, shortcut_auroc=number_or_none(entry.get("auroc")),
+                   shortcut_low=number_or_none(entry.get("auroc_low")), shortcut_high=number_or_none(entry.get("auroc_high")))
 
 
 def arms_table(cfg: CompareConfig) -> pd.DataFrame:
@@ -212,25 +206,13 @@ def findings_table(runs: list[tuple[str, dict]], published: list[PublishedResult
         row: dict = {"finding": label}
         for name, metrics in runs:
             e = metrics["labels"].get(label) or {"not_computable": "not a label of this run"}
-            row.update({f"{name}_auroc": _num(e.get("auroc")), f"{name}_low": _num(e.get("auroc_low")),
-                        f"{name}_high": _num(e.get("auroc_high")), f"{name}_positives": e.get("positives"),
+            row.update({f"{name}_auroc": number_or_none(e.get("auroc")), f"{name}_low": number_or_none(e.get("auroc_low")),
+                        f"{name}_high": number_or_none(e.get("auroc_high")), f"{name}_positives": e.get("positives"),
                         f"{name}_not_computable": e.get("not_computable")})
         for result in published:
             row[result.name] = published_auroc(result, label)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _fmt(value, digits: int = 3) -> str:
-    value = _num(value) if value is not None and not isinstance(value, str) else value
-    return "" if value is None else f"{value:.{digits}f}"
-
-
-def _interval(est, low, high) -> str:
-    if _num(est) is None:
-        return "n/a"
-    text = _fmt(est)
-    return f"{text} [{_fmt(low)}, {_fmt(high)}]" if _num(low) is not None else text
 
 
 def arms_markdown(table: pd.DataFrame, label: str) -> str:
@@ -245,18 +227,18 @@ def arms_markdown(table: pd.DataFrame, label: str) -> str:
         counts = ""
         if r.get("test_patients") is not None:
             counts = f"{int(r['test_patients'])} ({int(r['test_positives'] or 0)}/{int(r['test_negatives'] or 0)})"
-        test = _interval(r.get("test_auroc"), r.get("test_low"), r.get("test_high")) if r.get("run") else ""
+        test = fmt_ci(r.get("test_auroc"), r.get("test_low"), r.get("test_high"), missing="n/a") if r.get("run") else ""
         if r["status"] != "ok":
             test = str(r["status"])
         cv = ""
         if r.get("cv_mean") is not None:
-            cv = f"{_fmt(r['cv_mean'])} ± {_fmt(r['cv_sd'])} ({int(r['cv_folds'])} folds)"
-        pooled = _interval(r.get("cv_pooled"), r.get("cv_pooled_low"), r.get("cv_pooled_high")) if r.get("cv_run") else ""
-        external = _interval(r.get("external_auroc"), r.get("external_low"), r.get("external_high")) if r.get("external_auroc") is not None else ""
+            cv = f"{fmt(r['cv_mean'], missing='')} ± {fmt(r['cv_sd'], missing='')} ({int(r['cv_folds'])} folds)"
+        pooled = fmt_ci(r.get("cv_pooled"), r.get("cv_pooled_low"), r.get("cv_pooled_high"), missing="n/a") if r.get("cv_run") else ""
+        external = fmt_ci(r.get("external_auroc"), r.get("external_low"), r.get("external_high"), missing="n/a") if r.get("external_auroc") is not None else ""
         shortcut = ""
         if r.get("shortcut"):
-            shortcut = f"{r['shortcut']}: {_interval(r['shortcut_auroc'], r['shortcut_low'], r['shortcut_high'])}"
-        other = f"{_fmt(r['other_mean'])} ({int(r['other_labels'])} labels)" if r.get("other_mean") is not None else ""
+            shortcut = f"{r['shortcut']}: {fmt_ci(r['shortcut_auroc'], r['shortcut_low'], r['shortcut_high'], missing='n/a')}"
+        other = f"{fmt(r['other_mean'], missing='')} ({int(r['other_labels'])} labels)" if r.get("other_mean") is not None else ""
         lines.append(f"| {r['arm']} | {test} | {counts} | {cv} | {pooled} | {external} | {shortcut} | {other} |")
     return "\n".join(lines)
 
@@ -270,8 +252,8 @@ def findings_markdown(table: pd.DataFrame, runs: list[str], published: list[Publ
         for run in runs:
             why = r.get(f"{run}_not_computable")
             why = None if isinstance(why, float) else why
-            cells.append(f"n/a ({why})" if why else _interval(r[f"{run}_auroc"], r[f"{run}_low"], r[f"{run}_high"]))
-        lines.append(f"| {r['finding']} | " + " | ".join(cells) + " | " + " | ".join(_fmt(r.get(n)) for n in names) + " |")
+            cells.append(f"n/a ({why})" if why else fmt_ci(r[f"{run}_auroc"], r[f"{run}_low"], r[f"{run}_high"], missing="n/a"))
+        lines.append(f"| {r['finding']} | " + " | ".join(cells) + " | " + " | ".join(fmt(r.get(n), missing="") for n in names) + " |")
     return "\n".join(lines)
 
 

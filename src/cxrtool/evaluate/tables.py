@@ -13,24 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..formatting import fmt, fmt_ci
 from ..progress import print_table
 from .published import published_auroc, published_results
 from ..runs import atomic_write_text
-
-
-def fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def fmt_ci(estimate, low=None, high=None) -> str:
-    if estimate is None:
-        return "-"
-    text = fmt(estimate)
-    if low is not None and high is not None:
-        text += f" [{fmt(low)}, {fmt(high)}]"
-    return text
 
 
 def per_label_frame(metrics: dict) -> pd.DataFrame:

@@ -27,6 +27,7 @@ import pandas as pd
 from ..config import dump_config
 from ..data.cache import PreparedData
 from ..errors import CxrError
+from ..formatting import fmt
 from ..inference import predict_probs
 from ..evaluate.metrics import bootstrap_label_metrics, fold_aurocs, per_label_auroc, percentile_interval
 from ..models.checkpoint import load_checkpoint
@@ -193,12 +194,10 @@ def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ())
 
 
 def _print_summary(root: Path, summary: dict[str, Any], labels: list[str]) -> None:
-    def fmt(x: Any) -> str:
-        return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
-
-    rows = [[r["fold"], r["images"], *[fmt(r[l]) for l in labels]] for r in summary["per_fold"]]
-    rows.append(["mean ± std", "", *[f"{fmt(summary['fold_mean'][l])} ± {fmt(summary['fold_std'][l])}" for l in labels]])
+    na = "n/a"  # a fold where the label has one class only
+    rows = [[r["fold"], r["images"], *[fmt(r[l], missing=na) for l in labels]] for r in summary["per_fold"]]
+    rows.append(["mean ± std", "", *[f"{fmt(summary['fold_mean'][l], missing=na)} ± {fmt(summary['fold_std'][l], missing=na)}" for l in labels]])
     pooled = summary["pooled_oof"]
-    rows.append(["pooled OOF (95% CI)", "", *[f"{fmt(pooled[l]['auroc'])} ({fmt(pooled[l]['low'])}-{fmt(pooled[l]['high'])})" for l in labels]])
+    rows.append(["pooled OOF (95% CI)", "", *[f"{fmt(pooled[l]['auroc'], missing=na)} ({fmt(pooled[l]['low'], missing=na)}-{fmt(pooled[l]['high'], missing=na)})" for l in labels]])
     print_table("cross-validation AUROC (held-out folds)", ["fold", "images", *labels], rows)
     result(f"run: {root}")
