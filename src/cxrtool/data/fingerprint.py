@@ -6,18 +6,26 @@ all of these. The search works in two steps, so that it never compares all pairs
 
 1. Candidates, cheaply. Every cached image gets a 256-bit perceptual hash (pHash: the signs of
    the 16x16 lowest DCT frequencies of a 64x64 area downsample against their median), written as
-   64 hex digits in index.csv; pairs within `max_distance` bits are candidates. A hash does not
-   survive a crop, and it also pairs look-alike films of different patients, so each image also
-   gets crop-robust window descriptors (the low frequencies of its centred 100%, 85% and 70%
-   windows, on a rank image that windowing does not change) and its nearest neighbours by
-   descriptor, a few per window, are candidates too.
+   64 hex digits in index.csv; each image's closest fingerprints within `max_distance` bits are
+   candidates. A hash does not survive a crop, and it also pairs look-alike films of different
+   patients, so each image also gets crop-robust window descriptors (the low frequencies of its
+   whole view and of windows at 85% and 70% of its side, on a rank image that windowing does not
+   change), and the whole images most similar to one of its windows are candidates too.
 2. Confirmation on the pixels (align.py): a hash candidate whose pixels correlate as they are is a
    "hash" match; every other candidate is aligned (a search over crops, scales and positions) and
    kept when the correlation of the aligned fine detail reaches `DEFAULT_MIN_SCORE`.
 
-Memory: only whole-image descriptors (128 bytes per image) are held; window descriptors are
-recomputed a block at a time, and pixels are read back from the
-cache's memmap, one batch of candidates at a time.
+Scale: up to `EXACT_LIMIT` images the neighbours are exact (every window against every whole
+image, every fingerprint against every other, in blocks); beyond, they come from an
+inverted-file index (`_Index`: k-means cells of about `CELL_SIZE` images, each query searching
+the `PROBES` nearest cells), so the candidate step grows about linearly with the number of
+images instead of with its square. The confirmation grows with the number of candidates (two to
+four per image) and runs on a few threads.
+
+Memory: only whole-image descriptors (128 bytes per image, twice over a large set: as computed
+and normalised for the index) and the index's cell lists (8 bytes per image) are held; window
+descriptors are recomputed a block of queries at a time, and pixels are read back from the
+cache's memmap, one batch of candidates per thread at a time. Nothing holds N x N numbers.
 """
 
 from __future__ import annotations
@@ -89,10 +97,12 @@ def candidate_pairs(
 ) -> list[tuple[int, int, int]]:
     """Pairs (i, j, distance) with hash distance <= max_distance.
 
-    With one set, pairs i < j within it; with two, i indexes `a` and j indexes `b`. A blocked
-    all-pairs popcount (100,000 images take about a minute). With `limit`, each i keeps only its
-    `limit` closest j, so look-alike sets cannot make the list grow with the square of their
-    size; `skip(rows, cols)` marks (with a boolean matrix) pairs never to list, e.g. one patient.
+    With one set, pairs i < j within it; with two, i indexes `a` and j indexes `b`. With `limit`,
+    each i keeps only its `limit` closest j (with one set: each image its `limit` closest others,
+    whichever comes first in the list, and a pair is listed once), so look-alike sets cannot make
+    the list grow with the square of their size; `skip(rows, cols)` marks (with a boolean matrix)
+    pairs never to list, e.g. one patient. Up to `EXACT_LIMIT` images in `b`: a blocked
+    all-pairs popcount; beyond, with `limit`, an index (`_indexed_hash_pairs`).
     """
     fa = parse(a)
     same = b is None
@@ -108,8 +118,9 @@ def candidate_pairs(
         for w in range(WORDS):
             d += _popcount(rows[:, None, w] ^ fb[None, :, w])
         far = np.uint16(max_distance + 1)
-        if same:  # each pair once (i < j), never an image with itself
-            d[np.arange(len(rows))[:, None] + start >= np.arange(len(fb))[None, :]] = far
+        if same:  # never an image with itself; with a limit, the closest on either side of i
+            ahead = np.arange(len(rows))[:, None] + start
+            d[(ahead == np.arange(len(fb))[None, :]) if limit is not None else (ahead >= np.arange(len(fb))[None, :])] = far
         if skip is not None:
             d[skip(np.arange(start, start + len(rows)), np.arange(len(fb)))] = far
         if limit is not None and limit < d.shape[1]:
@@ -119,6 +130,8 @@ def candidate_pairs(
             d[~mask] = far
         close_i, close_j = np.nonzero(d <= max_distance)
         pairs.extend((int(i + start), int(j), int(d[i, j])) for i, j in zip(close_i, close_j))
+    if same and limit is not None:  # i's closest and j's closest: each pair once, as (i < j)
+        pairs = sorted({(min(i, j), max(i, j), dist) for i, j, dist in pairs})
     return pairs
 
 
