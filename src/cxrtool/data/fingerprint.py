@@ -148,8 +148,26 @@ def _nearest_cells(x: np.ndarray, centres: np.ndarray, probes: int, block: int =
     out = np.empty((len(x), probes), dtype=np.int64)
     for start in range(0, len(x), block):
         sim = x[start : start + block].astype(np.float32) @ centres.T
-        out[start : start + block] = (np.argpartition(-sim, probes - 1, axis=1)[:, :probes]
-                                      if probes < len(centres) else np.argsort(-sim, axis=1))
+        out[start : start + block] = _top_columns(sim, probes)
+    return out
+
+
+def _top_columns(sim: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k): the columns of each row's k largest values (in no particular order; ties: any).
+
+    For the few columns wanted here, k passes of argmax beat a partition of every row.
+    """
+    if k >= sim.shape[1]:
+        return np.tile(np.arange(sim.shape[1]), (len(sim), 1))
+    if k > 8:
+        return np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    out = np.empty((len(sim), k), dtype=np.int64)
+    work = sim if k == 1 else sim.copy()
+    rows = np.arange(len(sim))
+    for n in range(k):
+        out[:, n] = work.argmax(axis=1)
+        if n + 1 < k:
+            work[rows, out[:, n]] = -np.inf
     return out
 
 
@@ -164,7 +182,7 @@ class _Index:
     spherical k-means on a sample of the base.
     """
 
-    def __init__(self, base: np.ndarray, scale: float = 1.0, seed: int = 0, iters: int = 8, sample: int = 50_000):
+    def __init__(self, base: np.ndarray, scale: float = 1.0, seed: int = 0, iters: int = 6, sample: int = 20_000):
         self.base, self.scale = base, np.float32(scale)  # base rows times `scale` are unit vectors
         cells = max(1, len(base) // CELL_SIZE)
         rng = np.random.default_rng(seed)
@@ -204,8 +222,7 @@ class _Index:
             r = rows[part]
             sim = q[r] @ (self.base[members].astype(np.float32) * self.scale).T
             sim[skip(q_ids[r], members)] = -np.inf
-            kk = min(k, len(members))
-            top = np.argpartition(-sim, kk - 1, axis=1)[:, :kk] if kk < len(members) else np.tile(np.arange(kk), (len(r), 1))
+            top = _top_columns(sim, min(k, len(members)))
             best = np.take_along_axis(sim, top, axis=1)
             ok = np.isfinite(best)
             out_q.append(np.broadcast_to(r[:, None], top.shape)[ok])
@@ -242,6 +259,13 @@ def _indexed_hash_pairs(fa, fb, same: bool, max_distance: int, limit: int, skip,
     Bits as +-1 vectors make the Hamming distance a cosine (1 - 2 d / 256). With one set, every
     image's closest are kept and each pair is listed once (i < j).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads would only contend
+        return _hash_blocks(fa, fb, same, max_distance, limit, skip, block)
+
+
+def _hash_blocks(fa, fb, same, max_distance, limit, skip, block):
     bits = 8 * fa.shape[1] * 8
     index = _Index(_signs(fb), scale=1 / np.sqrt(bits))
     never = (lambda q, b: (q[:, None] == b[None, :]) | skip(q, b)) if same and skip is not None else (
@@ -383,8 +407,15 @@ def _indexed_descriptor_pairs(windows, n_queries: int, base: np.ndarray, mean: n
     Holds the base's descriptors once more, normalised, in float16 (128 bytes per image), the
     index's cell lists (8 bytes per image) and one block of queries' windows.
     """
+    from threadpoolctl import threadpool_limits
+
     db = _normalise(base, mean).astype(np.float16)
-    index = _Index(db)
+    with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads would only contend
+        index = _Index(db)
+        return _search_blocks(index, windows, n_queries, mean, q_groups, b_groups, same, neighbours, min_similarity, block)
+
+
+def _search_blocks(index, windows, n_queries, mean, q_groups, b_groups, same, neighbours, min_similarity, block):
     never = lambda q, b: q_groups[q][:, None] == b_groups[b][None, :]  # noqa: E731
     found: set[tuple[int, int]] = set()
     for start in range(0, n_queries, block):
