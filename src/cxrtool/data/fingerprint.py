@@ -142,7 +142,7 @@ CELL_SIZE = 256  # ... a larger one through an inverted-file index: cells of abo
 PROBES = 8  # ... of which each query vector searches the nearest few
 
 
-def _nearest_cells(x: np.ndarray, centres: np.ndarray, probes: int, block: int = 32768) -> np.ndarray:
+def _nearest_cells(x: np.ndarray, centres: np.ndarray, probes: int, block: int = 4096) -> np.ndarray:
     """(len(x), probes): the cells whose centres are most similar to each row of x (unit vectors)."""
     probes = min(probes, len(centres))
     out = np.empty((len(x), probes), dtype=np.int64)
@@ -195,8 +195,9 @@ class _Index:
             norm = np.linalg.norm(sums, axis=1, keepdims=True)
             centres = np.where(norm > 0, sums / np.maximum(norm, 1e-12), centres).astype(np.float32)
         self.centres = centres
-        label = np.concatenate([_nearest_cells(base[s : s + 65536].astype(np.float32) * self.scale, centres, 1)[:, 0]
-                                for s in range(0, len(base), 65536)])
+        # A block at a time: the block's similarities to every centre are the largest array here.
+        label = np.concatenate([_nearest_cells(base[s : s + 4096].astype(np.float32) * self.scale, centres, 1)[:, 0]
+                                for s in range(0, len(base), 4096)])
         self.order = np.argsort(label, kind="stable")
         self.bounds = np.searchsorted(label[self.order], np.arange(cells + 1))
 
@@ -253,7 +254,7 @@ def _signs(words: np.ndarray) -> np.ndarray:
     return (bits.astype(np.int8) * 2 - 1)
 
 
-def _indexed_hash_pairs(fa, fb, same: bool, max_distance: int, limit: int, skip, block: int = 8192):
+def _indexed_hash_pairs(fa, fb, same: bool, max_distance: int, limit: int, skip, block: int = 4096):
     """`candidate_pairs` for a large base: each image's `limit` closest fingerprints, through _Index.
 
     Bits as +-1 vectors make the Hamming distance a cosine (1 - 2 d / 256). With one set, every
@@ -266,6 +267,7 @@ def _indexed_hash_pairs(fa, fb, same: bool, max_distance: int, limit: int, skip,
 
 
 def _hash_blocks(fa, fb, same, max_distance, limit, skip, block):
+    """The body of `_indexed_hash_pairs` (query blocks of `block` fingerprints)."""
     bits = 8 * fa.shape[1] * 8
     index = _Index(_signs(fb), scale=1 / np.sqrt(bits))
     never = (lambda q, b: (q[:, None] == b[None, :]) | skip(q, b)) if same and skip is not None else (
@@ -416,6 +418,7 @@ def _indexed_descriptor_pairs(windows, n_queries: int, base: np.ndarray, mean: n
 
 
 def _search_blocks(index, windows, n_queries, mean, q_groups, b_groups, same, neighbours, min_similarity, block):
+    """The body of `_indexed_descriptor_pairs`: blocks of `block` query images through the index."""
     never = lambda q, b: q_groups[q][:, None] == b_groups[b][None, :]  # noqa: E731
     found: set[tuple[int, int]] = set()
     for start in range(0, n_queries, block):
