@@ -98,8 +98,8 @@ def candidate_pairs(
     """Pairs (i, j, distance) with hash distance <= max_distance.
 
     With one set, pairs i < j within it; with two, i indexes `a` and j indexes `b`. With `limit`,
-    each i keeps only its `limit` closest j (with one set: each image its `limit` closest others,
-    whichever comes first in the list, and a pair is listed once), so look-alike sets cannot make
+    each i keeps only its `limit` closest j (with one set: each image keeps its `limit` closest
+    others, before or after it in the list, and a pair is listed once), so look-alike sets cannot make
     the list grow with the square of their size; `skip(rows, cols)` marks (with a boolean matrix)
     pairs never to list, e.g. one patient. Up to `EXACT_LIMIT` images in `b`: a blocked
     all-pairs popcount; beyond, with `limit`, an index (`_indexed_hash_pairs`).
@@ -542,7 +542,7 @@ def confirm(
     held at once. Batches run on `threads` threads (default: the CPUs this process may use, at
     most 4): the work is FFTs and matrix products, which release the GIL. Each product is small,
     so BLAS runs single-threaded meanwhile: its own threads would only contend with these (on
-    a busy 2-core machine that made the search 2-3x slower). The result does not depend on either.
+    a busy 2-core machine they made the confirmation 1.6x slower). The result depends on neither.
     """
     from concurrent.futures import ThreadPoolExecutor
 
