@@ -11,15 +11,20 @@ includes the memmap's pages the kernel keeps resident, which it can drop at any 
 
 With `--confirm M` the stages are timed apart: descriptors and candidates over all N images,
 then the confirmation of a sample of M candidates (the planted pairs among them), whose rate is
-extrapolated to every candidate; the line printed says which figures are measured.
+extrapolated to every candidate; the line printed says which figures are measured. Planted
+copies are counted by kind of change, and (staged) whether the candidate step found them.
 
-    python benchmarks/bench_dedup.py [--images 112120] [--size 128] [--copies 200] [--confirm 0]
+`--reuse DIR` keeps the generated image file (and its fingerprints) in DIR and reads it back on
+the next run with the same settings, so a rerun measures the search only.
+
+    python benchmarks/bench_dedup.py [--images 112120] [--size 128] [--copies 200] [--confirm 0] [--reuse DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import platform
 import resource
@@ -44,6 +49,9 @@ def cpu_name() -> str:
         return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
     except Exception:
         return platform.processor() or "unknown CPU"
+
+
+KINDS = ("crop", "rescale", "gamma", "contrast/brightness", "jpeg")  # copy k gets change k % 5
 
 
 def change(img: np.ndarray, kind: int, rng: np.random.Generator) -> np.ndarray:
@@ -103,6 +111,20 @@ def build(path: Path, n: int, size: int, copies: int, seed: int) -> tuple[list[s
     return fps, patients, planted
 
 
+def build_or_reuse(folder: Path, n: int, size: int, copies: int, seed: int):
+    """`build` into folder, or read back what an earlier run with the same settings built there."""
+    path, meta = folder / "images.u8.npy", folder / "built.json"
+    settings = {"images": n, "size": size, "copies": copies, "seed": seed}
+    if path.is_file() and meta.is_file():
+        saved = json.loads(meta.read_text())
+        if saved["settings"] == settings:
+            return path, saved["fingerprints"], saved["patients"], [tuple(p) for p in saved["planted"]], False
+    folder.mkdir(parents=True, exist_ok=True)
+    fps, patients, planted = build(path, n, size, copies, seed)
+    meta.write_text(json.dumps({"settings": settings, "fingerprints": fps, "patients": patients, "planted": planted}))
+    return path, fps, patients, planted, True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=112_120)
@@ -111,16 +133,17 @@ def main() -> None:
     parser.add_argument("--confirm", type=int, default=0,
                         help="confirm only this many candidates (planted ones first) and extrapolate; 0: the whole search")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", type=Path, default=None, help="keep the generated images here and reuse them")
     args = parser.parse_args()
     set_quiet(True)
     print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "images.u8.npy"
         start = time.perf_counter()
-        fps, patients, planted = build(path, args.images, args.size, args.copies, args.seed)
-        print(f"built {args.images:,} images at {args.size} px in {time.perf_counter() - start:.0f} s")
+        path, fps, patients, planted, made = build_or_reuse(args.reuse or Path(tmp), args.images, args.size, args.copies, args.seed)
+        print(f"{'built' if made else 'reused'} {args.images:,} images at {args.size} px in {time.perf_counter() - start:.0f} s")
         images = np.load(path, mmap_mode="r")
         tracemalloc.start()
+        candidates = None
         if args.confirm == 0:
             start = time.perf_counter()
             pairs = near_duplicates(fps, lambda i: images[i], groups_a=patients)
@@ -128,12 +151,19 @@ def main() -> None:
             found = {(p.i, p.j) for p in pairs}
             line = f"whole search {took:.0f} s, {len(pairs)} pairs"
         else:
-            took, found, line = staged(images, fps, patients, planted, args.confirm)
+            took, found, line, candidates = staged(images, fps, patients, planted, args.confirm)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     hits = sum((min(a, b), max(a, b)) in found for a, b in planted)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(line)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print("| change | planted | among candidates | confirmed |")
+    print("|---|---|---|---|")
+    for k, kind in enumerate(KINDS):
+        rows = [(min(a, b), max(a, b)) for n, (a, b) in enumerate(planted) if n % len(KINDS) == k]
+        among = "-" if candidates is None else str(sum(p in candidates for p in rows))
+        print(f"| {kind} | {len(rows)} | {among} | {sum(p in found for p in rows)} |")
     print(f"| images | side | search s | planted copies found | peak traced MB | peak RSS MB |")
     print(f"|---|---|---|---|---|---|")
     print(f"| {args.images:,} | {args.size} | {took:.0f} | {hits}/{len(planted)} | {peak / 2**20:.0f} | {rss:.0f} |")
@@ -151,12 +181,17 @@ def staged(images, fps, patients, planted, confirm: int):
         t_whole = time.perf_counter() - start
         mean = whole.astype(np.float32).mean(axis=0)
         candidates = F.descriptor_pairs(F._window_reader(lambda i: images[i], bar), len(fps), whole, mean, groups, groups, True)
+    t_desc = time.perf_counter() - start
+    del whole
     skip = lambda rows, cols: groups[rows][:, None] == groups[cols][None, :]  # noqa: E731
     hashed = {(i, j) for i, j, _ in F.candidate_pairs(fps, limit=F.DEFAULT_NEIGHBOURS, skip=skip)}
     t_cand = time.perf_counter() - start
     todo = sorted(candidates | hashed)
     wanted = {(min(a, b), max(a, b)) for a, b in planted}
-    sample = [p for p in todo if p in wanted] + [p for p in todo if p not in wanted][: max(0, confirm - len(wanted))]
+    rng = np.random.default_rng(0)  # a random sample of the others: todo's order is by image
+    others = [p for p in todo if p not in wanted]
+    pick = rng.choice(len(others), size=min(len(others), max(0, confirm - len(wanted))), replace=False)
+    sample = [p for p in todo if p in wanted] + [others[k] for k in pick]
     words = F.parse(fps)
     t0 = time.perf_counter()
     pairs = F.confirm(sorted(sample), hashed, lambda i: images[i], None, words, words)
@@ -164,10 +199,11 @@ def staged(images, fps, patients, planted, confirm: int):
     found = {(p.i, p.j) for p in pairs}
     rate = len(sample) / t_conf
     total = t_cand + len(todo) / rate
-    line = (f"whole-image descriptors {t_whole:.0f} s; windows + neighbours + hash {t_cand - t_whole:.0f} s; "
-            f"{len(todo):,} candidates ({len(todo) / len(fps):.2f} per image); confirmation of a {len(sample)}-candidate "
-            f"sample {t_conf:.0f} s ({rate:.1f} pairs/s); extrapolated total {total:.0f} s")
-    return total, found, line
+    line = (f"whole-image descriptors {t_whole:.0f} s; windows + neighbours {t_desc - t_whole:.0f} s; hash neighbours "
+            f"{t_cand - t_desc:.0f} s; {len(todo):,} candidates ({len(todo) / len(fps):.2f} per image: {len(candidates):,} "
+            f"by descriptor, {len(hashed):,} by hash); confirmation of a {len(sample)}-candidate sample {t_conf:.0f} s "
+            f"({rate:.1f} pairs/s); extrapolated total {total:.0f} s")
+    return total, found, line, set(todo)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,58 @@ def test_each_change_is_found_by_alignment_and_lookalikes_are_not_paired(phantom
         assert p.score >= DEFAULT_MIN_SCORE
 
 
+def test_window_descriptors_are_the_low_frequencies_of_each_window(phantoms):
+    from scipy.fft import dctn
+    from scipy.ndimage import gaussian_filter
+
+    from cxrtool.data.align import rank_image
+    from cxrtool.data.fingerprint import _MATRICES, descriptor_batch
+
+    images, _ = phantoms
+    small = [preprocess(im, 128)[0] for im in images[:3]]
+    batch = descriptor_batch(small)
+    for img, got in zip(small, batch):
+        ranks = gaussian_filter(rank_image(img), 1.0)
+        for k, (cols, rows) in enumerate(_MATRICES):
+            want = dctn(rows @ ranks @ cols.T, norm="ortho")[:8, :8].ravel()
+            want[0] = 0.0
+            assert np.allclose(got[k], want, atol=1e-5)
+
+
+def test_fingerprint_neighbours_are_taken_on_either_side_of_an_image():
+    from cxrtool.data.fingerprint import candidate_pairs
+
+    rng = np.random.default_rng(0)
+    words = rng.integers(0, 256, size=(6, 32), dtype=np.uint8)
+    words[5] = words[0]
+    words[5, 0] ^= 1  # image 5 is one bit from image 0, listed after it
+    fps = [w.tobytes().hex() for w in words]
+    pairs = candidate_pairs(fps, max_distance=40, limit=1)
+    assert (0, 5, 1) in pairs
+    assert all(i < j for i, j, _ in pairs)
+
+
+def test_the_index_finds_what_the_exhaustive_search_finds(phantoms, monkeypatch):
+    """Above EXACT_LIMIT the neighbours come from the index: forced here on a small set, with
+    cells of 4 images of which each query searches 2, it still finds every copy and no look-alike."""
+    from cxrtool.data import fingerprint as F
+
+    images, _ = phantoms
+    originals = [preprocess(im, 128)[0] for im in images[:24]]
+    copies = [preprocess(change(images[k]), 128)[0] for k, change in enumerate(CHANGES.values())]
+    every = originals + copies
+    groups = [f"p{k}" for k in range(len(originals))] + [f"c{k}" for k in range(len(copies))]
+    fps = [fingerprint(x) for x in every]
+    exact = {(p.i, p.j) for p in near_duplicates(fps, lambda i: every[i], groups_a=groups)}
+    monkeypatch.setattr(F, "EXACT_LIMIT", 8)
+    monkeypatch.setattr(F, "CELL_SIZE", 4)
+    monkeypatch.setattr(F, "PROBES", 2)
+    indexed = {(p.i, p.j) for p in near_duplicates(fps, lambda i: every[i], groups_a=groups)}
+    truth = {(k, len(originals) + k) for k in range(len(copies))}
+    assert indexed == exact
+    assert indexed == truth  # every copy, and no look-alike
+
+
 def test_alignment_scores_separate_copies_from_lookalikes(phantoms):
     images, _ = phantoms
     work = [(work_image(preprocess(im, 128)[0]), fine_image(preprocess(im, 128)[0])) for im in images[:12]]

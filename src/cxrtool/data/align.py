@@ -125,7 +125,8 @@ def _ncc(fb, c1, c2, small: np.ndarray, mat: np.ndarray, side: int) -> np.ndarra
     m = mat.shape[0]
     n, side_s = small.shape[0], small.shape[-1]
     half = (small.reshape(n * side_s, side_s) @ mat.T).reshape(n, side_s, m)  # two plain GEMMs
-    t = np.ascontiguousarray(np.tensordot(mat, half, axes=([1], [1])).transpose(1, 0, 2))
+    # mat @ small[k] @ mat.T for every pair as one large product (a batched matmul would not use BLAS)
+    t = (half.transpose(0, 2, 1).reshape(n * m, side_s) @ mat.T).reshape(n, m, m).transpose(0, 2, 1)
     t -= t.mean(axis=(1, 2), keepdims=True)
     t /= np.maximum(np.sqrt((t * t).sum(axis=(1, 2), keepdims=True)), 1e-9)
     ft = sfft.rfft2(t, s=(side, side))
