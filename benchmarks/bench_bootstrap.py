@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 
 import numpy as np
+from machine import cpu_name
 
 os.environ.setdefault("CXRTOOL_QUIET", "1")
 
@@ -45,14 +44,6 @@ def naive(y, p, patients, n_boot, seed):
                 if yj.min() != yj.max():
                     roc_auc_score(yj, p[idx, j])
                     average_precision_score(yj, p[idx, j])
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown"
 
 
 def main() -> None:

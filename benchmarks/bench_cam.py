@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,17 +34,13 @@ from cxrtool.progress import set_quiet
 # The test suite's plain-loop trainer (tests/helpers.py): the same tiny network the localisation test uses.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import quick_train  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Mass"]
 
 
 def machine() -> str:
-    try:
-        name = next(l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                    if l.startswith("Model name"))
-    except Exception:
-        name = platform.processor() or "unknown CPU"
-    return f"{name}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return f"{cpu_name()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def speed(repeats: int = 3) -> None:

@@ -26,9 +26,7 @@ import argparse
 import io
 import json
 import os
-import platform
 import resource
-import subprocess
 import tempfile
 import time
 import tracemalloc
@@ -41,14 +39,7 @@ from cxrtool.data.fingerprint import fingerprint, near_duplicates
 from cxrtool.data.imageio import preprocess
 from cxrtool.data.sources.synthetic import Anatomy, draw_image
 from cxrtool.progress import set_quiet
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown CPU"
+from machine import cpu_name
 
 
 KINDS = ("crop", "rescale", "gamma", "contrast/brightness", "jpeg")  # copy k gets change k % 5

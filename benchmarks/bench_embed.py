@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 
 import numpy as np
+from machine import cpu_name
 
 os.environ.setdefault("CXRTOOL_QUIET", "1")
 
@@ -46,17 +45,6 @@ class Clock:
         spent = (wall - self.wall, cpu - self.cpu)
         self.wall, self.cpu = wall, cpu
         return spent
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,14 +24,7 @@ from PIL import Image
 from cxrtool.data.prepare import PrepareNihConfig, prepare_nih
 from cxrtool.data.sources.synthetic import SyntheticConfig, write_raw
 from cxrtool.progress import set_quiet
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:
-        return platform.processor() or "unknown CPU"
+from machine import cpu_name
 
 
 def plain_loop(files: list[Path], size: int) -> float:
