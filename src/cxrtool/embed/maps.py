@@ -8,11 +8,14 @@ seconds compiling numba code; that warm-up is part of its timing.
 
 Large inputs (from `large_from` points, LARGE_INPUT by default: above the default 10,000-image
 sample, so default runs take the path they always took) switch to methods that scale: t-SNE
-with openTSNE's FFT-accelerated gradient (FIt-SNE), UMAP on approximate neighbours instead of an
-exact graph, and the batch SOM. t-SNE and UMAP share one approximate neighbour graph (Annoy,
-seeded, built on the idle cores; `Neighbours`), so the search is paid once, and UMAP skips both
-its own NN-descent and that search's numba compilation. At NIH's 112,120 images the three maps
-together take minutes on 2 cores (docs/performance.md).
+with openTSNE's FFT-accelerated gradient (FIt-SNE) on every core, UMAP initialised from the
+data's first two principal axes (its spectral initialisation alone took about 3 minutes at
+112,120 points), and the batch SOM. t-SNE and UMAP share one neighbour graph (`Neighbours`),
+so the search is paid once and UMAP skips its own NN-descent and that search's numba
+compilation. Up to EXACT_UP_TO points the graph is exact (every pairwise distance, in blocks,
+with torch's matrix product: 85 CPU seconds at 112,120 x 50, and no approximation); beyond it
+the cost grows as n^2 and Annoy (approximate, seeded) takes over. At NIH's 112,120 images the
+three maps together take under 5 minutes on 2 cores (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from .som import SomResult, train_som
 
 
 SMALL_FOR_THREADS = 5000
-LARGE_INPUT = 20000  # points: from here on the scalable paths (FFT t-SNE, approximate UMAP graph, batch SOM)
+LARGE_INPUT = 20000  # points: from here on the scalable paths (FFT t-SNE, shared graph, UMAP PCA start, batch SOM)
+EXACT_UP_TO = 150000  # points: the shared graph is exact up to here (n^2 distances), Annoy beyond
 
 
 def idle_cores(n: int) -> int:
@@ -45,6 +49,18 @@ def idle_cores(n: int) -> int:
     # The load average counts this process too (it has been busy computing features): leave it out.
     others = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
     return int(min(cores, max(1, round(cores - others))))
+
+
+def all_cores() -> int:
+    """The cores this process may run on: large inputs use them all, busy or not.
+
+    At 100,000 points a gradient step is long enough that threads waiting on a busy core cost
+    little next to the work they share (measured: two threads beat one at load 4 on 2 cores).
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -75,29 +91,71 @@ def tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int, angle: 
 
 
 class Neighbours:
-    """The approximate k-nearest-neighbour graph of one large input, built once and shared by maps.
+    """The k-nearest-neighbour graph of one large input, built once and shared by maps.
 
-    Annoy (openTSNE's copy, 50 trees, seeded) on the idle cores; each row lists a point's nearest
-    other points, nearest first. A map that needs fewer neighbours takes the first columns.
+    Exact up to EXACT_UP_TO points (`exact_neighbours`), else Annoy (openTSNE's copy, 50 trees,
+    seeded); each row lists a point's nearest other points, nearest first. A map that needs fewer
+    neighbours takes the first columns.
     """
 
     def __init__(self, seed: int):
         self.seed = seed
         self._key: tuple | None = None
         self._graph: tuple[np.ndarray, np.ndarray] | None = None
+        self.method = ""
 
     def get(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices, distances), (n, k), self excluded."""
-        from openTSNE.nearest_neighbors import Annoy
-
         # The same points in another dtype or copy are the same graph: key on shape and a content sample.
         key = (x.shape, float(np.asarray(x[:: max(1, len(x) // 997)], dtype=np.float64).sum()))
         if self._graph is None or self._key != key or self._graph[0].shape[1] < k:
-            data = np.ascontiguousarray(x, dtype=np.float64)
-            self._graph = Annoy(data, k, metric="euclidean", n_jobs=idle_cores(len(x)), random_state=self.seed).build()
+            if len(x) <= EXACT_UP_TO:
+                self._graph, self.method = exact_neighbours(x, k), "exact"
+            else:
+                from openTSNE.nearest_neighbors import Annoy
+
+                data = np.ascontiguousarray(x, dtype=np.float64)
+                self._graph = Annoy(data, k, metric="euclidean", n_jobs=all_cores(), random_state=self.seed).build()
+                self.method = "approximate (Annoy)"
             self._key = key
         idx, dist = self._graph
         return idx[:, :k], dist[:, :k]
+
+
+def exact_neighbours(x: np.ndarray, k: int, block_mb: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, distances), (n, k): each point's k nearest other points, nearest first, exactly.
+
+    Squared distances of a block of rows to every point come from one float32 matrix product
+    (torch, on every core), the k smallest from `topk`; the distances of the chosen pairs are
+    then recomputed in float64 and each row re-sorted by them, so rounding in the product can
+    only swap near-ties, never report a wrong distance. Points identical to another are each
+    other's neighbours at distance 0; a point is never its own neighbour. Memory: one block of
+    `block_mb`.
+    """
+    import torch
+
+    n = len(x)
+    k = int(min(k, n - 1))
+    centred = np.asarray(x, dtype=np.float32) - np.asarray(x, dtype=np.float64).mean(axis=0).astype(np.float32)
+    data = torch.from_numpy(np.ascontiguousarray(centred))
+    sq = (data * data).sum(dim=1)
+    rows = int(max(1, min(n, block_mb * 2 ** 20 // (4 * n))))
+    idx = np.empty((n, k), dtype=np.int64)
+    with torch.no_grad():
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            # ||a||^2 is the same along a row, so ||b||^2 - 2 a.b orders the row as the distance does.
+            d2 = torch.addmm(sq[None, :], data[start:stop], data.T, beta=1.0, alpha=-2.0)
+            d2[torch.arange(stop - start), torch.arange(start, stop)] = float("inf")  # not its own neighbour
+            idx[start:stop] = torch.topk(d2, k, dim=1, largest=False, sorted=True).indices.numpy()
+    x64 = np.asarray(x, dtype=np.float64)
+    dist = np.empty((n, k))
+    step = max(1, 2 ** 24 // max(1, k * x64.shape[1]))
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        dist[part] = np.sqrt(((x64[part, None, :] - x64[idx[part]]) ** 2).sum(axis=2))
+    order = np.argsort(dist, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(dist, order, axis=1)
 
 
 def graph_size(cfg: EmbedConfig, n: int) -> int:
@@ -108,7 +166,8 @@ def graph_size(cfg: EmbedConfig, n: int) -> int:
 def fft_tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int,
                  neighbours: Neighbours | None = None) -> MapResult:
     """openTSNE with the FFT-interpolated gradient: O(n) per iteration where Barnes-Hut is O(n log n)
-    with a large constant; affinities from the shared approximate graph, PCA-initialised.
+    with a large constant; affinities from the shared graph, PCA-initialised, on every core (the
+    coordinates do not depend on the thread count).
 
     `max_iter` counts the 250 early-exaggeration steps as scikit-learn does, so `--tsne-iter 500`
     means the same schedule on both paths.
@@ -120,8 +179,9 @@ def fft_tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int,
     n = len(x)
     used = float(min(perplexity, max((n - 1) / 3.0, 1.0)))
     early = min(250, max_iter // 2)
-    threads = idle_cores(n)
-    idx, dist = (neighbours or Neighbours(seed)).get(x, int(min(n - 1, 3 * used)))
+    threads = all_cores()
+    neighbours = neighbours or Neighbours(seed)
+    idx, dist = neighbours.get(x, int(min(n - 1, 3 * used)))
     x = np.asarray(x, dtype=np.float64)
     affinities = PerplexityBasedNN(perplexity=used, knn_index=PrecomputedNeighbors(idx, dist), n_jobs=threads,
                                    random_state=seed)
@@ -130,7 +190,7 @@ def fft_tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int,
     embedding = tsne.fit(x, affinities=affinities, initialization="pca")
     return MapResult(np.asarray(embedding, dtype=np.float32),
                      {"perplexity": used, "max_iter": max_iter, "gradient": "fft (openTSNE)",
-                      "neighbours": "approximate (Annoy)", "threads": threads,
+                      "neighbours": neighbours.method, "threads": threads,
                       "kl_divergence": float(embedding.kl_divergence)})
 
 
@@ -156,7 +216,10 @@ def umap_map(x: np.ndarray, n_neighbors: int, seed: int, n_epochs: int = 200, la
     Below `large_from` points the neighbour graph is computed exactly by scikit-learn and handed
     to UMAP: in 50 dimensions that takes a second for 10,000 points, and it spares the numba
     compilation of UMAP's approximate search (about 30 s of a cold start on a 2-core CPU). From
-    there on an exact graph grows as n^2, and the shared approximate graph (`Neighbours`) is used.
+    there on the shared graph (`Neighbours`) is used, and the layout starts from the first two
+    principal axes instead of the graph's spectral embedding: ARPACK's eigensolver on a
+    112,120-point graph took about 180 s (more than the 200 epochs after it), the PCA start well
+    under a second, with the same cluster scores (docs/performance.md).
     """
     with warnings.catch_warnings():
         # umap-learn warns that random_state disables parallelism: that is the point here.
@@ -167,16 +230,24 @@ def umap_map(x: np.ndarray, n_neighbors: int, seed: int, n_epochs: int = 200, la
         n = len(x)
         x = np.asarray(x, dtype=np.float32)
         used = int(min(n_neighbors, n - 1))
-        knn = None
+        large = n >= large_from
+        knn, graph = None, "umap's own"
         if used >= 2:
-            knn = exact_knn(x, used) if n < large_from else _with_self(*(neighbours or Neighbours(seed)).get(x, used - 1))
+            if large:
+                neighbours = neighbours or Neighbours(seed)
+                knn = _with_self(*neighbours.get(x, used - 1))
+                graph = f"{neighbours.method} (shared)"
+            else:
+                knn, graph = exact_knn(x, used), "exact"
         # Spectral initialisation needs a connected graph of some size; tiny samples start at random.
+        init = "pca" if large else "spectral" if n > 3 * used else "random"
         reducer = umap.UMAP(n_components=2, n_neighbors=used, min_dist=0.1, random_state=seed, n_epochs=n_epochs,
-                            init="spectral" if n > 3 * used else "random",
-                            precomputed_knn=(*knn, None) if knn is not None else (None, None, None))
+                            init=init, precomputed_knn=(*knn, None) if knn is not None else (None, None, None))
         coords = reducer.fit_transform(x)
-    return MapResult(np.asarray(coords, dtype=np.float32), {"n_neighbors": used, "min_dist": 0.1, "n_epochs": n_epochs,
-                                                            "exact_neighbours": knn is not None and n < large_from})
+    params = {"n_neighbors": used, "min_dist": 0.1, "n_epochs": n_epochs, "exact_neighbours": graph.startswith("exact")}
+    if large:  # small inputs keep the parameters they always reported
+        params.update({"neighbours": graph, "init": init})
+    return MapResult(np.asarray(coords, dtype=np.float32), params)
 
 
 def som_map(x: np.ndarray, cfg: EmbedConfig, large_from: int = LARGE_INPUT) -> MapResult:
