@@ -238,10 +238,11 @@ def part_embed(args, rows: list) -> None:
         p = m["params"]
         if m["step"] == "tsne":
             detail = (f"{p.get('gradient', 'Barnes-Hut')} gradient, perplexity {p['perplexity']:g}, {p['max_iter']} "
-                      f"iterations, {p.get('threads', 1)} thread(s); includes the shared neighbour graph")
+                      f"iterations, {p.get('threads', 1)} thread(s); includes the shared neighbour graph "
+                      f"({p.get('neighbours', 'exact')})")
         elif m["step"] == "umap":
-            detail = (f"{'exact' if p['exact_neighbours'] else 'approximate (shared)'} neighbours, n_neighbors "
-                      f"{p['n_neighbors']}, {p['n_epochs']} epochs, seeded (one thread)")
+            detail = (f"{p.get('neighbours', 'exact' if p['exact_neighbours'] else 'approximate')} neighbours, n_neighbors "
+                      f"{p['n_neighbors']}, {p['n_epochs']} epochs, {p.get('init', 'spectral')} start, seeded (one thread)")
         else:
             detail = (f"{p.get('training', 'online')} SOM {p['grid'][0]}x{p['grid'][1]}, {p['epochs']} epochs, "
                       f"{p['schedule']} schedule")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cxrtool.cli import app
 from cxrtool.embed import EmbedConfig, run_embed
 from cxrtool.embed.features import MULTIPLE, primary_findings, stratified_sample
-from cxrtool.embed.maps import make_map
+from cxrtool.embed.maps import exact_neighbours, make_map
 from cxrtool.embed.scores import centroid_distances, knn_accuracy, nearest_findings
 from cxrtool.errors import CxrError
 
@@ -112,6 +112,20 @@ def test_large_input_paths_keep_separated_clusters_apart(method):
         assert large.params["training"] == "batch" and small.params["training"] == "online"
         assert len({tuple(w) for w in large.som.winners}) >= 4  # each cluster has neurons of its own
         assert large.som.umatrix.shape == (6, 6) and np.isfinite(large.som.quantization_error)
+
+
+def test_shared_graph_is_the_exact_neighbours_and_never_the_point_itself():
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.random.default_rng(1).normal(size=(600, 8)).astype(np.float32)
+    x[7] = x[5]  # a duplicate: each is the other's nearest neighbour, at distance 0
+    idx, dist = exact_neighbours(x, 12, block_mb=1)  # 1 MB blocks: several blocks of rows
+    want_dist, want_idx = NearestNeighbors(n_neighbors=12).fit(x.astype(np.float64)).kneighbors()
+    assert not (idx == np.arange(len(x))[:, None]).any()
+    assert idx[5, 0] == 7 and idx[7, 0] == 5 and dist[5, 0] == 0
+    np.testing.assert_allclose(dist, want_dist, atol=1e-6)
+    assert (idx == want_idx).mean() > 0.99  # equal distances may come in either order
+    assert np.all(np.diff(dist, axis=1) >= 0)
 
 
 @pytest.mark.parametrize("options, option", [
