@@ -17,7 +17,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cxrtool.cli import app, user_errors
+from cxrtool.cli import app
+from cxrtool.commands.support import user_errors
 from cxrtool.errors import CxrError
 
 runner = CliRunner()

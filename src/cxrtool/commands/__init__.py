@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from . import cam, compare, demo, embed, evaluate, interop, prepare, report, train
+
 
 def register_all(app: typer.Typer) -> None:
     # The order here is the order of `cxrtool --help`: the pipeline's order.
-    from . import cam, compare, demo, embed, evaluate, interop, prepare, report, train
-
     prepare.register(app)
     train.register(app)
     evaluate.register(app)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..cli import quiet_option, user_errors
+from .support import quiet_option, user_errors
 
 
 def register(app: typer.Typer) -> None:

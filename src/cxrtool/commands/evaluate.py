@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..cli import quiet_option, split_run_and_paths, user_errors
+from .support import quiet_option, split_run_and_paths, user_errors
 
 
 def register(app: typer.Typer) -> None:

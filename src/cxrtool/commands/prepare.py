@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..cli import quiet_option, user_errors
+from .support import quiet_option, user_errors
 from .options import SharedOption, config_values, with_options
 
 DIST_HELP = "Near-duplicate threshold: bits (of 256) two fingerprints may differ by (default: 40)."

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..cli import quiet_option, user_errors
+from .support import quiet_option, user_errors
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..cli import quiet_option, user_errors
+from .support import quiet_option, user_errors
 from .options import SharedOption, config_values, with_options
 
 KINDS = ("pretrain", "finetune")
