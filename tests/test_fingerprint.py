@@ -17,7 +17,8 @@ from cxrtool.data.align import DEFAULT_MIN_SCORE, align_pairs, fine_image, work_
 from cxrtool.data.dedup import compact_images
 from cxrtool.data.fingerprint import ALIGNED, HASH, IDENTICAL, distance, fingerprint, near_duplicates
 from cxrtool.data.imageio import preprocess
-from cxrtool.data.prepare import PrepareFolderConfig, prepare_folder, shrink_images
+from cxrtool.data.npyfile import shrink_images
+from cxrtool.data.prepare import PrepareFolderConfig, prepare_folder
 from cxrtool.data.sources.synthetic import SyntheticConfig, generate_arrays, write_raw
 
 runner = CliRunner()

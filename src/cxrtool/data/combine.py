@@ -31,7 +31,8 @@ from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
 from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts
 from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
 from .labels import COVID_LABEL, NIH_LABELS, canonical
-from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, write_images_subset, writing_cache
+from .npyfile import write_images_subset
+from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, writing_cache
 
 COMBINE_CLASSES = NIH_LABELS + [COVID_LABEL]
 COUNTS = "counts.csv"  # per split and class: positives, negatives, unknowns

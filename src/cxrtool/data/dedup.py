@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .fingerprint import IDENTICAL, Pair, _popcount, near_duplicates, parse
+from .npyfile import shrink_images
 from .splits import rows_sharing_keys
 
 
@@ -44,8 +45,6 @@ def find_pairs(index: pd.DataFrame, paths: Sequence[str], pixels: np.ndarray, ma
 
 def compact_images(path: Path, keep: np.ndarray) -> None:
     """Keep only rows `keep` (ascending) of an .npy image file, moving rows down in place."""
-    from .prepare import shrink_images
-
     images = np.load(path, mmap_mode="r+")
     keep = np.asarray(keep, dtype=np.int64)
     dest = 0

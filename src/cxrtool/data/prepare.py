@@ -1,8 +1,8 @@
 """`cxrtool prepare`: decode every image once into the patient-split cache (see data/cache.py).
 
 A source module (sources/nih.py, covid.py, folder.py) turns a publisher's layout into a
-`SourceTable`: one row per wanted image with its patient, view, labels and file, the rows already
-known to be missing, and lesion boxes. `build_cache` does the rest for every source: decode the
+`SourceTable` (sources/base.py): one row per wanted image with its patient, view, labels and
+file, the rows already known to be missing, and lesion boxes. `build_cache` does the rest for every source: decode the
 files in a process pool (content-sniffed, square crop, resize) straight into a memmap in a
 temporary folder, fingerprint each image, join patients that share a file or a near-duplicate
 radiograph, split by those groups, check that nothing leaks, move the images into place and write
@@ -22,75 +22,29 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..config import config_to_dict, require
 from ..errors import CxrError
-from .cache import BOX_COLUMNS, BOXES, DUPLICATE_COLUMNS, DUPLICATES, IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, SKIPPED_COLUMNS, PreparedData
+from ..progress import info, print_table, progress_bar, result, warn
+from ..runs import atomic_write_bytes, write_manifest
+from .align import FINE
+from .cache import (BOX_COLUMNS, BOXES, DUPLICATE_COLUMNS, DUPLICATES, IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, SKIPPED_COLUMNS,
+                    PreparedData, data_hash, file_sizes, split_counts, split_hash)
 from .cachedir import CACHE_FILES, FINISHING, TMP_DIR, PrepareInterrupted, check_output, writing_cache  # noqa: F401 - re-exported
-from .fingerprint import DEFAULT_MAX_DISTANCE, near_duplicates
-from .pool import default_workers
-
-
-
-@dataclass(kw_only=True)
-class PrepareOptions:
-    """Options every `prepare` source shares (the CLI spells them --out, --size, ...)."""
-
-    out: Path = Path("data")
-    size: int = 256
-    workers: int | None = None
-    seed: int = 0
-    val_frac: float = 0.1
-    test_frac: float = 0.2
-    overwrite: bool = False
-    max_distance: int = DEFAULT_MAX_DISTANCE
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if self.workers is None:
-            self.workers = default_workers("prepare")
-        require(16 <= self.size <= 4096, f"--size: {self.size} is out of range; give a side between 16 and 4096 pixels")
-        require(self.workers >= 1, f"--workers: {self.workers}; give 1 or more")
-        require(0 <= self.val_frac < 1, f"--val-frac: {self.val_frac}; give a fraction in [0, 1)")
-        require(0 <= self.test_frac < 1, f"--test-frac: {self.test_frac}; give a fraction in [0, 1)")
-        require(self.val_frac + self.test_frac < 1, "--val-frac + --test-frac must leave images for training (sum < 1)")
-        require(0 <= self.max_distance <= 256, f"--max-distance: {self.max_distance}; give 0..256 (bits of the 256-bit fingerprint)")
-
-    def settings(self) -> dict[str, Any]:
-        """What decides the cache's content (not where it goes or how fast it is made)."""
-        values = config_to_dict(self)
-        for key in ("out", "workers", "overwrite"):
-            values.pop(key, None)
-        for key, value in values.items():
-            if isinstance(value, str) and key in ("root", "csv", "labels_file", "image_root"):
-                values[key] = str(Path(value).resolve())
-        return values
-
-
-@dataclass
-class SourceTable:
-    """What a source module hands to `build_cache`.
-
-    rows: id, patient, view, source_path (as shown to users), path (absolute file), one column per
-    label (1/0/NaN), optional sex, age; in_test (bool) when official test lists exist.
-    boxes: id, label, x, y, w, h in file pixels, or in `box_space` units of the file's width
-    (NIH boxes are given for a 1024-pixel-wide image).
-    """
-
-    name: str
-    rows: pd.DataFrame
-    labels: list[str]
-    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SKIPPED_COLUMNS)))
-    boxes: pd.DataFrame | None = None
-    box_space: float | None = None
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # problems in the label file (always shown, kept in the manifest)
+from .dedup import drop_training_members, find_pairs
+from .fingerprint import fingerprint
+from .imageio import ImageReadError, read_gray, resize, square_crop
+from .npyfile import shrink_images
+from .pool import start_pool
+from .sources.base import PrepareOptions, SourceTable
+from .sources.covid import PrepareCovidConfig, read_covid
+from .sources.folder import PrepareFolderConfig, read_folder
+from .sources.nih import PrepareNihConfig, read_nih
+from .splits import check_splits, official_split, patient_groups, random_split
 
 
 # ---------------------------------------------------------------- decoding in worker processes
@@ -102,10 +56,6 @@ def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | 
     The thumbnail (the square crop at align.FINE px) is made only for caches smaller than that,
     so that near-duplicates are confirmed on as much detail at any --size.
     """
-    from .align import FINE
-    from .fingerprint import fingerprint
-    from .imageio import ImageReadError, read_gray, resize, square_crop
-
     k, path, size = task
     try:
         digest = hashlib.sha1()
@@ -131,9 +81,6 @@ def decode_all(paths: list[str], size: int, workers: int, images_path: Path, thu
     there, in the same order. Returns (number decoded, per input path: (slot or -1, crop,
     fingerprint, hash, reason)).
     """
-    from ..progress import progress_bar
-    from .align import FINE
-
     images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(max(1, len(paths)), size, size))
     thumbs = None
     if thumbs_path is not None:
@@ -143,8 +90,6 @@ def decode_all(paths: list[str], size: int, workers: int, images_path: Path, thu
     slot = 0
     pool = None
     if workers > 1 and len(paths) > 1:
-        from .pool import start_pool
-
         pool = start_pool(workers)  # workers ignore Ctrl-C and exit with their parent
         stream = pool.imap(_decode_one, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
     else:
@@ -170,45 +115,6 @@ def decode_all(paths: list[str], size: int, workers: int, images_path: Path, thu
     return slot, results
 
 
-def shrink_images(images_path: Path, n: int) -> None:
-    """Keep the first n images of an .npy file, in place: a new header, then the file is cut.
-
-    No copy is made (at NIH scale a copy would be another 7.3 GB): the header is rewritten with
-    the smaller shape, padded to its old length, and the rows past n are truncated away.
-    """
-    with open(images_path, "r+b") as fh:
-        version = np.lib.format.read_magic(fh)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(fh)
-        offset = fh.tell()
-        if shape[0] == n:
-            return
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran, "shape": (n,) + tuple(shape[1:])}
-        text = repr(header).encode("latin1")
-        # The same header length as before (a shorter shape only needs more padding spaces).
-        prefix = 10 if version == (1, 0) else 12
-        pad = offset - prefix - len(text) - 1
-        if pad < 0:
-            raise ValueError(f"{images_path}: cannot rewrite the .npy header in place")
-        text += b" " * pad + b"\n"
-        fh.seek(0)
-        fh.write(np.lib.format.magic(*version))
-        fh.write((len(text)).to_bytes(2 if version == (1, 0) else 4, "little"))
-        fh.write(text)
-        fh.truncate(offset + n * int(np.prod(shape[1:])) * dtype.itemsize)
-
-
-def write_images_subset(source: np.ndarray, rows: np.ndarray, path: Path) -> None:
-    """Write source[rows] to an .npy file in chunks (combine, dedupe --drop-from)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    target = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(rows),) + tuple(source.shape[1:]))
-    for start in range(0, len(rows), 1024):
-        chunk = rows[start : start + 1024]
-        target[start : start + len(chunk)] = source[chunk]
-    target.flush()
-    del target
-
-
 # ---------------------------------------------------------------- finishing a cache
 
 
@@ -223,10 +129,6 @@ def finish_cache(
     boxes: pd.DataFrame | None,
 ) -> PreparedData:
     """Move the images into place and write the rest as `cache.write_cache` does, manifest last."""
-    from ..runs import atomic_write_bytes, write_manifest
-    from .cache import data_hash, file_sizes, split_counts, split_hash
-    from .splits import check_splits
-
     check_splits(index, str(out))
     (out / TMP_DIR / FINISHING).touch()  # on failure from here on, the half-replaced files are removed
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is an unfinished cache
@@ -253,15 +155,6 @@ def finish_cache(
 
 
 # ---------------------------------------------------------------- from a source table to a cache
-
-
-def unique_ids(ids: pd.Series, qualifier: pd.Series) -> pd.Series:
-    """Make ids unique: a repeated id gets '@' + its qualifier (e.g. the patient), then a counter."""
-    ids = ids.astype(str)
-    repeated = ids.duplicated(keep=False)
-    out = ids.where(~repeated, ids + "@" + qualifier.astype(str))
-    counter = out.groupby(out).cumcount()
-    return out.where(counter == 0, out + "#" + counter.astype(str))
 
 
 def boxes_to_cache(boxes: pd.DataFrame, index: pd.DataFrame, size: int, box_space: float | None) -> pd.DataFrame:
@@ -304,11 +197,6 @@ def duplicate_pairs_frame(index: pd.DataFrame, pairs: list, other: pd.DataFrame 
 
 def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
     """Decode, fingerprint, group, split, check and write (see the module docstring)."""
-    from .cache import split_counts
-    from .align import FINE
-    from .dedup import drop_training_members, find_pairs
-    from .splits import official_split, patient_groups, random_split
-
     rows = table.rows.reset_index(drop=True)
     if rows.empty:
         raise CxrError(f"{table.name}: no image found at all ({len(table.skipped)} listed rows have no file); check the folder")
@@ -364,8 +252,6 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
         index["split"] = random_split(groups, cfg.val_frac, cfg.test_frac, cfg.seed)
     for split, counts in split_counts(index).items():
         if counts["images"] == 0 and (split == "train" or (split == "val" and cfg.val_frac > 0) or (split == "test" and cfg.test_frac > 0)):
-            from ..progress import warn
-
             warn(f"the {split} split is empty (0 of {len(index)} images); use more data or other --val-frac/--test-frac")
     boxes = None
     if table.boxes is not None:
@@ -387,8 +273,6 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
 def print_summary(data: PreparedData, skipped: pd.DataFrame, duplicates: pd.DataFrame, notes: list[str] = (),
                   warnings: list[str] = ()) -> None:
     """The counts per split (images, patients, positives per label) and one line each for the rest."""
-    from ..progress import info, print_table, result, warn
-
     for note in notes:
         info(note)
     index = data.index
@@ -415,32 +299,17 @@ def _run(cfg: PrepareOptions, source: str, make_table) -> PreparedData:
         return build_cache(make_table(cfg), cfg)
 
 
-def prepare_nih(cfg: "PrepareNihConfig") -> PreparedData:  # noqa: F821 - defined in sources/nih.py
+def prepare_nih(cfg: PrepareNihConfig) -> PreparedData:
     """NIH ChestX-ray14 (label file, images anywhere under the root, optional lists and boxes)."""
-    from .sources.nih import read_nih
-
     return _run(cfg, "nih", read_nih)
 
 
-def prepare_covid(cfg: "PrepareCovidConfig") -> PreparedData:  # noqa: F821
+def prepare_covid(cfg: PrepareCovidConfig) -> PreparedData:
     """The Cohen/Dao COVID-19 image collection (metadata.csv, images/)."""
-    from .sources.covid import read_covid
-
     return _run(cfg, "covid", read_covid)
 
 
-def prepare_folder(cfg: "PrepareFolderConfig") -> PreparedData:  # noqa: F821
+def prepare_folder(cfg: PrepareFolderConfig) -> PreparedData:
     """Any labelled set described by a CSV (image path, label columns, optional patient column)."""
-    from .sources.folder import read_folder
-
     return _run(cfg, cfg.name, read_folder)
 
-
-def __getattr__(name: str):
-    # The configs live beside their sources; importing them from here is the public spelling.
-    if name in ("PrepareNihConfig", "PrepareCovidConfig", "PrepareFolderConfig"):
-        from .sources import covid, folder, nih
-
-        return {"PrepareNihConfig": nih.PrepareNihConfig, "PrepareCovidConfig": covid.PrepareCovidConfig,
-                "PrepareFolderConfig": folder.PrepareFolderConfig}[name]
-    raise AttributeError(name)

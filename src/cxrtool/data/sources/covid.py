@@ -20,7 +20,7 @@ import pandas as pd
 from ...config import parse_list, require
 from ...errors import CxrError
 from ..labels import COVID_LABEL, NO_FINDING, canonical, count_summary, examples
-from ..prepare import PrepareOptions, SourceTable, unique_ids
+from .base import PrepareOptions, SourceTable, unique_ids
 
 DEFAULT_VIEWS = ["PA", "AP", "AP Supine"]
 SUPPORTED = [COVID_LABEL, "Pneumonia"]

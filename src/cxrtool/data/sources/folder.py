@@ -17,7 +17,7 @@ import pandas as pd
 from ...config import parse_list, require
 from ...errors import CxrError, did_you_mean
 from ..labels import canonical, conflicting_rows, examples
-from ..prepare import PrepareOptions, SourceTable, unique_ids
+from .base import PrepareOptions, SourceTable, unique_ids
 
 POSITIVE = {"1", "1.0", "true", "yes", "y", "positive", "pos"}
 NEGATIVE = {"0", "0.0", "false", "no", "n", "negative", "neg"}

@@ -24,7 +24,7 @@ from ...errors import CxrError, did_you_mean
 from ..boxes import NIH_BOX_FILE, NIH_BOX_SPACE, read_nih_boxes
 from ..imageio import IMAGE_SUFFIXES
 from ..labels import COVID_LABEL, NIH_LABELS, NO_FINDING, canonical, conflicting_rows, count_summary, examples
-from ..prepare import PrepareOptions, SourceTable
+from .base import PrepareOptions, SourceTable
 from ..walk import walk_files
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
