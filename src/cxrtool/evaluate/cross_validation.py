@@ -18,9 +18,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrError
-from ..inference import predictions_table, write_predictions
+from ..inference import predictions_table, resolve_data, write_predictions
 from ..progress import info, warn
 from ..runs import OOF_PREDICTIONS
+from .metrics import fold_aurocs
+from .outputs import image_keys, prepare_out, score, write_outputs
+from .shortcuts import cross_fitted_baselines
 
 
 def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray]:
@@ -50,8 +53,6 @@ def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarra
 
 
 def evaluate_cv_run(cfg, run: Path) -> dict:
-    from .pipeline import _prepare_out, cv_summary, image_keys, score, write_outputs
-
     if cfg.external is not None:
         raise CxrError(f"--external: {run} is a cross-validation run with one model per fold; evaluate one fold's own run (e.g. RUN/fold-1) against the external data")
     if cfg.tta:
@@ -59,7 +60,7 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
     if cfg.data is not None or cfg.split != "test":
         info("a cross-validation run is scored on its out-of-fold predictions (every image once); --split does not apply")
     # Out-of-fold predictions are not a split: RUN/eval (or --out), whatever --split says.
-    out = _prepare_out(dataclasses.replace(cfg, split="test"), run)
+    out = prepare_out(dataclasses.replace(cfg, split="test"), run)
     frame, labels, targets, probs = read_oof(run / OOF_PREDICTIONS)
     folds = frame["fold"].to_numpy()
     metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(),
@@ -76,9 +77,6 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
 def _cv_shortcuts(cfg, run: Path, frame: pd.DataFrame, labels: list[str], targets: np.ndarray, folds: np.ndarray,
                   model_labels: dict) -> dict | None:
     """Cross-fitted metadata baselines, when the run's data (with metadata) is still there."""
-    from ..inference import resolve_data
-    from .shortcuts import cross_fitted_baselines
-
     try:
         data = resolve_data(cfg.data, run)
     except CxrError as exc:
@@ -100,3 +98,14 @@ def _cv_shortcuts(cfg, run: Path, frame: pd.DataFrame, labels: list[str], target
     if result is None and cfg.shortcuts:
         warn(f"--shortcuts: {data.root} has no metadata (view, sex, age, source) that varies; no baselines")
     return result
+
+
+def cv_summary(labels: list[str], targets: np.ndarray, probs: np.ndarray, folds: np.ndarray) -> dict:
+    """metrics.json's "cv": per-fold AUROC per label and mean, and the mean and spread of the fold means."""
+    per = fold_aurocs(targets, probs, folds)
+    out = {}
+    for fold, images, values, mean in zip(per.folds, per.images, per.auroc, per.fold_mean):
+        out[str(fold)] = {"images": images, "mean_auroc": float(mean) if np.isfinite(mean) else None,
+                          "auroc": {l: (float(v) if np.isfinite(v) else None) for l, v in zip(labels, values)}}
+    fold_mean, fold_sd = per.mean_spread()
+    return {"folds": out, "fold_mean": fold_mean, "fold_sd": fold_sd}

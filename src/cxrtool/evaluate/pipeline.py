@@ -12,24 +12,26 @@ run (one holding `oof_predictions.csv`) is scored from its out-of-fold predictio
 Everything goes to `RUN/eval/` (`RUN/eval-<split>/` for other splits; `--out` to choose):
 metrics.json, thresholds.json, per_label.csv/.md, predictions.csv, roc.png, reliability.png, and
 shortcuts.csv, external.csv, external_predictions.csv, folds.csv where they apply. The training
-checkpoint is only read: `cxrtool predict` finds the thresholds in thresholds.json.
+checkpoint is only read: `cxrtool predict` finds the thresholds in thresholds.json. The folder and
+what goes in it are shared with cross-validation runs (evaluate/outputs.py).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..config import config_to_dict, require
+from ..config import require
 from ..errors import CxrError
 from ..inference import predictions_table, write_predictions
-from .metrics import fold_aurocs, label_report
 from ..progress import info, warn
-from ..runs import atomic_write_json, holds_locks, lock_output
+from ..runs import atomic_write_json, holds_locks, is_cv_run, resolve_run
+from .cross_validation import evaluate_cv_run
+from .metrics import label_report
+from .outputs import image_keys, prepare_out, score, write_outputs
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -66,28 +68,11 @@ class EvaluateConfig:
             published_results(self.compare)  # fails now, naming --compare, not after inference
 
 
-def default_out(run: Path, split: str) -> Path:
-    return run / ("eval" if split == "test" else f"eval-{split}")
-
-
-def _prepare_out(cfg: EvaluateConfig, run: Path) -> Path:
-    out = Path(cfg.out) if cfg.out else default_out(run, cfg.split)
-    lock_output(out, "evaluation")  # checked and written under one lock: two evaluations never mix
-    if (out / "metrics.json").exists() and not cfg.overwrite:
-        raise CxrError(f"{out}: holds an earlier evaluation; pass --overwrite to replace it or --out DIR to write elsewhere")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 @holds_locks
 def evaluate_run(cfg: EvaluateConfig) -> dict:
     """Score a run and write its evaluation folder; returns the metrics (as in metrics.json)."""
-    from ..runs import is_cv_run, resolve_run
-
     run = resolve_run(cfg.run)
     if is_cv_run(run):
-        from .cross_validation import evaluate_cv_run
-
         return evaluate_cv_run(cfg, run)
     return _evaluate_model(cfg, run)
 
@@ -98,7 +83,7 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     from ..models.checkpoint import load_checkpoint
 
     device = resolve_device(cfg.device)
-    out = _prepare_out(cfg, run)
+    out = prepare_out(cfg, run)
     model, card = load_checkpoint(run, cfg.checkpoint, device)
     data = resolve_data(cfg.data, run)
     labels, unmatched = match_labels(list(card["labels"]), data, run, imported=bool(card.get("source")))
@@ -187,55 +172,6 @@ def unmatched_entries(unmatched: dict[str, str], data, rows: np.ndarray) -> dict
     return out
 
 
-def score(cfg: EvaluateConfig, labels: list[str], targets: np.ndarray, probs: np.ndarray, patients: np.ndarray,
-          what: str, run: Path) -> dict:
-    """The label report with the run's description around it (no files written)."""
-    from .tables import compare_entries
-
-    rep = label_report(targets, probs, labels, patients, n_boot=cfg.bootstrap, seed=cfg.seed)
-    mean = rep["mean"]
-    if not np.isfinite(mean.get("estimate", np.nan)):
-        mean["estimate"] = None  # no label computable: say so (mean["not_computable"]), no NaN
-    return {
-        "run": str(run), "what": what, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "images": int(len(targets)), "patients": int(pd.Series(patients).nunique()),
-        "mean_auroc": mean.get("estimate"), "mean_auroc_low": mean.get("low"), "mean_auroc_high": mean.get("high"),
-        "bootstrap": {"replicates": cfg.bootstrap, "unit": "patient", "seed": cfg.seed, "interval": 0.95},
-        "labels": rep["labels"], "mean": mean, "compare": compare_entries(cfg.compare, labels),
-        "config": config_to_dict(cfg),
-    }
-
-
-def image_keys(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The columns that name an image in evaluate's predictions files: id, patient and (when known) view."""
-    keys = {"id": frame["id"].to_numpy(), "patient": frame["patient"].to_numpy()}
-    if "view" in frame.columns:
-        keys["view"] = frame["view"].to_numpy()
-    return keys
-
-
-def write_outputs(out: Path, metrics: dict, labels: list[str], targets: np.ndarray, probs: np.ndarray) -> None:
-    """metrics.json, the tables, roc.png and reliability.png; then print the tables."""
-    from .tables import print_tables, write_tables
-    from .figures import reliability_figure, roc_figure
-
-    titles = {**metrics["labels"], "__mean__": metrics["mean"]}
-    roc_figure(targets, probs, labels, out / "roc.png", titles, title=f"ROC: {metrics['what']}")
-    reliability_figure({l: metrics["labels"][l].get("calibration") for l in labels}, out / "reliability.png",
-                       title=f"Reliability: {metrics['what']}")
-    write_tables(out, metrics)
-    atomic_write_json(out / "metrics.json", metrics)
-    for label, e in metrics["labels"].items():
-        if e.get("not_computable"):
-            warn(f"{label}: AUROC not computable ({e['not_computable']})")
-        elif e.get("skipped_replicates"):
-            info(f"{label}: {e['skipped_replicates']} of {metrics['bootstrap']['replicates']} bootstrap replicates had one class and were skipped")
-    for message in (metrics.get("shortcuts") or {}).get("warnings", []):
-        warn(message)
-    print_tables(metrics)
-    info(f"wrote {out}")
-
-
 def operating_points(cfg: EvaluateConfig, run: Path, out: Path, model, card: dict, data, cols: list[int],
                      labels: list[str], metrics: dict, targets: np.ndarray, probs: np.ndarray, patients: np.ndarray,
                      device) -> dict:
@@ -309,14 +245,3 @@ def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: l
     return {"data": str(ext.root), "data_hash": ext.data_hash, "images": int(len(ext_rows)),
             "patients": int(ext_frame["patient"].nunique()), "labels": rep["labels"], "mean": rep["mean"],
             "internal_mean": internal, "split": "all"}
-
-
-def cv_summary(labels: list[str], targets: np.ndarray, probs: np.ndarray, folds: np.ndarray) -> dict:
-    """metrics.json's "cv": per-fold AUROC per label and mean, and the mean and spread of the fold means."""
-    per = fold_aurocs(targets, probs, folds)
-    out = {}
-    for fold, images, values, mean in zip(per.folds, per.images, per.auroc, per.fold_mean):
-        out[str(fold)] = {"images": images, "mean_auroc": float(mean) if np.isfinite(mean) else None,
-                          "auroc": {l: (float(v) if np.isfinite(v) else None) for l, v in zip(labels, values)}}
-    fold_mean, fold_sd = per.mean_spread()
-    return {"folds": out, "fold_mean": fold_mean, "fold_sd": fold_sd}
