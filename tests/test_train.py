@@ -15,7 +15,7 @@ from cxrtool.errors import CxrError
 from cxrtool.models.checkpoint import load_checkpoint, load_state
 from cxrtool.train import FinetuneConfig, TrainConfig, finetune, pretrain, resume
 from cxrtool.train import trainer as trainer_module
-from cxrtool.train.api import transfer_model
+from cxrtool.train.transfer import transfer_model
 from cxrtool.train.losses import masked_bce
 from cxrtool.train.samplers import SeededBatchSampler, balancing_weights
 

@@ -155,7 +155,7 @@ def test_pretrain_allow_partial_lists_the_names_in_the_manifest(synth_data, tmp_
 
 def test_finetune_from_a_run_reports_and_checks_its_tensors(trained_run, tmp_path):
     from cxrtool.models.checkpoint import resolve_checkpoint
-    from cxrtool.train.api import transfer_model
+    from cxrtool.train.transfer import transfer_model
 
     model, _ = transfer_model(resolve_checkpoint(trained_run), ["Cardiomegaly", "COVID-19"], seed=0)
     assert model.weights_report["complete"] and model.weights_report["matched"] == model.weights_report["total"]

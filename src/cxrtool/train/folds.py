@@ -33,10 +33,11 @@ from ..evaluate.metrics import bootstrap_label_metrics, fold_aurocs, per_label_a
 from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
 from ..runs import OOF_PREDICTIONS as OOF, atomic_write_json, atomic_write_text, write_manifest
-from .api import _finish, _make_run_dir, _start, _train, finetune_model, select_labels
 from . import distributed as dist_utils
 from .config import FinetuneConfig
+from .steps import finish_training, make_run_dir, select_labels, start_training, train_run
 from .trainer import EpochCallback, small_validation, validation_counts
+from .transfer import finetune_model
 N_BOOT = 1000
 
 
@@ -130,7 +131,7 @@ def _summary_csv(summary: dict[str, Any], labels: list[str]) -> str:
 
 def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
     """K patient-grouped folds, one finetune run each; returns the top cross-validation directory."""
-    dinfo, device = _start(cfg, "cv")
+    dinfo, device = start_training(cfg, "cv")
     try:
         data = PreparedData(cfg.data)
         rows = data.rows("all")
@@ -142,7 +143,7 @@ def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ())
         groups = leakage_groups(data)[rows]
         fold_of = assign_folds(groups, targets, cfg.folds, cfg.seed)
         _, resolved, parent = finetune_model(cfg, labels)  # resolves arch, image size and parent once
-        root = _make_run_dir(cfg.out, "cv", resolved.arch, dinfo)
+        root = make_run_dir(cfg.out, "cv", resolved.arch, dinfo)
         common = dict(kind="cv", arch=resolved.arch, data=str(data.root.resolve()), data_hash=data.data_hash,
                       labels=labels, seed=cfg.seed, parent=str(parent) if parent else None, folds=cfg.folds,
                       fold_runs=[f"fold-{k}" for k in range(1, cfg.folds + 1)], oof_predictions=OOF,
@@ -163,7 +164,7 @@ def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ())
             if dinfo.is_main:
                 fold_dir.mkdir(parents=True, exist_ok=True)
             small = bool(small_validation(validation_counts(targets[val_pos], labels)))
-            _train(dataclasses.replace(fold_cfg, folds=0), "finetune", data, model, labels, columns, rows[train_pos],
+            train_run(dataclasses.replace(fold_cfg, folds=0), "finetune", data, model, labels, columns, rows[train_pos],
                    rows[val_pos], dinfo, device, fold_dir,
                    {"parent": str(parent) if parent else None, "fold": k, "folds": cfg.folds, "cv_run": str(root.resolve()),
                     "test_images": len(held)}, callbacks, announce=not warned)
@@ -190,7 +191,7 @@ def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ())
             _print_summary(root, summary, labels)
         return root
     finally:
-        _finish(dinfo)
+        finish_training(dinfo)
 
 
 def _print_summary(root: Path, summary: dict[str, Any], labels: list[str]) -> None:
