@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .fingerprint import IDENTICAL, Pair, _popcount, near_duplicates, parse
+from .fingerprint import IDENTICAL, Pair, hamming, near_duplicates, parse
 from .npyfile import shrink_images
 from .splits import rows_sharing_keys
 
@@ -37,7 +37,7 @@ def find_pairs(index: pd.DataFrame, paths: Sequence[str], pixels: np.ndarray, ma
     for keys in (index["file_hash"].tolist(), resolved):
         for i, j in rows_sharing_keys(patients, keys):
             i, j = min(i, j), max(i, j)
-            found.setdefault((i, j), Pair(i, j, int(_popcount(words[i] ^ words[j]).sum()), IDENTICAL, 1.0))
+            found.setdefault((i, j), Pair(i, j, hamming(words[i], words[j]), IDENTICAL, 1.0))
     for pair in near_duplicates(index["fingerprint"].tolist(), lambda i: pixels[i], max_distance=max_distance, groups_a=patients):
         found.setdefault((pair.i, pair.j), pair)
     return [found[k] for k in sorted(found)]

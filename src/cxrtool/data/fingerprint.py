@@ -85,6 +85,11 @@ else:  # numpy < 2.0
         return _BYTE_COUNTS[as_bytes].sum(axis=-1, dtype=np.uint8)
 
 
+def hamming(a: np.ndarray, b: np.ndarray) -> int:
+    """Hamming distance between two parsed fingerprints (rows of `parse`), 0..256."""
+    return int(_popcount(a ^ b).sum())
+
+
 def distance(a: str, b: str) -> int:
     """Hamming distance between two hex fingerprints (0..256)."""
     pa, pb = parse([a, b])
