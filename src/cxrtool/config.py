@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import CxrError, did_you_mean
+from .runs import atomic_write_text
 
 C = TypeVar("C")
 
@@ -141,8 +142,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def dump_config(cfg: Any, path: Path) -> Path:
     """Write the resolved config as YAML (readable back with `--config`)."""
-    from .runs import atomic_write_text
-
     return atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 

@@ -7,6 +7,8 @@ status 2, without a traceback. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
+
 
 class CxrError(Exception):
     """A user mistake: shown as a single line, exit status 2."""
@@ -16,8 +18,6 @@ class CxrError(Exception):
 
 def did_you_mean(name: str, choices: list[str]) -> str:
     """Return ' Did you mean X?' for the closest of `choices`, or '' when nothing is close."""
-    import difflib
-
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     if not close:
         lowered = {c.lower(): c for c in choices}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import CxrError
+from .progress import warn
 
 try:
     import fcntl
@@ -140,8 +141,6 @@ def hold_lock(directory: str | Path, what: str = "cache") -> Iterator[dict[str, 
         raise CxrError(f"{directory}: cannot lock this {what} ({exc.strerror or exc})") from None
     stale = read_holder(directory)
     if stale is not None:
-        from .progress import warn
-
         warn(f"{directory}: taking over the lock of an earlier writer that is no longer running ({describe(stale)})")
     me = {"pid": os.getpid(), "host": os.uname().nodename, "command": _command_line(),
           "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}

@@ -12,6 +12,7 @@ a second writer stops at once naming the first.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -20,11 +21,16 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from . import __version__
 from .errors import CxrError
-from .locks import LOCK_NAME
+from .locks import LOCK_NAME, hold_lock
+from .progress import info, warn
 
 DEFAULT_RUNS_ROOT = Path("runs")
 MANIFEST = "manifest.json"
@@ -127,8 +133,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 
 
 def _json_default(obj: Any):
-    import numpy as np
-
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -186,10 +190,6 @@ def git_commit() -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions that decide whether a result can be reproduced (read without importing torch)."""
-    from importlib import metadata
-
-    from . import __version__
-
     def version(name: str) -> str | None:
         try:
             return metadata.version(name)
@@ -280,8 +280,6 @@ def new_run_dir(kind: str, arch: str, out: Path | None = None, root: Path = DEFA
             raise CxrError(f"{out}: is not empty (it holds a finished {kind} run); choose another --out")
         raise CxrError(f"{out}: holds a run with finished epochs; pass --resume to continue it, --overwrite to start "
                        "it again from scratch, or choose another --out")
-    from .progress import warn
-
     why = "replacing the finished run (--overwrite)" if has_finished_epoch(out) else "it holds no finished epoch"
     warn(f"{out}: starting this run again: {why}")
     for p in entries:
@@ -298,8 +296,6 @@ _training_run: list[Path] = []  # the run the current command trains (for the Ct
 
 def lock_for_call(directory: Path, what: str) -> None:
     """Lock `directory` (an output folder a command writes) until the `holds_locks` function returns."""
-    from .locks import hold_lock
-
     context = hold_lock(directory, what=what)
     context.__enter__()
     _taken.append(context)
@@ -307,8 +303,6 @@ def lock_for_call(directory: Path, what: str) -> None:
 
 def holds_locks(fn: Callable) -> Callable:
     """Release the locks `fn` took with `lock_for_call` when it returns or raises."""
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         mark = len(_taken)
@@ -395,8 +389,6 @@ def latest_run(root: Path = DEFAULT_RUNS_ROOT) -> Path | None:
 
 def resolve_run(run: Path | None, root: Path = DEFAULT_RUNS_ROOT) -> Path:
     """The run a command works on: the one given, else the newest under ./runs (and say which)."""
-    from .progress import info
-
     if run is not None:
         run = Path(run)
         if not run.exists():

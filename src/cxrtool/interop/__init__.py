@@ -5,6 +5,8 @@ extra (`cxrtool[xrv]`, `cxrtool[onnx]`); without it the command says in one line
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import CxrError
 
 
@@ -12,8 +14,6 @@ def require_package(module: str, install: str, what: str):
     """Import an optional dependency, or fail in one line saying what to pip install.
 
     The line names packages, not the extra: square brackets are markup to the console."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
