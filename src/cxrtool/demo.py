@@ -16,10 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cam.run import CamConfig, run_cam
 from .config import require
+from .data.prepare import PrepareNihConfig, prepare_nih
+from .data.sources.synthetic import PRETRAIN_FINDINGS, SyntheticConfig, write_raw
+from .embed.config import EmbedConfig
+from .embed.pipeline import run_embed
 from .errors import CxrError
+from .evaluate.pipeline import EvaluateConfig, evaluate_run
 from .formatting import fmt, fmt_ci
 from .progress import info, print_table, result
+from .report.html_page import ReportConfig, build_report
+from .train.api import finetune, pretrain
+from .train.config import FinetuneConfig, TrainConfig
 
 
 @dataclass
@@ -80,16 +89,6 @@ def _interval(metrics: dict[str, Any], key: str = "mean_auroc") -> str:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage; returns the summary (also printed) with the paths of what was written."""
-    from .cam.run import CamConfig, run_cam
-    from .data.prepare import PrepareNihConfig, prepare_nih
-    from .data.sources.synthetic import PRETRAIN_FINDINGS, SyntheticConfig, write_raw
-    from .embed.config import EmbedConfig
-    from .embed.pipeline import run_embed
-    from .evaluate.pipeline import EvaluateConfig, evaluate_run
-    from .report.html_page import ReportConfig, build_report
-    from .train.api import finetune, pretrain
-    from .train.config import FinetuneConfig, TrainConfig
-
     sizes = DemoSizes.of(cfg.quick)
     out = _claim_out(cfg)
     started = time.perf_counter()

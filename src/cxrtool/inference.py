@@ -27,12 +27,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data.cache import PreparedData
 from .data.dataset import CacheDataset, collate_batch
+from .data.imageio import ImageReadError, load_preprocessed
 from .data.pool import default_workers
 from .data.tensors import to_model_input
 from .device import amp_dtype, fast_paths
 from .errors import CxrError
-from .progress import progress_bar
-from .runs import atomic_write_text
+from .progress import info, progress_bar
+from .runs import atomic_write_text, read_manifest
 
 MODES = ("probs", "logits", "features")
 
@@ -55,8 +56,6 @@ class FileDataset(Dataset):
         return self.__getitems__([position])
 
     def __getitems__(self, positions: list[int]):
-        from .data.imageio import ImageReadError, load_preprocessed
-
         arrays, kept, skipped = [], [], []
         for p in positions:
             try:
@@ -228,9 +227,6 @@ def iter_batches(data: PreparedData, rows: np.ndarray, batch_size: int) -> Itera
 
 def resolve_data(data: Path | None, run_dir: Path) -> PreparedData:
     """The cache a command reads: `--data` when given, else the one the run was trained on."""
-    from .progress import info
-    from .runs import read_manifest
-
     if data is not None:
         return PreparedData(data)
     recorded = read_manifest(run_dir).get("data")

@@ -28,6 +28,7 @@ COLORMAP = "jet"
 
 @lru_cache(maxsize=1)
 def _colour_table() -> np.ndarray:
+    # lazy: matplotlib, only when overlays are drawn
     import matplotlib
 
     matplotlib.use("Agg")

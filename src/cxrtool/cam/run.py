@@ -22,13 +22,20 @@ import pandas as pd
 import torch
 
 from ..config import parse_list, require
-from ..data.cache import SPLITS
+from ..data.cache import PreparedData, SPLITS
+from ..data.dataset import CacheDataset
 from ..data.imageio import IMAGE_SUFFIXES
+from ..data.labels import resolve_class
+from ..device import resolve_device
 from ..errors import CxrError
+from ..inference import FileDataset, InferenceEngine, resolve_data
+from ..models.checkpoint import load_checkpoint
+from ..predict.pipeline import announce_model, collect_files, resolve_model_source
 from ..progress import info, print_table, result, warn
-from ..runs import holds_locks, lock_output
+from ..runs import RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, lock_output
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
 from .maps import METHODS, feature_grid, low_res_maps, upsample
+from .overlay import save_overlay
 
 INDEX_NAME = "cams.csv"
 SCORES_NAME = "box_scores.csv"
@@ -113,9 +120,6 @@ def _unique(stems: list[str]) -> list[str]:
 
 
 def _file_images(cfg: CamConfig, size: int) -> CamImages:
-    from ..inference import FileDataset
-    from ..predict.pipeline import collect_files
-
     files, skipped = collect_files(cfg.inputs)
     if cfg.max_images is not None:
         files = files[: cfg.max_images]
@@ -130,10 +134,6 @@ def _file_images(cfg: CamConfig, size: int) -> CamImages:
 
 
 def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]:
-    from ..data.cache import PreparedData
-    from ..data.dataset import CacheDataset
-    from ..inference import resolve_data
-
     if cfg.data is None and run_dir is None:
         raise CxrError(f"{cfg.run}: a checkpoint folder records no data; pass --data DIR or image files")
     data = PreparedData(cfg.data) if cfg.data is not None else resolve_data(None, run_dir)
@@ -151,8 +151,6 @@ def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]
 
 
 def _default_out(source: Path) -> Path:
-    from ..runs import RunPaths, is_run_dir
-
     if is_run_dir(source):
         return RunPaths(source).cam
     if is_run_dir(source.parent.parent):  # RUN/checkpoints/best
@@ -161,8 +159,6 @@ def _default_out(source: Path) -> Path:
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
-    from ..runs import atomic_write
-
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, arr)
@@ -185,13 +181,6 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     ((path, reason) pairs), and, when boxes were scored, box_scores (per class + 'all'),
     per_image, box_scores_csv and per_image_csv; otherwise those are None.
     """
-    from ..data.labels import resolve_class
-    from ..device import resolve_device
-    from ..inference import InferenceEngine
-    from ..models.checkpoint import load_checkpoint
-    from ..predict.pipeline import announce_model, resolve_model_source
-    from ..runs import is_run_dir
-
     device = resolve_device(cfg.device)
     source = resolve_model_source(cfg.run)
     model, card = load_checkpoint(source, cfg.checkpoint, device)
@@ -241,8 +230,6 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                     _claim(out / "overlays" / f"{name(p, c)}.png", cfg.overwrite)
                 if cfg.maps:
                     _claim(out / "maps" / f"{name(p, c)}.npy", cfg.overwrite)
-
-    from .overlay import save_overlay
 
     grid = feature_grid(model, image_size) if cfg.align else None
     engine = InferenceEngine(model, device, image_size)
@@ -321,8 +308,6 @@ def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | No
 
 def _finish(cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], images: CamImages,
             scoring: bool, mapped: int) -> dict[str, Any]:
-    from ..runs import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(pairs, columns=["id", "class", "method", "probability", "label", "overlay", "map"])
     index_path = out / INDEX_NAME

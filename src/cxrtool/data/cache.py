@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrError
+from ..runs import atomic_write, atomic_write_bytes, read_json, write_manifest
 
 IMAGES = "images.u8.npy"
 INDEX = "index.csv"
@@ -103,8 +104,6 @@ def write_cache(
     duplicates: pd.DataFrame | None = None,
 ) -> Path:
     """Write a complete cache from in-memory arrays (each file atomically; images last-but-one)."""
-    from ..runs import atomic_write, atomic_write_bytes, write_manifest
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = np.asarray(images)
@@ -168,7 +167,6 @@ class PreparedData:
                     f"{self.root}: not a prepared cache (no {name}); run `cxrtool prepare` into it"
                     + (" (an interrupted prepare leaves no manifest: run it again)" if name == MANIFEST else "")
                 )
-        from ..runs import read_json
 
         self.manifest: dict[str, Any] = read_json(self.root / MANIFEST)
         index_bytes, labels_bytes = (self.root / INDEX).read_bytes(), (self.root / LABELS).read_bytes()

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import CxrError
+from ..locks import hold_lock
+from ..progress import result, warn
+from ..runs import read_json
 from .cache import BOXES, DUPLICATES, IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, PreparedData
 
 TMP_DIR = ".prepare-tmp"
@@ -46,8 +49,6 @@ def discard_unfinished(out: Path) -> None:
 @contextmanager
 def writing_cache(out: Path, what: str = "prepare") -> Iterator[None]:
     """Lock `out` for one writer; on failure leave it complete or absent (see the module docstring)."""
-    from ..locks import hold_lock
-
     out = Path(out)
     created = not out.exists()
     try:
@@ -79,9 +80,6 @@ def _is_ours(out: Path) -> bool:
 
 def check_output(out: Path, settings: dict[str, Any], source: str, overwrite: bool) -> PreparedData | None:
     """The existing cache if it was made with these settings; refuse a different one unless overwrite."""
-    from ..progress import result, warn
-    from ..runs import read_json
-
     manifest = out / MANIFEST
     if manifest.is_file():
         previous = read_json(manifest)

@@ -27,12 +27,15 @@ import pandas as pd
 
 from ..config import require
 from ..errors import CxrError
+from ..progress import info, print_table, result, warn
+from ..runs import atomic_write_bytes, read_json
 from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
 from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts
 from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
 from .labels import COVID_LABEL, NIH_LABELS, canonical
 from .npyfile import write_images_subset
 from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, writing_cache
+from .splits import patient_groups, unify_splits
 
 COMBINE_CLASSES = NIH_LABELS + [COVID_LABEL]
 COUNTS = "counts.csv"  # per split and class: positives, negatives, unknowns
@@ -136,8 +139,6 @@ def split_counts_of(index: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 def write_counts(out: Path, counts: pd.DataFrame) -> None:
     """counts.csv, written before finish_cache: the cache is unfinished until its manifest is back."""
-    from ..runs import atomic_write_bytes
-
     (out / MANIFEST).unlink(missing_ok=True)
     atomic_write_bytes(out / COUNTS, counts.to_csv(index=False).encode())
 
@@ -163,9 +164,6 @@ def combine(cfg: CombineConfig) -> PreparedData:
 
 
 def _combine(cfg: CombineConfig) -> PreparedData:
-    from ..progress import warn
-    from .splits import patient_groups, unify_splits
-
     caches = _open_all(cfg.data)
     sizes = {c.root.name: c.size for c in caches}
     if len(set(sizes.values())) > 1:
@@ -285,9 +283,6 @@ PAIR_COLUMNS = ["data_a", "id_a", "patient_a", "split_a", "data_b", "id_b", "pat
 
 
 def dedupe(cfg: DedupeConfig) -> DedupeReport:
-    from ..progress import info, print_table, result
-    from ..runs import atomic_write_bytes
-
     caches = _open_all(cfg.data)
     names = _names(caches)
     fps = [fingerprints_of(c) for c in caches]
@@ -326,9 +321,6 @@ def drop_rows(data: PreparedData, name: str, across: pd.DataFrame, names: list[s
 
 
 def _drop_rows(data: PreparedData, name: str, across: pd.DataFrame, names: list[str]) -> list[str]:
-    from ..progress import result
-    from ..runs import read_json
-
     reasons: dict[str, str] = {}
     for row in across.itertuples(index=False):
         if row.data_a == name:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..progress import print_table
 from .labels import COVID_LABEL, NIH_LABELS, canonical
 from .sources.covid import finding_tokens, label_value
 
@@ -102,8 +103,6 @@ def missing_classes(counts: pd.DataFrame, label: str) -> list[str]:
 
 def print_counts(counts: pd.DataFrame, title: str) -> None:
     """A table of positives/negatives/unknowns per class and split."""
-    from ..progress import print_table
-
     splits = list(dict.fromkeys(counts["split"]))
     rows = []
     for label in dict.fromkeys(counts["label"]):

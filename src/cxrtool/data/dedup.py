@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..progress import warn
 from .fingerprint import IDENTICAL, Pair, hamming, near_duplicates, parse
 from .npyfile import shrink_images
 from .splits import rows_sharing_keys
@@ -68,8 +69,6 @@ def drop_training_members(
     Returns the index without them, skipped.csv with them (naming a test image of the group),
     and the manifest entry that counts them.
     """
-    from ..progress import warn
-
     groups = np.asarray(groups).astype(str)
     test_of: dict[str, str] = {}
     for g, row_id, split in zip(groups, index["id"], index["split"]):

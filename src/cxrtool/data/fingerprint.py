@@ -31,6 +31,7 @@ cache's memmap, one batch of candidates per thread at a time. Nothing holds N x 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -38,7 +39,9 @@ import pandas as pd
 from PIL import Image
 from scipy.fft import dctn
 from scipy.ndimage import gaussian_filter
+from threadpoolctl import threadpool_limits
 
+from ..progress import progress_bar
 from .align import DEFAULT_MIN_SCORE, WORK, align_pairs, fine_image, identity_scores, rank_image, work_image
 from .align import resample_matrix as _resample
 
@@ -265,8 +268,6 @@ def _indexed_hash_pairs(fa, fb, same: bool, max_distance: int, limit: int, skip,
     Bits as +-1 vectors make the Hamming distance a cosine (1 - 2 d / 256). With one set, every
     image's closest are kept and each pair is listed once (i < j).
     """
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads would only contend
         return _hash_blocks(fa, fb, same, max_distance, limit, skip, block)
 
@@ -414,8 +415,6 @@ def _indexed_descriptor_pairs(windows, n_queries: int, base: np.ndarray, mean: n
     Holds the base's descriptors once more, normalised, in float16 (128 bytes per image), the
     index's cell lists (8 bytes per image) and one block of queries' windows.
     """
-    from threadpoolctl import threadpool_limits
-
     db = _normalise(base, mean).astype(np.float16)
     with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads would only contend
         index = _Index(db)
@@ -504,8 +503,6 @@ def near_duplicates(
     more give the confirmation its full detail. Pairs within one of `groups_a` / `groups_b`
     (e.g. one patient) are not searched.
     """
-    from ..progress import progress_bar
-
     same = fingerprints_b is None
     get_b = image_a if same else image_b
     if get_b is None:
@@ -549,12 +546,6 @@ def confirm(
     so BLAS runs single-threaded meanwhile: its own threads would only contend with these (on
     a busy 2-core machine they made the confirmation 1.6x slower). The result depends on neither.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    from ..progress import progress_bar
-
     same = image_b is None
     get_b = image_a if same else image_b
 

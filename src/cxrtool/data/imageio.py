@@ -82,6 +82,7 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 
 def _read_dicom(path: Path) -> np.ndarray:
     try:
+        # lazy: pydicom, only for DICOM files
         import pydicom
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError:  # pragma: no cover - pydicom is a dependency

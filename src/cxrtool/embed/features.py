@@ -99,6 +99,7 @@ def pixel_features(data: PreparedData, rows: np.ndarray, size: int = 32, batch_s
 
 def reduce_pca(features: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, float]:
     """PCA to `dims` (capped by the sample and the feature count); returns (scores, variance kept)."""
+    # lazy: sklearn.decomposition, only when PCA runs
     from sklearn.decomposition import PCA
 
     n, d = features.shape

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+import torch
 
 from .config import EmbedConfig
 from .som import SomResult, train_som
@@ -76,8 +78,8 @@ def tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int, angle: 
     `angle` 0.65 (scikit-learn: 0.5) cut the time on 10,000 points by a fifth with the same cluster
     scores in our benchmark; set 0.5 (YAML `tsne_angle`) for the textbook setting.
     """
+    # lazy: sklearn's t-SNE, only for this map
     from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
 
     n = len(x)
     used = float(min(perplexity, max((n - 1) / 3.0, 1.0)))
@@ -112,6 +114,7 @@ class Neighbours:
             if len(x) <= EXACT_UP_TO:
                 self._graph, self.method = exact_neighbours(x, k), "exact"
             else:
+                # lazy: openTSNE, only for this map
                 from openTSNE.nearest_neighbors import Annoy
 
                 data = np.ascontiguousarray(x, dtype=np.float64)
@@ -132,8 +135,6 @@ def exact_neighbours(x: np.ndarray, k: int, block_mb: int = 256) -> tuple[np.nda
     other's neighbours at distance 0; a point is never its own neighbour. Memory: one block of
     `block_mb`.
     """
-    import torch
-
     n = len(x)
     k = int(min(k, n - 1))
     centred = np.asarray(x, dtype=np.float32) - np.asarray(x, dtype=np.float64).mean(axis=0).astype(np.float32)
@@ -172,6 +173,7 @@ def fft_tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int,
     `max_iter` counts the 250 early-exaggeration steps as scikit-learn does, so `--tsne-iter 500`
     means the same schedule on both paths.
     """
+    # lazy: openTSNE, only for this map
     from openTSNE import TSNE as OpenTSNE
     from openTSNE.affinity import PerplexityBasedNN
     from openTSNE.nearest_neighbors import PrecomputedNeighbors
@@ -196,6 +198,7 @@ def fft_tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int,
 
 def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, distances), (n, k), each row starting with the point itself, as UMAP expects."""
+    # lazy: sklearn.neighbors, only for exact neighbours
     from sklearn.neighbors import NearestNeighbors
 
     dist, idx = NearestNeighbors(n_neighbors=k - 1).fit(x).kneighbors()  # no X: self left out
@@ -225,6 +228,7 @@ def umap_map(x: np.ndarray, n_neighbors: int, seed: int, n_epochs: int = 200, la
         # umap-learn warns that random_state disables parallelism: that is the point here.
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # lazy: umap, slow to import, only for this map
         import umap
 
         n = len(x)

@@ -23,12 +23,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ..config import dump_config
 from ..data.cache import PreparedData
 from ..data.labels import COVID_LABEL
+from ..device import resolve_device
 from ..errors import CxrError
 from ..formatting import fmt
+from ..inference import resolve_data
+from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
 from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, lock_output, read_json, resolve_run
 from .config import EmbedConfig
@@ -49,8 +53,6 @@ def output_files(space: str, method: str) -> list[str]:
 
 def _resolve_inputs(cfg: EmbedConfig) -> tuple[Path | None, PreparedData, Path]:
     """(run or None, data, output folder). A pixels-only map of a cache needs no run."""
-    from ..inference import resolve_data
-
     if cfg.run is None and cfg.data is not None and cfg.spaces == ("pixels",):
         if cfg.out is None:
             raise CxrError("--out: a pixels-only map without --run needs an output folder (--out DIR)")
@@ -79,8 +81,6 @@ def _fingerprint(ids: np.ndarray, cfg: EmbedConfig, run: Path | None, data: Prep
 def _compute_space(space: str, run: Path | None, data: PreparedData, rows: np.ndarray, cfg: EmbedConfig) -> np.ndarray:
     if space == "pixels":
         return pixel_features(data, rows, cfg.pixel_size, batch_size=max(cfg.batch_size, 256))
-    from ..device import resolve_device
-    from ..models.checkpoint import load_checkpoint
 
     device = resolve_device(cfg.device)
     model, card = load_checkpoint(run, which=cfg.checkpoint, device=device)
@@ -199,8 +199,6 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     Returns {"out": folder, "scores": the scores.json content, "files": [written paths],
     "n_images": int}.
     """
-    from threadpoolctl import threadpool_limits
-
     run, data, out = _resolve_inputs(cfg)
     lock_output(out, "embedding folder")
     _check_outputs(out, cfg)

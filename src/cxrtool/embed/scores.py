@@ -28,6 +28,7 @@ def knn_accuracy(x: np.ndarray, classes: np.ndarray, k: int = 5, groups: np.ndar
     Ties between classes go to the class of the nearer neighbours (votes weighted by a tiny
     rank term). Images whose every candidate is in their own group are left out of the mean.
     """
+    # lazy: sklearn.neighbors, only when this score is computed
     from sklearn.neighbors import NearestNeighbors
 
     n = len(x)
@@ -56,6 +57,7 @@ def knn_accuracy(x: np.ndarray, classes: np.ndarray, k: int = 5, groups: np.ndar
 
 def silhouette(x: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
     """Silhouette by class on at most SILHOUETTE_SAMPLE points (seeded); NaN with fewer than 2 classes."""
+    # lazy: sklearn.metrics, only when this score is computed
     from sklearn.metrics import silhouette_score
 
     n_classes = len(np.unique(classes))

@@ -91,6 +91,7 @@ def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: st
 
     Online updates below `batch_from` samples, the batch map from there on (see the module doc).
     """
+    # lazy: minisom, only for the SOM map
     from minisom import MiniSom
 
     rows, cols = grid
@@ -117,6 +118,7 @@ def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: st
 def _batch_epochs(data: np.ndarray, flat: np.ndarray, gi: np.ndarray, gj: np.ndarray, epochs: int,
                   sigma_at: Callable[[float, float], float]) -> None:
     """Kohonen's batch map, in place on `flat` (neurons x d): winners of all samples, then weighted means."""
+    # lazy: scipy.sparse, only for the SOM map
     from scipy.sparse import csr_matrix
 
     n, units = len(data), len(flat)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..errors import CxrError
 from ..formatting import fmt, fmt_ci, number_or_none
+from ..progress import info, result
 from .metrics import mean_and_sd
 from .published import PublishedResult, label_key, published_auroc, published_results
 from ..runs import atomic_write_text, read_json
@@ -209,8 +210,8 @@ def findings_table(runs: list[tuple[str, dict]], published: list[PublishedResult
             row.update({f"{name}_auroc": number_or_none(e.get("auroc")), f"{name}_low": number_or_none(e.get("auroc_low")),
                         f"{name}_high": number_or_none(e.get("auroc_high")), f"{name}_positives": e.get("positives"),
                         f"{name}_not_computable": e.get("not_computable")})
-        for result in published:
-            row[result.name] = published_auroc(result, label)
+        for entry in published:
+            row[entry.name] = published_auroc(entry, label)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -270,8 +271,6 @@ apart as well as the disease."""
 
 def compare(cfg: CompareConfig) -> Path:
     """Build the tables and write them under cfg.out; returns the markdown file."""
-    from ..progress import info, result
-
     out = Path(cfg.out)
     if (out / "table.md").exists() and not cfg.overwrite:
         raise CxrError(f"{out}: holds an earlier table; pass --overwrite to replace it or --out DIR")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+from scipy.sparse import csr_matrix
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 # Replicates x images weights held in memory at once (float64): ~32 MB per chunk.
@@ -224,8 +225,6 @@ def _tie_group_sums(y: np.ndarray, p: np.ndarray, codes: np.ndarray, counts: np.
     images of each unit in each score group, so no (B, n) per-image weight matrix is built.
     Groups run along axis 0 so that the cumulative sums below walk contiguous rows.
     """
-    from scipy.sparse import csr_matrix
-
     order = np.argsort(-p if descending else p, kind="mergesort")
     ps = p[order]
     group = np.cumsum(np.r_[True, ps[1:] != ps[:-1]]) - 1  # tie groups of equal scores

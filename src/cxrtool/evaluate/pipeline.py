@@ -23,15 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..config import require
+from ..data.cache import PreparedData
+from ..device import resolve_device
 from ..errors import CxrError
-from ..inference import predictions_table, write_predictions
+from ..inference import predict_probs, predictions_table, resolve_data, write_predictions
+from ..models.checkpoint import load_checkpoint, resolve_checkpoint
 from ..progress import info, warn
 from ..runs import atomic_write_json, holds_locks, is_cv_run, resolve_run
 from .cross_validation import evaluate_cv_run
 from .metrics import label_report
 from .outputs import image_keys, prepare_out, score, write_outputs
+from .published import published_results
+from .shortcuts import shortcut_baselines
+from .thresholds import FILE, choose_thresholds, report_at_thresholds, thresholds_document
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
@@ -63,8 +70,6 @@ class EvaluateConfig:
         require(isinstance(self.sensitivity, (int, float)) and 0 < float(self.sensitivity) < 1,
                 f"--sensitivity: give the target sensitivity as a fraction between 0 and 1, e.g. 0.9 (got {self.sensitivity})")
         if self.compare is not None:
-            from .published import published_results
-
             published_results(self.compare)  # fails now, naming --compare, not after inference
 
 
@@ -78,10 +83,6 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
 
 
 def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
-    from ..device import resolve_device
-    from ..inference import predict_probs, resolve_data
-    from ..models.checkpoint import load_checkpoint
-
     device = resolve_device(cfg.device)
     out = prepare_out(cfg, run)
     model, card = load_checkpoint(run, cfg.checkpoint, device)
@@ -107,8 +108,6 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
 
     shortcuts = cfg.shortcuts
     if shortcuts is not False:
-        from .shortcuts import shortcut_baselines
-
         fit_rows = data.rows("train")
         result = None
         if len(fit_rows):
@@ -144,8 +143,6 @@ def match_labels(model_labels: list[str], data, run: Path, imported: bool = Fals
 
 def only_outputs(model, columns: list[int]):
     """The model with only the outputs `columns` (the labels scored), for every pass evaluate makes."""
-    import torch
-
     class Outputs(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -181,10 +178,6 @@ def operating_points(cfg: EvaluateConfig, run: Path, out: Path, model, card: dic
     patient-bootstrap intervals at the val-chosen thresholds); the return value says where the
     thresholds come from and whether the reported split contains the one they were chosen on.
     """
-    from ..inference import predict_probs
-    from ..models.checkpoint import resolve_checkpoint
-    from .thresholds import FILE, choose_thresholds, report_at_thresholds, thresholds_document
-
     val_rows = data.rows("val")
     if len(val_rows) == 0:
         warn(f"{data.root}: no val split to choose operating points on; none are reported or written")
@@ -215,9 +208,6 @@ def operating_points(cfg: EvaluateConfig, run: Path, out: Path, model, card: dic
 def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: list[str], targets: np.ndarray,
               probs: np.ndarray, frame: pd.DataFrame, device) -> dict:
     """Score the model on every image of another prepared collection, on the labels both share."""
-    from ..data.cache import PreparedData
-    from ..inference import predict_probs
-
     ext = PreparedData(cfg.external)
     shared = [l for l in labels if l in ext.labels]
     if not shared:

@@ -62,6 +62,7 @@ def _features(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def _pipeline(columns: list[str]):
+    # lazy: sklearn's model classes, only when shortcut baselines are fitted
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression

@@ -17,6 +17,7 @@ from ..formatting import fmt, fmt_ci
 from ..progress import print_table
 from .published import published_auroc, published_results
 from ..runs import atomic_write_text
+from .shortcuts import shortcuts_table
 
 
 def per_label_frame(metrics: dict) -> pd.DataFrame:
@@ -210,8 +211,6 @@ def external_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
 
 def write_tables(out: Path, metrics: dict) -> None:
     """per_label.csv/.md, and shortcuts.csv, external.csv, folds.csv when they apply."""
-    from .shortcuts import shortcuts_table
-
     atomic_write_text(out / "per_label.csv", per_label_frame(metrics).to_csv(index=False))
     atomic_write_text(out / "per_label.md", markdown_report(metrics))
     if metrics.get("shortcuts"):

@@ -13,12 +13,14 @@ which thresholds it uses, where they came from, and refuse ones chosen for other
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CxrError
+from ..models.checkpoint import WEIGHTS
 from .metrics import bootstrap_operating_point, not_computable_reason, sensitivity_point, youden_point
 
 FORMAT = "cxrtool-thresholds/1"
@@ -58,8 +60,6 @@ def report_at_thresholds(chosen: dict, targets: np.ndarray, probs: np.ndarray, l
 
 def model_sha256(checkpoint: Path) -> str:
     """Hash of a checkpoint's weights file: thresholds belong to exactly these weights."""
-    from ..models.checkpoint import WEIGHTS
-
     digest = hashlib.sha256()
     with open(Path(checkpoint) / WEIGHTS, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -85,8 +85,6 @@ def thresholds_document(chosen: dict, reasons: dict, sensitivity: float, run: Pa
 
 
 def read_thresholds(path: Path) -> dict:
-    import json
-
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -26,8 +26,12 @@ import numpy as np
 import torch
 
 from ..config import require
+from ..data.cache import PreparedData
+from ..data.tensors import to_model_input
 from ..errors import CxrError, did_you_mean
+from ..models.checkpoint import CARD, load_checkpoint, resolve_checkpoint
 from ..progress import info, result
+from ..runs import MANIFEST, atomic_write_json, read_manifest, resolve_run
 from . import require_package
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -55,9 +59,6 @@ class ExportConfig:
 
 def _source(cfg: ExportConfig) -> tuple[Path, Path]:
     """(the run or checkpoint folder given, the checkpoint folder) for cfg.run."""
-    from ..models.checkpoint import CARD, resolve_checkpoint
-    from ..runs import resolve_run
-
     if cfg.run is not None and not Path(cfg.run).exists():
         raise CxrError(f"{cfg.run}: no such run directory or checkpoint")
     given = Path(cfg.run) if cfg.run is not None and (Path(cfg.run) / CARD).is_file() else resolve_run(cfg.run)
@@ -66,9 +67,6 @@ def _source(cfg: ExportConfig) -> tuple[Path, Path]:
 
 def check_images(cfg: ExportConfig, given: Path, card: dict) -> tuple[np.ndarray, str]:
     """A few uint8 images (n, S, S) to check the export on, and where they came from."""
-    from ..data.cache import PreparedData
-    from ..runs import MANIFEST, read_manifest
-
     data_dir = cfg.data
     if data_dir is None and (given / MANIFEST).is_file():
         recorded = read_manifest(given).get("data")
@@ -79,6 +77,7 @@ def check_images(cfg: ExportConfig, given: Path, card: dict) -> tuple[np.ndarray
         rows = rows if len(rows) else np.arange(len(data))
         if len(rows):
             return np.asarray(data.images[np.sort(rows[:CHECK_IMAGES])]), f"{min(CHECK_IMAGES, len(rows))} images of {data.root}"
+    # lazy: the synthetic generator (scipy), only when no data is at hand
     from ..data.sources.synthetic import SyntheticConfig, generate_arrays
 
     size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])
@@ -143,10 +142,6 @@ def compare(run: Callable[[np.ndarray], np.ndarray], model: torch.nn.Module, x: 
 
 def export_run(cfg: ExportConfig) -> Path:
     """Write RUN/export/FORMAT/model.{onnx,pt} + card.json, checked against PyTorch; returns the file."""
-    from ..data.tensors import to_model_input
-    from ..models.checkpoint import load_checkpoint
-    from ..runs import atomic_write_json
-
     given, folder = _source(cfg)
     model, card = load_checkpoint(folder)
     model = model.float().eval()

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,10 @@ from typing import Any
 import torch
 
 from ..errors import CxrError, did_you_mean
+from ..models.checkpoint import model_card, save_checkpoint
+from ..models.registry import create_model
 from ..progress import info, result
-from ..runs import holds_locks
+from ..runs import holds_locks, new_run_dir, write_manifest
 from . import require_package
 
 ARCH = "densenet121"
@@ -129,8 +132,6 @@ def load_with_xrv(xrv, name: str, path: Path) -> torch.nn.Module:
 
 def convert(xrv_model: torch.nn.Module, labels_all: list[str]):
     """A cxrtool classifier with the xrv network's body and the head rows of its non-empty outputs."""
-    from ..models.registry import create_model
-
     outputs = [j for j, label in enumerate(labels_all) if label]
     model = create_model(ARCH, len(outputs), weights="none")
     model.set_input_convention(CONVENTION)
@@ -168,9 +169,6 @@ def check_conversion(xrv_model: torch.nn.Module, model: torch.nn.Module, outputs
 @holds_locks
 def import_xrv(cfg: XrvImportConfig) -> Path:
     """Convert the named model; returns the new run directory (checkpoints/best + manifest)."""
-    from ..models.checkpoint import model_card, save_checkpoint
-    from ..runs import new_run_dir, write_manifest
-
     xrv = _xrv()
     name = resolve_name(xrv, cfg.name)
     existed = cfg.out is not None and Path(cfg.out).is_dir()
@@ -198,8 +196,6 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
         save_checkpoint(run_dir / "checkpoints" / "best", model, card)
         write_manifest(run_dir, kind="import", arch=ARCH, labels=labels, data=None, source=source)
     except BaseException:
-        import shutil
-
         # Complete or absent: remove what was made (an --out folder the user made stays, empty).
         for child in (list(run_dir.iterdir()) if existed else [run_dir]):
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)

@@ -22,10 +22,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..errors import CxrError
-from .backbones import XRayClassifier
+from ..runs import current_umask, is_cv_run, to_json
+from .backbones import INPUT_CONVENTIONS, XRayClassifier
+from .registry import arch_names, create_model
 
 CARD = "card.json"
 WEIGHTS = "model.safetensors"
@@ -79,10 +83,6 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(folder: Path, model: torch.nn.Module, card: dict[str, Any],
                     state: dict[str, Any] | None = None) -> Path:
     """Write weights, card and (optionally) resumable training state into `folder` atomically."""
-    from safetensors.torch import save_file
-
-    from ..runs import current_umask, to_json
-
     def fill(tmp: Path) -> None:
         save_file(_plain_state(model), str(tmp / WEIGHTS), metadata={"format": CARD_FORMAT})
         if state is not None:
@@ -120,8 +120,6 @@ def check_files(folder: Path, card: dict[str, Any], names: tuple[str, ...]) -> N
 
 def validate_card(card: Any, where: Path) -> dict[str, Any]:
     """A card must be a JSON object naming a known architecture and its label list; else one line naming it."""
-    from .registry import arch_names
-
     if not isinstance(card, dict):
         raise CxrError(f"{where}: not a model card (a JSON object was expected, found {type(card).__name__})")
     if card.get("format") != CARD_FORMAT:
@@ -151,7 +149,6 @@ def resolve_checkpoint(path: Path, which: str = "best") -> Path:
         return path
     if (path / "checkpoints").is_dir():
         raise CxrError(f"{path}: the run has no {which} checkpoint yet (checkpoints/{which}/card.json)")
-    from ..runs import is_cv_run
 
     if is_cv_run(path):
         folds = sorted(p.name for p in path.glob("fold-*") if p.is_dir())
@@ -170,10 +167,6 @@ def read_card(path: Path, which: str = "best") -> dict[str, Any]:
 
 def load_checkpoint(path: Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[XRayClassifier, dict[str, Any]]:
     """Rebuild the classifier from its card and load its weights (no pickle, no network)."""
-    from safetensors.torch import load_file
-
-    from .registry import create_model
-
     folder = resolve_checkpoint(path, which)
     card = read_card(folder)
     check_files(folder, card, (WEIGHTS,))
@@ -192,8 +185,6 @@ def load_checkpoint(path: Path, which: str = "best", device: str | torch.device 
 
 def apply_input_convention(model: XRayClassifier, card: dict[str, Any], where: Path) -> None:
     """Give the model the card's input convention (channels, mean/std); 'imagenet' when absent."""
-    from .backbones import INPUT_CONVENTIONS
-
     spec = card.get("input") or {"convention": "imagenet"}
     convention = spec.get("convention", "imagenet") if isinstance(spec, dict) else spec
     if convention not in INPUT_CONVENTIONS:
@@ -223,7 +214,6 @@ def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
     if isinstance(obj, list):
         return [_flatten(v, tensors, prefix) for v in obj]
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
-        import numpy as np
 
         arr = np.asarray(obj)
         return {"__ndarray__": arr.tolist(), "dtype": str(arr.dtype)}
@@ -243,16 +233,12 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         if "__tuple__" in obj:
             return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
         if "__ndarray__" in obj:
-            import numpy as np
-
             return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
     return obj
 
 
 def save_state(folder: Path, state: dict[str, Any]) -> None:
     """Nested dicts/lists/tuples of tensors, arrays and scalars -> state.safetensors + state.json."""
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     tree = _flatten(state, tensors, "")
     save_file(tensors, str(Path(folder) / STATE_TENSORS))
@@ -261,8 +247,6 @@ def save_state(folder: Path, state: dict[str, Any]) -> None:
 
 def load_state(folder: Path) -> dict[str, Any]:
     """The inverse of `save_state`."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if not (folder / STATE_JSON).is_file():
         raise CxrError(f"{folder}: no resumable training state here (state.json)")

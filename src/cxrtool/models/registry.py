@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CxrError, did_you_mean
+from ..progress import is_quiet
 from .backbones import TinyCNN, XRayClassifier, densenet_body, resnet_body
+from .resnet import ResNet50
 from .weights import LoadReport, imagenet_state_dict, load_body_weights
 
 
@@ -52,6 +55,7 @@ def get_spec(arch: str) -> ArchSpec:
 
 @register("densenet121", "DenseNet-121 (torchvision), as CheXNet; 7x7 features at 224", "DenseNet121_Weights.IMAGENET1K_V1")
 def _densenet121():
+    # lazy: torchvision, only for the architectures built from it
     import torchvision.models as tvm
 
     return densenet_body(tvm.densenet121(weights=None))
@@ -59,6 +63,7 @@ def _densenet121():
 
 @register("resnet50", "ResNet-50 (torchvision)", "ResNet50_Weights.IMAGENET1K_V1")
 def _resnet50():
+    # lazy: torchvision, only for the architectures built from it
     import torchvision.models as tvm
 
     return resnet_body(tvm.resnet50(weights=None))
@@ -66,13 +71,12 @@ def _resnet50():
 
 @register("cxr-resnet50", "our own ResNet-50 from He et al. 2016 (torchvision-compatible weights)", "ResNet50_Weights.IMAGENET1K_V1")
 def _cxr_resnet50():
-    from .resnet import ResNet50
-
     return resnet_body(ResNet50())
 
 
 @register("resnet18", "ResNet-18 (torchvision): a small network for CPU work", "ResNet18_Weights.IMAGENET1K_V1")
 def _resnet18():
+    # lazy: torchvision, only for the architectures built from it
     import torchvision.models as tvm
 
     return resnet_body(tvm.resnet18(weights=None))
@@ -98,8 +102,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CxrError(f"--weights: {path}: file not found (use imagenet, none, or a weights file)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as exc:
@@ -132,8 +134,6 @@ def build_model(arch: str, num_labels: int, weights: str | Path = "none",
     model = XRayClassifier(arch, body, num_features, num_labels)
     report = None
     if choice == "imagenet":
-        from ..progress import is_quiet
-
         state, url = imagenet_state_dict(spec.imagenet, progress=not is_quiet())
         report = load_body_weights(model, state, f"--weights imagenet ({spec.imagenet}, {url})", allow_partial)
     elif choice not in ("none", "scratch"):

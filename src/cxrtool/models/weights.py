@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..errors import CxrError
+from ..progress import info, warn
 
 # Tensors of a classifier head (ours, torchvision's ResNet/DenseNet) and the normalisation
 # buffers: never part of the backbone, so neither missing nor unexpected when they differ.
@@ -116,8 +117,6 @@ def load_body_weights(model, state: dict[str, torch.Tensor], source: str, allow_
 
     `source` names the option and file in messages, e.g. "--weights w.pth" or "--from RUN".
     """
-    from ..progress import info, warn
-
     report, loadable = match_body(model.body, state, source)
     if not report.matched:
         raise CxrError(f"{source} does not fit {model.arch} (0 of {report.total} backbone tensors match)")
@@ -143,6 +142,7 @@ def imagenet_cache_path(url: str) -> Path:
 
 def imagenet_state_dict(enum_path: str, progress: bool = True) -> tuple[dict[str, torch.Tensor], str]:
     """torchvision's ImageNet state dict (from the torch cache, or downloaded there) and its address."""
+    # lazy: torchvision, only to fetch ImageNet weights
     import torchvision.models as tvm
 
     enum_name, member = enum_path.split(".")

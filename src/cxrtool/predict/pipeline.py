@@ -13,6 +13,7 @@ fails only when none could be read.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,9 +23,12 @@ import torch
 
 from ..config import require
 from ..data.imageio import IMAGE_SUFFIXES, is_dicom
+from ..device import resolve_device
 from ..errors import CxrError
-from ..inference import predictions_table, write_predictions
-from ..progress import info, print_table, warn
+from ..inference import ArrayDataset, FileDataset, InferenceEngine, predictions_table, write_predictions
+from ..models.checkpoint import load_checkpoint, resolve_checkpoint
+from ..progress import info, notice, print_table, warn
+from ..runs import atomic_write_text, resolve_run, to_json
 
 OUT_SUFFIXES = (".csv", ".json")
 TABLE_LABELS_MAX = 8  # more labels than this: the printed table lists positives and the top three
@@ -62,8 +66,6 @@ class PredictConfig:
 
 def _writable_folder(folder: Path) -> bool:
     """Whether files can be made in `folder` (or, if it does not exist yet, its nearest existing parent)."""
-    import os
-
     folder = folder.absolute()
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -90,8 +92,6 @@ def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]
 
 def resolve_model_source(run: Path | None) -> Path:
     """A checkpoint folder or run directory to load; the newest run when None."""
-    from ..runs import resolve_run
-
     if run is not None and (Path(run) / "card.json").is_file():
         return Path(run)
     return resolve_run(run)
@@ -99,17 +99,12 @@ def resolve_model_source(run: Path | None) -> Path:
 
 def announce_model(source: Path, which: str, card: dict) -> None:
     """Say which model answers, always (even with --quiet), so a wrong one is never silent."""
-    from ..models.checkpoint import resolve_checkpoint
-    from ..progress import notice
-
     notice(f"model: {resolve_checkpoint(source, which)} ({card['arch']}, {len(card['labels'])} labels)")
 
 
 def predict_arrays(model: torch.nn.Module, images: np.ndarray, image_size: int, device, tta: bool = False,
                    batch_size: int = 32) -> np.ndarray:
     """Probabilities (n, L) for preprocessed uint8 images (n, S, S), as in training."""
-    from ..inference import ArrayDataset, InferenceEngine
-
     engine = InferenceEngine(model, device, image_size, tta=tta)
     return engine.run(engine.batches(ArrayDataset(images), batch_size, workers=0), "probs", int(getattr(model, "num_labels", 0)))
 
@@ -122,10 +117,6 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     that could not be read, `df.attrs["thresholds"]` the operating points used ({} when no
     evaluation chose any) and `df.attrs["threshold_source"]` where they came from.
     """
-    from ..device import resolve_device
-    from ..inference import FileDataset, InferenceEngine
-    from ..models.checkpoint import load_checkpoint
-
     device = resolve_device(cfg.device)
     source = resolve_model_source(cfg.run)
     model, card = load_checkpoint(source, cfg.checkpoint, device)
@@ -165,7 +156,7 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
 
 def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple[dict[str, float], dict]:
     """The operating points to call positives with, and where they come from (said on stderr)."""
-    from ..models.checkpoint import resolve_checkpoint
+    # lazy: evaluate.thresholds imports sklearn, which cam (a user of this module) does not need
     from ..evaluate.thresholds import find_thresholds, pick_operating_point
 
     path, doc, note = find_thresholds(source, resolve_checkpoint(source, cfg.checkpoint), cfg.thresholds)
@@ -181,8 +172,6 @@ def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple
 
 def write_output(path: Path, table: pd.DataFrame) -> None:
     """CSV (one row per file) or JSON (records with probabilities, calls, and the skipped files)."""
-    from ..runs import atomic_write_text, to_json
-
     if path.suffix.lower() == ".csv":
         write_predictions(path, table)
         return

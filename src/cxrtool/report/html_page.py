@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from ..errors import CxrError
 from ..runs import RunPaths, atomic_write_text, read_json, resolve_run
@@ -102,8 +103,6 @@ def _parents(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _start_of(paths: RunPaths) -> str:
     """How a run without a parent started: ImageNet weights, a weights file, or random initialisation."""
-    import yaml
-
     weights = None
     if paths.config.is_file():
         weights = (yaml.safe_load(paths.config.read_text()) or {}).get("weights")

@@ -16,6 +16,8 @@ from ..config import require
 from ..data.pool import default_workers
 from ..device import DEVICE_CHOICES
 from ..errors import CxrError
+from ..models.registry import get_spec
+from .tensorboard import require_tensorboard
 
 SELECT_CHOICES = ("loss", "auroc", "last")
 AUGMENT_CHOICES = ("none", "flip", "paper")
@@ -49,8 +51,6 @@ class TrainConfig:
     tensorboard: bool = False  # log to RUN/tensorboard (needs the tensorboard package)
 
     def __post_init__(self) -> None:
-        from ..models.registry import get_spec
-
         self.data = Path(self.data)
         self.out = Path(self.out) if self.out is not None else None
         if self.arch is not None:
@@ -75,8 +75,6 @@ class TrainConfig:
             require(16 <= int(self.image_size) <= 2048, f"--image-size: must be between 16 and 2048 pixels (got {self.image_size})")
         require(str(self.device).split(":")[0] in DEVICE_CHOICES, f"--device: choose one of {', '.join(DEVICE_CHOICES)} (got {self.device!r})")
         if self.tensorboard:
-            from .tensorboard import require_tensorboard
-
             require_tensorboard()
         if int(self.workers) < 0:
             self.workers = default_workers("train")

@@ -34,6 +34,7 @@ def write_metrics(path: Path, rows: list[dict], labels: list[str]) -> None:
 
 def plot_curves(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
     """Loss (train, validation) and validation AUROC (mean, per label) against the epoch."""
+    # lazy: matplotlib, only when the curves are drawn
     import matplotlib
 
     matplotlib.use("Agg")

@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..config import dump_config
-from ..data.cache import PreparedData
+from ..data.cache import DUPLICATES, PreparedData
+from ..data.splits import links_from_shared_keys, patient_groups
+from ..data.stratify import iterative_group_folds
 from ..errors import CxrError
 from ..formatting import fmt
 from ..inference import predict_probs
@@ -43,8 +45,6 @@ N_BOOT = 1000
 
 def assign_folds(groups: np.ndarray, targets: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Fold number (0..k-1) per image: no group in two folds, every label's classes spread evenly."""
-    from ..data.stratify import iterative_group_folds
-
     n_groups = len(np.unique(groups))
     if n_groups < k:
         raise CxrError(f"--folds: {k} folds need at least {k} patients; the data has {n_groups} (patients sharing a film count as one)")
@@ -57,9 +57,6 @@ def assign_folds(groups: np.ndarray, targets: np.ndarray, k: int, seed: int) -> 
 def leakage_groups(data: PreparedData) -> np.ndarray:
     """Per cache row, the group of patients that must stay on one side of a fold: those sharing
     identical bytes or a near-duplicate radiograph (duplicates.csv), as prepare's split grouped them."""
-    from ..data.cache import DUPLICATES
-    from ..data.splits import links_from_shared_keys, patient_groups
-
     index = data.index
     patients = index["patient"].astype(str).tolist()
     links = []

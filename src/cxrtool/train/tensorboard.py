@@ -18,7 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.augment import augment_batch
+from ..data.tensors import to_model_input
 from ..errors import CxrError
+from .samplers import epoch_seed
 
 LOG_DIR = "tensorboard"
 GRID_IMAGES = 16
@@ -35,6 +38,7 @@ class TensorBoardLogger:
 
     def __init__(self, run_dir: Path, labels: Sequence[str]):
         require_tensorboard()
+        # lazy: optional extra (tensorboard)
         from torch.utils.tensorboard import SummaryWriter
 
         self.labels = list(labels)
@@ -43,6 +47,7 @@ class TensorBoardLogger:
 
     def add_grid(self, images: torch.Tensor, tag: str = "train/augmented_images", step: int = 0) -> None:
         """(n, 1, S, S) floats in [0, 1] as one grid image."""
+        # lazy: torchvision, only for the TensorBoard image grid
         from torchvision.utils import make_grid
 
         grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=int(math.ceil(math.sqrt(len(images)))), padding=2)
@@ -70,10 +75,6 @@ class TensorBoardLogger:
 
 def augmented_grid(data, rows: np.ndarray, image_size: int, augment: str, seed: int) -> torch.Tensor:
     """The first GRID_IMAGES training images, made into network input and augmented as in training."""
-    from ..data.augment import augment_batch
-    from ..data.tensors import to_model_input
-    from .samplers import epoch_seed
-
     chosen = np.sort(np.asarray(rows)[:GRID_IMAGES])
     x = to_model_input(torch.from_numpy(np.ascontiguousarray(data.images[chosen])), image_size)
     gen = torch.Generator().manual_seed(epoch_seed(seed, 1, salt=1000))  # epoch 1's augmentation stream

@@ -11,6 +11,7 @@ absent is listed as skipped, with the reason MISSING_images.txt gives when it li
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,6 @@ KNOWN_FINDINGS = PNEUMONIAS | {"covid-19", "no finding", "ards", "tuberculosis",
 
 def suspect_tokens(finding: str) -> list[str]:
     """Tokens of a finding cell that look like misspelt known findings ('COVD-19', 'Pnuemonia')."""
-    import difflib
-
     return [t for t in finding_tokens(finding) if t not in KNOWN_FINDINGS and canonical(t) != COVID_LABEL
             and difflib.get_close_matches(t, sorted(KNOWN_FINDINGS), n=1, cutoff=0.8)]
 

@@ -25,7 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from scipy.ndimage import gaussian_filter
+
+from ...errors import CxrError
+from ...progress import track
 
 SYNTHETIC_FINDINGS = ["Cardiomegaly", "Effusion", "Mass", "Nodule", "Pneumothorax", "COVID-19"]
 PRETRAIN_FINDINGS = SYNTHETIC_FINDINGS[:5]  # what `demo` pretrains on; COVID-19 is held back
@@ -194,11 +198,6 @@ def write_raw(out: Path, cfg: SyntheticConfig, overwrite: bool = False) -> dict[
     """Write the dataset in the NIH layout; returns counts. Images are PNG at cfg.size.
 
     A folder that already holds files is refused unless `overwrite` (it may be someone's data)."""
-    from PIL import Image
-
-    from ...errors import CxrError
-    from ...progress import track
-
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise CxrError(f"{out}: folder exists and is not empty; pass --overwrite to write the synthetic set into it anyway")
