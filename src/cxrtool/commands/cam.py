@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Where the network looks: CAM / Grad-CAM / Grad-CAM++ overlays and raw maps, scored against lesion boxes."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..cam import CamConfig, run_cam
         from ..config import build_config
 

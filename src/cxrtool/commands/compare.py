@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Test AUROC with intervals, k-fold spread, external score and shortcut baseline per arm, in one table."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..evaluate.compare import CompareConfig
         from ..evaluate.compare import compare as build
 

@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate X-rays, prepare, pretrain, finetune, evaluate, CAM, embed and report, offline."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..demo import DemoConfig, run_demo
 
         run_demo(DemoConfig(out=out, quick=quick, seed=seed, device=device, workers=workers, overwrite=overwrite))

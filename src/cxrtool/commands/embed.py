@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import CxrError
 from .support import quiet_option, user_errors
 
 
@@ -43,9 +44,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Map images and the latent space with SOM, t-SNE and UMAP; score how well findings cluster."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..config import build_config
         from ..embed import EmbedConfig, run_embed
-        from ..errors import CxrError
 
         if run_arg is not None and run is not None and run_arg != run:
             raise CxrError(f"give the run once: as the argument ({run_arg}) or as --run ({run})")

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import CxrError
 from .support import quiet_option, split_run_and_paths, user_errors
 
 
@@ -35,8 +36,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per-label ROC AUC with patient-bootstrap intervals, PR AUC, val-chosen operating points and calibration."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..config import build_config
-        from ..errors import CxrError
         from ..evaluate.pipeline import EvaluateConfig, evaluate_run
 
         if run_arg is not None and run is not None and Path(run_arg) != Path(run):
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Probability per label (and positive/negative at evaluate's val-chosen operating points) for X-ray files."""
         quiet_option(quiet)
-        from ..errors import CxrError
+        # lazy: keeps cxrtool --help fast
         from ..predict.pipeline import PredictConfig, predict_files
 
         model_source, inputs = split_run_and_paths(run, list(paths))

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A torchxrayvision DenseNet-121 as a run: safetensors, card with its labels, input convention, provenance."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..interop.xrv import XrvImportConfig, import_xrv
 
         import_xrv(XrvImportConfig(name=name, out=out, weights_file=weights_file, cache_dir=cache_dir, download=download))
@@ -43,6 +44,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the network as ONNX or TorchScript (dynamic batch) with its card, checked against PyTorch."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..interop.export import ExportConfig, export_run
 
         export_run(ExportConfig(run=run, format=format, out=out, data=data, checkpoint=checkpoint, overwrite=overwrite))

@@ -63,6 +63,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write generated chest-like X-rays with drawn lesions at known boxes, in the NIH layout."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..data.sources.synthetic import SyntheticConfig, write_raw
         from ..progress import result
 
@@ -134,6 +135,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A class-balanced set from several caches (the 15-class NIH + COVID-19 set)."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..config import build_config, parse_list
         from ..data.combine import CombineConfig, combine
 
@@ -154,6 +156,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Find near-duplicate radiographs across caches; optionally drop them from one."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..config import build_config
         from ..data.combine import DedupeConfig, dedupe
 

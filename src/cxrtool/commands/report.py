@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write RUN/report.html: config, curves, ROC and table, CAMs, embeddings, parent runs, images inlined."""
         quiet_option(quiet)
+        # lazy: keeps cxrtool --help fast
         from ..progress import result
         from ..report.html_page import ReportConfig, build_report
 
