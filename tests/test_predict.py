@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from cxrtool.cli import app
 from cxrtool.errors import CxrError
-from cxrtool.predict.pipeline import PredictConfig, collect_files, predict_files
+from cxrtool.data.walk import collect_image_files
+from cxrtool.predict.pipeline import PredictConfig, predict_files
 
 runner = CliRunner()
 
@@ -190,6 +191,6 @@ def test_directory_walk_finds_images_and_reports_empty_folders(tmp_path):
     (tmp_path / "a" / "b" / "x.PNG").write_bytes(b"x")
     (tmp_path / "a" / "y.txt").write_text("no")
     (tmp_path / "empty").mkdir()
-    files, skipped = collect_files([tmp_path / "a", tmp_path / "empty"])
+    files, skipped = collect_image_files([tmp_path / "a", tmp_path / "empty"])
     assert files == [tmp_path / "a" / "b" / "x.PNG"]
     assert skipped == [(str(tmp_path / "empty"), "folder holds no PNG, JPEG or DICOM files")]

@@ -26,11 +26,11 @@ from ..data.cache import PreparedData, SPLITS
 from ..data.dataset import CacheDataset
 from ..data.imageio import IMAGE_SUFFIXES
 from ..data.labels import resolve_class
+from ..data.walk import collect_image_files
 from ..device import resolve_device
 from ..errors import CxrError
 from ..inference import FileDataset, InferenceEngine, resolve_data
-from ..models.checkpoint import load_checkpoint
-from ..predict.pipeline import announce_model, collect_files, resolve_model_source
+from ..models.checkpoint import announce_model, load_checkpoint, resolve_model_source
 from ..progress import info, print_table, result, warn
 from ..runs import RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, lock_output
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
@@ -120,7 +120,7 @@ def _unique(stems: list[str]) -> list[str]:
 
 
 def _file_images(cfg: CamConfig, size: int) -> CamImages:
-    files, skipped = collect_files(cfg.inputs)
+    files, skipped = collect_image_files(cfg.inputs)
     if cfg.max_images is not None:
         files = files[: cfg.max_images]
     if not files:

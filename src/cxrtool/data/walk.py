@@ -4,7 +4,8 @@ to one folder can neither hang a command nor list a file twice.
 
 `walk_files(root)` yields (folder, sorted file names) like `os.walk`, skipping hidden folders; a
 directory is known by its (device, inode), so the same folder reached by two paths is walked once,
-under the first path in sorted order.
+under the first path in sorted order. `collect_image_files(inputs)` turns what a user named
+(files and folders) into the image files to read, for `predict` and `cam`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Iterator
+
+from .imageio import IMAGE_SUFFIXES, is_dicom
 
 
 def walk_files(root: str | Path) -> Iterator[tuple[Path, list[str]]]:
@@ -29,3 +32,30 @@ def walk_files(root: str | Path) -> Iterator[tuple[Path, list[str]]]:
         seen.add(key)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         yield Path(dirpath), sorted(files)
+
+
+def collect_image_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files to read (folders walked for images, DICOM found by content too) and skipped inputs.
+
+    A file named explicitly is tried whatever its extension; in a folder, hidden files are left
+    out and files without an extension are kept only when they are DICOM.
+    """
+    files: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(folder / name for folder, names in walk_files(item) for name in names
+                           if not name.startswith(".") and _is_image(folder / name))
+            if not found:
+                skipped.append((str(item), "folder holds no PNG, JPEG or DICOM files"))
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            skipped.append((str(item), "file not found"))
+    return files, skipped
+
+
+def _is_image(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return path.is_file() and (suffix in IMAGE_SUFFIXES or (not suffix and is_dicom(path)))

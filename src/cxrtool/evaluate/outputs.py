@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,11 +18,9 @@ from ..config import config_to_dict
 from ..errors import CxrError
 from ..progress import info, warn
 from ..runs import atomic_write_json, lock_output
+from .config import EvaluateConfig
 from .metrics import label_report
 from .tables import compare_entries, print_tables, write_tables
-
-if TYPE_CHECKING:
-    from .pipeline import EvaluateConfig
 
 
 def default_out(run: Path, split: str) -> Path:

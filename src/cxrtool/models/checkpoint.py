@@ -27,7 +27,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CxrError
-from ..runs import current_umask, is_cv_run, to_json
+from ..progress import notice
+from ..runs import current_umask, is_cv_run, resolve_run, to_json
 from .backbones import INPUT_CONVENTIONS, XRayClassifier
 from .registry import arch_names, create_model
 
@@ -263,3 +264,15 @@ def load_state(folder: Path) -> dict[str, Any]:
         return _unflatten(tree, tensors)
     except (KeyError, TypeError, ValueError) as exc:
         raise CxrError(f"{folder / STATE_JSON}: does not match {STATE_TENSORS} ({exc}); the checkpoint is incomplete") from None
+
+
+def resolve_model_source(run: Path | None) -> Path:
+    """A checkpoint folder or run directory to load; the newest run when None."""
+    if run is not None and (Path(run) / "card.json").is_file():
+        return Path(run)
+    return resolve_run(run)
+
+
+def announce_model(source: Path, which: str, card: dict) -> None:
+    """Say which model answers, always (even with --quiet), so a wrong one is never silent."""
+    notice(f"model: {resolve_checkpoint(source, which)} ({card['arch']}, {len(card['labels'])} labels)")

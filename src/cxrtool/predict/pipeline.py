@@ -22,13 +22,14 @@ import pandas as pd
 import torch
 
 from ..config import require
-from ..data.imageio import IMAGE_SUFFIXES, is_dicom
+from ..data.walk import collect_image_files
 from ..device import resolve_device
 from ..errors import CxrError
+from ..evaluate.thresholds import find_thresholds, pick_operating_point
 from ..inference import ArrayDataset, FileDataset, InferenceEngine, predictions_table, write_predictions
-from ..models.checkpoint import load_checkpoint, resolve_checkpoint
-from ..progress import info, notice, print_table, warn
-from ..runs import atomic_write_text, resolve_run, to_json
+from ..models.checkpoint import announce_model, load_checkpoint, resolve_checkpoint, resolve_model_source
+from ..progress import info, print_table, warn
+from ..runs import atomic_write_text, to_json
 
 OUT_SUFFIXES = (".csv", ".json")
 TABLE_LABELS_MAX = 8  # more labels than this: the printed table lists positives and the top three
@@ -72,36 +73,6 @@ def _writable_folder(folder: Path) -> bool:
     return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
-def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files to predict (folders walked for images, DICOM found by content too) and skipped inputs."""
-    files: list[Path] = []
-    skipped: list[tuple[str, str]] = []
-    for item in inputs:
-        if item.is_dir():
-            found = [p for p in sorted(item.rglob("*")) if p.is_file() and not p.name.startswith(".")
-                     and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and is_dicom(p)))]
-            if not found:
-                skipped.append((str(item), "folder holds no PNG, JPEG or DICOM files"))
-            files.extend(found)
-        elif item.is_file():
-            files.append(item)  # named explicitly: try it whatever its extension
-        else:
-            skipped.append((str(item), "file not found"))
-    return files, skipped
-
-
-def resolve_model_source(run: Path | None) -> Path:
-    """A checkpoint folder or run directory to load; the newest run when None."""
-    if run is not None and (Path(run) / "card.json").is_file():
-        return Path(run)
-    return resolve_run(run)
-
-
-def announce_model(source: Path, which: str, card: dict) -> None:
-    """Say which model answers, always (even with --quiet), so a wrong one is never silent."""
-    notice(f"model: {resolve_checkpoint(source, which)} ({card['arch']}, {len(card['labels'])} labels)")
-
-
 def predict_arrays(model: torch.nn.Module, images: np.ndarray, image_size: int, device, tta: bool = False,
                    batch_size: int = 32) -> np.ndarray:
     """Probabilities (n, L) for preprocessed uint8 images (n, S, S), as in training."""
@@ -124,7 +95,7 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     labels = list(card["labels"])
     thresholds, origin = thresholds_for(cfg, source, labels)  # before the work: a bad --operating-point fails now
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])
-    files, skipped = collect_files(cfg.inputs)
+    files, skipped = collect_image_files(cfg.inputs)
     engine = InferenceEngine(model, device, int(card["image_size"]), tta=cfg.tta)
     # Written in place: nothing long-lived is allocated per batch, so the heap does not
     # fragment around each batch's temporaries and the memory stays flat over any number of files.
@@ -156,9 +127,6 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
 
 def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple[dict[str, float], dict]:
     """The operating points to call positives with, and where they come from (said on stderr)."""
-    # lazy: evaluate.thresholds imports sklearn, which cam (a user of this module) does not need
-    from ..evaluate.thresholds import find_thresholds, pick_operating_point
-
     path, doc, note = find_thresholds(source, resolve_checkpoint(source, cfg.checkpoint), cfg.thresholds)
     if doc is None:
         info(f"thresholds: none; {note}")
