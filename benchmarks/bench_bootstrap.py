@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--naive-max", type=int, default=300, help="skip the slow baseline above this many images")
     args = ap.parse_args()
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores), load average {os.getloadavg()[0]:.1f}\n")
-    print(f"| images | labels | replicates | label_report (s) | resample + scikit-learn (s) |")
+    print("| images | labels | replicates | label_report (s) | resample + scikit-learn (s) |")
     print("|---:|---:|---:|---:|---:|")
     for n in [int(s) for s in args.sizes.split(",")]:
         y, p, patients = generated(n, args.labels)

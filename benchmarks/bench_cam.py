@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrtool.cam import METHODS, CamConfig, low_res_maps, run_cam, upsample, feature_grid
+from cxrtool.cam import METHODS, CamConfig, feature_grid, low_res_maps, run_cam, upsample
 from cxrtool.cam.overlay import save_overlay
 from cxrtool.data.cache import PreparedData, write_cache
 from cxrtool.data.sources.synthetic import SyntheticConfig, generate_arrays
@@ -33,8 +33,8 @@ from cxrtool.progress import set_quiet
 
 # The test suite's plain-loop trainer (tests/helpers.py): the same tiny network the localisation test uses.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import quick_train  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from helpers import quick_train
+from machine import cpu_name
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Mass"]
 
@@ -70,32 +70,60 @@ def speed(repeats: int = 3) -> None:
 def localisation(epochs: int, patients: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cfg = SyntheticConfig(n_patients=patients, max_followups=1, size=128, seed=0,
-                              prevalence={f: 0.35 for f in FINDINGS})
+        cfg = SyntheticConfig(
+            n_patients=patients, max_followups=1, size=128, seed=0, prevalence=dict.fromkeys(FINDINGS, 0.35)
+        )
         images, frame, boxes = generate_arrays(cfg, findings=FINDINGS)
         split = np.where(np.random.default_rng(0).random(len(frame)) < 0.6, "train", "test")
-        index = pd.DataFrame({"id": frame["image"], "patient": frame["patient"], "view": frame["view"], "split": split,
-                              "source": "synthetic", "source_path": frame["image"]})
+        index = pd.DataFrame(
+            {
+                "id": frame["image"],
+                "patient": frame["patient"],
+                "view": frame["view"],
+                "split": split,
+                "source": "synthetic",
+                "source_path": frame["image"],
+            }
+        )
         for f in FINDINGS:
             index[f] = frame[f]
         write_cache(tmp / "data", images, index, FINDINGS, boxes=boxes.rename(columns={"image": "id"}))
         data = PreparedData(tmp / "data")
         t = time.perf_counter()
-        runs = {"trained": quick_train(data, tmp / "trained", epochs=epochs), "untrained": quick_train(data, tmp / "untrained", epochs=0)}
+        runs = {
+            "trained": quick_train(data, tmp / "trained", epochs=epochs),
+            "untrained": quick_train(data, tmp / "untrained", epochs=0),
+        }
         train_s = time.perf_counter() - t
         rows = []
         for name, run in runs.items():
             for method in METHODS:
                 for align in (True, False):
                     with contextlib.redirect_stdout(io.StringIO()):  # keep only this script's tables on stdout
-                        out = run_cam(CamConfig(run=run, data=data.root, split="test", method=method, align=align,
-                                                overlays=False, maps=False, out=tmp / f"{name}-{method}-{align}", device="cpu"))
+                        out = run_cam(
+                            CamConfig(
+                                run=run,
+                                data=data.root,
+                                split="test",
+                                method=method,
+                                align=align,
+                                overlays=False,
+                                maps=False,
+                                out=tmp / f"{name}-{method}-{align}",
+                                device="cpu",
+                            )
+                        )
                     for r in out["box_scores"].to_dict("records"):
                         rows.append({"network": name, "method": method, "aligned": "yes" if align else "no", **r})
         table = pd.DataFrame(rows)
-        print(f"\n{len(data.rows('train'))} training images, {epochs} epochs ({train_s:.0f} s); "
-              f"test positives per class: " + ", ".join(f"{c} {n}" for c, n in table[table['network'] == 'trained']
-                                                         .drop_duplicates('class')[['class', 'images']].values))
+        print(
+            f"\n{len(data.rows('train'))} training images, {epochs} epochs ({train_s:.0f} s); "
+            f"test positives per class: "
+            + ", ".join(
+                f"{c} {n}"
+                for c, n in table[table["network"] == "trained"].drop_duplicates("class")[["class", "images"]].values
+            )
+        )
         print("\npointing-game hit rate (IoU at 0.5 in brackets); chance = the boxes' share of the image\n")
         classes = [*FINDINGS, "all"]
         print("| network | method | aligned | " + " | ".join(classes) + " |")

@@ -33,14 +33,13 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name
 from PIL import Image
 
 from cxrtool.data.fingerprint import fingerprint, near_duplicates
 from cxrtool.data.imageio import preprocess
 from cxrtool.data.sources.synthetic import Anatomy, draw_image
 from cxrtool.progress import set_quiet
-from machine import cpu_name
-
 
 KINDS = ("crop", "rescale", "gamma", "contrast/brightness", "jpeg")  # copy k gets change k % 5
 
@@ -121,8 +120,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=112_120)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--copies", type=int, default=200)
-    parser.add_argument("--confirm", type=int, default=0,
-                        help="confirm only this many candidates (planted ones first) and extrapolate; 0: the whole search")
+    parser.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        help="confirm only this many candidates (planted ones first) and extrapolate; 0: the whole search",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", type=Path, default=None, help="keep the generated images here and reuse them")
     args = parser.parse_args()
@@ -130,8 +133,12 @@ def main() -> None:
     print(f"machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        path, fps, patients, planted, made = build_or_reuse(args.reuse or Path(tmp), args.images, args.size, args.copies, args.seed)
-        print(f"{'built' if made else 'reused'} {args.images:,} images at {args.size} px in {time.perf_counter() - start:.0f} s")
+        path, fps, patients, planted, made = build_or_reuse(
+            args.reuse or Path(tmp), args.images, args.size, args.copies, args.seed
+        )
+        print(
+            f"{'built' if made else 'reused'} {args.images:,} images at {args.size} px in {time.perf_counter() - start:.0f} s"
+        )
         images = np.load(path, mmap_mode="r")
         tracemalloc.start()
         candidates = None
@@ -155,8 +162,8 @@ def main() -> None:
         rows = [(min(a, b), max(a, b)) for n, (a, b) in enumerate(planted) if n % len(KINDS) == k]
         among = "-" if candidates is None else str(sum(p in candidates for p in rows))
         print(f"| {kind} | {len(rows)} | {among} | {sum(p in found for p in rows)} |")
-    print(f"| images | side | search s | planted copies found | peak traced MB | peak RSS MB |")
-    print(f"|---|---|---|---|---|---|")
+    print("| images | side | search s | planted copies found | peak traced MB | peak RSS MB |")
+    print("|---|---|---|---|---|---|")
     print(f"| {args.images:,} | {args.size} | {took:.0f} | {hits}/{len(planted)} | {peak / 2**20:.0f} | {rss:.0f} |")
 
 
@@ -171,7 +178,9 @@ def staged(images, fps, patients, planted, confirm: int):
         whole = F._whole(lambda i: images[i], len(fps), bar)
         t_whole = time.perf_counter() - start
         mean = whole.astype(np.float32).mean(axis=0)
-        candidates = F.descriptor_pairs(F._window_reader(lambda i: images[i], bar), len(fps), whole, mean, groups, groups, True)
+        candidates = F.descriptor_pairs(
+            F._window_reader(lambda i: images[i], bar), len(fps), whole, mean, groups, groups, True
+        )
     t_desc = time.perf_counter() - start
     del whole
     skip = lambda rows, cols: groups[rows][:, None] == groups[cols][None, :]  # noqa: E731
@@ -190,10 +199,12 @@ def staged(images, fps, patients, planted, confirm: int):
     found = {(p.i, p.j) for p in pairs}
     rate = len(sample) / t_conf
     total = t_cand + len(todo) / rate
-    line = (f"whole-image descriptors {t_whole:.0f} s; windows + neighbours {t_desc - t_whole:.0f} s; hash neighbours "
-            f"{t_cand - t_desc:.0f} s; {len(todo):,} candidates ({len(todo) / len(fps):.2f} per image: {len(candidates):,} "
-            f"by descriptor, {len(hashed):,} by hash); confirmation of a {len(sample)}-candidate sample {t_conf:.0f} s "
-            f"({rate:.1f} pairs/s); extrapolated total {total:.0f} s")
+    line = (
+        f"whole-image descriptors {t_whole:.0f} s; windows + neighbours {t_desc - t_whole:.0f} s; hash neighbours "
+        f"{t_cand - t_desc:.0f} s; {len(todo):,} candidates ({len(todo) / len(fps):.2f} per image: {len(candidates):,} "
+        f"by descriptor, {len(hashed):,} by hash); confirmation of a {len(sample)}-candidate sample {t_conf:.0f} s "
+        f"({rate:.1f} pairs/s); extrapolated total {total:.0f} s"
+    )
     return total, found, line, set(todo)
 
 

@@ -67,8 +67,14 @@ def main() -> None:
     reduced, kept = reduce_pca(x, cfg.pca, cfg.seed)
     rows.append(("PCA", f"{args.dims} -> {reduced.shape[1]} dims (variance kept {kept:.2f})", *clock.lap(), ""))
     full = structure_scores(reduced, classes, cfg.knn, None, cfg.seed)
-    rows.append(("scores, full space", "silhouette (5,000 sample) + 5-NN leave-one-out", *clock.lap(),
-                 f"k-NN {full['knn_accuracy']:.3f}"))
+    rows.append(
+        (
+            "scores, full space",
+            "silhouette (5,000 sample) + 5-NN leave-one-out",
+            *clock.lap(),
+            f"k-NN {full['knn_accuracy']:.3f}",
+        )
+    )
 
     settings = {
         "som": f"{cfg.grid[0]}x{cfg.grid[1]}, {cfg.som_epochs} epochs, {cfg.som_schedule} schedule",
@@ -82,12 +88,16 @@ def main() -> None:
             wall, cpu = clock.lap()
             s = structure_scores(mapped.coords, classes, cfg.knn, None, cfg.seed)
             name = {"som": "SOM", "tsne": "t-SNE", "umap": "UMAP"}[method] + (f" ({attempt})" if attempt else "")
-            setting = settings[method] + (f", {mapped.params['threads']} thread(s)" if "threads" in mapped.params else "")
+            setting = settings[method] + (
+                f", {mapped.params['threads']} thread(s)" if "threads" in mapped.params else ""
+            )
             rows.append((name, setting, wall, cpu, f"k-NN {s['knn_accuracy']:.3f}"))
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"embedding {args.n:,} generated {args.dims}-d vectors; {cpu_name()}, {os.cpu_count()} cores, "
-          f"load average {load}\n")
+    print(
+        f"embedding {args.n:,} generated {args.dims}-d vectors; {cpu_name()}, {os.cpu_count()} cores, "
+        f"load average {load}\n"
+    )
     print("| step | settings | seconds | CPU seconds | 2-D k-NN accuracy |")
     print("| --- | --- | ---: | ---: | --- |")
     for name, setting, wall, cpu, note in rows:

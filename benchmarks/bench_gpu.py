@@ -35,8 +35,18 @@ import pandas as pd
 import torch
 
 LABELS = 14
-SMOKE = dict(device="cpu", archs="tiny-cnn", batch_size=4, steps=2, warmup=1, image_size=32, cache_size=40,
-             train_images=16, loader_images=32, workers="0,1")
+SMOKE = dict(
+    device="cpu",
+    archs="tiny-cnn",
+    batch_size=4,
+    steps=2,
+    warmup=1,
+    image_size=32,
+    cache_size=40,
+    train_images=16,
+    loader_images=32,
+    workers="0,1",
+)
 
 
 def device_name(device: torch.device) -> str:
@@ -57,8 +67,16 @@ def make_cache(root: Path, n_train: int, n_val: int, size: int):
     rng = np.random.default_rng(0)
     n = n_train + n_val
     images = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
-    index = pd.DataFrame({"id": [f"img{i}" for i in range(n)], "patient": [f"p{i}" for i in range(n)], "view": "PA",
-                          "split": ["train"] * n_train + ["val"] * n_val, "source": "bench", "source_path": "-"})
+    index = pd.DataFrame(
+        {
+            "id": [f"img{i}" for i in range(n)],
+            "patient": [f"p{i}" for i in range(n)],
+            "view": "PA",
+            "split": ["train"] * n_train + ["val"] * n_val,
+            "source": "bench",
+            "source_path": "-",
+        }
+    )
     labels = [f"finding{j}" for j in range(LABELS)]
     for label in labels:
         index[label] = (rng.random(n) < 0.3).astype(float)
@@ -119,9 +137,20 @@ def trainer_rate(arch: str, data, out: Path, a: argparse.Namespace) -> float:
     """The warm (second) epoch's images/s of the real trainer, as it records it in metrics.csv."""
     from cxrtool.train import TrainConfig, pretrain
 
-    cfg = TrainConfig(data=data.root, out=out, arch=arch, weights="none", epochs=2, batch_size=a.batch_size,
-                      image_size=a.image_size, augment="paper", device=a.device, early_stop=0, select="last",
-                      workers=a.trainer_workers)
+    cfg = TrainConfig(
+        data=data.root,
+        out=out,
+        arch=arch,
+        weights="none",
+        epochs=2,
+        batch_size=a.batch_size,
+        image_size=a.image_size,
+        augment="paper",
+        device=a.device,
+        early_stop=0,
+        select="last",
+        workers=a.trainer_workers,
+    )
     with contextlib.redirect_stdout(io.StringIO()):  # keep stdout for the tables
         run = pretrain(cfg)
     return float(pd.read_csv(run / "metrics.csv")["images_per_s"].iloc[-1])
@@ -152,7 +181,9 @@ def engine_rate(arch: str, data, device: torch.device, a: argparse.Namespace) ->
 
     model = _model(arch, device, False)
     rows = data.rows("train")
-    predict_probs(model, data, rows[: a.batch_size * 2], a.image_size, a.batch_size * 2, device, description=None)  # warm-up
+    predict_probs(
+        model, data, rows[: a.batch_size * 2], a.image_size, a.batch_size * 2, device, description=None
+    )  # warm-up
     sync(device)
     start = time.perf_counter()
     predict_probs(model, data, rows, a.image_size, a.batch_size * 2, device, description=None)
@@ -168,9 +199,15 @@ def loader_rate(data, device: torch.device, workers: int, batch_size: int) -> fl
 
     dataset = CacheDataset(data, data.rows("train"))
     sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(dataset), batch_size, drop_last=False)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers else None)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_batch,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
     seen, start = 0, 0.0
     for epoch in range(2):  # the first pass warms the page cache and starts the workers
         if epoch == 1:
@@ -192,7 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--cache-size", type=int, default=256)
-    p.add_argument("--train-images", type=int, default=3200, help="images in the trainer's epoch (and the engine's pass)")
+    p.add_argument(
+        "--train-images", type=int, default=3200, help="images in the trainer's epoch (and the engine's pass)"
+    )
     p.add_argument("--trainer-workers", type=int, default=8)
     p.add_argument("--loader-images", type=int, default=8192)
     p.add_argument("--workers", default="4,8,16", help="loader worker counts to time")
@@ -214,25 +253,42 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     archs = a.archs.split(",")
-    out: dict = {"device": device_name(device), "torch": torch.__version__, "batch_size": a.batch_size,
-                 "image_size": a.image_size, "cache_size": a.cache_size, "smoke": a.smoke,
-                 "precision": {}, "trainer": {}, "inference": {}, "loader": {}}
-    print(f"device: {out['device']}; torch {torch.__version__}; batch {a.batch_size}; "
-          f"{a.image_size} px from a {a.cache_size}-px cache{' (smoke run: tiny sizes, not a measurement)' if a.smoke else ''}\n")
+    out: dict = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "batch_size": a.batch_size,
+        "image_size": a.image_size,
+        "cache_size": a.cache_size,
+        "smoke": a.smoke,
+        "precision": {},
+        "trainer": {},
+        "inference": {},
+        "loader": {},
+    }
+    print(
+        f"device: {out['device']}; torch {torch.__version__}; batch {a.batch_size}; "
+        f"{a.image_size} px from a {a.cache_size}-px cache{' (smoke run: tiny sizes, not a measurement)' if a.smoke else ''}\n"
+    )
     settings = {"float32": (False, False), "mixed": (True, False), "channels_last": (False, True), "both": (True, True)}
     print("bare training step, images/s\n\n| arch | float32 | mixed precision | channels_last | both | best speed-up |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for arch in archs:
         rates = {name: bare_train_rate(arch, device, amp, cl, a) for name, (amp, cl) in settings.items()}
         out["precision"][arch] = rates
-        print(f"| {arch} | " + " | ".join(f"{r:,.1f}" for r in rates.values())
-              + f" | {max(rates.values()) / rates['float32']:.2f}x |", flush=True)
+        print(
+            f"| {arch} | "
+            + " | ".join(f"{r:,.1f}" for r in rates.values())
+            + f" | {max(rates.values()) / rates['float32']:.2f}x |",
+            flush=True,
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         data = make_cache(Path(tmp) / "cache", a.train_images, a.batch_size, a.cache_size)
         on_cuda = device.type == "cuda"
         trainer_setting = "both" if on_cuda else "float32"  # what the trainer itself uses (fast_paths)
-        print(f"\nreal trainer epoch vs bare step ({trainer_setting}), and inference engine vs bare forward, images/s\n")
+        print(
+            f"\nreal trainer epoch vs bare step ({trainer_setting}), and inference engine vs bare forward, images/s\n"
+        )
         print("| arch | bare step | trainer | trainer / bare | bare forward | engine | engine / bare |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for arch in archs:
@@ -243,11 +299,16 @@ def main(argv: list[str] | None = None) -> dict:
             engine = engine_rate(arch, data, device, a)
             out["trainer"][arch] = {"bare": bare, "trainer": trainer, "ratio": trainer / bare}
             out["inference"][arch] = {"bare": forward, "engine": engine, "ratio": engine / forward}
-            print(f"| {arch} | {bare:,.1f} | {trainer:,.1f} | {trainer / bare:.2f} | {forward:,.1f} | {engine:,.1f} | "
-                  f"{engine / forward:.2f} |", flush=True)
+            print(
+                f"| {arch} | {bare:,.1f} | {trainer:,.1f} | {trainer / bare:.2f} | {forward:,.1f} | {engine:,.1f} | "
+                f"{engine / forward:.2f} |",
+                flush=True,
+            )
 
         loader_data = make_cache(Path(tmp) / "loader", a.loader_images, 0, a.cache_size)
-        print("\nloader: shuffled uint8 batches from the cache to the device\n\n| workers | images/s |\n| ---: | ---: |")
+        print(
+            "\nloader: shuffled uint8 batches from the cache to the device\n\n| workers | images/s |\n| ---: | ---: |"
+        )
         for workers in [int(w) for w in a.workers.split(",")]:
             rate = loader_rate(loader_data, device, workers, a.batch_size)
             out["loader"][str(workers)] = rate

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_prepare import cpu_name
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -25,8 +26,6 @@ from cxrtool.data.dataset import CacheDataset, collate_batch
 from cxrtool.data.prepare import PrepareNihConfig, prepare_nih
 from cxrtool.data.sources.synthetic import PRETRAIN_FINDINGS, SyntheticConfig, write_raw
 from cxrtool.progress import set_quiet
-
-from bench_prepare import cpu_name
 
 
 class PngDataset(Dataset):
@@ -66,17 +65,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "raw"
         write_raw(root, SyntheticConfig(n_patients=max(1, args.images // 2), size=args.png_size, seed=0))
-        data = prepare_nih(PrepareNihConfig(root=root, out=Path(tmp) / "cache", size=args.size,
-                                            findings=PRETRAIN_FINDINGS, workers=2))
+        data = prepare_nih(
+            PrepareNihConfig(root=root, out=Path(tmp) / "cache", size=args.size, findings=PRETRAIN_FINDINGS, workers=2)
+        )
         rows = np.arange(len(data))
         cache_loader = DataLoader(CacheDataset(data, rows), batch_size=32, shuffle=True, collate_fn=collate_batch)
         files = [root / "images" / i for i in data.index["id"]]
-        png_loader = DataLoader(PngDataset(files, np.nan_to_num(data.targets()), args.size), batch_size=32, shuffle=True)
+        png_loader = DataLoader(
+            PngDataset(files, np.nan_to_num(data.targets()), args.size), batch_size=32, shuffle=True
+        )
         rate(cache_loader, 1)  # warm both (page cache, imports)
         cache_rate = rate(cache_loader, args.epochs * 5)
         png_rate = rate(png_loader, args.epochs)
-    print(f"{len(files)} images, PNG {args.png_size} px -> batches of 32 at {args.size} px; one process; "
-          f"{cpu_name()}, no GPU\n")
+    print(
+        f"{len(files)} images, PNG {args.png_size} px -> batches of 32 at {args.size} px; one process; "
+        f"{cpu_name()}, no GPU\n"
+    )
     print("| loader | images/s |")
     print("| --- | --- |")
     print(f"| cache (`CacheDataset`, uint8 memmap) | {cache_rate:,.0f} |")

@@ -33,6 +33,7 @@ before each step). The load average is printed before and after each part.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -49,9 +50,20 @@ os.environ.setdefault("CXRTOOL_QUIET", "1")
 
 # NIH ChestX-ray14's share of each finding (Wang et al. 2017, all 112,120 images).
 NIH_PREVALENCE = {
-    "Atelectasis": 0.103, "Cardiomegaly": 0.025, "Effusion": 0.119, "Infiltration": 0.177, "Mass": 0.052,
-    "Nodule": 0.056, "Pneumonia": 0.013, "Pneumothorax": 0.047, "Consolidation": 0.042, "Edema": 0.021,
-    "Emphysema": 0.022, "Fibrosis": 0.015, "Pleural_Thickening": 0.030, "Hernia": 0.002,
+    "Atelectasis": 0.103,
+    "Cardiomegaly": 0.025,
+    "Effusion": 0.119,
+    "Infiltration": 0.177,
+    "Mass": 0.052,
+    "Nodule": 0.056,
+    "Pneumonia": 0.013,
+    "Pneumothorax": 0.047,
+    "Consolidation": 0.042,
+    "Edema": 0.021,
+    "Emphysema": 0.022,
+    "Fibrosis": 0.015,
+    "Pleural_Thickening": 0.030,
+    "Hernia": 0.002,
 }
 NIH_IMAGES, NIH_TEST, NIH_PATIENTS = 112_120, 25_596, 30_805
 
@@ -61,10 +73,8 @@ NIH_IMAGES, NIH_TEST, NIH_PATIENTS = 112_120, 25_596, 30_805
 
 def reset_peak() -> None:
     """Reset this process's peak resident memory (Linux: writing 5 to clear_refs resets VmHWM)."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _status_mb(field: str) -> float | None:
@@ -93,7 +103,7 @@ class Step:
     def __init__(self, rows: list, name: str, what: str, judged: str = ""):
         self.rows, self.name, self.what, self.judged = rows, name, what, judged
 
-    def __enter__(self) -> "Step":
+    def __enter__(self) -> Step:
         reset_peak()
         self.start_mb = rss_mb()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
@@ -101,9 +111,17 @@ class Step:
 
     def __exit__(self, *exc) -> None:
         if exc[0] is None:
-            self.rows.append({"step": self.name, "what": self.what, "wall_s": time.perf_counter() - self.wall,
-                              "cpu_s": time.process_time() - self.cpu, "peak_mb": peak_mb(), "start_mb": self.start_mb,
-                              "judged": self.judged})
+            self.rows.append(
+                {
+                    "step": self.name,
+                    "what": self.what,
+                    "wall_s": time.perf_counter() - self.wall,
+                    "cpu_s": time.process_time() - self.cpu,
+                    "peak_mb": peak_mb(),
+                    "start_mb": self.start_mb,
+                    "judged": self.judged,
+                }
+            )
 
 
 # ---------------------------------------------------------------- the generated cache
@@ -128,12 +146,22 @@ def nih_sized_index(n_images: int, n_test: int, seed: int = 0):
     counts = np.concatenate([test_counts, rest_counts])
     patient = np.repeat(np.arange(len(counts)), counts)
     # Of the rest, one patient in eight goes to validation (NIH's train_val list, split by patient).
-    split_of_patient = np.array(["test"] * len(test_counts) + list(np.where(rng.random(len(rest_counts)) < 0.125, "val", "train")))
+    split_of_patient = np.array(
+        ["test"] * len(test_counts) + list(np.where(rng.random(len(rest_counts)) < 0.125, "val", "train"))
+    )
     labels = list(NIH_PREVALENCE)
     targets = (rng.random((n_images, len(labels))) < np.array(list(NIH_PREVALENCE.values()))).astype(np.float32)
     ids = np.array([f"{p:08d}_{i:03d}.png" for p, i in zip(patient, np.concatenate([np.arange(c) for c in counts]))])
-    index = pd.DataFrame({"id": ids, "patient": patient.astype(str), "view": "PA", "split": split_of_patient[patient],
-                          "source": "generated", "source_path": ids})
+    index = pd.DataFrame(
+        {
+            "id": ids,
+            "patient": patient.astype(str),
+            "view": "PA",
+            "split": split_of_patient[patient],
+            "source": "generated",
+            "source_path": ids,
+        }
+    )
     for j, label in enumerate(labels):
         index[label] = targets[:, j]
     return index, targets, labels
@@ -187,7 +215,9 @@ def part_read(args, rows: list) -> None:
     with Step(rows, "read", f"one shuffled epoch, {len(data):,} images, batches of 64, CacheDataset + DataLoader"):
         for images, _, _ in loader:
             seen += len(images)
-    rows[-1]["judged"] = f"{seen / rows[-1]['wall_s']:,.0f} images/s; cache file {(args.cache / 'images.u8.npy').stat().st_size / 2**20:,.0f} MB"
+    rows[-1]["judged"] = (
+        f"{seen / rows[-1]['wall_s']:,.0f} images/s; cache file {(args.cache / 'images.u8.npy').stat().st_size / 2**20:,.0f} MB"
+    )
 
 
 def part_bootstrap(args, rows: list) -> None:
@@ -200,11 +230,17 @@ def part_bootstrap(args, rows: list) -> None:
     rng = np.random.default_rng(args.seed)
     p = np.clip(0.3 * y + rng.random(y.shape), 0, 1)
     patients = data.index["patient"].to_numpy()[test]
-    with Step(rows, "bootstrap", f"label_report: {len(test):,} test images of {len(set(patients)):,} patients, "
-                                 f"{y.shape[1]} labels, 1,000 patient-bootstrap replicates"):
+    with Step(
+        rows,
+        "bootstrap",
+        f"label_report: {len(test):,} test images of {len(set(patients)):,} patients, "
+        f"{y.shape[1]} labels, 1,000 patient-bootstrap replicates",
+    ):
         report = label_report(y, p, data.labels, patients, n_boot=1000, seed=0)
     mean = report["mean"]
-    rows[-1]["judged"] = f"time and peak; mean AUROC {mean['estimate']:.3f} [{mean.get('low', float('nan')):.3f}, {mean.get('high', float('nan')):.3f}]"
+    rows[-1]["judged"] = (
+        f"time and peak; mean AUROC {mean['estimate']:.3f} [{mean.get('low', float('nan')):.3f}, {mean.get('high', float('nan')):.3f}]"
+    )
 
 
 def part_embed(args, rows: list) -> None:
@@ -226,10 +262,22 @@ def part_embed(args, rows: list) -> None:
         return mapped
 
     pipeline.make_map = timed_make_map
-    cfg = EmbedConfig(data=args.cache, space="pixels", split="all", max_images=0, method="all",
-                      pixel_size=args.size, out=out, seed=args.seed)
-    with Step(rows, "embed (whole command)", f"run_embed: pixel features, PCA 1024 -> 50, scores per split, "
-                                             f"t-SNE + UMAP + SOM, CSVs and plots, {args.images:,} images"):
+    cfg = EmbedConfig(
+        data=args.cache,
+        space="pixels",
+        split="all",
+        max_images=0,
+        method="all",
+        pixel_size=args.size,
+        out=out,
+        seed=args.seed,
+    )
+    with Step(
+        rows,
+        "embed (whole command)",
+        f"run_embed: pixel features, PCA 1024 -> 50, scores per split, "
+        f"t-SNE + UMAP + SOM, CSVs and plots, {args.images:,} images",
+    ):
         res = run_embed(cfg)
     scores = res["scores"]["spaces"]["pixels"]
     names = {"tsne": "t-SNE", "umap": "UMAP", "som": "SOM"}
@@ -237,25 +285,46 @@ def part_embed(args, rows: list) -> None:
         s = scores[m["step"]]
         p = m["params"]
         if m["step"] == "tsne":
-            detail = (f"{p.get('gradient', 'Barnes-Hut')} gradient, perplexity {p['perplexity']:g}, {p['max_iter']} "
-                      f"iterations, {p.get('threads', 1)} thread(s); includes the shared neighbour graph "
-                      f"({p.get('neighbours', 'exact')})")
+            detail = (
+                f"{p.get('gradient', 'Barnes-Hut')} gradient, perplexity {p['perplexity']:g}, {p['max_iter']} "
+                f"iterations, {p.get('threads', 1)} thread(s); includes the shared neighbour graph "
+                f"({p.get('neighbours', 'exact')})"
+            )
         elif m["step"] == "umap":
-            detail = (f"{p.get('neighbours', 'exact' if p['exact_neighbours'] else 'approximate')} neighbours, n_neighbors "
-                      f"{p['n_neighbors']}, {p['n_epochs']} epochs, {p.get('init', 'spectral')} start, seeded (one thread)")
+            detail = (
+                f"{p.get('neighbours', 'exact' if p['exact_neighbours'] else 'approximate')} neighbours, n_neighbors "
+                f"{p['n_neighbors']}, {p['n_epochs']} epochs, {p.get('init', 'spectral')} start, seeded (one thread)"
+            )
         else:
-            detail = (f"{p.get('training', 'online')} SOM {p['grid'][0]}x{p['grid'][1]}, {p['epochs']} epochs, "
-                      f"{p['schedule']} schedule")
-        rows.append({"step": f"  {names[m['step']]}", "what": detail,
-                     "wall_s": m["wall_s"], "cpu_s": m["cpu_s"], "peak_mb": m["peak_mb"], "start_mb": m["start_mb"],
-                     "judged": f"test k-NN {s['knn_accuracy']:.3f}, silhouette {s['silhouette']:.3f}"})
+            detail = (
+                f"{p.get('training', 'online')} SOM {p['grid'][0]}x{p['grid'][1]}, {p['epochs']} epochs, "
+                f"{p['schedule']} schedule"
+            )
+        rows.append(
+            {
+                "step": f"  {names[m['step']]}",
+                "what": detail,
+                "wall_s": m["wall_s"],
+                "cpu_s": m["cpu_s"],
+                "peak_mb": m["peak_mb"],
+                "start_mb": m["start_mb"],
+                "judged": f"test k-NN {s['knn_accuracy']:.3f}, silhouette {s['silhouette']:.3f}",
+            }
+        )
     mapped = sum(m["wall_s"] for m in maps)
     full = scores["full"]
-    rows.append({"step": "  three maps together", "what": "t-SNE + UMAP + SOM", "wall_s": mapped,
-                 "cpu_s": sum(m["cpu_s"] for m in maps), "peak_mb": max(m["peak_mb"] for m in maps),
-                 "start_mb": min(m["start_mb"] for m in maps),
-                 "judged": f"budget 300 s; full-space test k-NN {full['knn_accuracy']:.3f} "
-                           f"(chance {res['scores']['knn_chance']:.3f})"})
+    rows.append(
+        {
+            "step": "  three maps together",
+            "what": "t-SNE + UMAP + SOM",
+            "wall_s": mapped,
+            "cpu_s": sum(m["cpu_s"] for m in maps),
+            "peak_mb": max(m["peak_mb"] for m in maps),
+            "start_mb": min(m["start_mb"] for m in maps),
+            "judged": f"budget 300 s; full-space test k-NN {full['knn_accuracy']:.3f} "
+            f"(chance {res['scores']['knn_chance']:.3f})",
+        }
+    )
 
 
 def part_maps(args, rows: list) -> None:
@@ -268,8 +337,9 @@ def part_maps(args, rows: list) -> None:
 
     data = PreparedData(args.cache)
     every = data.rows()
-    cfg = EmbedConfig(data=args.cache, space="pixels", split="all", max_images=0, method="all",
-                      pixel_size=args.size, seed=args.seed)
+    cfg = EmbedConfig(
+        data=args.cache, space="pixels", split="all", max_images=0, method="all", pixel_size=args.size, seed=args.seed
+    )
     reduced, _ = reduce_pca(pixel_features(data, every, args.size, batch_size=256), cfg.pca, cfg.seed)
     classes = primary_findings(data.targets(every), data.labels, cfg.multi_label)
     test = data.index["split"].to_numpy()[every] == "test"
@@ -278,23 +348,34 @@ def part_maps(args, rows: list) -> None:
     large = len(reduced) >= LARGE_INPUT
     if large:
         k = graph_size(cfg, len(reduced))
-        with Step(rows, "  neighbour graph", f"{k} neighbours of {len(reduced):,} points in {reduced.shape[1]} dims, "
-                                             f"shared by t-SNE and UMAP"):
+        with Step(
+            rows,
+            "  neighbour graph",
+            f"{k} neighbours of {len(reduced):,} points in {reduced.shape[1]} dims, shared by t-SNE and UMAP",
+        ):
             neighbours.get(reduced, k)
         rows[-1]["what"] += f" ({neighbours.method})"
     for method in ("tsne", "umap", "som"):
         with Step(rows, f"  {method}", ""):
             mapped = make_map(method, reduced, cfg, neighbours=neighbours)
         p = mapped.params
-        rows[-1]["what"] = ", ".join(f"{k} {v}" for k, v in p.items() if k not in ("kl_divergence", "quantization_error",
-                                                                                      "topographic_error"))
+        rows[-1]["what"] = ", ".join(
+            f"{k} {v}" for k, v in p.items() if k not in ("kl_divergence", "quantization_error", "topographic_error")
+        )
         s = structure_scores(mapped.coords[test], classes[test], cfg.knn, patients, cfg.seed)
         rows[-1]["judged"] = f"test k-NN {s['knn_accuracy']:.3f}, silhouette {s['silhouette']:.3f}"
     parts = rows[-4:] if large else rows[-3:]
-    rows.append({"step": "  three maps together", "what": "graph + t-SNE + UMAP + SOM" if large else "t-SNE + UMAP + SOM",
-                 "wall_s": sum(r["wall_s"] for r in parts), "cpu_s": sum(r["cpu_s"] for r in parts),
-                 "peak_mb": max(r["peak_mb"] for r in parts), "start_mb": min(r["start_mb"] for r in parts),
-                 "judged": "budget 300 s"})
+    rows.append(
+        {
+            "step": "  three maps together",
+            "what": "graph + t-SNE + UMAP + SOM" if large else "t-SNE + UMAP + SOM",
+            "wall_s": sum(r["wall_s"] for r in parts),
+            "cpu_s": sum(r["cpu_s"] for r in parts),
+            "peak_mb": max(r["peak_mb"] for r in parts),
+            "start_mb": min(r["start_mb"] for r in parts),
+            "judged": "budget 300 s",
+        }
+    )
 
 
 PARTS = {"build": part_build, "read": part_read, "bootstrap": part_bootstrap, "embed": part_embed, "maps": part_maps}
@@ -325,8 +406,8 @@ def main() -> None:
     ap.add_argument("--parts", default="build,read,bootstrap,embed")
     ap.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one, removed)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--part", help=argparse.SUPPRESS)      # internal: run one part in this process
-    ap.add_argument("--results", help=argparse.SUPPRESS)   # internal: where that part writes its rows
+    ap.add_argument("--part", help=argparse.SUPPRESS)  # internal: run one part in this process
+    ap.add_argument("--results", help=argparse.SUPPRESS)  # internal: where that part writes its rows
     args = ap.parse_args()
 
     if args.part:
@@ -338,28 +419,53 @@ def main() -> None:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="nih-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{cpu_name()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
-          f"{args.images:,} images at {args.size} px, test list {args.test:,}; work folder {work}\n")
+    print(
+        f"{cpu_name()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}; "
+        f"{args.images:,} images at {args.size} px, test list {args.test:,}; work folder {work}\n"
+    )
     table: list = []
     try:
         for part in args.parts.split(","):
             before = load()
             results = work / f"{part}.json"
-            cmd = [sys.executable, __file__, "--part", part, "--work", str(work), "--results", str(results),
-                   "--images", str(args.images), "--test", str(args.test), "--size", str(args.size), "--seed", str(args.seed)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--part",
+                part,
+                "--work",
+                str(work),
+                "--results",
+                str(results),
+                "--images",
+                str(args.images),
+                "--test",
+                str(args.test),
+                "--size",
+                str(args.size),
+                "--seed",
+                str(args.seed),
+            ]
             subprocess.run(cmd, check=True)
             for row in json.loads(results.read_text()):
                 row["load"] = f"{before} -> {load()}"
                 table.append(row)
-                print(f"{row['step']}: {row['wall_s']:.1f} s wall, {row['cpu_s']:.1f} s CPU, peak {row['peak_mb']:,.0f} MB", flush=True)
+                print(
+                    f"{row['step']}: {row['wall_s']:.1f} s wall, {row['cpu_s']:.1f} s CPU, peak {row['peak_mb']:,.0f} MB",
+                    flush=True,
+                )
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    print("\n| step | what | wall s | CPU s | peak memory MB (at start) | judged by | load average (1, 5, 15 min) before -> after |")
+    print(
+        "\n| step | what | wall s | CPU s | peak memory MB (at start) | judged by | load average (1, 5, 15 min) before -> after |"
+    )
     print("| --- | --- | ---: | ---: | ---: | --- | --- |")
     for r in table:
-        print(f"| {r['step']} | {r['what']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:,.0f} "
-              f"({r.get('start_mb', float('nan')):,.0f}) | {r['judged']} | {r['load']} |")
+        print(
+            f"| {r['step']} | {r['what']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:,.0f} "
+            f"({r.get('start_mb', float('nan')):,.0f}) | {r['judged']} | {r['load']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def write_model(folder: Path) -> Path:
 
     torch.manual_seed(0)
     model = create_model("tiny-cnn", 14)
-    save_checkpoint(folder, model, model_card(model, [f"finding{j}" for j in range(14)], image_size=224, cache_size=256))
+    save_checkpoint(
+        folder, model, model_card(model, [f"finding{j}" for j in range(14)], image_size=224, cache_size=256)
+    )
     return folder
 
 
@@ -76,10 +78,21 @@ def main() -> None:
         for n in counts:
             folder = Path(tmp) / f"files-{n}"
             write_images(folder, n)
-            out = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(model), str(a.workers)],
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            out = (
+                subprocess.run(
+                    [sys.executable, "-c", CHILD, str(folder), str(model), str(a.workers)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             r = json.loads(out)
-            print(f"| {r['files']:,} | {r['seconds']:.1f} | {r['files'] / r['seconds']:.1f} | {r['main_mb']:.0f} |", flush=True)
+            print(
+                f"| {r['files']:,} | {r['seconds']:.1f} | {r['files'] / r['seconds']:.1f} | {r['main_mb']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

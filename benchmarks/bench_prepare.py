@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name
 from PIL import Image
 
 from cxrtool.data.prepare import PrepareNihConfig, prepare_nih
 from cxrtool.data.sources.synthetic import SyntheticConfig, write_raw
 from cxrtool.progress import set_quiet
-from machine import cpu_name
 
 
 def plain_loop(files: list[Path], size: int) -> float:
@@ -49,6 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     set_quiet(True)
     import torch  # noqa: F401 - see the docstring
+
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "raw"

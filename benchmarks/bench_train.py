@@ -43,9 +43,16 @@ def make_cache(root: Path, n_train: int, n_val: int) -> Path:
     rng = np.random.default_rng(0)
     n = n_train + n_val
     images = rng.integers(0, 256, size=(n, CACHE, CACHE), dtype=np.uint8)
-    index = pd.DataFrame({"id": [f"img{i}" for i in range(n)], "patient": [f"p{i}" for i in range(n)],
-                          "view": "PA", "split": ["train"] * n_train + ["val"] * n_val, "source": "bench",
-                          "source_path": ""})
+    index = pd.DataFrame(
+        {
+            "id": [f"img{i}" for i in range(n)],
+            "patient": [f"p{i}" for i in range(n)],
+            "view": "PA",
+            "split": ["train"] * n_train + ["val"] * n_val,
+            "source": "bench",
+            "source_path": "",
+        }
+    )
     labels = [f"finding{j}" for j in range(LABELS)]
     for label in labels:
         index[label] = (rng.random(n) < 0.3).astype(float)
@@ -81,8 +88,19 @@ def compare(arch: str, cache: Path, out: Path, steps: int, repeats: int, workers
     """(median bare images/s, median trainer images/s, median overhead) with the two interleaved."""
     bare = BareLoop(arch)
     blocks = [bare.block(steps)]
-    cfg = TrainConfig(data=cache, out=out, arch=arch, weights="none", epochs=repeats + 1, batch_size=BATCH,
-                      image_size=SIZE, augment="paper", device="cpu", workers=workers, early_stop=0)
+    cfg = TrainConfig(
+        data=cache,
+        out=out,
+        arch=arch,
+        weights="none",
+        epochs=repeats + 1,
+        batch_size=BATCH,
+        image_size=SIZE,
+        augment="paper",
+        device="cpu",
+        workers=workers,
+        early_stop=0,
+    )
     with contextlib.redirect_stdout(io.StringIO()):  # keep stdout for the table
         run = pretrain(cfg, callbacks=[lambda epoch, row: blocks.append(bare.block(steps))])
     trainer = pd.read_csv(run / "metrics.csv")["images_per_s"].to_numpy()
@@ -99,16 +117,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     set_quiet(True)
-    cpu = subprocess.run("lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True, text=True).stdout.strip()
-    print(f"machine: {cpu or platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, no GPU; batch {BATCH}, {SIZE} px, {args.repeats} interleaved blocks of {args.steps} steps")
+    cpu = subprocess.run(
+        "lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"machine: {cpu or platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, no GPU; batch {BATCH}, {SIZE} px, {args.repeats} interleaved blocks of {args.steps} steps"
+    )
     print()
-    print("| arch | bare loop (images/s, median) | whole trainer (images/s, median) | trainer overhead (median of paired ratios) |")
+    print(
+        "| arch | bare loop (images/s, median) | whole trainer (images/s, median) | trainer overhead (median of paired ratios) |"
+    )
     print("| --- | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
         cache = make_cache(Path(tmp) / "cache", n_train=args.steps * BATCH, n_val=BATCH)
         for arch in args.archs.split(","):
-            bare, full, overhead = compare(arch, cache, Path(tmp) / f"run-{arch}", args.steps, args.repeats, args.workers)
+            bare, full, overhead = compare(
+                arch, cache, Path(tmp) / f"run-{arch}", args.steps, args.repeats, args.workers
+            )
             print(f"| {arch} | {bare:.2f} | {full:.2f} | {100 * overhead:+.1f}% |", flush=True)
 
 

@@ -19,19 +19,35 @@ from cxrtool.models.checkpoint import model_card, save_checkpoint
 from cxrtool.runs import write_manifest
 
 
-def synthetic_cache(out: Path, n_patients: int = 80, size: int = 64, seed: int = 0,
-                    labels: list[str] | None = None, shortcut: float = 0.0) -> PreparedData:
+def synthetic_cache(
+    out: Path,
+    n_patients: int = 80,
+    size: int = 64,
+    seed: int = 0,
+    labels: list[str] | None = None,
+    shortcut: float = 0.0,
+) -> PreparedData:
     """A cache of generated images with a seeded 60/20/20 patient split."""
     labels = labels or PRETRAIN_FINDINGS
-    images, frame, boxes = generate_arrays(SyntheticConfig(n_patients=n_patients, size=size, seed=seed, shortcut=shortcut))
+    images, frame, boxes = generate_arrays(
+        SyntheticConfig(n_patients=n_patients, size=size, seed=seed, shortcut=shortcut)
+    )
     rng = np.random.default_rng(seed)
     patients = frame["patient"].unique()
     draw = dict(zip(patients, rng.random(len(patients))))
     split = frame["patient"].map(lambda p: "train" if draw[p] < 0.6 else ("val" if draw[p] < 0.8 else "test"))
-    index = pd.DataFrame({
-        "id": frame["image"], "patient": frame["patient"], "view": frame["view"], "split": split,
-        "source": "synthetic", "source_path": "images/" + frame["image"], "sex": frame["sex"], "age": frame["age"],
-    })
+    index = pd.DataFrame(
+        {
+            "id": frame["image"],
+            "patient": frame["patient"],
+            "view": frame["view"],
+            "split": split,
+            "source": "synthetic",
+            "source_path": "images/" + frame["image"],
+            "sex": frame["sex"],
+            "age": frame["age"],
+        }
+    )
     for label in labels:
         index[label] = frame[label]
     boxes = boxes.rename(columns={"image": "id"})
@@ -57,8 +73,14 @@ def quick_train(data: PreparedData, run_dir: Path, arch: str = "tiny-cnn", epoch
             loss.backward()
             opt.step()
     model.eval()
-    card = model_card(model, data.labels, image_size=data.size, cache_size=data.size, data_hash=data.data_hash,
-                      data_dir=str(data.root))
+    card = model_card(
+        model,
+        data.labels,
+        image_size=data.size,
+        cache_size=data.size,
+        data_hash=data.data_hash,
+        data_dir=str(data.root),
+    )
     save_checkpoint(Path(run_dir) / "checkpoints" / "best", model, card)
     save_checkpoint(Path(run_dir) / "checkpoints" / "last", model, card)
     write_manifest(run_dir, kind="pretrain", arch=arch, data=str(data.root), data_hash=data.data_hash, seed=seed)

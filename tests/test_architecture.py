@@ -12,8 +12,6 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cxrtool"
 
 FOUNDATION = ["errors", "formatting", "progress", "locks", "runs", "config", "device"]
@@ -22,19 +20,21 @@ FOUNDATION = ["errors", "formatting", "progress", "locks", "runs", "config", "de
 ALLOWED: dict[str, set[str]] = {name: {"cxrtool", *FOUNDATION[:i]} for i, name in enumerate(FOUNDATION)}
 ALLOWED["cxrtool"] = set()
 BASE = {"cxrtool", *FOUNDATION}
-ALLOWED.update({
-    "data": BASE,
-    "models": BASE,
-    "inference": BASE | {"data", "models"},
-    "evaluate": BASE | {"data", "models", "inference"},
-    "train": BASE | {"data", "models", "inference", "evaluate.metrics"},
-    "predict": BASE | {"data", "models", "inference", "evaluate.thresholds"},
-    "cam": BASE | {"data", "models", "inference"},
-    "embed": BASE | {"data", "models", "inference"},
-    "interop": BASE | {"data", "models", "inference"},
-    "report": BASE | {"data", "models"},
-    "demo": BASE | {"data", "models", "inference", "train", "evaluate", "predict", "cam", "embed", "report"},
-})
+ALLOWED.update(
+    {
+        "data": BASE,
+        "models": BASE,
+        "inference": BASE | {"data", "models"},
+        "evaluate": BASE | {"data", "models", "inference"},
+        "train": BASE | {"data", "models", "inference", "evaluate.metrics"},
+        "predict": BASE | {"data", "models", "inference", "evaluate.thresholds"},
+        "cam": BASE | {"data", "models", "inference"},
+        "embed": BASE | {"data", "models", "inference"},
+        "interop": BASE | {"data", "models", "inference"},
+        "report": BASE | {"data", "models"},
+        "demo": BASE | {"data", "models", "inference", "train", "evaluate", "predict", "cam", "embed", "report"},
+    }
+)
 ALLOWED["commands"] = set(ALLOWED) - {"cli"}
 ALLOWED["cli"] = BASE | {"commands"}
 ALLOWED["__main__"] = {"cli"}
@@ -109,7 +109,9 @@ def upward_imports(imports) -> list[str]:
         if source == dest:
             continue
         allowed = ALLOWED[source]
-        if dest in allowed or any(target == f"cxrtool.{a}" or target.startswith(f"cxrtool.{a}.") for a in allowed if "." in a):
+        if dest in allowed or any(
+            target == f"cxrtool.{a}" or target.startswith(f"cxrtool.{a}.") for a in allowed if "." in a
+        ):
             continue
         wrong.append(f"{_where(module, line)}: {module} imports {target}")
     return sorted(set(wrong), key=wrong.index)
@@ -121,8 +123,11 @@ def test_imports_point_down_the_layers():
 
 
 def test_no_private_name_is_imported_from_another_module():
-    private = [f"{_where(m, line)}: {m} imports {name} from {t}"
-               for m, t, name, line, _ in IMPORTS if name.startswith("_") and not name.startswith("__")]
+    private = [
+        f"{_where(m, line)}: {m} imports {name} from {t}"
+        for m, t, name, line, _ in IMPORTS
+        if name.startswith("_") and not name.startswith("__")
+    ]
     assert not private, "\n".join(private)
 
 
@@ -137,7 +142,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -162,10 +167,14 @@ def test_no_import_cycle():
 
 def test_the_checks_can_fail():
     # An upward import (data -> train), a command importing the CLI and a cycle are all reported.
-    fake = [("cxrtool.data.cache", "cxrtool.train.api", "", 1, False),
-            ("cxrtool.commands.train", "cxrtool.cli", "", 2, False),
-            ("cxrtool.train.api", "cxrtool.evaluate.metrics", "", 3, False)]
+    fake = [
+        ("cxrtool.data.cache", "cxrtool.train.api", "", 1, False),
+        ("cxrtool.commands.train", "cxrtool.cli", "", 2, False),
+        ("cxrtool.train.api", "cxrtool.evaluate.metrics", "", 3, False),
+    ]
     assert [w.split(": ", 1)[1] for w in upward_imports(fake)] == [
-        "cxrtool.data.cache imports cxrtool.train.api", "cxrtool.commands.train imports cxrtool.cli"]
+        "cxrtool.data.cache imports cxrtool.train.api",
+        "cxrtool.commands.train imports cxrtool.cli",
+    ]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}}) is None

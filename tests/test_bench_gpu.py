@@ -24,9 +24,17 @@ def test_smoke_mode_times_trainer_engine_precisions_and_loader(tmp_path, capsys)
     assert math.isclose(trainer["ratio"], trainer["trainer"] / trainer["bare"])
     assert math.isclose(engine["ratio"], engine["engine"] / engine["bare"])
     assert set(figures["loader"]) == {"0", "1"}
-    values = [*figures["precision"]["tiny-cnn"].values(), *trainer.values(), *engine.values(), *figures["loader"].values()]
+    values = [
+        *figures["precision"]["tiny-cnn"].values(),
+        *trainer.values(),
+        *engine.values(),
+        *figures["loader"].values(),
+    ]
     assert all(math.isfinite(v) and v > 0 for v in values)
-    for heading in ("| arch | float32 | mixed precision | channels_last | both |", "| arch | bare step | trainer | trainer / bare |",
-                    "| workers | images/s |"):
+    for heading in (
+        "| arch | float32 | mixed precision | channels_last | both |",
+        "| arch | bare step | trainer | trainer / bare |",
+        "| workers | images/s |",
+    ):
         assert heading in printed
     assert f"| tiny-cnn | {trainer['bare']:,.1f} | {trainer['trainer']:,.1f} |" in printed

@@ -27,7 +27,9 @@ def test_nih_box_file_is_read_despite_its_header_and_scaled_to_the_image(tmp_pat
 
 def test_cache_box_file_is_taken_as_it_is(tmp_path):
     path = tmp_path / "boxes.csv"
-    pd.DataFrame({"id": ["a"], "label": ["Mass"], "x": [3.0], "y": [4.0], "w": [5.0], "h": [6.0]}).to_csv(path, index=False)
+    pd.DataFrame({"id": ["a"], "label": ["Mass"], "x": [3.0], "y": [4.0], "w": [5.0], "h": [6.0]}).to_csv(
+        path, index=False
+    )
     assert read_box_file(path, 64).iloc[0][["x", "y", "w", "h"]].tolist() == [3, 4, 5, 6]
 
 
@@ -83,10 +85,14 @@ def test_iou_of_the_thresholded_map_with_the_box():
 
 
 def test_summary_per_class_and_overall():
-    per_image = pd.DataFrame({
-        "class": ["Mass", "Mass", "Mass", "Effusion"], "hit": [True, False, True, True],
-        "iou@0.5": [0.5, 0.1, 0.3, 0.9], "box_fraction": [0.1, 0.1, 0.1, 0.2],
-    })
+    per_image = pd.DataFrame(
+        {
+            "class": ["Mass", "Mass", "Mass", "Effusion"],
+            "hit": [True, False, True, True],
+            "iou@0.5": [0.5, 0.1, 0.3, 0.9],
+            "box_fraction": [0.1, 0.1, 0.1, 0.2],
+        }
+    )
     summary = summarise(per_image, thresholds=(0.5,)).set_index("class")
     assert summary.loc["Mass", "pointing_hit_rate"] == pytest.approx(2 / 3)
     assert summary.loc["Effusion", "images"] == 1

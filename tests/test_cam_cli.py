@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -59,7 +58,9 @@ def test_cam_of_a_file_works_as_typed(workdir, synth_data):
     assert raw.shape == (64, 64) and raw.dtype == np.float32 and np.isfinite(raw).all() and raw.std() > 0
     index = pd.read_csv(cam_dir / "cams.csv")
     model, card = load_checkpoint(workdir / "runs" / "pretrain-tiny")
-    expected = predict_arrays(model, np.asarray(synth_data.images[[negative]]), 64, "cpu")[0, card["labels"].index("Cardiomegaly")]
+    expected = predict_arrays(model, np.asarray(synth_data.images[[negative]]), 64, "cpu")[
+        0, card["labels"].index("Cardiomegaly")
+    ]
     assert index["probability"].iloc[0] == pytest.approx(expected, abs=1e-5)
     # The same call again would overwrite: refused, then allowed with --overwrite.
     again = cli(path.name, "--class", "Cardiomegaly")
@@ -74,12 +75,15 @@ def test_unknown_class_lists_the_models_classes(workdir, synth_data):
     assert "Cardiomegaly, Effusion, Mass, Nodule, Pneumothorax" in res.output and "Did you mean" in res.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--class", "Mass", "--top", "2"], "--class and --top"),
-    (["--method", "scorecam"], "gradcam++"),
-    (["--data", "somewhere"], "not both"),
-    (["--thresholds", "0.5,1.5"], "--thresholds"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--class", "Mass", "--top", "2"], "--class and --top"),
+        (["--method", "scorecam"], "gradcam++"),
+        (["--data", "somewhere"], "not both"),
+        (["--thresholds", "0.5,1.5"], "--thresholds"),
+    ],
+)
 def test_option_mistakes_are_one_line_errors(workdir, synth_data, args, message):
     (path,) = save_images(synth_data, workdir, [0])
     res = cli(str(path), *args)
@@ -94,7 +98,7 @@ def test_a_folder_with_a_bad_file_maps_the_rest_and_lists_the_bad_one(workdir, s
     assert "broken.png" in res.output
     index = pd.read_csv(workdir / "out" / "cams.csv")
     assert len(index) == 6 and set(index["method"]) == {"gradcam"}
-    for image_id, rows in index.groupby("id"):  # each image's two most probable classes, most probable first
+    for _image_id, rows in index.groupby("id"):  # each image's two most probable classes, most probable first
         assert rows["probability"].is_monotonic_decreasing
     skipped = pd.read_csv(workdir / "out" / "skipped.csv")
     assert skipped["path"].str.endswith("broken.png").tolist() == [True]
@@ -110,7 +114,9 @@ def test_a_cache_split_in_batches_with_the_caches_boxes(workdir, synth_data):
     per_image = pd.read_csv(workdir / "split" / "box_scores_per_image.csv", dtype={"id": str})
     # By default every boxed class of every test image is mapped and scored, each once.
     assert sorted(zip(per_image["id"], per_image["class"])) == sorted(expected.index)
-    assert (per_image["boxes"].to_numpy() == expected.loc[list(zip(per_image["id"], per_image["class"]))].to_numpy()).all()
+    assert (
+        per_image["boxes"].to_numpy() == expected.loc[list(zip(per_image["id"], per_image["class"]))].to_numpy()
+    ).all()
     summary = pd.read_csv(workdir / "split" / "box_scores.csv").set_index("class")
     assert summary.loc["all", "images"] == len(per_image)
     assert summary.loc["all", "pointing_hit_rate"] == pytest.approx(per_image["hit"].mean())
@@ -118,16 +124,22 @@ def test_a_cache_split_in_batches_with_the_caches_boxes(workdir, synth_data):
     assert len(list((workdir / "split" / "maps").glob("*.npy"))) == len(per_image)
 
 
-
 def test_a_cache_whose_boxes_file_is_empty_maps_the_most_probable_class(workdir, synth_data):
     data = workdir / "nobox"
-    write_cache(data, np.asarray(synth_data.images), synth_data.index, synth_data.labels,
-                manifest={"source": "synthetic"}, boxes=synth_data.boxes().iloc[:0])
+    write_cache(
+        data,
+        np.asarray(synth_data.images),
+        synth_data.index,
+        synth_data.labels,
+        manifest={"source": "synthetic"},
+        boxes=synth_data.boxes().iloc[:0],
+    )
     res = cli("--data", str(data), "--split", "test", "--max-images", "3", "--out", "nobox-cam", "--no-overlays")
     assert res.exit_code == 0, res.output
     index = pd.read_csv(workdir / "nobox-cam" / "cams.csv", dtype={"id": str})
     assert len(index) == 3 and index["id"].nunique() == 3
     assert not (workdir / "nobox-cam" / "box_scores.csv").exists()
+
 
 def test_nih_box_file_scores_files_like_the_caches_own_boxes(workdir, synth_data):
     boxes = synth_data.boxes()
@@ -156,8 +168,17 @@ def test_library_call_and_yaml_config(workdir, synth_data, tmp_path):
     assert res.exit_code == 0, res.output
     index = pd.read_csv(workdir / "yaml" / "cams.csv")
     assert len(index) == 6 and set(index["class"]) == {"Mass", "Effusion"} and set(index["method"]) == {"gradcam++"}
-    out = run_cam(CamConfig(run=workdir / "runs" / "pretrain-tiny", data=synth_data.root, classes=["Nodule"],
-                            max_images=2, out=workdir / "lib", device="cpu", split="val"))
+    out = run_cam(
+        CamConfig(
+            run=workdir / "runs" / "pretrain-tiny",
+            data=synth_data.root,
+            classes=["Nodule"],
+            max_images=2,
+            out=workdir / "lib",
+            device="cpu",
+            split="val",
+        )
+    )
     assert len(out["overlays"]) == len(out["maps"]) == 2 and all(p.is_file() for p in out["overlays"] + out["maps"])
     assert out["box_scores"] is not None and list(out["pairs"]["class"]) == ["Nodule", "Nodule"]
     with pytest.raises(CxrError, match="--top"):

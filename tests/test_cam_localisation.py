@@ -22,8 +22,17 @@ def effusion_data(tmp_path_factory) -> PreparedData:
     cfg = SyntheticConfig(n_patients=160, max_followups=1, size=128, seed=0, prevalence={"Effusion": 0.5})
     images, frame, boxes = generate_arrays(cfg, findings=["Effusion"])
     split = np.where(np.random.default_rng(0).random(len(frame)) < 0.5, "train", "test")
-    index = pd.DataFrame({"id": frame["image"], "patient": frame["patient"], "view": frame["view"], "split": split,
-                          "source": "synthetic", "source_path": frame["image"], "Effusion": frame["Effusion"]})
+    index = pd.DataFrame(
+        {
+            "id": frame["image"],
+            "patient": frame["patient"],
+            "view": frame["view"],
+            "split": split,
+            "source": "synthetic",
+            "source_path": frame["image"],
+            "Effusion": frame["Effusion"],
+        }
+    )
     root = tmp_path_factory.mktemp("effusion") / "data"
     write_cache(root, images, index, ["Effusion"], boxes=boxes.rename(columns={"image": "id"}))
     return PreparedData(root)
@@ -32,8 +41,18 @@ def effusion_data(tmp_path_factory) -> PreparedData:
 def hit_rates(run, data, tmp_path, methods) -> dict[str, float]:
     rates = {}
     for method in methods:
-        out = run_cam(CamConfig(run=run, data=data.root, split="test", method=method, overlays=False, maps=False,
-                                out=tmp_path / run.name / method.replace("+", "p"), device="cpu"))
+        out = run_cam(
+            CamConfig(
+                run=run,
+                data=data.root,
+                split="test",
+                method=method,
+                overlays=False,
+                maps=False,
+                out=tmp_path / run.name / method.replace("+", "p"),
+                device="cpu",
+            )
+        )
         summary = out["box_scores"].set_index("class")
         positives = int(np.nansum(data.targets(data.rows("test"))))
         assert summary.loc["all", "images"] == positives >= 25  # every positive test image was scored

@@ -36,7 +36,9 @@ def test_cam_is_the_head_weighted_sum_of_the_final_features(arch):
     assert maps.shape == (2, 2, 64, 64)  # the image's size, whatever the feature map's
     assert torch.allclose(probs, torch.sigmoid(logits), atol=1e-6)
     plain, _ = class_activation_maps(model, x, [0, 2], "cam", align=False)
-    assert torch.allclose(plain, F.interpolate(expected, size=(64, 64), mode="bilinear", align_corners=False), atol=1e-5)
+    assert torch.allclose(
+        plain, F.interpolate(expected, size=(64, 64), mode="bilinear", align_corners=False), atol=1e-5
+    )
 
 
 def test_one_and_three_channel_inputs_give_the_same_maps():
@@ -69,7 +71,9 @@ def test_gradcam_plus_plus_is_non_negative_and_differs_from_gradcam():
     pp = low_res_maps(model, x, [0, 1], "gradcam++").maps
     g = low_res_maps(model, x, [0, 1], "gradcam").maps
     assert torch.isfinite(pp).all() and (pp >= 0).all()
-    assert not torch.allclose(pp / (pp.amax(dim=(2, 3), keepdim=True) + 1e-12), g / (g.amax(dim=(2, 3), keepdim=True) + 1e-12))
+    assert not torch.allclose(
+        pp / (pp.amax(dim=(2, 3), keepdim=True) + 1e-12), g / (g.amax(dim=(2, 3), keepdim=True) + 1e-12)
+    )
 
 
 def test_multi_label_models_give_each_class_its_own_map(trained_run, synth_data):
@@ -82,7 +86,7 @@ def test_multi_label_models_give_each_class_its_own_map(trained_run, synth_data)
     maps = low_res_maps(model, x, classes, "cam").maps
     assert torch.allclose(maps, manual_cam(model, x, classes), atol=1e-4)
     for a in classes:
-        for b in classes[a + 1:]:
+        for b in classes[a + 1 :]:
             assert not torch.allclose(maps[:, a], maps[:, b], atol=1e-3), (card["labels"][a], card["labels"][b])
 
 

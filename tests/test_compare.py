@@ -7,14 +7,14 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cv_run_from
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
-from cxrtool.evaluate.compare import CompareConfig, compare
 from cxrtool.errors import CxrError
+from cxrtool.evaluate.compare import CompareConfig, compare
 from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
-from helpers import cv_run_from
 
 runner = CliRunner()
 LABEL = "Cardiomegaly"
@@ -36,9 +36,14 @@ def evaluated(trained_run, synth_data, tmp_path_factory):
 
 def test_rows_hold_the_evaluations_numbers(evaluated, tmp_path):
     table_md = tmp_path / "t" / "table.md"
-    cfg = CompareConfig(arms=[f"NIH-pretrained={evaluated['run']}"], cv=[f"NIH-pretrained={evaluated['cv']}"],
-                        skipped=["ImageNet only=weights not in the torch cache"], label=LABEL,
-                        pretrain=[f"nih={evaluated['run']}"], out=tmp_path / "t")
+    cfg = CompareConfig(
+        arms=[f"NIH-pretrained={evaluated['run']}"],
+        cv=[f"NIH-pretrained={evaluated['cv']}"],
+        skipped=["ImageNet only=weights not in the torch cache"],
+        label=LABEL,
+        pretrain=[f"nih={evaluated['run']}"],
+        out=tmp_path / "t",
+    )
     assert compare(cfg) == table_md
     arms = pd.read_csv(tmp_path / "t" / "arms.csv")
     assert list(arms["arm"]) == ["NIH-pretrained", "ImageNet only"]
@@ -72,8 +77,13 @@ def test_rows_hold_the_evaluations_numbers(evaluated, tmp_path):
 def test_a_user_table_becomes_a_column_and_bad_rows_are_named(evaluated, tmp_path):
     good = tmp_path / "table1.csv"
     good.write_text("label,auroc\nEffusion,0.81\nPleural Thickening,0.7\n")
-    cfg = CompareConfig(arms=[f"a={evaluated['run']}"], label=LABEL, pretrain=[str(evaluated["run"])],
-                        published=[f"Report Table 1={good}"], out=tmp_path / "t")
+    cfg = CompareConfig(
+        arms=[f"a={evaluated['run']}"],
+        label=LABEL,
+        pretrain=[str(evaluated["run"])],
+        published=[f"Report Table 1={good}"],
+        out=tmp_path / "t",
+    )
     compare(cfg)
     findings = pd.read_csv(tmp_path / "t" / "findings.csv").set_index("finding")
     assert findings.loc["Effusion", "Report Table 1"] == pytest.approx(0.81)
@@ -82,8 +92,15 @@ def test_a_user_table_becomes_a_column_and_bad_rows_are_named(evaluated, tmp_pat
     bad = tmp_path / "bad.csv"
     bad.write_text("label,auroc\nEffusion,0.81\nMass,high\n")
     with pytest.raises(CxrError, match=r"bad.csv: row 3: auroc"):
-        compare(CompareConfig(arms=[f"a={evaluated['run']}"], label=LABEL, pretrain=[str(evaluated["run"])],
-                              published=[f"T={bad}"], out=tmp_path / "u"))
+        compare(
+            CompareConfig(
+                arms=[f"a={evaluated['run']}"],
+                label=LABEL,
+                pretrain=[str(evaluated["run"])],
+                published=[f"T={bad}"],
+                out=tmp_path / "u",
+            )
+        )
 
 
 def test_cli_errors_are_one_line(evaluated, tmp_path):
@@ -93,13 +110,18 @@ def test_cli_errors_are_one_line(evaluated, tmp_path):
         (["--arm", f"x={unevaluated}"], "cxrtool evaluate"),
         (["--arm", str(evaluated["run"])], "NAME=VALUE"),
         (["--arm", f"x={evaluated['run']}", "--label", "COVID-19"], "no label 'COVID-19'"),
-        (["--arm", f"x={evaluated['run']}", "--cv", f"x={evaluated['run']}", "--label", LABEL], "not a cross-validation run"),
+        (
+            ["--arm", f"x={evaluated['run']}", "--cv", f"x={evaluated['run']}", "--label", LABEL],
+            "not a cross-validation run",
+        ),
         ([], "at least one --arm"),
     ]
     for args, needle in cases:
         res = runner.invoke(app, ["compare", *args, "--out", str(tmp_path / "o")])
         assert res.exit_code == 2 and needle in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1, res.output
-    ok = runner.invoke(app, ["compare", "--arm", f"x={evaluated['run']}", "--label", LABEL, "--out", str(tmp_path / "o")])
+    ok = runner.invoke(
+        app, ["compare", "--arm", f"x={evaluated['run']}", "--label", LABEL, "--out", str(tmp_path / "o")]
+    )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "o" / "table.md").is_file() and not (tmp_path / "o" / "findings.csv").exists()

@@ -88,8 +88,12 @@ def test_checkpoint_roundtrip_with_training_state(tmp_path):
     model(torch.rand(2, 1, 32, 32)).sum().backward()
     opt.step()
     card = model_card(model, ["a", "b", "c"], image_size=32, cache_size=32, data_hash="abc")
-    save_checkpoint(tmp_path / "best", model, card, state={"optimizer": opt.state_dict(), "epoch": 4,
-                                                           "rng": torch.get_rng_state(), "np": np.arange(3)})
+    save_checkpoint(
+        tmp_path / "best",
+        model,
+        card,
+        state={"optimizer": opt.state_dict(), "epoch": 4, "rng": torch.get_rng_state(), "np": np.arange(3)},
+    )
     loaded, loaded_card = load_checkpoint(tmp_path / "best")
     assert loaded_card["labels"] == ["a", "b", "c"] and read_card(tmp_path / "best")["data_hash"] == "abc"
     x = torch.rand(1, 1, 32, 32)
@@ -162,7 +166,12 @@ def test_bad_images_raise_a_reason(tmp_path):
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "ok.png")
     data = (tmp_path / "ok.png").read_bytes()
     (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
-    for name, reason in (("empty.png", "empty"), ("text.png", "not an image"), ("trunc.png", "truncated"), ("nope.png", "not found")):
+    for name, reason in (
+        ("empty.png", "empty"),
+        ("text.png", "not an image"),
+        ("trunc.png", "truncated"),
+        ("nope.png", "not found"),
+    ):
         with pytest.raises(ImageReadError, match=reason):
             read_gray(tmp_path / name)
 
@@ -175,7 +184,7 @@ def test_a_cross_validation_run_is_found_and_explains_itself(tmp_path):
     (cv / "manifest.json").write_text(json.dumps({"kind": "cv"}))
     (cv / "oof_predictions.csv").write_text("id,patient,fold\n")
     assert resolve_run(None, root=tmp_path) == cv
-    with pytest.raises(CxrError, match="one model per fold.*fold-1"):
+    with pytest.raises(CxrError, match=r"one model per fold.*fold-1"):
         resolve_checkpoint(cv)
 
 

@@ -17,9 +17,33 @@ from helpers import synthetic_cache
 def test_two_cpu_processes_train_one_run(tmp_path):
     data = synthetic_cache(tmp_path / "data", n_patients=40, size=32, seed=2)
     out = tmp_path / "runs" / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "cxrtool", "pretrain", "--data", str(data.root), "--arch", "tiny-cnn", "--weights", "none",
-           "--epochs", "2", "--image-size", "32", "--workers", "0", "--device", "cpu", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "cxrtool",
+        "pretrain",
+        "--data",
+        str(data.root),
+        "--arch",
+        "tiny-cnn",
+        "--weights",
+        "none",
+        "--epochs",
+        "2",
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CXRTOOL_QUIET": "0"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -22,10 +21,20 @@ def demo_out(tmp_path_factory):
 def test_demo_writes_every_stage(demo_out):
     out, _ = demo_out
     pre, ft = out / "runs" / "pretrain-tiny-cnn", out / "runs" / "finetune-covid"
-    for path in (out / "data" / "synth-nih" / "images.u8.npy", out / "data" / "synth-covid" / "index.csv",
-                 pre / "checkpoints" / "best" / "model.safetensors", pre / "metrics.csv", pre / "curves.png",
-                 pre / "eval" / "metrics.json", pre / "eval" / "roc.png", pre / "cam" / "box_scores.csv",
-                 pre / "embed" / "scores.json", pre / "report.html", ft / "eval" / "predictions.csv", ft / "report.html"):
+    for path in (
+        out / "data" / "synth-nih" / "images.u8.npy",
+        out / "data" / "synth-covid" / "index.csv",
+        pre / "checkpoints" / "best" / "model.safetensors",
+        pre / "metrics.csv",
+        pre / "curves.png",
+        pre / "eval" / "metrics.json",
+        pre / "eval" / "roc.png",
+        pre / "cam" / "box_scores.csv",
+        pre / "embed" / "scores.json",
+        pre / "report.html",
+        ft / "eval" / "predictions.csv",
+        ft / "report.html",
+    ):
         assert path.is_file(), path
     assert json.loads((ft / "manifest.json").read_text())["parent"].startswith(str(pre.resolve()))
     assert len(list((pre / "cam").rglob("*.png"))) > 0

@@ -128,11 +128,19 @@ def test_shared_graph_is_the_exact_neighbours_and_never_the_point_itself():
     assert np.all(np.diff(dist, axis=1) >= 0)
 
 
-@pytest.mark.parametrize("options, option", [
-    ({"method": "sam"}, "--method"), ({"space": "latents"}, "--space"), ({"som_grid": "10by10"}, "--som-grid"),
-    ({"max_images": 3}, "--max-images"), ({"pca": 1}, "--pca"), ({"split": "testing"}, "--split"),
-    ({"som_schedule": "kohonen"}, "--som-schedule"), ({"perplexity": 0}, "--perplexity"),
-])
+@pytest.mark.parametrize(
+    "options, option",
+    [
+        ({"method": "sam"}, "--method"),
+        ({"space": "latents"}, "--space"),
+        ({"som_grid": "10by10"}, "--som-grid"),
+        ({"max_images": 3}, "--max-images"),
+        ({"pca": 1}, "--pca"),
+        ({"split": "testing"}, "--split"),
+        ({"som_schedule": "kohonen"}, "--som-schedule"),
+        ({"perplexity": 0}, "--perplexity"),
+    ],
+)
 def test_bad_options_name_the_option(options, option):
     with pytest.raises(CxrError, match=option):
         EmbedConfig(**options)
@@ -178,7 +186,9 @@ def test_scores_default_to_the_test_split_and_all_scores_each_split(trained_run,
 
     # --split all: one map of every image, each score per split among that split's images; the
     # headline is the test split's (the same number as a test-only run), train is marked in-sample.
-    res = run_embed(EmbedConfig(run=trained_run, split="all", method="som", som_grid="4x4", out=tmp_path / "all", seed=0))
+    res = run_embed(
+        EmbedConfig(run=trained_run, split="all", method="som", som_grid="4x4", out=tmp_path / "all", seed=0)
+    )
     every = res["scores"]
     assert every["n_images"] == len(synth_data.index) and every["scored_on"] == "test"
     full = every["spaces"]["latent"]["full"]
@@ -197,8 +207,11 @@ def test_same_seed_same_coordinates_and_another_seed_differs(trained_run, tmp_pa
     def coords(seed, name):
         out = tmp_path / name
         # From every split, so that 60 images are a sample the seed draws (the test split alone is smaller).
-        run_embed(EmbedConfig(run=trained_run, split="all", space="latent", method="som,tsne", max_images=60, seed=seed,
-                              out=out))
+        run_embed(
+            EmbedConfig(
+                run=trained_run, split="all", space="latent", method="som,tsne", max_images=60, seed=seed, out=out
+            )
+        )
         return [pd.read_csv(out / f"coords_latent_{m}.csv", dtype={"id": str}) for m in ("som", "tsne")]
 
     a, b, c = coords(1, "a"), coords(1, "b"), coords(2, "c")
@@ -215,8 +228,14 @@ def test_cli_embed_som_as_typed_after_a_pretrain(trained_run, tmp_path, monkeypa
     result = runner.invoke(app, ["embed", "--method", "som", "-q"])
     assert result.exit_code == 0, result.output
     assert "k-NN accuracy" in result.output and "latent space is" in result.output
-    for name in ("coords_latent_som.csv", "coords_pixels_som.csv", "som_latent.png", "scores.json",
-                 "centroids_latent.csv", "config.yaml"):
+    for name in (
+        "coords_latent_som.csv",
+        "coords_pixels_som.csv",
+        "som_latent.png",
+        "scores.json",
+        "centroids_latent.csv",
+        "config.yaml",
+    ):
         assert (run / "embed" / name).is_file(), name
 
     # A second method adds to scores.json; repeating one needs --overwrite.
@@ -229,12 +248,15 @@ def test_cli_embed_som_as_typed_after_a_pretrain(trained_run, tmp_path, monkeypa
     assert runner.invoke(app, ["embed", "--method", "som", "--overwrite", "-q"]).exit_code == 0
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--method", "sam"], "Did you mean 'som'"),
-    (["--som-grid", "ten"], "--som-grid"),
-    (["--space", "latnet"], "--space"),
-    (["--split", "nope"], "--split"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--method", "sam"], "Did you mean 'som'"),
+        (["--som-grid", "ten"], "--som-grid"),
+        (["--space", "latnet"], "--space"),
+        (["--split", "nope"], "--split"),
+    ],
+)
 def test_cli_bad_options_give_one_line(trained_run, tmp_path, args, expected):
     result = runner.invoke(app, ["embed", "--run", str(trained_run), "--out", str(tmp_path / "e"), "-q", *args])
     assert result.exit_code == 2
@@ -257,11 +279,11 @@ def test_pixels_only_map_of_a_cache_needs_no_run(synth_data, tmp_path):
 def test_mixed_sources_and_covid_get_their_panels_and_nearest_findings(tmp_path):
     # A cache where COVID-19 images come from a second "hospital": the scatter gains a by-source
     # panel, the SOM a COVID-19 share panel, and the scores name the findings nearest COVID-19.
+    from helpers import synthetic_cache
     from PIL import Image
 
     from cxrtool.data.cache import write_cache
     from cxrtool.data.sources.synthetic import SYNTHETIC_FINDINGS
-    from helpers import synthetic_cache
 
     base = synthetic_cache(tmp_path / "base", n_patients=40, size=32, labels=SYNTHETIC_FINDINGS)
     index = base.index.copy()

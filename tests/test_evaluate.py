@@ -8,18 +8,26 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cv_run_from, synthetic_cache
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
-from cxrtool.data.cache import PreparedData, write_cache
+from cxrtool.data.cache import write_cache
 from cxrtool.errors import CxrError
 from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
 from cxrtool.models.checkpoint import read_card
-from helpers import cv_run_from, synthetic_cache
 
 runner = CliRunner()
-ARTIFACTS = ["metrics.json", "per_label.csv", "per_label.md", "predictions.csv", "roc.png", "reliability.png", "shortcuts.csv"]
+ARTIFACTS = [
+    "metrics.json",
+    "per_label.csv",
+    "per_label.md",
+    "predictions.csv",
+    "roc.png",
+    "reliability.png",
+    "shortcuts.csv",
+]
 
 
 @pytest.fixture
@@ -57,7 +65,10 @@ def test_evaluate_writes_every_artifact_and_numbers_match_predictions(run, synth
     assert "own patient-wise random test split" in (out / "per_label.md").read_text()
     thresholds = json.loads((out / "thresholds.json").read_text())
     assert thresholds["chosen_on"] == "val" and thresholds["data_hash"] == synth_data.data_hash
-    assert stored["labels"]["Cardiomegaly"]["operating_points"]["youden"]["threshold"] == thresholds["labels"]["Cardiomegaly"]["youden"]
+    assert (
+        stored["labels"]["Cardiomegaly"]["operating_points"]["youden"]["threshold"]
+        == thresholds["labels"]["Cardiomegaly"]["youden"]
+    )
     assert stored["operating_points"]["in_sample"] is False
     assert "youden_threshold" in table.columns and set(table["thresholds_chosen_on"].dropna()) == {"val"}
 
@@ -68,7 +79,9 @@ def test_evaluate_refuses_to_overwrite_and_never_writes_into_the_checkpoint(run)
     assert (run / "eval-val" / "metrics.json").is_file()
     assert metrics["operating_points"]["in_sample"] is True  # chosen and reported on val: said so
     assert "in-sample" in (run / "eval-val" / "per_label.md").read_text()
-    assert set(pd.read_csv(run / "eval-val" / "per_label.csv")["thresholds_chosen_on"].dropna()) == {"val (in-sample: optimistic)"}
+    assert set(pd.read_csv(run / "eval-val" / "per_label.csv")["thresholds_chosen_on"].dropna()) == {
+        "val (in-sample: optimistic)"
+    }
     with pytest.raises(CxrError, match="--overwrite"):
         evaluate_run(_cfg(run, split="val", bootstrap=0))
     evaluate_run(_cfg(run, bootstrap=0, shortcuts=False))  # the test split
@@ -88,9 +101,11 @@ def test_operating_points_are_chosen_on_val_and_applied_to_test(run, synth_data,
     probs = np.where(targets == 1, rng.uniform(0.6, 0.9, targets.shape), rng.uniform(0.1, 0.5, targets.shape))
     test = split == "test"
     low = rng.random(targets.shape) < 0.5
-    probs[test] = np.where(targets[test] == 1, np.where(low[test], rng.uniform(0.40, 0.55, targets[test].shape),
-                                                          rng.uniform(0.65, 0.9, targets[test].shape)),
-                           rng.uniform(0.0, 0.3, targets[test].shape))
+    probs[test] = np.where(
+        targets[test] == 1,
+        np.where(low[test], rng.uniform(0.40, 0.55, targets[test].shape), rng.uniform(0.65, 0.9, targets[test].shape)),
+        rng.uniform(0.0, 0.3, targets[test].shape),
+    )
     monkeypatch.setattr(cxrtool.evaluate.pipeline, "predict_probs", lambda model, data, rows, *a, **k: probs[rows])
     metrics = evaluate_run(_cfg(run, shortcuts=False))
     chosen = json.loads((run / "eval" / "thresholds.json").read_text())["labels"]
@@ -101,10 +116,16 @@ def test_operating_points_are_chosen_on_val_and_applied_to_test(run, synth_data,
         point = metrics["labels"][label]["operating_points"]["youden"]
         test_pos = probs[test & (targets[:, j] == 1), j]
         assert point["threshold"] == t and point["sensitivity"] == pytest.approx((test_pos >= t).mean())
-        assert point["sensitivity"] < 0.9 and point["sensitivity_low"] <= point["sensitivity"] <= point["sensitivity_high"]
+        assert (
+            point["sensitivity"] < 0.9 and point["sensitivity_low"] <= point["sensitivity"] <= point["sensitivity_high"]
+        )
         assert metrics["labels"][label]["youden_in_sample"]["sensitivity"] == 1.0  # the optimistic in-sample figure
         s90 = chosen[label]["sens90"]
-        assert (probs[val & (targets[:, j] == 1), j] >= s90).mean() >= 0.9 > (probs[val & (targets[:, j] == 1), j] > s90).mean()
+        assert (
+            (probs[val & (targets[:, j] == 1), j] >= s90).mean()
+            >= 0.9
+            > (probs[val & (targets[:, j] == 1), j] > s90).mean()
+        )
 
 
 def test_one_class_label_is_reported_not_computable(run, synth_data, tmp_path):
@@ -121,8 +142,9 @@ def test_one_class_label_is_reported_not_computable(run, synth_data, tmp_path):
 
 
 def test_external_collection_is_scored_on_shared_labels(run, tmp_path):
-    other = synthetic_cache(tmp_path / "ext", n_patients=40, size=32, seed=5,
-                            labels=["Cardiomegaly", "Effusion", "COVID-19"])
+    other = synthetic_cache(
+        tmp_path / "ext", n_patients=40, size=32, seed=5, labels=["Cardiomegaly", "Effusion", "COVID-19"]
+    )
     metrics = evaluate_run(_cfg(run, external=other.root, shortcuts=False))
     ext = metrics["external"]
     assert list(ext["labels"]) == ["Cardiomegaly", "Effusion"] and ext["images"] == len(other)
@@ -155,8 +177,11 @@ def test_cli_prints_the_table_and_errors_are_one_line(run, tmp_path):
     assert "AUROC" in ok.output and "Effusion" in ok.output and "mean" in ok.output
     again = runner.invoke(app, ["evaluate", str(run), "-q"])
     assert again.exit_code == 2 and "--overwrite" in again.output
-    for args, needle in ((["--split", "tests"], "--split"), (["--bootstrap", "10"], "--bootstrap"),
-                         (["--compare", "chexnt"], "Did you mean 'chexnet'")):
+    for args, needle in (
+        (["--split", "tests"], "--split"),
+        (["--bootstrap", "10"], "--bootstrap"),
+        (["--compare", "chexnt"], "Did you mean 'chexnet'"),
+    ):
         res = runner.invoke(app, ["evaluate", str(run), *args])
         assert res.exit_code == 2 and needle in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1

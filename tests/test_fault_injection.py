@@ -29,8 +29,21 @@ pytestmark = pytest.mark.slow
 
 KILLS_PER_STEP = int(os.environ.get("CXRTOOL_FAULT_KILLS", "2"))
 SEED = int(os.environ.get("CXRTOOL_FAULT_SEED", "0"))
-TINY = ["--arch", "tiny-cnn", "--weights", "none", "--image-size", "32", "--workers", "0", "--device", "cpu",
-        "--batch-size", "8", "-q"]
+TINY = [
+    "--arch",
+    "tiny-cnn",
+    "--weights",
+    "none",
+    "--image-size",
+    "32",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "--batch-size",
+    "8",
+    "-q",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CXRTOOL_QUIET": "1"}
 
 
@@ -42,7 +55,7 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
 
 
-def run_killed(args: list[str], delay: float, tally: "Tally") -> bool:
+def run_killed(args: list[str], delay: float, tally: Tally) -> bool:
     """Start `args`, SIGKILL it after `delay` seconds; True if it was killed (False: it finished first)."""
     tally.tries += 1
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
@@ -178,7 +191,10 @@ def test_killed_steps_leave_nothing_corrupt_that_is_trusted(tmp_path):
     import resource
 
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"\nfault injection: {tally.tries} kills tried, {tally.kills} landed before the command ended, "
-          f"{tally.worked} commands worked, {tally.refused} refused with one line, corrupt artifacts trusted: {tally.trusted_corrupt} ({cpu.ru_utime + cpu.ru_stime:.0f} s CPU)")
+    print(
+        f"\nfault injection: {tally.tries} kills tried, {tally.kills} landed before the command ended, "
+        f"{tally.worked} commands worked, {tally.refused} refused with one line, "
+        f"corrupt artifacts trusted: {tally.trusted_corrupt} ({cpu.ru_utime + cpu.ru_stime:.0f} s CPU)"
+    )
     assert tally.kills >= KILLS_PER_STEP  # most delays fall inside the command
     assert tally.trusted_corrupt == 0

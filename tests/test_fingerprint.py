@@ -12,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
-from cxrtool.data.cache import PreparedData
 from cxrtool.data.align import DEFAULT_MIN_SCORE, align_pairs, fine_image, work_image
+from cxrtool.data.cache import PreparedData
 from cxrtool.data.dedup import compact_images
 from cxrtool.data.fingerprint import ALIGNED, HASH, IDENTICAL, distance, fingerprint, near_duplicates
 from cxrtool.data.imageio import preprocess
@@ -55,9 +55,15 @@ def cropped(img: np.ndarray, left=0.15, top=0.15, right=0.15, bottom=0.15) -> np
 COPIES = {"jpeg": jpeg, "resized": resized, "brighter": brighter}
 # Every change issue-listed on its own, and the crop one-sided too (then the centre crop shifts).
 CHANGES = {
-    "jpeg": lambda x: jpeg(x, 50), "rescale": resized, "brightness": lambda x: brighter(x, 30), "gamma": gamma,
-    "gamma_up": lambda x: gamma(x, 1.6), "contrast": contrast, "crop_all_sides": cropped,
-    "crop_left_bottom": lambda x: cropped(x, 0.15, 0.0, 0.0, 0.10), "crop_top_right": lambda x: cropped(x, 0.0, 0.15, 0.15, 0.0),
+    "jpeg": lambda x: jpeg(x, 50),
+    "rescale": resized,
+    "brightness": lambda x: brighter(x, 30),
+    "gamma": gamma,
+    "gamma_up": lambda x: gamma(x, 1.6),
+    "contrast": contrast,
+    "crop_all_sides": cropped,
+    "crop_left_bottom": lambda x: cropped(x, 0.15, 0.0, 0.0, 0.10),
+    "crop_top_right": lambda x: cropped(x, 0.0, 0.15, 0.15, 0.0),
     "crop_bottom": lambda x: cropped(x, 0.05, 0.0, 0.05, 0.15),
 }
 
@@ -76,8 +82,9 @@ def test_copies_are_close_and_distinct_patients_are_not_confirmed(phantoms):
     cached = [preprocess(im, 128)[0] for im in images]
     assert near_duplicates(fps, lambda i: cached[i]) == []  # one image per patient, all distinct look-alikes
     copies = [make(images[k]) for k, make in enumerate(COPIES.values())]
-    found = near_duplicates(fps, lambda i: cached[i], [fingerprint(c) for c in copies],
-                            lambda j: preprocess(copies[j], 128)[0])
+    found = near_duplicates(
+        fps, lambda i: cached[i], [fingerprint(c) for c in copies], lambda j: preprocess(copies[j], 128)[0]
+    )
     assert sorted((p.i, p.j) for p in found) == [(0, 0), (1, 1), (2, 2)]
     assert {p.method for p in found} == {HASH}
 
@@ -89,8 +96,12 @@ def test_each_change_is_found_by_alignment_and_lookalikes_are_not_paired(phantom
     for k, (name, change) in enumerate(CHANGES.items()):
         copies.append(preprocess(change(images[k]), 128)[0])
         truth.append((k, len(copies) - 1, name))
-    found = near_duplicates([fingerprint(x) for x in originals], lambda i: originals[i],
-                            [fingerprint(x) for x in copies], lambda j: copies[j])
+    found = near_duplicates(
+        [fingerprint(x) for x in originals],
+        lambda i: originals[i],
+        [fingerprint(x) for x in copies],
+        lambda j: copies[j],
+    )
     pairs = {(p.i, p.j): p for p in found}
     missed = [name for i, j, name in truth if (i, j) not in pairs]
     assert missed == []
@@ -158,8 +169,11 @@ def test_alignment_scores_separate_copies_from_lookalikes(phantoms):
     images, _ = phantoms
     work = [(work_image(preprocess(im, 128)[0]), fine_image(preprocess(im, 128)[0])) for im in images[:12]]
     i, j = np.triu_indices(len(work), 1)
-    lookalikes = align_pairs(*(np.array([work[k][n] for k in idx]) for n, idx in ((0, i), (0, j))),
-                             np.array([work[k][1] for k in i]), np.array([work[k][1] for k in j]))
+    lookalikes = align_pairs(
+        *(np.array([work[k][n] for k in idx]) for n, idx in ((0, i), (0, j))),
+        np.array([work[k][1] for k in i]),
+        np.array([work[k][1] for k in j]),
+    )
     assert max(m.score for m in lookalikes) < DEFAULT_MIN_SCORE
     copy = preprocess(gamma(cropped(images[0], 0.1, 0.05, 0.0, 0.1)), 128)[0]
     [m] = align_pairs(work[0][0][None], work_image(copy)[None], work[0][1][None], fine_image(copy)[None])
@@ -170,7 +184,9 @@ def save_folder(root: Path, images: dict[str, np.ndarray], patients: dict[str, s
     root.mkdir(parents=True, exist_ok=True)
     for name, img in images.items():
         Image.fromarray(img).save(root / name, **({"quality": 80} if name.endswith(".jpg") else {}))
-    pd.DataFrame({"image": list(images), "finding": 0, "patient": [patients[n] for n in images]}).to_csv(root / "list.csv", index=False)
+    pd.DataFrame({"image": list(images), "finding": 0, "patient": [patients[n] for n in images]}).to_csv(
+        root / "list.csv", index=False
+    )
     return root / "list.csv"
 
 
@@ -183,8 +199,18 @@ def with_copies(phantoms, tmp_path_factory) -> PreparedData:
         files[f"copy_{kind}.jpg" if kind == "jpeg" else f"copy_{kind}.png"] = make(images[k])
         patients[list(files)[-1]] = f"other{k}"
     csv = save_folder(tmp_path_factory.mktemp("copies") / "raw", files, patients)
-    return prepare_folder(PrepareFolderConfig(csv=csv, label_cols=["finding"], patient_col="patient",
-                                              out=csv.parent.parent / "cache", size=64, workers=1, test_frac=0.3, val_frac=0.3))
+    return prepare_folder(
+        PrepareFolderConfig(
+            csv=csv,
+            label_cols=["finding"],
+            patient_col="patient",
+            out=csv.parent.parent / "cache",
+            size=64,
+            workers=1,
+            test_frac=0.3,
+            val_frac=0.3,
+        )
+    )
 
 
 def test_prepare_finds_the_copies_under_other_patients_and_keeps_them_in_one_split(with_copies):
@@ -206,8 +232,11 @@ def test_prepare_groups_a_cropped_rewindowed_copy_and_names_how(phantoms, tmp_pa
     files["same_bytes.png"] = images[4]
     patients = {name: f"p{k}" for k, name in enumerate(files)}
     csv = save_folder(tmp_path / "raw", files, patients)
-    data = prepare_folder(PrepareFolderConfig(csv=csv, label_cols=["finding"], patient_col="patient",
-                                              out=tmp_path / "c", size=32, workers=1))
+    data = prepare_folder(
+        PrepareFolderConfig(
+            csv=csv, label_cols=["finding"], patient_col="patient", out=tmp_path / "c", size=32, workers=1
+        )
+    )
     dups = pd.read_csv(data.root / "duplicates.csv", dtype=str).set_index("id_b")
     assert sorted(dups.index) == ["copy.png", "same_bytes.png"]
     assert dups.loc["copy.png", "id_a"] == "orig03.png" and dups.loc["copy.png", "method"] == ALIGNED
@@ -231,8 +260,12 @@ def test_a_group_spanning_the_official_lists_keeps_the_test_list_and_leaves_trai
     row.iloc[0, 0], row["Patient ID"] = "00000999_000.png", 999
     pd.concat([entry, row]).to_csv(raw / "Data_Entry_2017.csv", index=False)
     (raw / "test_list.txt").write_text("\n".join(test) + "\n")
-    (raw / "train_val_list.txt").write_text("\n".join([n for n in names if n not in test] + ["00000999_000.png"]) + "\n")
-    res = runner.invoke(app, ["prepare", "nih", str(raw), "--out", str(tmp_path / "c"), "--size", "32", "--workers", "1"])
+    (raw / "train_val_list.txt").write_text(
+        "\n".join([n for n in names if n not in test] + ["00000999_000.png"]) + "\n"
+    )
+    res = runner.invoke(
+        app, ["prepare", "nih", str(raw), "--out", str(tmp_path / "c"), "--size", "32", "--workers", "1"]
+    )
     assert res.exit_code == 0, res.output
     assert "left out of training" in res.output
     data = PreparedData(tmp_path / "c")
@@ -269,24 +302,33 @@ def test_dedupe_reports_across_caches_and_drops_from_the_external_one(phantoms, 
     files = {f"ext{k}.png": img for k, img in enumerate(images[30:35])}  # not in the first cache
     files.update({f"dup{k}.png": brighter(images[5 + k], 10) for k in range(2)})
     csv = save_folder(tmp_path / "raw", files, {n: n for n in files})
-    external = prepare_folder(PrepareFolderConfig(csv=csv, label_cols=["finding"], patient_col="patient",
-                                                  out=tmp_path / "ext", size=64, workers=1))
+    external = prepare_folder(
+        PrepareFolderConfig(
+            csv=csv, label_cols=["finding"], patient_col="patient", out=tmp_path / "ext", size=64, workers=1
+        )
+    )
     before_hash = external.data_hash
-    res = runner.invoke(app, ["prepare", "dedupe", str(with_copies.root), str(external.root), "--report", str(tmp_path / "pairs.csv")])
+    res = runner.invoke(
+        app, ["prepare", "dedupe", str(with_copies.root), str(external.root), "--report", str(tmp_path / "pairs.csv")]
+    )
     assert res.exit_code == 0, res.output
     pairs = pd.read_csv(tmp_path / "pairs.csv", dtype=str)
     across = pairs[pairs["data_a"] != pairs["data_b"]]
     assert sorted(across["id_b"]) == ["dup0.png", "dup1.png"]
     assert sorted(across["id_a"]) == ["orig05.png", "orig06.png"]
     assert len(PreparedData(external.root)) == 7  # reporting alone changes nothing
-    res = runner.invoke(app, ["prepare", "dedupe", str(with_copies.root), str(external.root), "--drop-from", str(external.root)])
+    res = runner.invoke(
+        app, ["prepare", "dedupe", str(with_copies.root), str(external.root), "--drop-from", str(external.root)]
+    )
     assert res.exit_code == 0, res.output
     cleaned = PreparedData(external.root)
     assert sorted(cleaned.index["id"]) == [f"ext{k}.png" for k in range(5)]
     assert cleaned.images.shape[0] == 5 and cleaned.data_hash != before_hash
     assert np.array_equal(cleaned.images[0], preprocess(images[30], 64)[0])
     skipped = pd.read_csv(cleaned.root / "skipped.csv")
-    assert sorted(skipped["id"]) == ["dup0.png", "dup1.png"] and skipped["reason"].str.contains("near-duplicate of").all()
+    assert (
+        sorted(skipped["id"]) == ["dup0.png", "dup1.png"] and skipped["reason"].str.contains("near-duplicate of").all()
+    )
     assert len(PreparedData(with_copies.root)) == 27  # the other cache is untouched
     res = runner.invoke(app, ["prepare", "dedupe", str(external.root), "--drop-from", str(external.root)])
     assert res.exit_code == 2 and "--drop-from" in res.output

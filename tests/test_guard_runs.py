@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,8 +38,9 @@ def _one_line(res, *needles: str) -> str:
 
 
 def _pretrain(data, out: Path, *extra: str, epochs: int = 1):
-    return runner.invoke(app, ["pretrain", "--data", str(data.root), "--out", str(out), "--epochs", str(epochs),
-                               *TINY, *extra])
+    return runner.invoke(
+        app, ["pretrain", "--data", str(data.root), "--out", str(out), "--epochs", str(epochs), *TINY, *extra]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,10 @@ def test_yaml_accepts_what_a_dumped_config_holds(tmp_path):
     from cxrtool.train import FinetuneConfig
 
     good = tmp_path / "good.yaml"
-    good.write_text("lr: 1\nepochs: 3\noversample: true\nlabels: Effusion,Mass\nout: null\nimage_size: null\n"
-                    "parent: none\ndata: some/where\n")
+    good.write_text(
+        "lr: 1\nepochs: 3\noversample: true\nlabels: Effusion,Mass\nout: null\nimage_size: null\n"
+        "parent: none\ndata: some/where\n"
+    )
     cfg = build_config(FinetuneConfig, good)
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.epochs == 3 and cfg.oversample is True
     assert cfg.labels == ["Effusion", "Mass"] and cfg.out is None and cfg.data == Path("some/where")
@@ -94,8 +96,9 @@ def test_artifacts_follow_the_umask(tmp_path, umask, mode):
     try:
         atomic_write_json(tmp_path / "a.json", {"x": 1})
         model = create_model("tiny-cnn", 2)
-        save_checkpoint(tmp_path / "best", model, model_card(model, ["A", "B"], 32, 32),
-                        state={"epoch": 1, "t": torch.zeros(2)})
+        save_checkpoint(
+            tmp_path / "best", model, model_card(model, ["A", "B"], 32, 32), state={"epoch": 1, "t": torch.zeros(2)}
+        )
     finally:
         os.umask(old)
     for path in [tmp_path / "a.json", *sorted((tmp_path / "best").iterdir())]:
@@ -114,8 +117,10 @@ def test_every_file_of_a_run_has_the_mode_open_would_give(finished_run):
 
 
 def _hold_lock_in_child(directory: Path) -> subprocess.Popen:
-    code = ("import sys, time\nfrom cxrtool.locks import hold_lock\n"
-            "with hold_lock(sys.argv[1], what='run'):\n    print('held', flush=True)\n    time.sleep(120)\n")
+    code = (
+        "import sys, time\nfrom cxrtool.locks import hold_lock\n"
+        "with hold_lock(sys.argv[1], what='run'):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "held"
     return child
@@ -162,8 +167,12 @@ def _dead_run(finished: Path, dead: Path) -> Path:
 
 def test_a_run_killed_in_its_first_epoch_restarts_with_the_same_command(tmp_path, synth_data, finished_run):
     dead = _dead_run(finished_run, tmp_path / "dead")
-    _one_line(runner.invoke(app, ["pretrain", str(dead), "--resume", "-q"]), str(dead), "no epoch of this run finished",
-              "without --resume")
+    _one_line(
+        runner.invoke(app, ["pretrain", str(dead), "--resume", "-q"]),
+        str(dead),
+        "no epoch of this run finished",
+        "without --resume",
+    )
     res = _pretrain(synth_data, dead)
     assert res.exit_code == 0, res.output
     assert "starting this run again: it holds no finished epoch" in res.output
@@ -226,11 +235,14 @@ def test_predict_out_to_an_unwritable_place_is_one_line(tmp_path, newest_elsewhe
 # ---------------------------------------------------------------- damaged cards and checkpoints
 
 
-@pytest.mark.parametrize("change, needle", [
-    (lambda card: {**card, "arch": "resnet999"}, "unknown architecture 'resnet999' in the card"),
-    (lambda card: {k: v for k, v in card.items() if k != "labels"}, "'labels' must be"),
-    (lambda card: [card], "not a model card"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda card: {**card, "arch": "resnet999"}, "unknown architecture 'resnet999' in the card"),
+        (lambda card: {k: v for k, v in card.items() if k != "labels"}, "'labels' must be"),
+        (lambda card: [card], "not a model card"),
+    ],
+)
 def test_a_bad_card_is_blamed_on_the_card_file(tmp_path, finished_run, change, needle):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
@@ -271,8 +283,19 @@ def test_output_to_a_file_is_plain_whole_lines(tmp_path, synth_data):
     """Captured (not a terminal): no bar redraws, no folding at 80 columns, one line per epoch."""
     env = {**os.environ, "CXRTOOL_QUIET": "0", "COLUMNS": "80", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "a-run-directory-with-a-long-name-so-that-lines-would-fold-at-eighty-columns"
-    cmd = [sys.executable, "-m", "cxrtool", "pretrain", "--data", str(synth_data.root), "--out", str(out),
-           "--epochs", "2", *TINY[:-1]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cxrtool",
+        "pretrain",
+        "--data",
+        str(synth_data.root),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        *TINY[:-1],
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = (proc.stdout + proc.stderr).splitlines()

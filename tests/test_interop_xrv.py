@@ -125,10 +125,27 @@ def test_predictions_through_each_tools_preprocessing_agree(imported, published,
 def test_evaluate_matches_labels_by_name(imported, tmp_path):
     from helpers import synthetic_cache
 
-    data = synthetic_cache(tmp_path / "nihlike", n_patients=24, size=32,
-                           labels=["Cardiomegaly", "Effusion", "Mass", "Nodule", "Pneumothorax", "COVID-19"])
-    res = runner.invoke(app, ["evaluate", str(imported), "--data", str(data.root), "--bootstrap", "0",
-                              "--no-shortcuts", "--device", "cpu", "-q"])
+    data = synthetic_cache(
+        tmp_path / "nihlike",
+        n_patients=24,
+        size=32,
+        labels=["Cardiomegaly", "Effusion", "Mass", "Nodule", "Pneumothorax", "COVID-19"],
+    )
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(imported),
+            "--data",
+            str(data.root),
+            "--bootstrap",
+            "0",
+            "--no-shortcuts",
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((imported / "eval" / "metrics.json").read_text())
     assert "auroc" in metrics["labels"]["Cardiomegaly"] or metrics["labels"]["Cardiomegaly"]["not_computable"]
@@ -138,8 +155,21 @@ def test_evaluate_matches_labels_by_name(imported, tmp_path):
     predictions = (imported / "eval" / "predictions.csv").read_text().splitlines()[0]
     assert "prob_Cardiomegaly" in predictions and "prob_Fracture" not in predictions
     # One more pretraining column in the paper's findings table.
-    res = runner.invoke(app, ["compare", "--arm", f"xrv-all={imported}", "--label", "Effusion",
-                              "--pretrain", f"xrv-all={imported}", "--out", str(tmp_path / "results"), "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "compare",
+            "--arm",
+            f"xrv-all={imported}",
+            "--label",
+            "Effusion",
+            "--pretrain",
+            f"xrv-all={imported}",
+            "--out",
+            str(tmp_path / "results"),
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     findings = (tmp_path / "results" / "findings.csv").read_text()
     assert "xrv-all_auroc" in findings and "Fracture" in findings
@@ -152,9 +182,30 @@ def test_finetune_cam_and_embed_on_the_imported_run(imported, tmp_path):
 
     data = synthetic_cache(tmp_path / "covidlike", n_patients=16, size=32, labels=["COVID-19"])
     run = tmp_path / "ft"
-    res = runner.invoke(app, ["finetune", "--from", str(imported), "--data", str(data.root), "--out", str(run),
-                              "--epochs", "1", "--image-size", "64", "--batch-size", "8", "--freeze-backbone",
-                              "--workers", "0", "--device", "cpu", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--from",
+            str(imported),
+            "--data",
+            str(data.root),
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--image-size",
+            "64",
+            "--batch-size",
+            "8",
+            "--freeze-backbone",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     model, card = load_checkpoint(run)
     assert card["input"]["convention"] == "torchxrayvision" and model.in_channels == 1
@@ -166,13 +217,48 @@ def test_finetune_cam_and_embed_on_the_imported_run(imported, tmp_path):
     from PIL import Image
 
     Image.fromarray(np.asarray(data.images[0])).save(image)
-    res = runner.invoke(app, ["cam", str(imported), str(image), "--class", "Cardiomegaly", "--out", str(tmp_path / "cam"),
-                              "--device", "cpu", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "cam",
+            str(imported),
+            str(image),
+            "--class",
+            "Cardiomegaly",
+            "--out",
+            str(tmp_path / "cam"),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert list((tmp_path / "cam").rglob("*.png"))
-    res = runner.invoke(app, ["embed", "--run", str(imported), "--data", str(data.root), "--method", "som",
-                              "--space", "latent", "--som-grid", "3x3", "--som-epochs", "2", "--image-size", "64",
-                              "--out", str(tmp_path / "embed"), "--device", "cpu", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "embed",
+            "--run",
+            str(imported),
+            "--data",
+            str(data.root),
+            "--method",
+            "som",
+            "--space",
+            "latent",
+            "--som-grid",
+            "3x3",
+            "--som-epochs",
+            "2",
+            "--image-size",
+            "64",
+            "--out",
+            str(tmp_path / "embed"),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert list((tmp_path / "embed").rglob("*.csv"))
 
@@ -180,7 +266,9 @@ def test_finetune_cam_and_embed_on_the_imported_run(imported, tmp_path):
 def test_offline_and_bad_names_are_one_line(published, tmp_path):
     empty = tmp_path / "cache"
     empty.mkdir()
-    res = runner.invoke(app, ["import", "xrv", "densenet121-res224-nih", "--cache-dir", str(empty), "--out", str(tmp_path / "r")])
+    res = runner.invoke(
+        app, ["import", "xrv", "densenet121-res224-nih", "--cache-dir", str(empty), "--out", str(tmp_path / "r")]
+    )
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
     assert "nih-densenet121" in res.output and str(empty) in res.output and "--weights-file" in res.output
     assert not (tmp_path / "r").exists()
@@ -196,7 +284,10 @@ def test_a_local_file_under_any_name(published, tmp_path):
     copy.write_bytes(original.read_bytes())
     res = runner.invoke(app, ["import", "xrv", NAME, "--weights-file", str(copy), "--out", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "r" / "checkpoints" / "best" / "card.json").read_text())["source"]["file"] == "my-weights.pt"
+    assert (
+        json.loads((tmp_path / "r" / "checkpoints" / "best" / "card.json").read_text())["source"]["file"]
+        == "my-weights.pt"
+    )
     again = runner.invoke(app, ["import", "xrv", NAME, "--weights-file", str(copy), "--out", str(tmp_path / "r")])
     assert again.exit_code == 2 and "not empty" in again.output  # nothing overwritten
     broken = tmp_path / "broken.pt"
@@ -212,8 +303,11 @@ def test_cards_without_an_input_field_load_as_before(tmp_path):
     torch.manual_seed(0)
     folder = save_checkpoint(tmp_path / "best", create_model("tiny-cnn", 2), {})
     card = model_card(create_model("tiny-cnn", 2), ["A", "B"], image_size=32, cache_size=32)
-    assert card["input"] == {"convention": "imagenet", "channels": 3,
-                             "range": [[-2.1179, 2.2489], [-2.0357, 2.4286], [-1.8044, 2.64]]}
+    assert card["input"] == {
+        "convention": "imagenet",
+        "channels": 3,
+        "range": [[-2.1179, 2.2489], [-2.0357, 2.4286], [-1.8044, 2.64]],
+    }
     del card["input"]  # a card written before the field existed
     (folder / "card.json").write_text(json.dumps(card))
     model, _ = load_checkpoint(folder)
@@ -228,7 +322,10 @@ def test_without_the_package_import_says_what_to_install(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "torchxrayvision", None)  # makes `import torchxrayvision` fail
     res = runner.invoke(app, ["import", "xrv", NAME, "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and res.output.strip() == "error: import xrv needs the torchxrayvision package: pip install torchxrayvision"
+    assert (
+        res.exit_code == 2
+        and res.output.strip() == "error: import xrv needs the torchxrayvision package: pip install torchxrayvision"
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -240,7 +337,9 @@ def test_a_native_run_on_data_with_some_of_its_labels(tmp_path):
     from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
 
     run = quick_train(synthetic_cache(tmp_path / "a", n_patients=16, size=32), tmp_path / "run", epochs=1)
-    other = synthetic_cache(tmp_path / "b", n_patients=16, size=32, seed=1, labels=["Cardiomegaly", "Effusion", "COVID-19"])
+    other = synthetic_cache(
+        tmp_path / "b", n_patients=16, size=32, seed=1, labels=["Cardiomegaly", "Effusion", "COVID-19"]
+    )
     metrics = evaluate_run(EvaluateConfig(run=run, data=other.root, bootstrap=0, shortcuts=False, device="cpu"))
     assert set(metrics["mean"]["labels"]) <= {"Cardiomegaly", "Effusion"}
     assert metrics["labels"]["Mass"]["not_computable"] == "the data does not annotate this label"

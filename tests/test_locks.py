@@ -37,9 +37,8 @@ def start_holder(directory, *extra):
 def test_a_second_writer_stops_at_once_naming_the_first(tmp_path):
     proc, _ = start_holder(tmp_path)
     try:
-        with pytest.raises(CxrError) as err:
-            with hold_lock(tmp_path):
-                pass
+        with pytest.raises(CxrError) as err, hold_lock(tmp_path):
+            pass
         message = str(err.value)
         assert f"pid {proc.pid}" in message and "another cxrtool is writing this cache" in message
         assert "started" in message and "\n" not in message

@@ -6,7 +6,19 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from cxrtool.evaluate.metrics import bootstrap_counts, bootstrap_metric, calibration, label_auroc, label_pr_auc, label_report, not_computable_reason, operating_point, weighted_auroc, weighted_average_precision, youden_point
+from cxrtool.evaluate.metrics import (
+    bootstrap_counts,
+    bootstrap_metric,
+    calibration,
+    label_auroc,
+    label_pr_auc,
+    label_report,
+    not_computable_reason,
+    operating_point,
+    weighted_auroc,
+    weighted_average_precision,
+    youden_point,
+)
 
 Y = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0], dtype=float)
 P = np.array([0.1, 0.4, 0.35, 0.8, 0.4, 0.9, 0.2, 0.4, 0.6, 0.05])  # ties at 0.4 across classes
@@ -42,7 +54,7 @@ def test_weights_equal_duplicated_rows():
 
 def test_youden_point_maximises_sensitivity_plus_specificity():
     point = youden_point(Y, P)
-    fpr, tpr, thr = roc_curve(Y, P)
+    fpr, tpr, _thr = roc_curve(Y, P)
     assert point["j"] == pytest.approx(np.max(tpr - fpr))
     again = operating_point(Y, P, point["threshold"])  # the same numbers when applied as p >= t
     assert again["sensitivity"] == pytest.approx(point["sensitivity"])
@@ -148,7 +160,9 @@ def test_mean_interval_is_taken_within_replicates():
     assert mean["estimate"] == pytest.approx((rep["labels"]["a"]["auroc"] + rep["labels"]["b"]["auroc"]) / 2)
     assert mean["low"] <= mean["estimate"] <= mean["high"]
     # Averaging two labels cancels part of their noise: narrower than either label alone.
-    assert mean["high"] - mean["low"] < max(rep["labels"][k]["auroc_high"] - rep["labels"][k]["auroc_low"] for k in "ab")
+    assert mean["high"] - mean["low"] < max(
+        rep["labels"][k]["auroc_high"] - rep["labels"][k]["auroc_low"] for k in "ab"
+    )
 
 
 def test_operating_point_interval_is_the_patient_bootstrap_of_sensitivity_and_specificity():
@@ -162,8 +176,14 @@ def test_operating_point_interval_is_the_patient_bootstrap_of_sensitivity_and_sp
     assert (p[y == 1] >= point["threshold"]).mean() >= 0.9 > (p[y == 1] > point["threshold"]).mean()
     t = point["threshold"]
     got = bootstrap_operating_point(y, p, t, groups, n_boot=200, seed=1)
-    sens = bootstrap_metric(lambda yy, pp: (pp[yy == 1] >= t).mean() if (yy == 1).any() else np.nan, y, p, groups, 200, 1)
-    spec = bootstrap_metric(lambda yy, pp: (pp[yy == 0] < t).mean() if (yy == 0).any() else np.nan, y, p, groups, 200, 1)
-    assert got["sensitivity"] == pytest.approx(sens["estimate"]) and got["specificity"] == pytest.approx(spec["estimate"])
+    sens = bootstrap_metric(
+        lambda yy, pp: (pp[yy == 1] >= t).mean() if (yy == 1).any() else np.nan, y, p, groups, 200, 1
+    )
+    spec = bootstrap_metric(
+        lambda yy, pp: (pp[yy == 0] < t).mean() if (yy == 0).any() else np.nan, y, p, groups, 200, 1
+    )
+    assert got["sensitivity"] == pytest.approx(sens["estimate"]) and got["specificity"] == pytest.approx(
+        spec["estimate"]
+    )
     assert (got["sensitivity_low"], got["sensitivity_high"]) == pytest.approx((sens["low"], sens["high"]))
     assert (got["specificity_low"], got["specificity_high"]) == pytest.approx((spec["low"], spec["high"]))

@@ -12,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
-from cxrtool.errors import CxrError
 from cxrtool.data.walk import collect_image_files
+from cxrtool.errors import CxrError
 from cxrtool.predict.pipeline import PredictConfig, predict_files
 
 runner = CliRunner()
@@ -77,7 +77,10 @@ def test_files_stream_through_loader_workers_batch_by_batch_with_bad_files_liste
     in_process = predict_files(PredictConfig(inputs=inputs, run=run, device="cpu", batch_size=64, workers=0))
     assert list(streamed["file"]) == [str(tmp_path / f"img{r:04d}.png") for r in rows]
     pd.testing.assert_frame_equal(streamed, in_process)
-    assert [p for p, _ in streamed.attrs["skipped"]] == [str(tmp_path / "img0000_broken.png"), str(tmp_path / "zz_empty.png")]
+    assert [p for p, _ in streamed.attrs["skipped"]] == [
+        str(tmp_path / "img0000_broken.png"),
+        str(tmp_path / "zz_empty.png"),
+    ]
 
 
 def test_monochrome1_dicom_equals_the_inverted_png(run, tmp_path):
@@ -117,7 +120,10 @@ def test_predict_uses_val_thresholds_from_the_evaluation_and_says_so(run, tmp_pa
         Image.fromarray(np.asarray(synth_data.images[i])).save(images / f"{i}.png")
     table = predict_files(PredictConfig(inputs=[images], run=run))
     assert not any(c.startswith("pred_") for c in table.columns)  # no evaluation: probabilities only
-    assert set(table["thresholds"]) == {"none (probabilities only)"} and "no evaluation" in table.attrs["threshold_source"]["note"]
+    assert (
+        set(table["thresholds"]) == {"none (probabilities only)"}
+        and "no evaluation" in table.attrs["threshold_source"]["note"]
+    )
     evaluate_run(EvaluateConfig(run=run, bootstrap=0, shortcuts=False, device="cpu"))
     chosen = json.loads((run / "eval" / "thresholds.json").read_text())["labels"]
     for point in ("youden", "sens90"):
@@ -133,7 +139,9 @@ def test_predict_uses_val_thresholds_from_the_evaluation_and_says_so(run, tmp_pa
     out = tmp_path / "p.json"
     res = runner.invoke(app, ["predict", str(run), str(images), "--out", str(out), "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert f"thresholds: youden from {run / 'eval' / 'thresholds.json'}, chosen on the val split" in res.output.replace("\n", "")
+    assert f"thresholds: youden from {run / 'eval' / 'thresholds.json'}, chosen on the val split" in res.output.replace(
+        "\n", ""
+    )
     doc = json.loads(out.read_text())["thresholds"]
     assert doc["chosen_on"] == "val" and doc["file"] == str(run / "eval" / "thresholds.json")
     res = runner.invoke(app, ["predict", str(run), str(images), "--operating-point", "sens80", "-q"])
@@ -167,7 +175,9 @@ def test_cli_writes_csv_and_json_and_refuses_to_overwrite(run, tmp_path, synth_d
         Image.fromarray(np.asarray(synth_data.images[i])).convert("RGB").save(images / f"{i}.jpg", quality=95)
     (images / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
     out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
-    res = runner.invoke(app, ["predict", str(run), str(tmp_path / "images"), "--out", str(out_csv), "-q", "--device", "cpu"])
+    res = runner.invoke(
+        app, ["predict", str(run), str(tmp_path / "images"), "--out", str(out_csv), "-q", "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
     flat = res.output.replace("\n", "")  # the console wraps long paths
     assert "bad.dcm: skipped" in flat

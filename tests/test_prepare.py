@@ -50,12 +50,14 @@ def test_synthetic_round_trip_keeps_labels_and_puts_boxes_on_the_lesions(raw, tm
     # A Mass box holds the bright disc: brighter than the image around it.
     row = ours[ours["label"] == "Mass"].iloc[0]
     img = data.images[int(np.flatnonzero(data.index["id"] == row["id"])[0])].astype(float)
-    x, y, w, h = (int(round(row[c])) for c in ("x", "y", "w", "h"))
+    x, y, w, h = (round(row[c]) for c in ("x", "y", "w", "h"))
     assert img[y : y + h, x : x + w].mean() > img.mean() + 20
 
 
 def test_a_finding_outside_nih_list_is_allowed_when_the_label_file_has_it(raw, tmp_path):
-    res = cli("prepare", "nih", raw, "--out", tmp_path / "c", "--size", 32, "--findings", "COVID-19", "--workers", 1, "-q")
+    res = cli(
+        "prepare", "nih", raw, "--out", tmp_path / "c", "--size", 32, "--findings", "COVID-19", "--workers", 1, "-q"
+    )
     assert res.exit_code == 0, res.output
     data = PreparedData(tmp_path / "c")
     entries = pd.read_csv(raw / "Data_Entry_2017.csv")
@@ -108,16 +110,24 @@ def test_non_square_image_boxes_go_through_the_crop(tmp_path):
         "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
         "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n"
         "00000001_000.png,Mass,0,1,50,F,PA,200,100,0.1,0.1\n"
-        "00000002_000.png,No Finding,0,2,50,F,PA,200,100,0.1,0.1\n")
+        "00000002_000.png,No Finding,0,2,50,F,PA,200,100,0.1,0.1\n"
+    )
     scale = 1024 / 200  # box coordinates are in 1024-pixel units of the file's width
     (root / "BBox_List_2017.csv").write_text(
         "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
-        f"00000001_000.png,Mass,{90 * scale},{40 * scale},{40 * scale},{20 * scale}\n")
+        f"00000001_000.png,Mass,{90 * scale},{40 * scale},{40 * scale},{20 * scale}\n"
+    )
     res = cli("prepare", "nih", root, "--out", tmp_path / "c", "--size", 50, "--val-frac", 0, "--test-frac", 0, "-q")
     assert res.exit_code == 0, res.output
     data = PreparedData(tmp_path / "c")
     row = data.index.iloc[0]
-    assert (row["crop_x"], row["crop_y"], row["crop_side"], row["orig_width"], row["orig_height"]) == (50, 0, 100, 200, 100)
+    assert (row["crop_x"], row["crop_y"], row["crop_side"], row["orig_width"], row["orig_height"]) == (
+        50,
+        0,
+        100,
+        200,
+        100,
+    )
     box = data.boxes().iloc[0]
     assert np.allclose([box["x"], box["y"], box["w"], box["h"]], [20, 20, 20, 10], atol=0.01)
     cached = data.images[0].astype(float)
@@ -153,11 +163,39 @@ def test_folder_source_missing_column_names_it_and_the_file(tmp_path):
         rows.append({"path": f"img{i}.png", "covid": i % 2, "pneu": "" if i % 3 == 0 else 1, "pid": f"p{i // 2}"})
     rows.append({"path": "gone.png", "covid": 1, "pneu": 0, "pid": "p99"})
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
-    res = cli("prepare", "folder", tmp_path / "labels.csv", "--image-col", "path", "--label-cols", "covid,effusion",
-              "--patient-col", "pid", "--out", tmp_path / "c", "-q")
+    res = cli(
+        "prepare",
+        "folder",
+        tmp_path / "labels.csv",
+        "--image-col",
+        "path",
+        "--label-cols",
+        "covid,effusion",
+        "--patient-col",
+        "pid",
+        "--out",
+        tmp_path / "c",
+        "-q",
+    )
     assert res.exit_code == 2 and "'effusion'" in res.output and "labels.csv" in res.output
-    res = cli("prepare", "folder", tmp_path / "labels.csv", "--image-col", "path", "--label-cols", "covid,pneu",
-              "--patient-col", "pid", "--name", "mine", "--out", tmp_path / "c", "--size", 32, "-q")
+    res = cli(
+        "prepare",
+        "folder",
+        tmp_path / "labels.csv",
+        "--image-col",
+        "path",
+        "--label-cols",
+        "covid,pneu",
+        "--patient-col",
+        "pid",
+        "--name",
+        "mine",
+        "--out",
+        tmp_path / "c",
+        "--size",
+        32,
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     data = PreparedData(tmp_path / "c")
     assert data.labels == ["COVID-19", "pneu"] and len(data) == len(images)
@@ -178,8 +216,22 @@ def test_folder_csv_written_on_windows_with_bom_and_spaces_is_read(tmp_path):
         lines.append(f"sub dir\\img{i}.PNG,{i % 2},p{i // 2}")
     csv = tmp_path / "my data" / "labels.csv"
     csv.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8-sig")
-    res = cli("prepare", "folder", csv, "--label-cols", "finding", "--patient-col", "pid",
-              "--out", tmp_path / "c", "--size", 32, "--workers", 1, "-q")
+    res = cli(
+        "prepare",
+        "folder",
+        csv,
+        "--label-cols",
+        "finding",
+        "--patient-col",
+        "pid",
+        "--out",
+        tmp_path / "c",
+        "--size",
+        32,
+        "--workers",
+        1,
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     data = PreparedData(tmp_path / "c")
     assert len(data) == len(images)
@@ -198,6 +250,8 @@ def test_prepare_synthetic_refuses_a_folder_with_files_unless_overwrite(tmp_path
     refused = runner.invoke(app, ["prepare", "synthetic", str(out), "--patients", "2", "--size", "32", "-q"])
     assert refused.exit_code == 2 and "--overwrite" in refused.output
     assert not (out / "images").exists()
-    done = runner.invoke(app, ["prepare", "synthetic", str(out), "--patients", "2", "--size", "32", "-q", "--overwrite"])
+    done = runner.invoke(
+        app, ["prepare", "synthetic", str(out), "--patients", "2", "--size", "32", "-q", "--overwrite"]
+    )
     assert done.exit_code == 0, done.output
     assert (out / "Data_Entry_2017.csv").is_file() and (out / "notes.txt").read_text() == "mine"

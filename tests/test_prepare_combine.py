@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import synthetic_cache
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
@@ -12,8 +13,6 @@ from cxrtool.data.cache import PreparedData, check_no_leak, write_cache
 from cxrtool.data.combine import select_balanced
 from cxrtool.data.labels import NIH_LABELS
 from cxrtool.data.sources.synthetic import PRETRAIN_FINDINGS
-
-from helpers import synthetic_cache
 
 runner = CliRunner()
 
@@ -35,11 +34,25 @@ def test_select_balanced_caps_each_class_and_skips_unknown_labels():
 def test_combine_unions_labels_keeps_splits_and_carries_boxes(tmp_path):
     nih = synthetic_cache(tmp_path / "nih", n_patients=40, size=32, seed=1)
     covid = synthetic_cache(tmp_path / "covid", n_patients=40, size=32, seed=2, labels=["COVID-19"])
-    res = runner.invoke(app, ["prepare", "combine", str(nih.root), str(covid.root), "--out", str(tmp_path / "mix"),
-                              "--per-class", "8", "--seed", "1", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "prepare",
+            "combine",
+            str(nih.root),
+            str(covid.root),
+            "--out",
+            str(tmp_path / "mix"),
+            "--per-class",
+            "8",
+            "--seed",
+            "1",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     mix = PreparedData(tmp_path / "mix")
-    assert mix.labels == PRETRAIN_FINDINGS + ["COVID-19"]  # NIH order, then COVID-19
+    assert mix.labels == [*PRETRAIN_FINDINGS, "COVID-19"]  # NIH order, then COVID-19
     index = mix.index
     assert set(index["source"]) == {"nih", "covid"}
     from_covid = index["source"] == "covid"
@@ -54,15 +67,30 @@ def test_combine_unions_labels_keeps_splits_and_carries_boxes(tmp_path):
         ids = part["id"].str.split("/", n=1).str[1]
         assert (original.loc[ids, "split"].to_numpy() == part["split"].to_numpy()).all()
         assert part["patient"].str.startswith(source + ":").all()
-        assert np.array_equal(mix.images[np.flatnonzero(index["id"] == part["id"].iloc[0])[0]],
-                              data.images[np.flatnonzero(data.index["id"] == ids.iloc[0])[0]])
+        assert np.array_equal(
+            mix.images[np.flatnonzero(index["id"] == part["id"].iloc[0])[0]],
+            data.images[np.flatnonzero(data.index["id"] == ids.iloc[0])[0]],
+        )
     check_no_leak(index)
     boxes = mix.boxes()
     assert len(boxes) and boxes["id"].isin(set(index["id"])).all()
     expected = nih.boxes().assign(id=lambda b: "nih/" + b["id"])
     assert len(boxes[boxes["id"].str.startswith("nih/")]) == int(expected["id"].isin(set(index["id"])).sum())
-    again = runner.invoke(app, ["prepare", "combine", str(nih.root), str(covid.root), "--out", str(tmp_path / "mix"),
-                                "--per-class", "8", "--seed", "1"])
+    again = runner.invoke(
+        app,
+        [
+            "prepare",
+            "combine",
+            str(nih.root),
+            str(covid.root),
+            "--out",
+            str(tmp_path / "mix"),
+            "--per-class",
+            "8",
+            "--seed",
+            "1",
+        ],
+    )
     assert again.exit_code == 0 and "ready" in again.output
 
 
@@ -85,7 +113,7 @@ def _nih_like(root, seed=1):
     index = raw.index.copy()
     index["source"] = "nih"
     index["Pneumonia"] = (np.random.default_rng(seed).random(len(index)) < 0.2).astype(float)
-    labels = PRETRAIN_FINDINGS + ["Pneumonia"]
+    labels = [*PRETRAIN_FINDINGS, "Pneumonia"]
     write_cache(root, np.asarray(raw.images), index, labels, manifest={"source": "nih"})
     return PreparedData(root)
 
@@ -107,8 +135,21 @@ def _cohen_like(root, seed=2):
 def fifteen(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fifteen")
     nih, cohen = _nih_like(tmp / "nih"), _cohen_like(tmp / "covid")
-    res = runner.invoke(app, ["prepare", "combine", str(nih.root), str(cohen.root), "--out", str(tmp / "mix"),
-                              "--per-class", "12", "--seed", "0"])
+    res = runner.invoke(
+        app,
+        [
+            "prepare",
+            "combine",
+            str(nih.root),
+            str(cohen.root),
+            "--out",
+            str(tmp / "mix"),
+            "--per-class",
+            "12",
+            "--seed",
+            "0",
+        ],
+    )
     assert res.exit_code == 0, res.output
     return nih, cohen, PreparedData(tmp / "mix"), res.output
 
@@ -116,7 +157,7 @@ def fifteen(tmp_path_factory):
 def test_covid_is_known_for_every_image_with_both_classes_in_every_split(fifteen):
     _, cohen, mix, _ = fifteen
     index = mix.index
-    assert mix.labels == [l for l in NIH_LABELS if l in PRETRAIN_FINDINGS + ["Pneumonia"]] + ["COVID-19"]
+    assert mix.labels == [l for l in NIH_LABELS if l in [*PRETRAIN_FINDINGS, "Pneumonia"]] + ["COVID-19"]
     assert index["COVID-19"].notna().all()
     assert (index.loc[index["source"] == "nih", "COVID-19"] == 0).all()  # the NIH collection predates COVID-19
     from_cohen = index[index["source"] == "covid"]
@@ -146,7 +187,11 @@ def test_counts_per_class_and_split_are_printed_and_stored(fifteen):
     index = mix.index
     for row in counts.itertuples():
         y = index.loc[index["split"] == row.split, row.label]
-        assert (row.positive, row.negative, row.unknown) == (int((y == 1).sum()), int((y == 0).sum()), int(y.isna().sum()))
+        assert (row.positive, row.negative, row.unknown) == (
+            int((y == 1).sum()),
+            int((y == 0).sum()),
+            int(y.isna().sum()),
+        )
     assert len(counts) == 3 * len(mix.labels)
     stored = mix.manifest["class_counts"]
     assert stored["test"]["COVID-19"]["positive"] == int(((index["split"] == "test") & (index["COVID-19"] == 1)).sum())
@@ -183,7 +228,9 @@ def test_source_shortcut_is_visible_on_the_combined_set(fifteen):
     expected = ((~from_cohen & (y == 0)).sum() + 0.5 * (from_cohen & (y == 0)).sum()) / (y == 0).sum()
     assert source_auc == pytest.approx(expected, abs=1e-6) and source_auc > 0.7
     assert any(w.startswith("COVID-19: all") and "(covid)" in w for w in result["confounded"])
-    assert not any(w.startswith("Cardiomegaly") for w in result["confounded"])  # its positives are NIH only, negatives too
+    assert not any(
+        w.startswith("Cardiomegaly") for w in result["confounded"]
+    )  # its positives are NIH only, negatives too
 
 
 def test_evaluate_reports_the_source_shortcut_on_the_combined_set(fifteen, tmp_path):
@@ -193,7 +240,9 @@ def test_evaluate_reports_the_source_shortcut_on_the_combined_set(fifteen, tmp_p
 
     _, _, mix, _ = fifteen
     run = quick_train(mix, tmp_path / "run", epochs=2)
-    res = runner.invoke(app, ["evaluate", str(run), "--bootstrap", "100", "--device", "cpu", "--out", str(tmp_path / "eval")])
+    res = runner.invoke(
+        app, ["evaluate", str(run), "--bootstrap", "100", "--device", "cpu", "--out", str(tmp_path / "eval")]
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert not metrics["labels"]["COVID-19"]["not_computable"]  # both classes in the test split
@@ -220,15 +269,32 @@ def test_covid_negative_names_the_pre_pandemic_caches(fifteen, tmp_path):
 
 def test_dedupe_of_a_combined_set_keeps_its_counts_true(fifteen, tmp_path):
     nih, cohen, _, _ = fifteen
-    res = runner.invoke(app, ["prepare", "combine", str(nih.root), str(cohen.root), "--out", str(tmp_path / "mix"),
-                              "--per-class", "12", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "prepare",
+            "combine",
+            str(nih.root),
+            str(cohen.root),
+            "--out",
+            str(tmp_path / "mix"),
+            "--per-class",
+            "12",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["prepare", "dedupe", str(tmp_path / "mix"), str(cohen.root), "--drop-from", str(tmp_path / "mix"), "-q"])
+    res = runner.invoke(
+        app, ["prepare", "dedupe", str(tmp_path / "mix"), str(cohen.root), "--drop-from", str(tmp_path / "mix"), "-q"]
+    )
     assert res.exit_code == 0, res.output
     mix = PreparedData(tmp_path / "mix")
     assert (mix.index["source"] == "nih").all()  # every Cohen image has its copy in the Cohen cache
     counts = pd.read_csv(mix.root / "counts.csv").set_index(["split", "label"])
     for split in ("train", "val", "test"):
         y = mix.index.loc[mix.index["split"] == split, "COVID-19"]
-        assert counts.loc[(split, "COVID-19"), "negative"] == (y == 0).sum() and counts.loc[(split, "COVID-19"), "positive"] == 0
+        assert (
+            counts.loc[(split, "COVID-19"), "negative"] == (y == 0).sum()
+            and counts.loc[(split, "COVID-19"), "positive"] == 0
+        )
         assert mix.manifest["class_counts"][split]["COVID-19"]["negative"] == (y == 0).sum()

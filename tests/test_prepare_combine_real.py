@@ -6,7 +6,6 @@ from a run.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,7 +25,7 @@ def real_mix(nih_root, covid_root, tmp_path_factory) -> PreparedData:
 
 def test_real_set_has_both_covid_classes_in_every_split(real_mix, covid_root):
     index = real_mix.index
-    assert real_mix.labels == NIH_LABELS + ["COVID-19"]
+    assert real_mix.labels == [*NIH_LABELS, "COVID-19"]
     assert index["COVID-19"].notna().all()
     assert (index.loc[index["source"] == "nih", "COVID-19"] == 0).all()
     for split in ("train", "val", "test"):
@@ -57,7 +56,11 @@ def test_real_counts_are_stored_and_match_the_index(real_mix):
     index = real_mix.index
     for row in counts.itertuples():
         y = index.loc[index["split"] == row.split, row.label]
-        assert (row.positive, row.negative, row.unknown) == (int((y == 1).sum()), int((y == 0).sum()), int(y.isna().sum()))
+        assert (row.positive, row.negative, row.unknown) == (
+            int((y == 1).sum()),
+            int((y == 0).sum()),
+            int(y.isna().sum()),
+        )
     assert real_mix.manifest["class_counts"]["val"]["COVID-19"]["negative"] > 0
 
 
@@ -65,8 +68,9 @@ def test_real_source_shortcut_nearly_separates_covid(real_mix):
     from cxrtool.evaluate.shortcuts import shortcut_baselines
 
     fit, ev = real_mix.rows("train"), real_mix.rows("test")
-    result = shortcut_baselines(real_mix.index, real_mix.labels, fit, real_mix.targets(fit), ev,
-                                real_mix.targets(ev), {}, n_boot=200)
+    result = shortcut_baselines(
+        real_mix.index, real_mix.labels, fit, real_mix.targets(fit), ev, real_mix.targets(ev), {}, n_boot=200
+    )
     source = result["predictors"]["source"]["COVID-19"]
     assert source["auroc"] > 0.85  # metadata that says nothing about the lungs
     assert any(w.startswith("COVID-19: all") for w in result["warnings"])

@@ -5,6 +5,7 @@ and nothing corrupt left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,8 +82,10 @@ def test_a_truncated_image_file_is_reported_on_open_and_a_rerun_rebuilds_it(raw,
         fh.truncate(full - 1000)
     with pytest.raises(CxrError) as err:
         PreparedData(out)
-    assert str(err.value) == (f"cache {out} is incomplete: images.u8.npy is {full - 1000} bytes, the manifest says {full}; "
-                              "run prepare again with --overwrite")
+    assert str(err.value) == (
+        f"cache {out} is incomplete: images.u8.npy is {full - 1000} bytes, the manifest says {full}; "
+        "run prepare again with --overwrite"
+    )
     res = cli("pretrain", "--data", out, "--arch", "tiny-cnn", "--epochs", 1, "--out", tmp_path / "run", "-q")
     assert res.exit_code == 2 and "images.u8.npy is" in one_line(res)
     res = cli("prepare", "nih", raw, "--out", out, "--size", 32, "--workers", 1, "--test-frac", 0.3)
@@ -161,7 +164,7 @@ def test_a_misspelt_finding_is_reported_and_never_becomes_a_negative(raw, tmp_pa
 
 def test_an_image_listed_twice_with_different_findings_is_skipped_and_listed(raw, tmp_path):
     def conflict(lines):
-        return lines + [lines[3].replace(",Effusion,", ",Mass,"), lines[4]]  # 1 conflicting, 1 exact repeat
+        return [*lines, lines[3].replace(",Effusion,", ",Mass,"), lines[4]]  # 1 conflicting, 1 exact repeat
 
     root = relabelled(raw, tmp_path / "dup", conflict)
     res = prepare(root, tmp_path / "c")
@@ -186,11 +189,29 @@ def test_a_header_only_label_file_gets_a_clear_line_naming_it(raw, tmp_path):
 def test_folder_rows_with_conflicting_labels_for_one_file_are_skipped(raw, tmp_path):
     names = sorted(p.name for p in (raw / "images").iterdir())[:4]
     csv = tmp_path / "list.csv"
-    csv.write_text("image,covid\n" + "".join(f"images/{n},{i % 2}\n" for i, n in enumerate(names))
-                   + f"images/{names[0]},1\nimages/{names[1]},1\n")  # names[0] conflicts, names[1] repeats
+    csv.write_text(
+        "image,covid\n"
+        + "".join(f"images/{n},{i % 2}\n" for i, n in enumerate(names))
+        + f"images/{names[0]},1\nimages/{names[1]},1\n"
+    )  # names[0] conflicts, names[1] repeats
     (tmp_path / "images").symlink_to(raw / "images", target_is_directory=True)
-    res = cli("prepare", "folder", csv, "--label-cols", "covid", "--out", tmp_path / "f", "--size", 32,
-              "--workers", 1, "--val-frac", 0, "--test-frac", 0)
+    res = cli(
+        "prepare",
+        "folder",
+        csv,
+        "--label-cols",
+        "covid",
+        "--out",
+        tmp_path / "f",
+        "--size",
+        32,
+        "--workers",
+        1,
+        "--val-frac",
+        0,
+        "--test-frac",
+        0,
+    )
     assert res.exit_code == 0, res.output
     assert any("different labels" in l and names[0] in l for l in res.output.splitlines())
     data = PreparedData(tmp_path / "f")
@@ -199,8 +220,9 @@ def test_folder_rows_with_conflicting_labels_for_one_file_are_skipped(raw, tmp_p
 
 
 def test_a_misspelt_covid_finding_is_unknown_not_negative(tmp_path):
-    from cxrtool.data.sources.covid import PrepareCovidConfig, read_covid
     from PIL import Image
+
+    from cxrtool.data.sources.covid import PrepareCovidConfig, read_covid
 
     (tmp_path / "images").mkdir()
     rows = ["patientid,finding,view,modality,folder,filename"]
@@ -212,7 +234,11 @@ def test_a_misspelt_covid_finding_is_unknown_not_negative(tmp_path):
     values = table.rows.set_index("id")[["COVID-19", "Pneumonia"]]
     assert values.loc["0.png"].tolist() == [1, 1] and values.loc["2.png"].tolist() == [0, 0]
     assert values.loc["3.png"].tolist() == [0, 1]
-    assert values.loc["1.png"].isna().all() and np.isnan(values.loc["4.png", "COVID-19"]) and values.loc["4.png", "Pneumonia"] == 1
+    assert (
+        values.loc["1.png"].isna().all()
+        and np.isnan(values.loc["4.png", "COVID-19"])
+        and values.loc["4.png", "Pneumonia"] == 1
+    )
     assert len(table.warnings) == 1 and "'covd-19' x1" in table.warnings[0] and "'pnuemonia' x1" in table.warnings[0]
 
 
@@ -228,7 +254,9 @@ def header_only_png(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -241,7 +269,9 @@ def test_a_decompression_bomb_is_an_unreadable_file_with_its_reason(tmp_path, si
     bomb = header_only_png(tmp_path / "bomb.png", side, side)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no raw DecompressionBombWarning either
-        with pytest.raises(ImageReadError, match=rf"image is {side} x {side} = \d+ megapixels, over the 50 megapixel limit"):
+        with pytest.raises(
+            ImageReadError, match=rf"image is {side} x {side} = \d+ megapixels, over the 50 megapixel limit"
+        ):
             read_gray(bomb)
 
 
@@ -261,8 +291,20 @@ def test_a_bomb_among_the_images_is_skipped_by_prepare_and_predict(raw, tmp_path
     assert "over the 50 megapixel limit" in skipped.loc[names[0], "reason"]
     assert len(PreparedData(out)) == len(names) - 1
 
-    res = cli("predict", "--run", trained_run, root / "images" / names[0], root / "images" / names[1],
-              "--out", tmp_path / "p.csv", "--batch-size", 2, "--device", "cpu", "-q")
+    res = cli(
+        "predict",
+        "--run",
+        trained_run,
+        root / "images" / names[0],
+        root / "images" / names[1],
+        "--out",
+        tmp_path / "p.csv",
+        "--batch-size",
+        2,
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     assert pd.read_csv(tmp_path / "p.csv")["file"].tolist() == [str(root / "images" / names[1])]
     assert "megapixel limit" in res.output
@@ -277,14 +319,38 @@ def test_directory_link_loops_under_the_root_are_walked_once(raw, tmp_path):
     (root / "more" / "deeper" / "up").symlink_to("../..", target_is_directory=True)  # loop 1
     (root / "more" / "deeper" / "root").symlink_to(root, target_is_directory=True)  # loop 2
     (root / "more" / "again").symlink_to(root / "images", target_is_directory=True)  # a second way in
-    script = "import json, sys; from cxrtool.data.sources.nih import image_files; print(json.dumps({k: str(v) for k, v in image_files(sys.argv[1]).items()}))"
-    walked = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=60)  # hung before
+    script = (
+        "import json, sys; from cxrtool.data.sources.nih import image_files; "
+        "print(json.dumps({k: str(v) for k, v in image_files(sys.argv[1]).items()}))"
+    )
+    walked = subprocess.run(
+        [sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=60
+    )  # hung before
     files = json.loads(walked.stdout)
     assert sorted(files) == sorted(p.name for p in (raw / "images").iterdir())
     assert all(Path(p).parent == root / "images" for p in files.values())  # the first path in sorted order
-    proc = subprocess.run([sys.executable, "-m", "cxrtool", "prepare", "nih", str(root), "--out", str(tmp_path / "c"),
-                           "--size", "32", "--workers", "1", "--test-frac", "0.3", "-q"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxrtool",
+            "prepare",
+            "nih",
+            str(root),
+            "--out",
+            str(tmp_path / "c"),
+            "--size",
+            "32",
+            "--workers",
+            "1",
+            "--test-frac",
+            "0.3",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(PreparedData(tmp_path / "c")) == len(files)
 
@@ -306,9 +372,27 @@ SLOW_PREPARE = textwrap.dedent(r"""
 
 
 def start_slow_prepare(raw, out):
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, "prepare", "nih", str(raw), "--out", str(out),
-                             "--size", "32", "--workers", "2", "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SLOW_PREPARE,
+            "prepare",
+            "nih",
+            str(raw),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--workers",
+            "2",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     for _ in range(2):  # both workers are decoding
         assert proc.stdout.readline() == "decoding\n"
     return proc
@@ -336,10 +420,8 @@ def test_workers_of_a_killed_prepare_exit_quietly(raw, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)  # the main process only: its workers are orphaned
         _, stderr = proc.communicate(timeout=30)  # returns once every worker has closed the pipes
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
     res = prepare(raw, tmp_path / "c")  # the next prepare takes over and finishes
     assert res.exit_code == 0, res.output

@@ -26,7 +26,9 @@ def nih_cache(nih_root, tmp_path_factory) -> PreparedData:
 
 @pytest.fixture(scope="module")
 def covid_cache(covid_root, tmp_path_factory) -> PreparedData:
-    return prepare_covid(PrepareCovidConfig(root=covid_root, out=tmp_path_factory.mktemp("covid") / "c", size=32, workers=2))
+    return prepare_covid(
+        PrepareCovidConfig(root=covid_root, out=tmp_path_factory.mktemp("covid") / "c", size=32, workers=2)
+    )
 
 
 def _nih_rows(root: Path) -> dict[str, list[str]]:
@@ -67,8 +69,13 @@ def test_nih_sample_split_is_by_patient_and_carries_metadata(nih_root, nih_cache
 
 
 def test_nih_boxes_are_scaled_from_1024_pixels_to_the_cache(nih_root, nih_cache):
-    raw = pd.read_csv(nih_root / "BBox_List_2017.csv", header=None, skiprows=1, usecols=range(6),
-                      names=["id", "label", "x", "y", "w", "h"])
+    raw = pd.read_csv(
+        nih_root / "BBox_List_2017.csv",
+        header=None,
+        skiprows=1,
+        usecols=range(6),
+        names=["id", "label", "x", "y", "w", "h"],
+    )
     raw = raw[raw["id"].isin(set(nih_cache.index["id"]))]
     boxes = nih_cache.boxes()
     assert len(boxes) == len(raw) > 0
@@ -83,7 +90,9 @@ def test_nih_boxes_are_scaled_from_1024_pixels_to_the_cache(nih_root, nih_cache)
 
 def test_cohen_set_caches_its_labelled_frontal_xrays(covid_root, covid_cache):
     meta = pd.read_csv(covid_root / "metadata.csv", dtype=str, keep_default_na=False)
-    frontal = meta[(meta["modality"] == "X-ray") & meta["view"].isin(["PA", "AP", "AP Supine"]) & (meta["finding"] != "todo")]
+    frontal = meta[
+        (meta["modality"] == "X-ray") & meta["view"].isin(["PA", "AP", "AP Supine"]) & (meta["finding"] != "todo")
+    ]
     present = frontal[[(covid_root / f / n).is_file() for f, n in zip(frontal["folder"], frontal["filename"])]]
     assert len(covid_cache) == len(present) == 531
     assert int(covid_cache.index["COVID-19"].sum()) == int(present["finding"].str.contains("COVID-19").sum())
@@ -141,9 +150,17 @@ def test_cohen_lookalike_films_of_different_patients_are_not_paired(covid_cache)
     sim = whole @ whole.T
     np.fill_diagonal(sim, -1)
     pairs = [(a, int(np.argmax(sim[a]))) for a in range(len(rows))]
-    pairs = [(a, b) for a, b in pairs if index["patient"].iloc[rows[a]] != index["patient"].iloc[rows[b]]
-             and frozenset({index["patient"].iloc[rows[a]], index["patient"].iloc[rows[b]]}) not in joined]
+    pairs = [
+        (a, b)
+        for a, b in pairs
+        if index["patient"].iloc[rows[a]] != index["patient"].iloc[rows[b]]
+        and frozenset({index["patient"].iloc[rows[a]], index["patient"].iloc[rows[b]]}) not in joined
+    ]
     assert len(pairs) >= 50
-    matches = align_pairs(np.stack([work_image(images[a]) for a, _ in pairs]), np.stack([work_image(images[b]) for _, b in pairs]),
-                          np.stack([fine_image(images[a]) for a, _ in pairs]), np.stack([fine_image(images[b]) for _, b in pairs]))
+    matches = align_pairs(
+        np.stack([work_image(images[a]) for a, _ in pairs]),
+        np.stack([work_image(images[b]) for _, b in pairs]),
+        np.stack([fine_image(images[a]) for a, _ in pairs]),
+        np.stack([fine_image(images[b]) for _, b in pairs]),
+    )
     assert max(m.score for m in matches) < DEFAULT_MIN_SCORE

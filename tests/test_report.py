@@ -27,7 +27,9 @@ def test_report_inlines_artifacts_and_lists_missing_sections(tmp_path, trained_r
     shutil.copytree(trained_run, run)
     (run / "eval").mkdir()
     _png(run / "eval" / "roc.png")
-    pd.DataFrame({"label": ["Mass"], "auroc": [0.8771], "ci_low": [0.7], "ci_high": [0.95]}).to_csv(run / "eval" / "per_label.csv", index=False)
+    pd.DataFrame({"label": ["Mass"], "auroc": [0.8771], "ci_low": [0.7], "ci_high": [0.95]}).to_csv(
+        run / "eval" / "per_label.csv", index=False
+    )
     result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
     page = (run / "report.html").read_text()

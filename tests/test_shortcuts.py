@@ -5,27 +5,37 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from cxrtool.evaluate.shortcuts import ALL_METADATA, available_columns, cross_fitted_baselines, fit_predict, shortcut_baselines, shortcut_warnings
 from helpers import synthetic_cache
+
+from cxrtool.evaluate.shortcuts import (
+    ALL_METADATA,
+    available_columns,
+    cross_fitted_baselines,
+    fit_predict,
+    shortcut_baselines,
+    shortcut_warnings,
+)
 
 
 def _baselines(data, model_labels=None):
     fit, ev = data.rows("train"), data.rows("test")
-    return shortcut_baselines(data.index, data.labels, fit, data.targets(fit), ev, data.targets(ev),
-                              model_labels or {}, n_boot=300, seed=0)
+    return shortcut_baselines(
+        data.index, data.labels, fit, data.targets(fit), ev, data.targets(ev), model_labels or {}, n_boot=300, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    return synthetic_cache(tmp_path_factory.mktemp("sc") / "on", n_patients=160, size=16, seed=3,
-                           labels=["COVID-19"], shortcut=1.0)
+    return synthetic_cache(
+        tmp_path_factory.mktemp("sc") / "on", n_patients=160, size=16, seed=3, labels=["COVID-19"], shortcut=1.0
+    )
 
 
 @pytest.fixture(scope="module")
 def unplanted(tmp_path_factory):
-    return synthetic_cache(tmp_path_factory.mktemp("sc") / "off", n_patients=160, size=16, seed=3,
-                           labels=["COVID-19"], shortcut=0.0)
+    return synthetic_cache(
+        tmp_path_factory.mktemp("sc") / "off", n_patients=160, size=16, seed=3, labels=["COVID-19"], shortcut=0.0
+    )
 
 
 def test_planted_view_shortcut_is_found(planted):
@@ -57,10 +67,18 @@ def test_warning_logic_ignores_not_computable_labels():
 
 
 def test_columns_without_variation_are_skipped_and_unseen_categories_do_not_crash():
-    index = pd.DataFrame({"view": ["PA", "AP", "PA", "AP", "AP Supine"], "sex": ["M"] * 5,
-                          "age": [30, 40, np.nan, 50, 60], "source": ["x"] * 5})
+    index = pd.DataFrame(
+        {
+            "view": ["PA", "AP", "PA", "AP", "AP Supine"],
+            "sex": ["M"] * 5,
+            "age": [30, 40, np.nan, 50, 60],
+            "source": ["x"] * 5,
+        }
+    )
     assert available_columns(index, np.arange(4)) == ["view", "age"]
-    probs, reasons = fit_predict(index.iloc[:4], np.array([[0.0], [1.0], [0.0], [1.0]]), index.iloc[4:], ["view", "age"])
+    probs, reasons = fit_predict(
+        index.iloc[:4], np.array([[0.0], [1.0], [0.0], [1.0]]), index.iloc[4:], ["view", "age"]
+    )
     assert reasons == [None] and np.isfinite(probs).all()  # 'AP Supine' was never seen in training
     probs, reasons = fit_predict(index.iloc[:4], np.zeros((4, 1)), index.iloc[4:], ["view"])
     assert "one class" in reasons[0] and np.isnan(probs).all()

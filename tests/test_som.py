@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -21,7 +22,7 @@ def test_paper_schedule_matches_the_formula_at_start_and_end(sigma0):
     t = 1234
     assert paper_sigma(t, total, sigma0) == pytest.approx(sigma0 * math.exp(-t * t * math.log(4 * sigma0) / total**2))
     radii = [paper_sigma(t, total, sigma0) for t in range(0, total + 1, 250)]
-    assert all(a > b for a, b in zip(radii, radii[1:]))
+    assert all(a > b for a, b in itertools.pairwise(radii))
 
 
 def test_minisom_schedule_is_minisoms_own_default():

@@ -63,9 +63,19 @@ def formats(tmp_path_factory) -> PreparedData:
     (root / "empty.png").write_bytes(b"")
     (root / "text.png").write_text("not an image")
     names = sorted(p.name for p in root.iterdir())
-    pd.DataFrame({"image": names, "finding": [i % 2 for i in range(len(names))], "patient": names}).to_csv(root / "list.csv", index=False)
-    return prepare_folder(PrepareFolderConfig(csv=root / "list.csv", label_cols=["finding"], patient_col="patient",
-                                              out=root / "cache", size=SIDE, workers=2))
+    pd.DataFrame({"image": names, "finding": [i % 2 for i in range(len(names))], "patient": names}).to_csv(
+        root / "list.csv", index=False
+    )
+    return prepare_folder(
+        PrepareFolderConfig(
+            csv=root / "list.csv",
+            label_cols=["finding"],
+            patient_col="patient",
+            out=root / "cache",
+            size=SIDE,
+            workers=2,
+        )
+    )
 
 
 def image(data: PreparedData, name: str) -> np.ndarray:
@@ -74,8 +84,17 @@ def image(data: PreparedData, name: str) -> np.ndarray:
 
 def test_readable_formats_are_cached_and_bad_files_listed_with_a_reason(formats):
     cached = set(formats.index["id"])
-    assert cached == {"gray8.png", "gray16.png", "rgba.png", "rgb.jpg", "png_named.jpg", "palette.png",
-                      "mono2.dcm", "mono1.dcm", "window.dcm"}
+    assert cached == {
+        "gray8.png",
+        "gray16.png",
+        "rgba.png",
+        "rgb.jpg",
+        "png_named.jpg",
+        "palette.png",
+        "mono2.dcm",
+        "mono1.dcm",
+        "window.dcm",
+    }
     skipped = pd.read_csv(formats.root / "skipped.csv").set_index("id")["reason"]
     assert set(skipped.index) == {"corrupt.png", "truncated.png", "empty.png", "text.png"}
     assert "empty" in skipped["empty.png"] and "not an image" in skipped["text.png"]

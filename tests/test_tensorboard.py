@@ -25,13 +25,36 @@ def _events(folder):
 def test_pretrain_and_finetune_log_every_epoch(tmp_path, synth_data):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     out = tmp_path / "runs" / "pre"
-    res = runner.invoke(app, ["pretrain", "--data", str(synth_data.root), "--out", str(out), "--epochs", "2",
-                              "--arch", "tiny-cnn", "--weights", "none", "--tensorboard", *TINY])
+    res = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            str(synth_data.root),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--arch",
+            "tiny-cnn",
+            "--weights",
+            "none",
+            "--tensorboard",
+            *TINY,
+        ],
+    )
     assert res.exit_code == 0, res.output
     acc = _events(out / "tensorboard")
     metrics = pd.read_csv(out / "metrics.csv")
     tags = acc.Tags()["scalars"]
-    for tag in ["loss/train", "loss/val", "auroc/mean", "lr", "images_per_s", *[f"auroc/{l}" for l in synth_data.labels]]:
+    for tag in [
+        "loss/train",
+        "loss/val",
+        "auroc/mean",
+        "lr",
+        "images_per_s",
+        *[f"auroc/{l}" for l in synth_data.labels],
+    ]:
         assert tag in tags, tag
     train = acc.Scalars("loss/train")
     assert [e.step for e in train] == [1, 2]
@@ -41,16 +64,45 @@ def test_pretrain_and_finetune_log_every_epoch(tmp_path, synth_data):
     assert len(grids) == 1 and grids[0].width > 32 and grids[0].height > 32  # a grid, not one image
 
     ft = tmp_path / "runs" / "ft"
-    res = runner.invoke(app, ["finetune", "--from", str(out), "--data", str(synth_data.root), "--out", str(ft),
-                              "--epochs", "1", "--tensorboard", *TINY])
+    res = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--from",
+            str(out),
+            "--data",
+            str(synth_data.root),
+            "--out",
+            str(ft),
+            "--epochs",
+            "1",
+            "--tensorboard",
+            *TINY,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert [e.step for e in _events(ft / "tensorboard").Scalars("loss/val")] == [1]
 
 
 def test_without_the_flag_nothing_is_written(tmp_path, synth_data):
     out = tmp_path / "run"
-    res = runner.invoke(app, ["pretrain", "--data", str(synth_data.root), "--out", str(out), "--epochs", "1",
-                              "--arch", "tiny-cnn", "--weights", "none", *TINY])
+    res = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            str(synth_data.root),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--arch",
+            "tiny-cnn",
+            "--weights",
+            "none",
+            *TINY,
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert not (out / "tensorboard").exists()
 
@@ -59,7 +111,23 @@ def test_without_the_package_the_flag_fails_in_one_line(tmp_path, synth_data, mo
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     out = tmp_path / "run"
-    res = runner.invoke(app, ["pretrain", "--data", str(synth_data.root), "--out", str(out), "--epochs", "1",
-                              "--arch", "tiny-cnn", "--weights", "none", "--tensorboard", *TINY])
+    res = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            str(synth_data.root),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--arch",
+            "tiny-cnn",
+            "--weights",
+            "none",
+            "--tensorboard",
+            *TINY,
+        ],
+    )
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
     assert "pip install tensorboard" in res.output and not out.exists()

@@ -15,14 +15,24 @@ from cxrtool.errors import CxrError
 from cxrtool.models.checkpoint import load_checkpoint, load_state
 from cxrtool.train import FinetuneConfig, TrainConfig, finetune, pretrain, resume
 from cxrtool.train import trainer as trainer_module
-from cxrtool.train.transfer import transfer_model
 from cxrtool.train.losses import masked_bce
 from cxrtool.train.samplers import SeededBatchSampler, balancing_weights
+from cxrtool.train.transfer import transfer_model
 
 
 def tiny(data: Path, out: Path, **kw) -> TrainConfig:
-    options = dict(data=data, out=out, arch="tiny-cnn", weights="none", epochs=3, image_size=32, workers=0,
-                   lr=3e-3, early_stop=0, device="cpu")
+    options = dict(
+        data=data,
+        out=out,
+        arch="tiny-cnn",
+        weights="none",
+        epochs=3,
+        image_size=32,
+        workers=0,
+        lr=3e-3,
+        early_stop=0,
+        device="cpu",
+    )
     options.update(kw)
     return TrainConfig(**options)
 
@@ -34,7 +44,9 @@ def small_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def covid_data(tmp_path_factory):
-    return synthetic_cache(tmp_path_factory.mktemp("covid") / "data", n_patients=60, size=32, seed=4, labels=["COVID-19"])
+    return synthetic_cache(
+        tmp_path_factory.mktemp("covid") / "data", n_patients=60, size=32, seed=4, labels=["COVID-19"]
+    )
 
 
 def test_masked_loss_skips_missing_labels_and_sums_over_labels():
@@ -70,7 +82,10 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, small_data
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        pretrain(tiny(small_data.root, tmp_path / "stopped", epochs=4, augment="paper", plateau_patience=0), callbacks=[interrupt])
+        pretrain(
+            tiny(small_data.root, tmp_path / "stopped", epochs=4, augment="paper", plateau_patience=0),
+            callbacks=[interrupt],
+        )
     assert len(pd.read_csv(tmp_path / "stopped" / "metrics.csv")) == 2
     resumed = resume(tmp_path / "stopped", epochs=None)
     pd.testing.assert_frame_equal(_comparable(resumed), _comparable(straight))
@@ -133,7 +148,7 @@ def test_loss_tally_sums_on_the_device_and_remembers_the_first_bad_step():
     tally = trainer_module.LossTally(torch.device("cpu"))
     for step, value in enumerate([0.5, 1.5, float("nan"), 2.0, float("inf")], start=1):
         tally.add(torch.tensor(value), 4, step)
-    total, bad_step, bad_value = tally.read()
+    _total, bad_step, bad_value = tally.read()
     assert bad_step == 3 and np.isnan(bad_value) and tally.seen == 20
     clean = trainer_module.LossTally(torch.device("cpu"))
     clean.add(torch.tensor(0.5), 4, 1)
@@ -148,20 +163,44 @@ def test_finetune_swaps_the_head_and_keeps_the_backbone(tmp_path, trained_run, c
     for (name, x), y in zip(parent.body.state_dict().items(), model.body.state_dict().values()):
         assert torch.equal(x, y), name
 
-    run = finetune(FinetuneConfig(parent=str(trained_run), data=covid_data.root, out=tmp_path / "ft", epochs=2,
-                                  workers=0, device="cpu", lr=1e-2))
+    run = finetune(
+        FinetuneConfig(
+            parent=str(trained_run),
+            data=covid_data.root,
+            out=tmp_path / "ft",
+            epochs=2,
+            workers=0,
+            device="cpu",
+            lr=1e-2,
+        )
+    )
     tuned, card = load_checkpoint(run)
     assert card["labels"] == ["COVID-19"] and card["arch"] == parent_card["arch"]
     assert card["image_size"] == parent_card["image_size"]  # taken from the parent
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["kind"] == "finetune" and manifest["parent"] == str((trained_run / "checkpoints" / "best").resolve())
-    assert not all(torch.equal(x, y) for x, y in zip(parent.body.state_dict().values(), tuned.body.state_dict().values()))
+    assert manifest["kind"] == "finetune" and manifest["parent"] == str(
+        (trained_run / "checkpoints" / "best").resolve()
+    )
+    assert not all(
+        torch.equal(x, y) for x, y in zip(parent.body.state_dict().values(), tuned.body.state_dict().values())
+    )
 
 
 def test_freeze_backbone_trains_only_the_head(tmp_path, trained_run, covid_data):
     parent, _ = load_checkpoint(trained_run)
-    run = finetune(FinetuneConfig(parent=str(trained_run), data=covid_data.root, out=tmp_path / "ft", epochs=2,
-                                  workers=0, device="cpu", lr=1e-2, freeze_backbone=True, select="last"))
+    run = finetune(
+        FinetuneConfig(
+            parent=str(trained_run),
+            data=covid_data.root,
+            out=tmp_path / "ft",
+            epochs=2,
+            workers=0,
+            device="cpu",
+            lr=1e-2,
+            freeze_backbone=True,
+            select="last",
+        )
+    )
     tuned, _ = load_checkpoint(run, "last")
     for (name, x), y in zip(parent.body.state_dict().items(), tuned.body.state_dict().values()):
         assert torch.equal(x, y), name  # weights and batch-norm statistics alike
@@ -180,9 +219,10 @@ def test_transfer_keeps_head_rows_of_labels_the_parent_knew(trained_run):
 def test_oversampling_balances_a_skewed_label():
     targets = np.zeros((1000, 1), dtype=np.float32)
     targets[:100] = 1  # 10% positives
+
     def positive_share(weights):
         sampler = SeededBatchSampler(1000, 50, seed=0, weights=weights)
-        drawn = np.concatenate([b for b in sampler])
+        drawn = np.concatenate(list(sampler))
         return targets[drawn, 0].mean()
 
     assert positive_share(None) == pytest.approx(0.1)
@@ -192,23 +232,33 @@ def test_oversampling_balances_a_skewed_label():
 def test_sampler_order_depends_on_seed_and_epoch_and_shards_by_rank():
     s = SeededBatchSampler(37, 5, seed=1)
     s.set_epoch(2)
-    first = [b for b in s]
+    first = list(s)
     s.set_epoch(2)
-    assert [b for b in s] == first
+    assert list(s) == first
     s.set_epoch(3)
-    assert [b for b in s] != first
+    assert list(s) != first
     shards = []
     for rank in range(2):
         r = SeededBatchSampler(37, 5, seed=1, rank=rank, world_size=2)
         r.set_epoch(2)
-        shards.append([b for b in r])
+        shards.append(list(r))
     assert len(shards[0]) == len(shards[1])  # equal steps per process
     assert set(np.concatenate(shards[0] + shards[1]).tolist()) == set(range(37))
 
 
 def test_small_validation_split_is_reported_once_and_recorded(tmp_path, covid_data, capsys):
-    run = finetune(FinetuneConfig(parent="none", arch="tiny-cnn", data=covid_data.root, out=tmp_path / "ft", epochs=1,
-                                  image_size=32, workers=0, device="cpu"))
+    run = finetune(
+        FinetuneConfig(
+            parent="none",
+            arch="tiny-cnn",
+            data=covid_data.root,
+            out=tmp_path / "ft",
+            epochs=1,
+            image_size=32,
+            workers=0,
+            device="cpu",
+        )
+    )
     err = capsys.readouterr().err
     assert err.count("--select last") == 1 and "COVID-19" in err
     selection = json.loads((run / "manifest.json").read_text())["selection"]
@@ -217,20 +267,32 @@ def test_small_validation_split_is_reported_once_and_recorded(tmp_path, covid_da
     assert counts["positive"] + counts["negative"] == len(covid_data.rows("val"))
 
 
-@pytest.mark.parametrize("kw, option", [
-    ({"epochs": 0}, "--epochs"),
-    ({"select": "best"}, "--select"),
-    ({"augment": "heavy"}, "--augment"),
-    ({"batch_size": 1}, "--batch-size"),
-    ({"weights": "missing.safetensors"}, "--weights"),
-])
+@pytest.mark.parametrize(
+    "kw, option",
+    [
+        ({"epochs": 0}, "--epochs"),
+        ({"select": "best"}, "--select"),
+        ({"augment": "heavy"}, "--augment"),
+        ({"batch_size": 1}, "--batch-size"),
+        ({"weights": "missing.safetensors"}, "--weights"),
+    ],
+)
 def test_bad_options_name_the_option(tmp_path, small_data, kw, option):
     with pytest.raises(CxrError, match=option):
         tiny(small_data.root, tmp_path / "x", **kw)
 
 
 def test_finetune_labels_missing_from_the_data_fail_in_one_line(tmp_path, small_data):
-    with pytest.raises(CxrError, match="lacks the label.*COVID-19") as err:
-        finetune(FinetuneConfig(parent="none", arch="tiny-cnn", data=small_data.root, labels=["COVID-19"],
-                                out=tmp_path / "x", workers=0, device="cpu"))
+    with pytest.raises(CxrError, match=r"lacks the label.*COVID-19") as err:
+        finetune(
+            FinetuneConfig(
+                parent="none",
+                arch="tiny-cnn",
+                data=small_data.root,
+                labels=["COVID-19"],
+                out=tmp_path / "x",
+                workers=0,
+                device="cpu",
+            )
+        )
     assert "\n" not in str(err.value)

@@ -26,8 +26,15 @@ def test_pretrain_writes_every_artifact_and_resumes(tmp_path, synth_data):
     assert manifest["data_hash"] == synth_data.data_hash and manifest["seed"] == 0 and manifest["parent"] is None
     assert manifest["environment"]["torch"]
     metrics = pd.read_csv(out / "metrics.csv")
-    expected = ["epoch", "train_loss", "val_loss", *[f"val_auroc_{l}" for l in synth_data.labels],
-                "val_auroc_mean", "lr", "images_per_s"]
+    expected = [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        *[f"val_auroc_{l}" for l in synth_data.labels],
+        "val_auroc_mean",
+        "lr",
+        "images_per_s",
+    ]
     assert list(metrics.columns) == expected and len(metrics) == 2
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for which in ("best", "last"):
@@ -43,15 +50,30 @@ def test_pretrain_writes_every_artifact_and_resumes(tmp_path, synth_data):
     assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--arch", "densnet121"], "Did you mean 'densenet121'"),
-    (["--epochs", "0"], "--epochs: must be at least 1"),
-    (["--select", "best"], "--select"),
-    (["--labels", "Hernia"], "lacks the label(s) Hernia"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arch", "densnet121"], "Did you mean 'densenet121'"),
+        (["--epochs", "0"], "--epochs: must be at least 1"),
+        (["--select", "best"], "--select"),
+        (["--labels", "Hernia"], "lacks the label(s) Hernia"),
+    ],
+)
 def test_bad_pretrain_options_give_one_line(tmp_path, synth_data, args, message):
-    base = ["pretrain", "--data", str(synth_data.root), "--out", str(tmp_path / "r"), "--epochs", "1",
-            "--weights", "none", "--arch", "tiny-cnn", "-q"]
+    base = [
+        "pretrain",
+        "--data",
+        str(synth_data.root),
+        "--out",
+        str(tmp_path / "r"),
+        "--epochs",
+        "1",
+        "--weights",
+        "none",
+        "--arch",
+        "tiny-cnn",
+        "-q",
+    ]
     res = runner.invoke(app, base + args)
     assert res.exit_code == 2
     lines = [l for l in res.output.splitlines() if l.strip()]
@@ -65,9 +87,29 @@ def test_a_run_argument_without_resume_is_refused(tmp_path, synth_data):
 
 def test_finetune_cli_names_the_parent_and_refuses_missing_labels(tmp_path, trained_run, synth_data):
     out = tmp_path / "ft"
-    res = runner.invoke(app, ["finetune", "--from", str(trained_run), "--data", str(synth_data.root), "--labels",
-                              "Effusion,Mass", "--out", str(out), "--epochs", "1", "--workers", "0", "--device", "cpu",
-                              "--oversample", "--freeze-backbone", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--from",
+            str(trained_run),
+            "--data",
+            str(synth_data.root),
+            "--labels",
+            "Effusion,Mass",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--oversample",
+            "--freeze-backbone",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "finetune" and manifest["parent"].startswith(str(trained_run.resolve()))
@@ -75,8 +117,21 @@ def test_finetune_cli_names_the_parent_and_refuses_missing_labels(tmp_path, trai
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["oversample"] is True and config["freeze_backbone"] is True and config["select"] == "auroc"
 
-    res = runner.invoke(app, ["finetune", "--from", str(trained_run), "--data", str(synth_data.root), "--labels",
-                              "COVID-19", "--out", str(tmp_path / "bad"), "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "finetune",
+            "--from",
+            str(trained_run),
+            "--data",
+            str(synth_data.root),
+            "--labels",
+            "COVID-19",
+            "--out",
+            str(tmp_path / "bad"),
+            "-q",
+        ],
+    )
     assert res.exit_code == 2 and "lacks the label(s) COVID-19" in " ".join(res.output.split())
     res = runner.invoke(app, ["finetune", "--from", str(tmp_path / "nowhere"), "--data", str(synth_data.root), "-q"])
     assert res.exit_code == 2 and "--from" in res.output
@@ -94,8 +149,24 @@ def test_shared_options_reach_both_commands_and_their_configs(kind, monkeypatch)
         assert option.flags[0].split("/")[0] in help_text, option.name
     seen = {}
     monkeypatch.setattr(train, kind, lambda cfg, overwrite: seen.update(cfg=cfg, overwrite=overwrite))
-    res = runner.invoke(app, [kind, "--epochs", "7", "--lr", "0.5", "--labels", "A,B", "--seed", "3",
-                              "--no-oversample", "--overwrite", "-q", *(["--from", "none"] if kind == "finetune" else [])])
+    res = runner.invoke(
+        app,
+        [
+            kind,
+            "--epochs",
+            "7",
+            "--lr",
+            "0.5",
+            "--labels",
+            "A,B",
+            "--seed",
+            "3",
+            "--no-oversample",
+            "--overwrite",
+            "-q",
+            *(["--from", "none"] if kind == "finetune" else []),
+        ],
+    )
     assert res.exit_code == 0, res.output
     cfg = seen["cfg"]
     assert (cfg.epochs, cfg.lr, cfg.labels, cfg.seed, cfg.oversample) == (7, 0.5, ["A", "B"], 3, False)

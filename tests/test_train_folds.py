@@ -35,8 +35,20 @@ def test_folds_are_grouped_by_patient_and_stratified():
 
 
 def test_cross_validation_writes_fold_runs_oof_predictions_and_summary(tmp_path, covid, capsys):
-    root = finetune(FinetuneConfig(parent="none", arch="tiny-cnn", data=covid.root, out=tmp_path / "cv", folds=3,
-                                   epochs=2, image_size=32, workers=0, device="cpu", lr=3e-3))
+    root = finetune(
+        FinetuneConfig(
+            parent="none",
+            arch="tiny-cnn",
+            data=covid.root,
+            out=tmp_path / "cv",
+            folds=3,
+            epochs=2,
+            image_size=32,
+            workers=0,
+            device="cpu",
+            lr=3e-3,
+        )
+    )
     err = capsys.readouterr().err
     assert err.count("--select last") == 1  # every fold's validation part is small: said once
     for k in (1, 2, 3):
@@ -58,12 +70,13 @@ def test_cross_validation_writes_fold_runs_oof_predictions_and_summary(tmp_path,
     assert summary["fold_mean"]["COVID-19"] == pytest.approx(np.mean(per_fold))
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["kind"] == "cv" and manifest["folds"] == 3 and manifest["complete"] is True
-    assert manifest["fold_runs"] == ["fold-1", "fold-2", "fold-3"] and manifest["oof_predictions"] == "oof_predictions.csv"
+    assert (
+        manifest["fold_runs"] == ["fold-1", "fold-2", "fold-3"] and manifest["oof_predictions"] == "oof_predictions.csv"
+    )
     assert "pooled" in (root / "cv_summary.csv").read_text()
 
 
 def test_patients_sharing_a_film_stay_in_one_fold(tmp_path):
-    import shutil
 
     from cxrtool.data.cache import PreparedData, write_cache
     from cxrtool.train.folds import leakage_groups
@@ -73,12 +86,23 @@ def test_patients_sharing_a_film_stay_in_one_fold(tmp_path):
     by_patient = index.groupby("patient")["id"].first()
     a, b, c, d = by_patient.index[:4]
     # a/b: a near-duplicate pair prepare found; c/d: identical bytes filed under two patients.
-    duplicates = pd.DataFrame({"id_a": [by_patient[a]], "id_b": [by_patient[b]], "patient_a": [a], "patient_b": [b],
-                               "source_a": "s", "source_b": "s", "distance": [3]})
+    duplicates = pd.DataFrame(
+        {
+            "id_a": [by_patient[a]],
+            "id_b": [by_patient[b]],
+            "patient_a": [a],
+            "patient_b": [b],
+            "source_a": "s",
+            "source_b": "s",
+            "distance": [3],
+        }
+    )
     index = index.copy()
     index["file_hash"] = index["id"]
     index.loc[index["id"] == by_patient[d], "file_hash"] = by_patient[c]
-    write_cache(data.root, np.asarray(data.images), index, data.labels, duplicates=duplicates)  # a cache checks its files
+    write_cache(
+        data.root, np.asarray(data.images), index, data.labels, duplicates=duplicates
+    )  # a cache checks its files
     data = PreparedData(data.root)
     groups = leakage_groups(data)
     patients = data.index["patient"].astype(str).to_numpy()

@@ -62,7 +62,9 @@ def test_imagenet_densenet_file_with_torchvision_legacy_names(torch_home):
     # torchvision's DenseNet file names layers 'norm.1'; they must load as 'norm1'.
     url = torchvision.models.DenseNet121_Weights.IMAGENET1K_V1.url
     reference = torchvision.models.densenet121()
-    legacy = {k.replace(".norm1.", ".norm.1.").replace(".conv2.", ".conv.2."): v for k, v in reference.state_dict().items()}
+    legacy = {
+        k.replace(".norm1.", ".norm.1.").replace(".conv2.", ".conv.2."): v for k, v in reference.state_dict().items()
+    }
     assert any(".norm.1." in k for k in legacy)
     imagenet_cache_path(url).parent.mkdir(parents=True)
     torch.save(legacy, imagenet_cache_path(url))
@@ -99,8 +101,23 @@ def test_offline_imagenet_is_one_line_naming_file_address_and_place(torch_home, 
         build_model("resnet18", 2, weights="imagenet")
     message = str(err.value)
     assert "\n" not in message and RESNET18_URL in message and f"put it at {expected}" in message
-    res = runner.invoke(app, ["pretrain", "--data", str(synth_data.root), "--arch", "resnet18", "--weights", "imagenet",
-                              "--out", str(tmp_path / "r"), "--device", "cpu", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            str(synth_data.root),
+            "--arch",
+            "resnet18",
+            "--weights",
+            "imagenet",
+            "--out",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "-q",
+        ],
+    )
     assert res.exit_code != 0 and res.output.count("error:") == 1 and Path(RESNET18_URL).name in res.output
     assert not (tmp_path / "r" / "manifest.json").exists()
 
@@ -135,15 +152,33 @@ def test_partial_files_fail_without_allow_partial(tmp_path):
 
 def _tiny_partial(tmp_path) -> Path:
     model = build_model("tiny-cnn", 2)[0]
-    state = {f"body.{k}": v.contiguous() for k, v in model.body.state_dict().items() if not k.startswith("features.conv4")}
+    state = {
+        f"body.{k}": v.contiguous() for k, v in model.body.state_dict().items() if not k.startswith("features.conv4")
+    }
     save_file(state, str(tmp_path / "partial.safetensors"))
     return tmp_path / "partial.safetensors"
 
 
 def test_pretrain_allow_partial_lists_the_names_in_the_manifest(synth_data, tmp_path):
     weights = _tiny_partial(tmp_path)
-    base = ["pretrain", "--data", str(synth_data.root), "--arch", "tiny-cnn", "--weights", str(weights), "--epochs", "1",
-            "--image-size", "32", "--workers", "0", "--device", "cpu", "-q"]
+    base = [
+        "pretrain",
+        "--data",
+        str(synth_data.root),
+        "--arch",
+        "tiny-cnn",
+        "--weights",
+        str(weights),
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "-q",
+    ]
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "refused")])
     assert res.exit_code != 0 and "--allow-partial" in res.output and res.output.count("error:") == 1
     res = runner.invoke(app, [*base, "--out", str(tmp_path / "run"), "--allow-partial"])
@@ -163,7 +198,7 @@ def test_finetune_from_a_run_reports_and_checks_its_tensors(trained_run, tmp_pat
     weights = run / "checkpoints" / "best" / "model.safetensors"
     tensors = load_file(str(weights))
     save_file({k: v for k, v in tensors.items() if not k.startswith("body.features.bn4")}, str(weights))
-    with pytest.raises(CxrError, match="--from .* does not fully fit .*--allow-partial"):
+    with pytest.raises(CxrError, match=r"--from .* does not fully fit .*--allow-partial"):
         transfer_model(resolve_checkpoint(run), ["COVID-19"], seed=0)
     model, _ = transfer_model(resolve_checkpoint(run), ["COVID-19"], seed=0, allow_partial=True)
     assert model.weights_report["missing"] > 0

@@ -16,8 +16,20 @@ from . import __version__
 from .commands import register_all
 
 # `cxrtool --help` lists commands in the pipeline's order (Typer would put the `prepare` group last).
-PIPELINE_ORDER = ("prepare", "import", "pretrain", "finetune", "evaluate", "compare", "predict", "cam", "embed",
-                  "report", "export", "demo")
+PIPELINE_ORDER = (
+    "prepare",
+    "import",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "compare",
+    "predict",
+    "cam",
+    "embed",
+    "report",
+    "export",
+    "demo",
+)
 
 
 class PipelineOrderGroup(TyperGroup):
@@ -46,7 +58,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """Transfer learning on chest X-rays."""
 

@@ -57,7 +57,7 @@ class DemoSizes:
     methods: str
 
     @classmethod
-    def of(cls, quick: bool) -> "DemoSizes":
+    def of(cls, quick: bool) -> DemoSizes:
         if quick:
             # 150 patients: a test split of about 80 images, enough for the latent-vs-pixels k-NN
             # comparison on unseen images (with 100, about 50 test images, it was within noise).
@@ -104,35 +104,83 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     covid = prepare_nih(PrepareNihConfig(out=out / "data" / "synth-covid", findings=["COVID-19"], **common))
 
     _step(3, total, f"pretraining tiny-cnn from scratch for {sizes.pretrain_epochs} epochs")
-    train_common = dict(arch="tiny-cnn", weights="none", image_size=sizes.size, batch_size=32, device=cfg.device,
-                        seed=cfg.seed, workers=0, augment="flip", early_stop=0)
-    pre_run = pretrain(TrainConfig(data=nih.root, out=out / "runs" / "pretrain-tiny-cnn", epochs=sizes.pretrain_epochs,
-                                   lr=3e-3, select="auroc", **train_common))
+    train_common = dict(
+        arch="tiny-cnn",
+        weights="none",
+        image_size=sizes.size,
+        batch_size=32,
+        device=cfg.device,
+        seed=cfg.seed,
+        workers=0,
+        augment="flip",
+        early_stop=0,
+    )
+    pre_run = pretrain(
+        TrainConfig(
+            data=nih.root,
+            out=out / "runs" / "pretrain-tiny-cnn",
+            epochs=sizes.pretrain_epochs,
+            lr=3e-3,
+            select="auroc",
+            **train_common,
+        )
+    )
 
     _step(4, total, f"finetuning it to COVID-19 for {sizes.finetune_epochs} epochs")
     ft_common = {k: v for k, v in train_common.items() if k not in ("arch", "weights", "image_size")}
-    ft_run = finetune(FinetuneConfig(data=covid.root, parent=str(pre_run), out=out / "runs" / "finetune-covid",
-                                     epochs=sizes.finetune_epochs, lr=1e-3, select="auroc", oversample=True, **ft_common))
+    ft_run = finetune(
+        FinetuneConfig(
+            data=covid.root,
+            parent=str(pre_run),
+            out=out / "runs" / "finetune-covid",
+            epochs=sizes.finetune_epochs,
+            lr=1e-3,
+            select="auroc",
+            oversample=True,
+            **ft_common,
+        )
+    )
 
     _step(5, total, "evaluating both runs on held-out patients (patient bootstrap)")
     pre_metrics = evaluate_run(EvaluateConfig(run=pre_run, bootstrap=sizes.bootstrap, device=cfg.device, seed=cfg.seed))
     ft_metrics = evaluate_run(EvaluateConfig(run=ft_run, bootstrap=sizes.bootstrap, device=cfg.device, seed=cfg.seed))
 
     _step(6, total, "class activation maps on the test split, scored against the lesion boxes")
-    cam = run_cam(CamConfig(run=pre_run, data=nih.root, split="test", top=1, method="cam",
-                            boxes=nih.root / "boxes.csv", device=cfg.device, max_images=None if not cfg.quick else 60))
+    cam = run_cam(
+        CamConfig(
+            run=pre_run,
+            data=nih.root,
+            split="test",
+            top=1,
+            method="cam",
+            boxes=nih.root / "boxes.csv",
+            device=cfg.device,
+            max_images=None if not cfg.quick else 60,
+        )
+    )
 
     _step(7, total, f"mapping latent and pixel spaces of the test images ({sizes.methods})")
     # Scored on the test split: images the network never trained on, so the latent space's
     # structure is not memorisation of its training images.
-    embed = run_embed(EmbedConfig(run=pre_run, split="test", space="both", method=sizes.methods, seed=cfg.seed,
-                                  device=cfg.device, som_grid="6x6" if cfg.quick else "8x8"))
+    embed = run_embed(
+        EmbedConfig(
+            run=pre_run,
+            split="test",
+            space="both",
+            method=sizes.methods,
+            seed=cfg.seed,
+            device=cfg.device,
+            som_grid="6x6" if cfg.quick else "8x8",
+        )
+    )
 
     _step(8, total, "writing the HTML reports")
     reports = [build_report(ReportConfig(run=r)) for r in (pre_run, ft_run)]
 
     summary = _summary(pre_metrics, ft_metrics, cam, embed)
-    summary.update(pretrain_run=pre_run, finetune_run=ft_run, reports=reports, seconds=time.perf_counter() - started, out=out)
+    summary.update(
+        pretrain_run=pre_run, finetune_run=ft_run, reports=reports, seconds=time.perf_counter() - started, out=out
+    )
     _print_summary(summary)
     return summary
 
@@ -158,13 +206,17 @@ def _summary(pre_metrics: dict, ft_metrics: dict, cam: dict, embed: dict) -> dic
 
 
 def _print_summary(s: dict[str, Any]) -> None:
-    print_table("cxrtool demo: summary (generated data; intervals: 95% patient bootstrap)", ["result", "value"], [
-        ["pretrain mean AUROC, 5 findings (test)", s["pretrain_auroc_text"]],
-        ["finetune COVID-19 AUROC (test)", s["covid_auroc_text"]],
-        ["CAM pointing-game hit rate (lesion boxes)", fmt(s["cam_hit_rate"])],
-        ["k-NN accuracy, latent space (test)", fmt(s["knn_latent"])],
-        ["k-NN accuracy, pixel space (test)", fmt(s["knn_pixels"])],
-        ["k-NN chance level (test)", fmt(s["knn_chance"])],
-    ])
+    print_table(
+        "cxrtool demo: summary (generated data; intervals: 95% patient bootstrap)",
+        ["result", "value"],
+        [
+            ["pretrain mean AUROC, 5 findings (test)", s["pretrain_auroc_text"]],
+            ["finetune COVID-19 AUROC (test)", s["covid_auroc_text"]],
+            ["CAM pointing-game hit rate (lesion boxes)", fmt(s["cam_hit_rate"])],
+            ["k-NN accuracy, latent space (test)", fmt(s["knn_latent"])],
+            ["k-NN accuracy, pixel space (test)", fmt(s["knn_pixels"])],
+            ["k-NN chance level (test)", fmt(s["knn_chance"])],
+        ],
+    )
     result(f"reports: {', '.join(str(p) for p in s['reports'])}")
     result(f"demo finished in {s['seconds']:.0f} s; everything is under {s['out']}")

@@ -15,10 +15,10 @@ produced, one row per image, for evaluate's predictions.csv and predict's --out 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,13 +84,20 @@ class ArrayDataset(Dataset):
         return (torch.from_numpy(np.ascontiguousarray(self.images[positions])),)
 
 
-def make_loader(dataset: Dataset, batches: list[list[int]], workers: int, device: torch.device,
-                persistent: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batches: list[list[int]], workers: int, device: torch.device, persistent: bool = False
+) -> DataLoader:
     """A prefetching loader over whole batches (the datasets read a batch per call)."""
     workers = min(int(workers), len(batches)) if len(batches) > 1 else 0  # one batch: no process to start
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_batch, num_workers=workers,
-                      pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-                      persistent_workers=persistent and workers > 0)
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate_batch,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=persistent and workers > 0,
+    )
 
 
 def chunked(n: int, batch_size: int) -> list[list[int]]:
@@ -112,8 +119,16 @@ class Batch:
 class InferenceEngine:
     """A model in eval mode on a device, with that device's fast paths and the test-time flip."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | str, image_size: int, tta: bool = False,
-                 mixed_precision: bool | None = None, channels_last: bool | None = None, prepare: bool = True):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device | str,
+        image_size: int,
+        tta: bool = False,
+        mixed_precision: bool | None = None,
+        channels_last: bool | None = None,
+        prepare: bool = True,
+    ):
         self.device = torch.device(device)
         amp, cl = fast_paths(self.device)
         self.amp_dtype = amp_dtype(self.device) if (amp if mixed_precision is None else mixed_precision) else None
@@ -133,9 +148,15 @@ class InferenceEngine:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # --- where images come from -------------------------------------------------------------
-    def batches(self, dataset: Dataset, batch_size: int, positions: Sequence[int] | None = None,
-                workers: int | None = None, description: str | None = None,
-                skipped: list | None = None) -> Iterator[Batch]:
+    def batches(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        positions: Sequence[int] | None = None,
+        workers: int | None = None,
+        description: str | None = None,
+        skipped: list | None = None,
+    ) -> Iterator[Batch]:
         """Batches of `dataset` (all of it, or `positions`, `batch_size` at a time) with a progress bar.
 
         Each batch's `positions` says which items it holds (a cache batch reads its rows in
@@ -195,25 +216,49 @@ def _width(model: torch.nn.Module, mode: str) -> int:
     return int(getattr(model, "num_features" if mode == "features" else "num_labels", 0))
 
 
-def run_rows(model: torch.nn.Module, data: PreparedData, rows: np.ndarray, image_size: int, mode: str,
-             batch_size: int = 64, device: torch.device | str = "cpu", tta: bool = False,
-             description: str | None = None, workers: int | None = None) -> np.ndarray:
+def run_rows(
+    model: torch.nn.Module,
+    data: PreparedData,
+    rows: np.ndarray,
+    image_size: int,
+    mode: str,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    tta: bool = False,
+    description: str | None = None,
+    workers: int | None = None,
+) -> np.ndarray:
     """`mode` outputs (n, ...) for cache rows, in the order given."""
     engine = InferenceEngine(model, device, image_size, tta=tta)
     batches = engine.batches(CacheDataset(data, np.asarray(rows)), batch_size, workers=workers, description=description)
     return engine.run(batches, mode, _width(model, mode))
 
 
-def predict_probs(model: torch.nn.Module, data: PreparedData, rows: np.ndarray, image_size: int,
-                  batch_size: int = 64, device: torch.device | str = "cpu", tta: bool = False,
-                  description: str = "predict", workers: int | None = None) -> np.ndarray:
+def predict_probs(
+    model: torch.nn.Module,
+    data: PreparedData,
+    rows: np.ndarray,
+    image_size: int,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    tta: bool = False,
+    description: str = "predict",
+    workers: int | None = None,
+) -> np.ndarray:
     """Sigmoid probabilities (n, L) for cache rows; `tta` averages with the horizontal flip."""
     return run_rows(model, data, rows, image_size, "probs", batch_size, device, tta, description, workers)
 
 
-def extract_features(model: torch.nn.Module, data: PreparedData, rows: np.ndarray, image_size: int,
-                     batch_size: int = 64, device: torch.device | str = "cpu",
-                     description: str = "features", workers: int | None = None) -> np.ndarray:
+def extract_features(
+    model: torch.nn.Module,
+    data: PreparedData,
+    rows: np.ndarray,
+    image_size: int,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    description: str = "features",
+    workers: int | None = None,
+) -> np.ndarray:
     """Pooled final-convolution features (n, C): the latent representation before the head."""
     return run_rows(model, data, rows, image_size, "features", batch_size, device, False, description, workers)
 
@@ -238,8 +283,14 @@ def resolve_data(data: Path | None, run_dir: Path) -> PreparedData:
     return PreparedData(recorded)
 
 
-def predictions_table(keys: dict[str, Sequence], labels: list[str], probs: np.ndarray, *,
-                      thresholds: dict[str, float] | None = None, targets: np.ndarray | None = None) -> pd.DataFrame:
+def predictions_table(
+    keys: dict[str, Sequence],
+    labels: list[str],
+    probs: np.ndarray,
+    *,
+    thresholds: dict[str, float] | None = None,
+    targets: np.ndarray | None = None,
+) -> pd.DataFrame:
     """One row per image: the columns that name it, then the model's answer per label.
 
     `keys` are the leading columns in order (evaluate: id, patient, view, fold; predict: file).

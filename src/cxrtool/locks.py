@@ -22,9 +22,10 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import CxrError
 from .progress import warn
@@ -42,10 +43,8 @@ _held: dict[str, list[int]] = {}  # real path of the directory -> [fd, depth]
 def _close_in_child() -> None:
     # A forked child must not hold its parent's locks (see the module docstring).
     for fd, _ in list(_held.values()):
-        try:
+        with suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     _held.clear()
 
 
@@ -57,7 +56,10 @@ def describe(holder: dict[str, Any]) -> str:
     """'pid 123, `cxrtool prepare ...`, started 2026-01-01 10:00:00 UTC' (what is known of it)."""
     parts = []
     if holder.get("pid"):
-        parts.append(f"pid {holder['pid']}" + (f" on {holder['host']}" if holder.get("host") and holder["host"] != os.uname().nodename else ""))
+        parts.append(
+            f"pid {holder['pid']}"
+            + (f" on {holder['host']}" if holder.get("host") and holder["host"] != os.uname().nodename else "")
+        )
     if holder.get("command"):
         parts.append(f"`{holder['command']}`")
     if holder.get("started"):
@@ -142,8 +144,12 @@ def hold_lock(directory: str | Path, what: str = "cache") -> Iterator[dict[str, 
     stale = read_holder(directory)
     if stale is not None:
         warn(f"{directory}: taking over the lock of an earlier writer that is no longer running ({describe(stale)})")
-    me = {"pid": os.getpid(), "host": os.uname().nodename, "command": _command_line(),
-          "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    me = {
+        "pid": os.getpid(),
+        "host": os.uname().nodename,
+        "command": _command_line(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
     _held[key] = [fd, 1]
@@ -151,8 +157,6 @@ def hold_lock(directory: str | Path, what: str = "cache") -> Iterator[dict[str, 
         yield stale
     finally:
         _held.pop(key, None)
-        try:
+        with suppress(OSError):
             os.unlink(path)  # while still locked: a waiting writer re-checks the inode (see above)
-        except OSError:
-            pass
         os.close(fd)

@@ -2,16 +2,18 @@
 
 Every loop over data goes through `track` or `progress_bar`, which show items per second. When
 the output is a file or a pipe (not a terminal) nothing is redrawn or wrapped: bars become an
-occasional whole line, info lines are never folded, tables keep their natural width. Quiet mode (`--quiet`, the environment variable CXRTOOL_QUIET=1, or `set_quiet(True)` in tests) silences
-bars and informational lines but never errors or warnings.
+occasional whole line, info lines are never folded, tables keep their natural width. Quiet mode
+(`--quiet`, the environment variable CXRTOOL_QUIET=1, or `set_quiet(True)` in tests) silences bars
+and informational lines but never errors or warnings.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from rich.console import Console
 from rich.markup import escape

@@ -20,10 +20,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -180,9 +181,7 @@ def git_commit() -> str | None:
     """The commit of the cxrtool source tree, when it is a git checkout."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -190,6 +189,7 @@ def git_commit() -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions that decide whether a result can be reproduced (read without importing torch)."""
+
     def version(name: str) -> str | None:
         try:
             return metadata.version(name)
@@ -221,14 +221,31 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 
 # Names a run directory may hold; anything else is the user's and is never deleted by a restart.
-RUN_ENTRIES = {CONFIG, MANIFEST, "metrics.csv", "curves.png", "checkpoints", "report.html", "cam", "embed",
-               "oof_predictions.csv", "cv_summary.json", "cv_summary.csv", "tensorboard", "export"}
+RUN_ENTRIES = {
+    CONFIG,
+    MANIFEST,
+    "metrics.csv",
+    "curves.png",
+    "checkpoints",
+    "report.html",
+    "cam",
+    "embed",
+    "oof_predictions.csv",
+    "cv_summary.json",
+    "cv_summary.csv",
+    "tensorboard",
+    "export",
+}
 
 
 def _ours(name: str) -> bool:
     """A file or folder cxrtool writes into a run (including temporaries of an interrupted save)."""
-    return (name in RUN_ENTRIES or name.startswith(("eval", "fold-")) or name == LOCK_NAME
-            or (name.startswith(".") and (".tmp" in name or ".old-" in name)))
+    return (
+        name in RUN_ENTRIES
+        or name.startswith(("eval", "fold-"))
+        or name == LOCK_NAME
+        or (name.startswith(".") and (".tmp" in name or ".old-" in name))
+    )
 
 
 def has_finished_epoch(path: Path) -> bool:
@@ -256,8 +273,9 @@ def _default_run_name(kind: str, arch: str, root: Path) -> Path:
     raise CxrError(f"{root}: too many runs named {kind}-{arch}-{stamp}")
 
 
-def new_run_dir(kind: str, arch: str, out: Path | None = None, root: Path = DEFAULT_RUNS_ROOT,
-                overwrite: bool = False) -> Path:
+def new_run_dir(
+    kind: str, arch: str, out: Path | None = None, root: Path = DEFAULT_RUNS_ROOT, overwrite: bool = False
+) -> Path:
     """Create and lock a run directory: `out` if given, else runs/KIND-ARCH-TIME.
 
     The lock (see locks.py) is taken before the folder is checked, so two commands given the same
@@ -274,12 +292,19 @@ def new_run_dir(kind: str, arch: str, out: Path | None = None, root: Path = DEFA
         return out
     foreign = [p.name for p in entries if not _ours(p.name)]
     if foreign:
-        raise CxrError(f"{out}: exists and holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out")
+        raise CxrError(
+            f"{out}: exists and holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out"
+        )
     if has_finished_epoch(out) and not overwrite:
-        if kind not in ("pretrain", "finetune"):  # cross-validation and imported runs are neither resumed nor overwritten
+        if kind not in (
+            "pretrain",
+            "finetune",
+        ):  # cross-validation and imported runs are neither resumed nor overwritten
             raise CxrError(f"{out}: is not empty (it holds a finished {kind} run); choose another --out")
-        raise CxrError(f"{out}: holds a run with finished epochs; pass --resume to continue it, --overwrite to start "
-                       "it again from scratch, or choose another --out")
+        raise CxrError(
+            f"{out}: holds a run with finished epochs; pass --resume to continue it, --overwrite to start "
+            "it again from scratch, or choose another --out"
+        )
     why = "replacing the finished run (--overwrite)" if has_finished_epoch(out) else "it holds no finished epoch"
     warn(f"{out}: starting this run again: {why}")
     for p in entries:
@@ -303,6 +328,7 @@ def lock_for_call(directory: Path, what: str) -> None:
 
 def holds_locks(fn: Callable) -> Callable:
     """Release the locks `fn` took with `lock_for_call` when it returns or raises."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         mark = len(_taken)
@@ -346,8 +372,10 @@ def interrupted_message() -> str:
         return "interrupted; files written so far are complete and nothing half-written was kept: run the command again to finish"
     run = _training_run[0]
     if not has_finished_epoch(run):
-        return (f"interrupted before the first epoch of {run} finished, so there is nothing to resume: "
-                "run the same command again to start it over")
+        return (
+            f"interrupted before the first epoch of {run} finished, so there is nothing to resume: "
+            "run the same command again to start it over"
+        )
     if any(run.glob("fold-*")):
         return f"interrupted; a cross-validation run cannot be resumed: start it again with another --out (or delete {run})"
     try:
@@ -394,10 +422,14 @@ def resolve_run(run: Path | None, root: Path = DEFAULT_RUNS_ROOT) -> Path:
         if not run.exists():
             raise CxrError(f"{run}: no such run directory")
         if ((run / MANIFEST).is_file() or (run / CONFIG).is_file()) and not has_finished_epoch(run):
-            raise CxrError(f"{run}: no epoch of this run finished, so there is nothing to use or resume; "
-                           "run the command that started it again (without --resume) to start it over")
+            raise CxrError(
+                f"{run}: no epoch of this run finished, so there is nothing to use or resume; "
+                "run the command that started it again (without --resume) to start it over"
+            )
         if not is_run_dir(run):
-            raise CxrError(f"{run}: not a run directory (no manifest.json and checkpoints/); give a run made by pretrain or finetune")
+            raise CxrError(
+                f"{run}: not a run directory (no manifest.json and checkpoints/); give a run made by pretrain or finetune"
+            )
         return run
     found = latest_run(root)
     if found is None:

@@ -8,5 +8,15 @@ from .boxes import read_box_file, score_map, summarise
 from .maps import METHODS, class_activation_maps, feature_grid, low_res_maps, upsample
 from .run import CamConfig, run_cam
 
-__all__ = ["CamConfig", "METHODS", "class_activation_maps", "feature_grid", "low_res_maps", "read_box_file",
-           "run_cam", "score_map", "summarise", "upsample"]
+__all__ = [
+    "METHODS",
+    "CamConfig",
+    "class_activation_maps",
+    "feature_grid",
+    "low_res_maps",
+    "read_box_file",
+    "run_cam",
+    "score_map",
+    "summarise",
+    "upsample",
+]

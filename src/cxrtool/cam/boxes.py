@@ -15,8 +15,8 @@ Two scores per image and class, against the union of that class's boxes on the i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,11 +51,15 @@ def read_box_file(path: Path, image_size: int) -> pd.DataFrame:
         for col in ("x", "y", "w", "h"):
             raw[col] = raw[col] * scale
     elif {"id", "label", "x", "y", "w", "h"} <= set(first):
-        raw = pd.read_csv(path, dtype={"id": str, "label": str}, encoding="utf-8-sig")[["id", "label", "x", "y", "w", "h"]]
+        raw = pd.read_csv(path, dtype={"id": str, "label": str}, encoding="utf-8-sig")[
+            ["id", "label", "x", "y", "w", "h"]
+        ]
         for col in ("x", "y", "w", "h"):
             raw[col] = pd.to_numeric(raw[col], errors="coerce")
     else:
-        raise CxrError(f"--boxes: {path}: not a box file; give NIH's BBox_List_2017.csv or a cache's boxes.csv (id,label,x,y,w,h)")
+        raise CxrError(
+            f"--boxes: {path}: not a box file; give NIH's BBox_List_2017.csv or a cache's boxes.csv (id,label,x,y,w,h)"
+        )
     bad = raw[["x", "y", "w", "h"]].isna().any(axis=1) | (raw["w"] <= 0) | (raw["h"] <= 0)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # 1-based, after the header
@@ -75,7 +79,9 @@ def boxes_by_image(boxes: pd.DataFrame) -> dict[str, dict[str, list[tuple[float,
     """{image id: {label: [(x, y, w, h), ...]}}, for quick lookups while mapping."""
     table: dict[str, dict[str, list[tuple[float, float, float, float]]]] = {}
     for row in boxes.itertuples(index=False):
-        table.setdefault(row.id, {}).setdefault(row.label, []).append((float(row.x), float(row.y), float(row.w), float(row.h)))
+        table.setdefault(row.id, {}).setdefault(row.label, []).append(
+            (float(row.x), float(row.y), float(row.w), float(row.h))
+        )
     return table
 
 
@@ -83,15 +89,18 @@ def box_mask(boxes: Sequence[tuple[float, float, float, float]], size: int) -> n
     """(size, size) bool: pixels whose centre lies in any of the boxes."""
     centres = np.arange(size) + 0.5
     mask = np.zeros((size, size), dtype=bool)
-    for (x, y, w, h) in boxes:
+    for x, y, w, h in boxes:
         rows = (centres >= y) & (centres <= y + h)
         cols = (centres >= x) & (centres <= x + w)
         mask |= rows[:, None] & cols[None, :]
     return mask
 
 
-def score_map(cam: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
-              thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict[str, float | int | bool]:
+def score_map(
+    cam: np.ndarray,
+    boxes: Sequence[tuple[float, float, float, float]],
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> dict[str, float | int | bool]:
     """Pointing-game hit, the peak's position and IoU at each threshold, for one map and its boxes."""
     cam = np.asarray(cam, dtype=np.float32)
     size = cam.shape[0]
@@ -101,7 +110,9 @@ def score_map(cam: np.ndarray, boxes: Sequence[tuple[float, float, float, float]
     peak_y, peak_x = np.unravel_index(int(np.argmax(cam)), cam.shape)
     out: dict[str, float | int | bool] = {
         "hit": bool(truth[peak_y, peak_x]) and not flat,
-        "peak_x": int(peak_x), "peak_y": int(peak_y), "flat": flat,
+        "peak_x": int(peak_x),
+        "peak_y": int(peak_y),
+        "flat": flat,
         "box_fraction": float(truth.mean()),
     }
     for t in thresholds:
@@ -126,7 +137,7 @@ def summarise(per_image: pd.DataFrame, thresholds: Sequence[float] = DEFAULT_THR
         return pd.DataFrame(columns=cols)
 
     def row(name: str, part: pd.DataFrame) -> dict:
-        r = {"class": name, "images": int(len(part)), "pointing_hit_rate": float(part["hit"].mean())}
+        r = {"class": name, "images": len(part), "pointing_hit_rate": float(part["hit"].mean())}
         r.update({iou_column(t): float(part[iou_column(t)].mean()) for t in thresholds})
         r["box_fraction"] = float(part["box_fraction"].mean())
         return r

@@ -13,10 +13,11 @@ was: no hook, no retained graph, no growing memory.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,8 +95,11 @@ def low_res_maps(model: nn.Module, x: torch.Tensor, classes: Sequence[int], meth
             # Images in a batch are independent in eval mode, so the gradient of the summed
             # logit is each image's own gradient.
             (grads,) = torch.autograd.grad(logits[:, c].sum(), activations, retain_graph=i < len(classes) - 1)
-            maps.append(_gradcam(activations.detach(), grads) if method == "gradcam"
-                        else _gradcam_pp(activations.detach(), grads))
+            maps.append(
+                _gradcam(activations.detach(), grads)
+                if method == "gradcam"
+                else _gradcam_pp(activations.detach(), grads)
+            )
     finally:
         del activations  # the graph dies with the last reference to it
     return MapBatch(torch.stack(maps, dim=1).float(), logits.detach().float())
@@ -110,7 +114,9 @@ def _gradcam_pp(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     g2, g3 = grads.pow(2), grads.pow(3)
     total = activations.sum(dim=(2, 3), keepdim=True)
     denom = 2 * g2 + total * g3
-    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(denom))
+    alpha = torch.where(
+        denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(denom)
+    )
     weights = (alpha * F.relu(grads)).sum(dim=(2, 3), keepdim=True)
     return F.relu((weights * activations).sum(dim=1))
 
@@ -125,7 +131,7 @@ class Grid:
     offset_x: float
 
 
-_GRIDS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], Grid]]" = weakref.WeakKeyDictionary()
+_GRIDS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], Grid]] = weakref.WeakKeyDictionary()
 
 
 def _pair(v) -> tuple[float, float]:
@@ -160,8 +166,10 @@ def feature_grid(model: nn.Module, size: int, channels: int = 1) -> Grid:
         if isinstance(module.padding, str) and module.padding == "same":
             pad = ((k[0] - 1) * dil[0] / 2, (k[1] - 1) * dil[1] / 2)
         known[(h_out, w_out)] = (
-            sy * st[0], oy + sy * ((k[0] - 1) * dil[0] / 2 - pad[0]),
-            sx * st[1], ox + sx * ((k[1] - 1) * dil[1] / 2 - pad[1]),
+            sy * st[0],
+            oy + sy * ((k[0] - 1) * dil[0] / 2 - pad[0]),
+            sx * st[1],
+            ox + sx * ((k[1] - 1) * dil[1] / 2 - pad[1]),
         )
 
     spatial = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
@@ -207,13 +215,20 @@ def upsample(maps: torch.Tensor, size: int, grid: Grid | None = None, input_size
     b, k = maps.shape[:2]
     sample = torch.stack(torch.meshgrid(ny, nx, indexing="ij")[::-1], dim=-1)  # (size, size, 2) as (x, y)
     sample = sample.unsqueeze(0).expand(b * k, -1, -1, -1)
-    out = F.grid_sample(maps.reshape(b * k, 1, h, w).float(), sample, mode="bilinear",
-                        padding_mode="border", align_corners=True)
+    out = F.grid_sample(
+        maps.reshape(b * k, 1, h, w).float(), sample, mode="bilinear", padding_mode="border", align_corners=True
+    )
     return out.reshape(b, k, size, size)
 
 
-def class_activation_maps(model: nn.Module, x: torch.Tensor, classes: Sequence[int], method: str = "cam",
-                          size: int | None = None, align: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def class_activation_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    classes: Sequence[int],
+    method: str = "cam",
+    size: int | None = None,
+    align: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Maps (B, K, size, size) for `classes` at `size` (default: x's side), and probabilities (B, L).
 
     `align` places each feature cell at its receptive-field centre (see `feature_grid`); without it
@@ -224,7 +239,7 @@ def class_activation_maps(model: nn.Module, x: torch.Tensor, classes: Sequence[i
     return upsample(batch.maps, size or int(x.shape[-1]), grid, int(x.shape[-1])), batch.probs
 
 
-def normalise(m: torch.Tensor | "np.ndarray"):
+def normalise(m: torch.Tensor | np.ndarray):
     """Min-max scale one map to [0, 1]; a flat map (no preference anywhere) becomes all zeros."""
     lo, hi = m.min(), m.max()
     if float(hi - lo) <= 1e-12 * max(1.0, float(abs(hi))):

@@ -11,9 +11,9 @@ Small images are enlarged (whole-pixel steps) so that the text stays readable.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -58,8 +58,14 @@ def blend(image: np.ndarray, cam: np.ndarray, alpha: float = ALPHA) -> np.ndarra
     return np.clip((1 - alpha) * grey + alpha * colour, 0, 255).astype(np.uint8)
 
 
-def save_overlay(path: Path, image: np.ndarray, cam: np.ndarray, title: str, subtitle: str = "",
-                 boxes: Sequence[tuple[float, float, float, float]] = ()) -> Path:
+def save_overlay(
+    path: Path,
+    image: np.ndarray,
+    cam: np.ndarray,
+    title: str,
+    subtitle: str = "",
+    boxes: Sequence[tuple[float, float, float, float]] = (),
+) -> Path:
     """Write a PNG of `image` (uint8, S x S) under `cam` (S x S, any scale); boxes as (x, y, w, h)."""
     side = image.shape[0]
     scale = max(1, math.ceil(MIN_SIDE / side))
@@ -76,9 +82,12 @@ def save_overlay(path: Path, image: np.ndarray, cam: np.ndarray, title: str, sub
     draw.text((width / 2, 4), title, fill="black", font=title_font, anchor="ma")
     if subtitle:
         draw.text((width / 2, title_font.size + 9), subtitle, fill=(90, 90, 90), font=small_font, anchor="ma")
-    for (x, y, w, h) in boxes:
-        draw.rectangle([x * scale, head + y * scale, (x + w) * scale - 1, head + (y + h) * scale - 1],
-                       outline="white", width=max(1, scale // 2 + 1))
+    for x, y, w, h in boxes:
+        draw.rectangle(
+            [x * scale, head + y * scale, (x + w) * scale - 1, head + (y + h) * scale - 1],
+            outline="white",
+            width=max(1, scale // 2 + 1),
+        )
     # Colour scale under the image: low (left) to high (right).
     strip = heat_rgb(np.linspace(0, 1, width // 2)).astype(np.uint8)[None].repeat(6, axis=0)
     left = width // 4

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from ..config import parse_list, require
-from ..data.cache import PreparedData, SPLITS
+from ..data.cache import SPLITS, PreparedData
 from ..data.dataset import CacheDataset
 from ..data.imageio import IMAGE_SUFFIXES
 from ..data.labels import resolve_class
@@ -72,18 +72,32 @@ class CamConfig:
         require(not (self.classes and self.top is not None), "--class and --top: give one of them, not both")
         require(self.top is None or self.top >= 1, f"--top: must be at least 1, got {self.top}")
         require(not (self.inputs and self.data is not None), "give image files or --data DIR, not both")
-        require(self.split in (*SPLITS, "all"), f"--split: unknown split {self.split!r}; choose one of {', '.join(SPLITS)} or all")
-        require(self.max_images is None or self.max_images >= 1, f"--max-images: must be at least 1, got {self.max_images}")
+        require(
+            self.split in (*SPLITS, "all"),
+            f"--split: unknown split {self.split!r}; choose one of {', '.join(SPLITS)} or all",
+        )
+        require(
+            self.max_images is None or self.max_images >= 1, f"--max-images: must be at least 1, got {self.max_images}"
+        )
         require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
         require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
         try:
-            raw = parse_list(self.thresholds if isinstance(self.thresholds, str) else [str(t) for t in self.thresholds], "--thresholds")
+            raw = parse_list(
+                self.thresholds if isinstance(self.thresholds, str) else [str(t) for t in self.thresholds],
+                "--thresholds",
+            )
             self.thresholds = [float(t) for t in raw]
         except ValueError:
-            raise CxrError(f"--thresholds: give numbers between 0 and 1 such as 0.3,0.5,0.7, got {self.thresholds!r}") from None
-        require(all(0 < t <= 1 for t in self.thresholds), f"--thresholds: each must be in (0, 1], got {self.thresholds}")
-        require(self.overlays or self.maps or self.boxes is not None or not self.inputs,
-                "--no-overlays and --no-maps together write nothing; give --boxes to score maps")
+            raise CxrError(
+                f"--thresholds: give numbers between 0 and 1 such as 0.3,0.5,0.7, got {self.thresholds!r}"
+            ) from None
+        require(
+            all(0 < t <= 1 for t in self.thresholds), f"--thresholds: each must be in (0, 1], got {self.thresholds}"
+        )
+        require(
+            self.overlays or self.maps or self.boxes is not None or not self.inputs,
+            "--no-overlays and --no-maps together write nothing; give --boxes to score maps",
+        )
         for name in ("run", "out", "data", "boxes"):
             value = getattr(self, name)
             if value is not None:
@@ -129,8 +143,13 @@ def _file_images(cfg: CamConfig, size: int) -> CamImages:
 
     # Decoded by the engine's loader workers a batch at a time (memory stays flat for any number
     # of files); a file that cannot be read is listed in `skipped` and left out of its batch.
-    return CamImages(ids=[p.name for p in files], stems=_unique([_stem(p.name) for p in files]), size=size,
-                   dataset=FileDataset(files, size), skipped=skipped)
+    return CamImages(
+        ids=[p.name for p in files],
+        stems=_unique([_stem(p.name) for p in files]),
+        size=size,
+        dataset=FileDataset(files, size),
+        skipped=skipped,
+    )
 
 
 def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]:
@@ -145,8 +164,13 @@ def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]
             return float("nan")
         return float(data.index[label].iloc[rows[position]])
 
-    images = CamImages(ids=list(ids[rows]), stems=_unique([_stem(i) for i in ids[rows]]), size=data.size,
-                     dataset=CacheDataset(data, rows), truth=truth)
+    images = CamImages(
+        ids=list(ids[rows]),
+        stems=_unique([_stem(i) for i in ids[rows]]),
+        size=data.size,
+        dataset=CacheDataset(data, rows),
+        truth=truth,
+    )
     return images, data
 
 
@@ -204,8 +228,10 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     if mode == "boxes":
         positions = np.array([p for p in positions if boxes.get(images.ids[p])], dtype=int)
         if not len(positions):
-            raise CxrError(f"{cfg.boxes or 'the cache boxes'}: no box falls on any of the {len(images.ids)} images "
-                           "of a class the model knows; check the ids match the file names, or pass --class/--top")
+            raise CxrError(
+                f"{cfg.boxes or 'the cache boxes'}: no box falls on any of the {len(images.ids)} images "
+                "of a class the model knows; check the ids match the file names, or pass --class/--top"
+            )
     if cfg.max_images is not None and data is not None:
         positions = positions[: cfg.max_images]
 
@@ -217,7 +243,9 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
         return [int(i) for i in np.argsort(-probs, kind="stable")[:top]]
 
     def name(position: int, cls: int) -> str:
-        return f"{images.stems[position]}_{re.sub(r'[^A-Za-z0-9._-]+', '_', labels[cls])}_{cfg.method.replace('+', 'p')}"
+        return (
+            f"{images.stems[position]}_{re.sub(r'[^A-Za-z0-9._-]+', '_', labels[cls])}_{cfg.method.replace('+', 'p')}"
+        )
 
     scoring = boxes is not None
     if scoring:
@@ -236,8 +264,9 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     pairs, scores = [], []
     read = 0
     # One engine pass: its loader reads (or decodes) the batches and its bar counts them.
-    for batch in engine.batches(images.dataset, cfg.batch_size, positions=positions,
-                                description=f"{cfg.method} maps", skipped=images.skipped):
+    for batch in engine.batches(
+        images.dataset, cfg.batch_size, positions=positions, description=f"{cfg.method} maps", skipped=images.skipped
+    ):
         if batch.x is None:
             continue
         chunk, x = batch.positions, batch.x
@@ -258,21 +287,34 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
             p = int(chunk[j])
             label, prob = labels[c], float(probs[j, c])
             own_boxes = boxes.get(images.ids[p], {}).get(label, []) if scoring else []
-            row = {"id": images.ids[p], "class": label, "method": cfg.method, "probability": round(prob, 6),
-                   "label": images.truth(p, label) if images.truth else float("nan"), "overlay": "", "map": ""}
+            row = {
+                "id": images.ids[p],
+                "class": label,
+                "method": cfg.method,
+                "probability": round(prob, 6),
+                "label": images.truth(p, label) if images.truth else float("nan"),
+                "overlay": "",
+                "map": "",
+            }
             if cfg.maps:
                 path = _claim(out / "maps" / f"{name(p, c)}.npy", cfg.overwrite)
                 _atomic_npy(path, cam.astype(np.float32))
                 row["map"] = str(path)
             if cfg.overlays:
                 path = _claim(out / "overlays" / f"{name(p, c)}.png", cfg.overwrite)
-                save_overlay(path, pixels[j], cam, f"{label}: p = {prob:.2f}",
-                             f"{images.ids[p]} · {cfg.method}", own_boxes)
+                save_overlay(
+                    path, pixels[j], cam, f"{label}: p = {prob:.2f}", f"{images.ids[p]} · {cfg.method}", own_boxes
+                )
                 row["overlay"] = str(path)
             pairs.append(row)
             if own_boxes:
-                scores.append({**{k: row[k] for k in ("id", "class", "method", "probability", "label")},
-                               "boxes": len(own_boxes), **score_map(cam, own_boxes, cfg.thresholds)})
+                scores.append(
+                    {
+                        **{k: row[k] for k in ("id", "class", "method", "probability", "label")},
+                        "boxes": len(own_boxes),
+                        **score_map(cam, own_boxes, cfg.thresholds),
+                    }
+                )
         del mb, low, full  # free the batch's maps before the next one
 
     for path, reason in images.skipped[:10]:
@@ -306,8 +348,9 @@ def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | No
     return boxes_by_image(table[table["label"].isin(labels)])
 
 
-def _finish(cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], images: CamImages,
-            scoring: bool, mapped: int) -> dict[str, Any]:
+def _finish(
+    cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], images: CamImages, scoring: bool, mapped: int
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(pairs, columns=["id", "class", "method", "probability", "label", "overlay", "map"])
     index_path = out / INDEX_NAME
@@ -322,7 +365,9 @@ def _finish(cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], im
     if len(frame_all):
         atomic_write_text(index_path, frame_all.to_csv(index=False))
     if images.skipped:
-        atomic_write_text(out / SKIPPED_NAME, pd.DataFrame(images.skipped, columns=["path", "reason"]).to_csv(index=False))
+        atomic_write_text(
+            out / SKIPPED_NAME, pd.DataFrame(images.skipped, columns=["path", "reason"]).to_csv(index=False)
+        )
 
     summary = per_image = None
     scores_csv = per_image_csv = None
@@ -337,19 +382,48 @@ def _finish(cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], im
             warn("no map was of a class with a box on its image: nothing scored (check --class against the boxes)")
         else:
             iou_cols = [c for c in summary.columns if c.startswith("iou@")]
-            print_table(f"Box scores ({cfg.method}): pointing-game hit rate, mean IoU; chance = the boxes' share of the image",
-                        ["class", "n", "hit rate", *[c.replace("iou", "IoU") for c in iou_cols], "chance"],
-                        [[r["class"], r["images"], f"{r['pointing_hit_rate']:.3f}", *[f"{r[c]:.3f}" for c in iou_cols],
-                          f"{r['box_fraction']:.3f}"] for r in summary.to_dict("records")])
+            print_table(
+                f"Box scores ({cfg.method}): pointing-game hit rate, mean IoU; chance = the boxes' share of the image",
+                ["class", "n", "hit rate", *[c.replace("iou", "IoU") for c in iou_cols], "chance"],
+                [
+                    [
+                        r["class"],
+                        r["images"],
+                        f"{r['pointing_hit_rate']:.3f}",
+                        *[f"{r[c]:.3f}" for c in iou_cols],
+                        f"{r['box_fraction']:.3f}",
+                    ]
+                    for r in summary.to_dict("records")
+                ],
+            )
     if 0 < len(frame) <= TABLE_ROWS_MAX:
-        print_table(f"Class activation maps ({cfg.method})", ["image", "class", "probability", "written"],
-                    [[r["id"], r["class"], f"{r['probability']:.3f}", Path(r["overlay"] or r["map"]).name if (r["overlay"] or r["map"]) else "-"]
-                     for r in frame.to_dict("records")])
-    result(f"{len(frame)} map(s) of {mapped} image(s) written to {out}"
-           + (f"; box scores in {scores_csv}" if scores_csv else ""))
+        print_table(
+            f"Class activation maps ({cfg.method})",
+            ["image", "class", "probability", "written"],
+            [
+                [
+                    r["id"],
+                    r["class"],
+                    f"{r['probability']:.3f}",
+                    Path(r["overlay"] or r["map"]).name if (r["overlay"] or r["map"]) else "-",
+                ]
+                for r in frame.to_dict("records")
+            ],
+        )
+    result(
+        f"{len(frame)} map(s) of {mapped} image(s) written to {out}"
+        + (f"; box scores in {scores_csv}" if scores_csv else "")
+    )
     return {
-        "out": out, "index": index_path if len(frame_all) else None, "pairs": frame,
-        "overlays": [Path(p) for p in frame["overlay"] if p], "maps": [Path(p) for p in frame["map"] if p],
-        "images": mapped, "skipped": images.skipped, "box_scores": summary, "per_image": per_image,
-        "box_scores_csv": scores_csv, "per_image_csv": per_image_csv,
+        "out": out,
+        "index": index_path if len(frame_all) else None,
+        "pairs": frame,
+        "overlays": [Path(p) for p in frame["overlay"] if p],
+        "maps": [Path(p) for p in frame["map"] if p],
+        "images": mapped,
+        "skipped": images.skipped,
+        "box_scores": summary,
+        "per_image": per_image,
+        "box_scores_csv": scores_csv,
+        "per_image_csv": per_image_csv,
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import typer
 
@@ -14,12 +13,26 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     @user_errors
     def compare(
-        arm: List[str] = typer.Option([], "--arm", help="NAME=RUN: an evaluated run, one row of the table (repeat for each arm)."),
-        cv: List[str] = typer.Option([], "--cv", help="NAME=RUN: the arm's evaluated cross-validation run (finetune --folds K)."),
-        skipped: List[str] = typer.Option([], "--skipped", help="NAME=REASON: an arm that could not run, listed with its reason."),
+        arm: list[str] = typer.Option(
+            [], "--arm", help="NAME=RUN: an evaluated run, one row of the table (repeat for each arm)."
+        ),
+        cv: list[str] = typer.Option(
+            [], "--cv", help="NAME=RUN: the arm's evaluated cross-validation run (finetune --folds K)."
+        ),
+        skipped: list[str] = typer.Option(
+            [], "--skipped", help="NAME=REASON: an arm that could not run, listed with its reason."
+        ),
         label: str = typer.Option("COVID-19", "--label", help="The label the arms are compared on."),
-        pretrain: List[str] = typer.Option([], "--pretrain", help="RUN or NAME=RUN: an evaluated pretraining run, its per-finding AUROC beside published ones (repeatable)."),
-        published: List[str] = typer.Option([], "--published", help="chexnet (default), wang, or TITLE=FILE.csv (columns label,auroc), e.g. the report's Table 1."),
+        pretrain: list[str] = typer.Option(
+            [],
+            "--pretrain",
+            help="RUN or NAME=RUN: an evaluated pretraining run, its per-finding AUROC beside published ones (repeatable).",
+        ),
+        published: list[str] = typer.Option(
+            [],
+            "--published",
+            help="chexnet (default), wang, or TITLE=FILE.csv (columns label,auroc), e.g. the report's Table 1.",
+        ),
         out: Path = typer.Option(Path("results"), "--out", help="Folder for table.md, arms.csv and findings.csv."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier table in --out."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table."),
@@ -30,5 +43,15 @@ def register(app: typer.Typer) -> None:
         from ..evaluate.compare import CompareConfig
         from ..evaluate.compare import compare as build
 
-        build(CompareConfig(arms=list(arm), cv=list(cv), skipped=list(skipped), label=label, pretrain=list(pretrain),
-                            published=list(published), out=out, overwrite=overwrite))
+        build(
+            CompareConfig(
+                arms=list(arm),
+                cv=list(cv),
+                skipped=list(skipped),
+                label=label,
+                pretrain=list(pretrain),
+                published=list(published),
+                out=out,
+                overwrite=overwrite,
+            )
+        )

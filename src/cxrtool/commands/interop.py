@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,11 +16,21 @@ def register(app: typer.Typer) -> None:
     @importer.command("xrv")
     @user_errors
     def import_xrv_command(
-        name: str = typer.Argument(..., help="torchxrayvision weights, e.g. densenet121-res224-nih or densenet121-res224-all."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Run directory to create (new or empty). (default: runs/import-NAME-TIME)"),
-        weights_file: Optional[Path] = typer.Option(None, "--weights-file", help="A local copy of the published file (a pickle: only for files you trust)."),
-        cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where torchxrayvision keeps its files. (default: ~/.torchxrayvision/models_data)"),
-        download: bool = typer.Option(False, "--download", help="Let torchxrayvision download a missing file from its release page."),
+        name: str = typer.Argument(
+            ..., help="torchxrayvision weights, e.g. densenet121-res224-nih or densenet121-res224-all."
+        ),
+        out: Path | None = typer.Option(
+            None, "--out", help="Run directory to create (new or empty). (default: runs/import-NAME-TIME)"
+        ),
+        weights_file: Path | None = typer.Option(
+            None, "--weights-file", help="A local copy of the published file (a pickle: only for files you trust)."
+        ),
+        cache_dir: Path | None = typer.Option(
+            None, "--cache-dir", help="Where torchxrayvision keeps its files. (default: ~/.torchxrayvision/models_data)"
+        ),
+        download: bool = typer.Option(
+            False, "--download", help="Let torchxrayvision download a missing file from its release page."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No notes."),
     ) -> None:
         """A torchxrayvision DenseNet-121 as a run: safetensors, card with its labels, input convention, provenance."""
@@ -29,15 +38,23 @@ def register(app: typer.Typer) -> None:
         # lazy: keeps cxrtool --help fast
         from ..interop.xrv import XrvImportConfig, import_xrv
 
-        import_xrv(XrvImportConfig(name=name, out=out, weights_file=weights_file, cache_dir=cache_dir, download=download))
+        import_xrv(
+            XrvImportConfig(name=name, out=out, weights_file=weights_file, cache_dir=cache_dir, download=download)
+        )
 
     @app.command("export")
     @user_errors
     def export_command(
-        run: Optional[Path] = typer.Argument(None, help="Run directory or checkpoint folder (default: the newest run under ./runs)."),
-        format: str = typer.Option("onnx", "--format", help="onnx (needs pip install onnx onnxscript onnxruntime) or torchscript."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder. (default: RUN/export/FORMAT)"),
-        data: Optional[Path] = typer.Option(None, "--data", help="Prepared cache whose images check the export. (default: the run's data)"),
+        run: Path | None = typer.Argument(
+            None, help="Run directory or checkpoint folder (default: the newest run under ./runs)."
+        ),
+        format: str = typer.Option(
+            "onnx", "--format", help="onnx (needs pip install onnx onnxscript onnxruntime) or torchscript."
+        ),
+        out: Path | None = typer.Option(None, "--out", help="Output folder. (default: RUN/export/FORMAT)"),
+        data: Path | None = typer.Option(
+            None, "--data", help="Prepared cache whose images check the export. (default: the run's data)"
+        ),
         checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier export in the output folder."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No notes."),

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -43,8 +44,12 @@ class SharedOption:
 
     def parameter(self, kind: str) -> inspect.Parameter:
         option = typer.Option(*self.flags, help=self.help_for(kind))
-        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=self.value_if_absent,
-                                 annotation=Annotated[self.type, option])
+        return inspect.Parameter(
+            self.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=self.value_if_absent,
+            annotation=Annotated[self.type, option],
+        )
 
 
 def with_options(rows: tuple[SharedOption, ...], kind: str) -> Callable[[Callable], Callable]:
@@ -56,7 +61,11 @@ def with_options(rows: tuple[SharedOption, ...], kind: str) -> Callable[[Callabl
 
     def decorate(fn: Callable) -> Callable:
         # eval_str: the own annotations become real types (Typer reads them from this module later)
-        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        own = [
+            p
+            for p in inspect.signature(fn, eval_str=True).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
         params = own + [row.parameter(kind) for row in rows]
 
         @functools.wraps(fn)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,9 +13,9 @@ def register(app: typer.Typer) -> None:
     @app.command("report")
     @user_errors
     def report(
-        run: Optional[Path] = typer.Argument(None, help="Run directory (default: the newest under ./runs)."),
-        run_opt: Optional[Path] = typer.Option(None, "--run", help="Run directory (same as the argument)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default RUN/report.html)."),
+        run: Path | None = typer.Argument(None, help="Run directory (default: the newest under ./runs)."),
+        run_opt: Path | None = typer.Option(None, "--run", help="Run directory (same as the argument)."),
+        out: Path | None = typer.Option(None, "--out", help="HTML file to write (default RUN/report.html)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the report's path."),
     ) -> None:
         """Write RUN/report.html: config, curves, ROC and table, CAMs, embeddings, parent runs, images inlined."""

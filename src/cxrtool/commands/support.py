@@ -7,8 +7,9 @@ modules to register them.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import typer
 
@@ -72,10 +73,14 @@ def split_run_and_paths(run: Path | None, paths: list[Path]) -> tuple[Path | Non
             return first, paths[1:]
         markers = [m for m in RUN_MARKERS if (first / m).exists()]
         if markers:
-            raise CxrError(f"{first}: not a complete run (it has {', '.join(markers)} but no finished checkpoint); "
-                           "give a run made by pretrain or finetune, or its checkpoints/best folder")
+            raise CxrError(
+                f"{first}: not a complete run (it has {', '.join(markers)} but no finished checkpoint); "
+                "give a run made by pretrain or finetune, or its checkpoints/best folder"
+            )
         if len(paths) > 1 and not _holds_images(first, IMAGE_SUFFIXES):
-            raise CxrError(f"{first}: not a run directory and holds no images; give a run made by pretrain or finetune first")
+            raise CxrError(
+                f"{first}: not a run directory and holds no images; give a run made by pretrain or finetune first"
+            )
     elif not first.exists() and first.suffix.lower() not in IMAGE_SUFFIXES:
         raise CxrError(f"{first}: no such run directory or image file")
     return run, paths

@@ -106,11 +106,11 @@ _CORE_START = (1 - CORE) / 2  # as a fraction of the side
 
 def _template_matrix(side: int, scale: float) -> np.ndarray:
     """Resampling of an image's core to its size in the other image when it covers `scale` of it."""
-    return resample_matrix(int(round(CORE * side * scale)), _CORE_START * side, CORE * side, side)
+    return resample_matrix(round(CORE * side * scale), _CORE_START * side, CORE * side, side)
 
 
 def _integral(x: np.ndarray) -> np.ndarray:
-    c = np.zeros(x.shape[:-2] + (x.shape[-2] + 1, x.shape[-1] + 1), dtype=np.float64)
+    c = np.zeros((*x.shape[:-2], x.shape[-2] + 1, x.shape[-1] + 1), dtype=np.float64)
     c[..., 1:, 1:] = x.astype(np.float64).cumsum(-2).cumsum(-1)
     return c
 
@@ -149,8 +149,13 @@ def _search(big: np.ndarray, small: np.ndarray, scales, centre=None, radius: int
     per_pair = np.ndim(scales) == 2
     columns = np.asarray(scales).shape[-1]
     for q in range(columns):
-        groups = [(np.arange(n), float(scales[q]))] if not per_pair else [
-            (np.flatnonzero(np.asarray(scales)[:, q] == s), float(s)) for s in np.unique(np.asarray(scales)[:, q])]
+        groups = (
+            [(np.arange(n), float(scales[q]))]
+            if not per_pair
+            else [
+                (np.flatnonzero(np.asarray(scales)[:, q] == s), float(s)) for s in np.unique(np.asarray(scales)[:, q])
+            ]
+        )
         for rows, s in groups:
             mat = _template_matrix(side, s)
             ncc = _ncc(fb[rows], c1[rows], c2[rows], small[rows], mat, side)
@@ -159,7 +164,9 @@ def _search(big: np.ndarray, small: np.ndarray, scales, centre=None, radius: int
                 r0 = np.clip(np.round(centre[0][rows, q]).astype(int), 0, ncc.shape[1] - 1)
                 c0 = np.clip(np.round(centre[1][rows, q]).astype(int), 0, ncc.shape[2] - 1)
                 rr, cc = np.arange(ncc.shape[1]), np.arange(ncc.shape[2])
-                keep = (np.abs(rr[None, :, None] - r0[:, None, None]) <= radius) & (np.abs(cc[None, None, :] - c0[:, None, None]) <= radius)
+                keep = (np.abs(rr[None, :, None] - r0[:, None, None]) <= radius) & (
+                    np.abs(cc[None, None, :] - c0[:, None, None]) <= radius
+                )
                 ncc = np.where(keep, ncc, -2.0)
             flat = ncc.reshape(len(rows), -1)
             k = flat.argmax(axis=1)
@@ -186,7 +193,9 @@ def _refine(big_c, big_f, small_f, found):
     return _search(big_f, small_f, fine_scales, (rows, cols), radius)
 
 
-def align_pairs(a: np.ndarray, b: np.ndarray, a_fine: np.ndarray | None = None, b_fine: np.ndarray | None = None) -> list[Match]:
+def align_pairs(
+    a: np.ndarray, b: np.ndarray, a_fine: np.ndarray | None = None, b_fine: np.ndarray | None = None
+) -> list[Match]:
     """Align each pair (a[k], b[k]) of work images both ways and return its best `Match`.
 
     a, b: coarse work images (WORK side) for the search over every scale and position, both

@@ -62,13 +62,25 @@ def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator, settings: Au
         return x
     n = x.shape[0]
     if mode == "flip":
-        flip = (torch.rand(n, generator=gen, device=gen.device) < settings.flip_p).to(x.device, non_blocking=True).view(n, 1, 1, 1)
+        flip = (
+            (torch.rand(n, generator=gen, device=gen.device) < settings.flip_p)
+            .to(x.device, non_blocking=True)
+            .view(n, 1, 1, 1)
+        )
         return torch.where(flip, torch.flip(x, dims=[-1]), x)
     if mode != "paper":
         raise ValueError(f"unknown augmentation {mode!r}; choose one of {', '.join(MODES)}")
     theta = affine_matrices(n, gen, settings).to(device=x.device, dtype=x.dtype, non_blocking=True)
-    brightness = _uniform(n, -settings.brightness, settings.brightness, gen).to(x.device, x.dtype, non_blocking=True).view(n, 1, 1, 1)
-    contrast = _uniform(n, 1 - settings.contrast, 1 + settings.contrast, gen).to(x.device, x.dtype, non_blocking=True).view(n, 1, 1, 1)
+    brightness = (
+        _uniform(n, -settings.brightness, settings.brightness, gen)
+        .to(x.device, x.dtype, non_blocking=True)
+        .view(n, 1, 1, 1)
+    )
+    contrast = (
+        _uniform(n, 1 - settings.contrast, 1 + settings.contrast, gen)
+        .to(x.device, x.dtype, non_blocking=True)
+        .view(n, 1, 1, 1)
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # Zeros outside the image: radiographs are dark at their borders, so black fill looks natural.
     warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

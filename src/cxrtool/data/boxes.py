@@ -40,8 +40,15 @@ def read_nih_boxes(path: Path) -> pd.DataFrame:
     NaN. An unreadable file is a one-line CxrError naming it.
     """
     try:
-        raw = pd.read_csv(path, header=None, skiprows=1, usecols=range(6), dtype=str,
-                          names=["id", "label", "x", "y", "w", "h"], encoding="utf-8-sig")
+        raw = pd.read_csv(
+            path,
+            header=None,
+            skiprows=1,
+            usecols=range(6),
+            dtype=str,
+            names=["id", "label", "x", "y", "w", "h"],
+            encoding="utf-8-sig",
+        )
     except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
         raise CxrError(f"{path}: cannot read the box file ({str(exc).splitlines()[0]})") from None
     raw["id"] = raw["id"].fillna("").str.strip()

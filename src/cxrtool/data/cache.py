@@ -43,7 +43,20 @@ SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("id", "patient", "view", "split", "source", "source_path")
 SKIPPED_COLUMNS = ("source_path", "id", "patient", "reason")
 BOX_COLUMNS = ("id", "label", "x", "y", "w", "h")
-DUPLICATE_COLUMNS = ("id_a", "id_b", "patient_a", "patient_b", "source_a", "source_b", "distance", "method", "score", "scale", "x", "y")
+DUPLICATE_COLUMNS = (
+    "id_a",
+    "id_b",
+    "patient_a",
+    "patient_b",
+    "source_a",
+    "source_b",
+    "distance",
+    "method",
+    "score",
+    "scale",
+    "x",
+    "y",
+)
 
 
 def split_hash(index: pd.DataFrame) -> str:
@@ -66,7 +79,9 @@ def check_no_leak(index: pd.DataFrame, where: str = "index") -> None:
         raise CxrError(f"{where}: {len(leaking)} patient(s) appear in more than one split (e.g. patient {example!r})")
 
 
-def file_sizes(root: Path, names: tuple[str, ...] = (IMAGES, INDEX, LABELS, SKIPPED, DUPLICATES, BOXES, "counts.csv")) -> dict[str, int]:
+def file_sizes(
+    root: Path, names: tuple[str, ...] = (IMAGES, INDEX, LABELS, SKIPPED, DUPLICATES, BOXES, "counts.csv")
+) -> dict[str, int]:
     """Bytes of each cache file present in `root` (the manifest's `files`, checked on open)."""
     return {name: (root / name).stat().st_size for name in names if (root / name).is_file()}
 
@@ -82,13 +97,18 @@ def check_complete(root: Path, manifest: dict[str, Any], index_bytes: bytes, lab
             raise CxrError(f"cache {root} is incomplete: {name} {what}, the manifest says {expected}; {again}")
     expected_hash = manifest.get("data_hash")
     if expected_hash and data_hash(index_bytes, labels_bytes) != expected_hash:
-        raise CxrError(f"cache {root} is inconsistent: {INDEX} / {LABELS} do not match the manifest's data_hash "
-                       f"(changed after prepare, or from another prepare); {again}")
+        raise CxrError(
+            f"cache {root} is inconsistent: {INDEX} / {LABELS} do not match the manifest's data_hash "
+            f"(changed after prepare, or from another prepare); {again}"
+        )
 
 
 def split_counts(index: pd.DataFrame) -> dict[str, dict[str, int]]:
     return {
-        s: {"images": int((index["split"] == s).sum()), "patients": int(index.loc[index["split"] == s, "patient"].nunique())}
+        s: {
+            "images": int((index["split"] == s).sum()),
+            "patients": int(index.loc[index["split"] == s, "patient"].nunique()),
+        }
         for s in SPLITS
     }
 
@@ -144,7 +164,7 @@ def write_cache(
     fields.update(
         files=file_sizes(out, (IMAGES, INDEX, LABELS, SKIPPED, DUPLICATES) + ((BOXES,) if boxes is not None else ())),
         size=int(images.shape[1]),
-        count=int(len(index)),
+        count=len(index),
         labels=list(labels),
         splits=split_counts(index),
         split_hash=split_hash(index),
@@ -173,7 +193,8 @@ class PreparedData:
         check_complete(self.root, self.manifest, index_bytes, labels_bytes)
         self.labels: list[str] = list(read_json(self.root / LABELS)["labels"])
         self.index: pd.DataFrame = pd.read_csv(
-            io.BytesIO(index_bytes), dtype={"id": str, "patient": str, "view": str, "split": str, "source": str, "source_path": str},
+            io.BytesIO(index_bytes),
+            dtype={"id": str, "patient": str, "view": str, "split": str, "source": str, "source_path": str},
             keep_default_na=True,
         )
         for col in ("view", "source"):
@@ -188,9 +209,14 @@ class PreparedData:
             try:
                 self._images = np.load(self.root / IMAGES, mmap_mode="r")
             except (OSError, ValueError) as exc:  # a truncated file (a cache older than `files`)
-                raise CxrError(f"cache {self.root} is incomplete: {IMAGES} cannot be opened ({exc}); run prepare again with --overwrite") from None
+                raise CxrError(
+                    f"cache {self.root} is incomplete: {IMAGES} cannot be opened ({exc}); run prepare again with --overwrite"
+                ) from None
             if len(self._images) != len(self.index):
-                raise CxrError(f"{self.root}: {IMAGES} has {len(self._images)} images but {INDEX} has {len(self.index)} rows; prepare again with --overwrite")
+                raise CxrError(
+                    f"{self.root}: {IMAGES} has {len(self._images)} images but {INDEX} has {len(self.index)} rows; "
+                    "prepare again with --overwrite"
+                )
         return self._images
 
     def __getstate__(self):  # do not pickle the memmap into DataLoader workers
@@ -241,5 +267,7 @@ class PreparedData:
         """Column numbers of `wanted` labels here; error naming the missing ones (model vs data)."""
         missing = [l for l in wanted if l not in self.labels]
         if missing:
-            raise CxrError(f"{self.root}: lacks the label(s) {', '.join(missing)} that {what} needs; this data has: {', '.join(self.labels)}")
+            raise CxrError(
+                f"{self.root}: lacks the label(s) {', '.join(missing)} that {what} needs; this data has: {', '.join(self.labels)}"
+            )
         return [self.labels.index(l) for l in wanted]

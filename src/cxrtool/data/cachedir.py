@@ -16,9 +16,10 @@ Three promises, kept here for every writer of a cache:
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import CxrError
 from ..locks import hold_lock
@@ -83,9 +84,11 @@ def check_output(out: Path, settings: dict[str, Any], source: str, overwrite: bo
     manifest = out / MANIFEST
     if manifest.is_file():
         previous = read_json(manifest)
-        if not isinstance(previous, dict) or "settings" not in previous and "source" not in previous:
+        if not isinstance(previous, dict) or ("settings" not in previous and "source" not in previous):
             if not overwrite:
-                raise CxrError(f"{out}: holds a {MANIFEST} that is not a cxrtool cache's; pass --overwrite to replace it or choose another --out")
+                raise CxrError(
+                    f"{out}: holds a {MANIFEST} that is not a cxrtool cache's; pass --overwrite to replace it or choose another --out"
+                )
         elif previous.get("settings") == settings and previous.get("source") == source and not overwrite:
             try:
                 data = PreparedData(out)
@@ -98,13 +101,17 @@ def check_output(out: Path, settings: dict[str, Any], source: str, overwrite: bo
             before = previous.get("settings") or {}
             changed = sorted(k for k in set(settings) | set(before) if settings.get(k) != before.get(k))
             what = ", ".join(changed[:4]) or "source"
-            raise CxrError(f"{out}: holds a cache prepared with other settings ({what}); pass --overwrite to replace it or choose another --out")
+            raise CxrError(
+                f"{out}: holds a cache prepared with other settings ({what}); pass --overwrite to replace it or choose another --out"
+            )
     elif out.is_dir() and not overwrite:
         allowed = CACHE_FILES if _is_ours(out) else ()
         foreign = sorted(p.name for p in out.iterdir() if p.name not in allowed and not p.name.startswith("."))
         if foreign:
-            raise CxrError(f"{out}: folder exists and holds files that are not a cxrtool cache (e.g. {foreign[0]}); "
-                           "pass --overwrite to replace them or choose another --out")
+            raise CxrError(
+                f"{out}: folder exists and holds files that are not a cxrtool cache (e.g. {foreign[0]}); "
+                "pass --overwrite to replace them or choose another --out"
+            )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

@@ -37,7 +37,7 @@ from .npyfile import write_images_subset
 from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, writing_cache
 from .splits import patient_groups, unify_splits
 
-COMBINE_CLASSES = NIH_LABELS + [COVID_LABEL]
+COMBINE_CLASSES = [*NIH_LABELS, COVID_LABEL]
 COUNTS = "counts.csv"  # per split and class: positives, negatives, unknowns
 
 
@@ -110,12 +110,14 @@ def spread_pick(pool: np.ndarray, strata: np.ndarray | None, need: int, rng: np.
         quota[np.argmax(np.where(quota > 1, quota - exact, -np.inf))] -= 1
     while quota.sum() < need:  # rounding left some: give where most is owed
         quota[np.argmax(np.where(quota < counts, exact - quota, -np.inf))] += 1
-    return np.concatenate([rng.choice(pool[strata[pool] == name], size=q, replace=False)
-                           for name, q in zip(names, quota) if q > 0])
+    return np.concatenate(
+        [rng.choice(pool[strata[pool] == name], size=q, replace=False) for name, q in zip(names, quota) if q > 0]
+    )
 
 
-def select_balanced(targets: np.ndarray, per_class: int, rng: np.random.Generator,
-                    strata: np.ndarray | None = None) -> np.ndarray:
+def select_balanced(
+    targets: np.ndarray, per_class: int, rng: np.random.Generator, strata: np.ndarray | None = None
+) -> np.ndarray:
     """Rows so that each class has up to per_class positives (rarest class first; NaN = unknown).
 
     With `strata` (each row's split) a class's positives are drawn from every split in proportion.
@@ -167,12 +169,21 @@ def _combine(cfg: CombineConfig) -> PreparedData:
     caches = _open_all(cfg.data)
     sizes = {c.root.name: c.size for c in caches}
     if len(set(sizes.values())) > 1:
-        raise CxrError(f"DATA: the caches have different image sizes ({', '.join(f'{k} {v} px' for k, v in sizes.items())}); prepare them with the same --size")
+        raise CxrError(
+            f"DATA: the caches have different image sizes ({', '.join(f'{k} {v} px' for k, v in sizes.items())}); "
+            "prepare them with the same --size"
+        )
     names = _names(caches)
     negative = covid_negatives(caches, names, cfg.covid_negative)
-    settings = {"data": [str(c.root.resolve()) for c in caches], "data_hashes": [c.data_hash for c in caches],
-                "per_class": cfg.per_class, "seed": cfg.seed, "classes": cfg.classes, "max_distance": cfg.max_distance,
-                "covid_negative": sorted(negative)}
+    settings = {
+        "data": [str(c.root.resolve()) for c in caches],
+        "data_hashes": [c.data_hash for c in caches],
+        "per_class": cfg.per_class,
+        "seed": cfg.seed,
+        "classes": cfg.classes,
+        "max_distance": cfg.max_distance,
+        "covid_negative": sorted(negative),
+    }
     ready = check_output(cfg.out, settings, "combine", cfg.overwrite)
     if ready is not None:
         return ready
@@ -191,12 +202,17 @@ def _combine(cfg: CombineConfig) -> PreparedData:
         frame["fingerprint"] = fingerprints_of(data)
         # Negatives from a collection that has positives (Cohen's other pneumonias) are drawn like a
         # class of their own: without them COVID-19 and the source would be one and the same column.
-        frame["_own_negative"] = (frame[COVID_LABEL] == 0).astype(float) if (
-            COVID_LABEL in labels and COVID_LABEL in data.labels) else 0.0
+        frame["_own_negative"] = (
+            (frame[COVID_LABEL] == 0).astype(float) if (COVID_LABEL in labels and COVID_LABEL in data.labels) else 0.0
+        )
         parts.append(frame)
     pool = pd.concat(parts, ignore_index=True)
-    rows = select_balanced(pool[labels + ["_own_negative"]].to_numpy(float), cfg.per_class,
-                           np.random.default_rng(cfg.seed), strata=pool["split"].to_numpy())
+    rows = select_balanced(
+        pool[[*labels, "_own_negative"]].to_numpy(float),
+        cfg.per_class,
+        np.random.default_rng(cfg.seed),
+        strata=pool["split"].to_numpy(),
+    )
     picked = pool.iloc[rows].sort_values(["_cache", "_row"]).reset_index(drop=True)
     picked["source"] = [names[k] for k in picked["_cache"]]
     picked["id"] = picked["source"] + "/" + picked["id"].astype(str)
@@ -209,7 +225,9 @@ def _combine(cfg: CombineConfig) -> PreparedData:
     tmp = cfg.out / TMP_DIR
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    target = np.lib.format.open_memmap(tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(picked), caches[0].size, caches[0].size))
+    target = np.lib.format.open_memmap(
+        tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(picked), caches[0].size, caches[0].size)
+    )
     start = 0
     for k, data in enumerate(caches):
         src_rows = picked.loc[picked["_cache"] == k, "_row"].to_numpy()
@@ -218,14 +236,18 @@ def _combine(cfg: CombineConfig) -> PreparedData:
     target.flush()
 
     # A radiograph present in two sources must not leave its patients in two splits.
-    pairs = near_duplicates(picked["fingerprint"].tolist(), lambda i: target[i], max_distance=cfg.max_distance,
-                            groups_a=picked["patient"].tolist())
+    pairs = near_duplicates(
+        picked["fingerprint"].tolist(),
+        target.__getitem__,  # the pixels of row i, for confirming a candidate pair
+        max_distance=cfg.max_distance,
+        groups_a=picked["patient"].tolist(),
+    )
     patients = picked["patient"].tolist()
     groups = patient_groups(patients, [(patients[p.i], patients[p.j]) for p in pairs])
     picked["split"], moved = unify_splits(groups, picked["split"].to_numpy())
     del target
     boxes = []
-    for k, (data, name) in enumerate(zip(caches, names)):
+    for data, name in zip(caches, names):
         b = data.boxes()
         if b is not None and len(b):
             b = b[b["label"].isin(labels)].copy()
@@ -239,14 +261,31 @@ def _combine(cfg: CombineConfig) -> PreparedData:
     counts = split_counts_of(index, labels)
     if COVID_LABEL in labels:
         for problem in missing_classes(counts, COVID_LABEL):
-            warn(f"COVID-19 {problem}; its AUROC cannot be computed there (give caches with both classes in every split)")
-    manifest = {"source": "combine", "settings": settings, "sources": dict(zip(names, settings["data"])),
-                "moved_for_duplicates": moved, "duplicates": int(len(duplicates)), "notes": notes,
-                "class_counts": counts_for_manifest(counts), "class_counts_file": COUNTS}
+            warn(
+                f"COVID-19 {problem}; its AUROC cannot be computed there (give caches with both classes in every split)"
+            )
+    manifest = {
+        "source": "combine",
+        "settings": settings,
+        "sources": dict(zip(names, settings["data"])),
+        "moved_for_duplicates": moved,
+        "duplicates": len(duplicates),
+        "notes": notes,
+        "class_counts": counts_for_manifest(counts),
+        "class_counts_file": COUNTS,
+    }
     skipped = pd.DataFrame(columns=list(SKIPPED_COLUMNS))
     write_counts(cfg.out, counts)
-    out = finish_cache(cfg.out, tmp / IMAGES, index, labels, manifest, skipped, duplicates,
-                       pd.concat(boxes, ignore_index=True) if boxes else None)
+    out = finish_cache(
+        cfg.out,
+        tmp / IMAGES,
+        index,
+        labels,
+        manifest,
+        skipped,
+        duplicates,
+        pd.concat(boxes, ignore_index=True) if boxes else None,
+    )
     print_summary(out, skipped, duplicates, notes)
     print_counts(counts, f"{out.root}: positives/negatives per class and split (also in {COUNTS})")
     return out
@@ -268,9 +307,14 @@ class DedupeConfig:
         require(0 <= self.max_distance <= 256, f"--max-distance: {self.max_distance}; give 0..256")
         if self.drop_from is not None:
             self.drop_from = Path(self.drop_from)
-            require(len(self.data) >= 2, "--drop-from: give at least two caches, the one to clean and the ones to compare it with")
-            require(self.drop_from.resolve() in [p.resolve() for p in self.data],
-                    f"--drop-from: {self.drop_from} is not one of the DATA folders given")
+            require(
+                len(self.data) >= 2,
+                "--drop-from: give at least two caches, the one to clean and the ones to compare it with",
+            )
+            require(
+                self.drop_from.resolve() in [p.resolve() for p in self.data],
+                f"--drop-from: {self.drop_from} is not one of the DATA folders given",
+            )
 
 
 @dataclass
@@ -290,21 +334,42 @@ def dedupe(cfg: DedupeConfig) -> DedupeReport:
     for a in range(len(caches)):
         for b in range(a, len(caches)):
             same = a == b
-            found = near_duplicates(fps[a], lambda i, a=a: caches[a].images[i], None if same else fps[b],
-                                    None if same else (lambda j, b=b: caches[b].images[j]), cfg.max_distance)
+            found = near_duplicates(
+                fps[a],
+                lambda i, a=a: caches[a].images[i],
+                None if same else fps[b],
+                None if same else (lambda j, b=b: caches[b].images[j]),
+                cfg.max_distance,
+            )
             ia, ib = caches[a].index, caches[b].index
             for i, j, dist, *_ in found:
                 if same and ia["patient"].iloc[i] == ia["patient"].iloc[j]:
                     continue  # follow-ups of one patient are not a leak
-                records.append((names[a], ia["id"].iloc[i], ia["patient"].iloc[i], ia["split"].iloc[i],
-                                names[b], ib["id"].iloc[j], ib["patient"].iloc[j], ib["split"].iloc[j], dist))
+                records.append(
+                    (
+                        names[a],
+                        ia["id"].iloc[i],
+                        ia["patient"].iloc[i],
+                        ia["split"].iloc[i],
+                        names[b],
+                        ib["id"].iloc[j],
+                        ib["patient"].iloc[j],
+                        ib["split"].iloc[j],
+                        dist,
+                    )
+                )
     pairs = pd.DataFrame(records, columns=PAIR_COLUMNS)
     across = pairs[pairs["data_a"] != pairs["data_b"]]
     if len(pairs):
         print_table("near-duplicate radiographs", PAIR_COLUMNS, pairs.head(30).to_numpy().tolist())
         if len(pairs) > 30:
-            info(f"... and {len(pairs) - 30} more" + (f" (all in {cfg.report})" if cfg.report else "; pass --report FILE.csv for all"))
-    result(f"{len(across)} near-duplicate pair(s) across caches, {len(pairs) - len(across)} within a cache (different patients)")
+            info(
+                f"... and {len(pairs) - 30} more"
+                + (f" (all in {cfg.report})" if cfg.report else "; pass --report FILE.csv for all")
+            )
+    result(
+        f"{len(across)} near-duplicate pair(s) across caches, {len(pairs) - len(across)} within a cache (different patients)"
+    )
     if cfg.report is not None:
         atomic_write_bytes(Path(cfg.report), pairs.to_csv(index=False).encode())
     dropped: list[str] = []
@@ -338,20 +403,34 @@ def _drop_rows(data: PreparedData, name: str, across: pd.DataFrame, names: list[
     tmp = data.root / TMP_DIR
     shutil.rmtree(tmp, ignore_errors=True)
     write_images_subset(data.images, keep_rows, tmp / IMAGES)
-    new_skipped = pd.DataFrame({"source_path": index.loc[gone, "source_path"], "id": index.loc[gone, "id"],
-                                "patient": index.loc[gone, "patient"], "reason": index.loc[gone, "id"].map(reasons)})
+    new_skipped = pd.DataFrame(
+        {
+            "source_path": index.loc[gone, "source_path"],
+            "id": index.loc[gone, "id"],
+            "patient": index.loc[gone, "patient"],
+            "reason": index.loc[gone, "id"].map(reasons),
+        }
+    )
     old_skipped = pd.read_csv(data.root / "skipped.csv", dtype=str) if (data.root / "skipped.csv").is_file() else None
     skipped = pd.concat([x for x in (old_skipped, new_skipped) if x is not None], ignore_index=True)
     dup_path = data.root / "duplicates.csv"
-    duplicates = pd.read_csv(dup_path, dtype={"id_a": str, "id_b": str, "patient_a": str, "patient_b": str}) if dup_path.is_file() else pd.DataFrame()
+    duplicates = (
+        pd.read_csv(dup_path, dtype={"id_a": str, "id_b": str, "patient_a": str, "patient_b": str})
+        if dup_path.is_file()
+        else pd.DataFrame()
+    )
     if len(duplicates):
         duplicates = duplicates[~duplicates["id_a"].isin(reasons) & ~duplicates["id_b"].isin(reasons)]
     boxes = data.boxes()
     if boxes is not None:
         boxes = boxes[~boxes["id"].isin(reasons)]
-    manifest = {k: v for k, v in read_json(data.root / MANIFEST).items()
-                if k not in ("created", "environment", "size", "count", "labels", "splits", "split_hash", "data_hash")}
-    manifest["deduplicated"] = list(manifest.get("deduplicated", [])) + [{"dropped": int(gone.sum()), "against": [n for n in names if n != name]}]
+    manifest = {
+        k: v
+        for k, v in read_json(data.root / MANIFEST).items()
+        if k not in ("created", "environment", "size", "count", "labels", "splits", "split_hash", "data_hash")
+    }
+    dropped = {"dropped": int(gone.sum()), "against": [n for n in names if n != name]}
+    manifest["deduplicated"] = [*list(manifest.get("deduplicated", [])), dropped]
     labels = list(data.labels)
     new_index = index.loc[~gone].reset_index(drop=True)
     if "class_counts" in manifest:  # a combined set: its counts follow the images that are left

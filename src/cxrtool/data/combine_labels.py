@@ -44,8 +44,9 @@ def pre_pandemic(manifest: dict) -> bool:
     return str(manifest.get("source", "")) in PRE_PANDEMIC_SOURCES
 
 
-def fill_labels(frame: pd.DataFrame, cache_labels: list[str], covid_negative: bool,
-                labels: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def fill_labels(
+    frame: pd.DataFrame, cache_labels: list[str], covid_negative: bool, labels: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
     """`frame` (one cache's index) with a float column per label of the combined set, and notes.
 
     The cache's own annotations win; missing columns are filled by the rules in the module docstring.
@@ -62,9 +63,16 @@ def fill_labels(frame: pd.DataFrame, cache_labels: list[str], covid_negative: bo
             frame[label] = frame["finding"].fillna("").astype(str).map(lambda f, l=label: nih_value_from_finding(f, l))
         else:
             frame[label] = np.nan
-    if COVID_LABEL in labels and COVID_LABEL in cache_labels and not has_finding and any(l in NIH_LABELS for l in labels):
-        notes.append("its index has no `finding` column (prepared by an older cxrtool), so its NIH findings stay "
-                     "unknown; prepare it again with --overwrite to fill Pneumonia")
+    if (
+        COVID_LABEL in labels
+        and COVID_LABEL in cache_labels
+        and not has_finding
+        and any(l in NIH_LABELS for l in labels)
+    ):
+        notes.append(
+            "its index has no `finding` column (prepared by an older cxrtool), so its NIH findings stay "
+            "unknown; prepare it again with --overwrite to fill Pneumonia"
+        )
     if COVID_LABEL in labels and frame[COVID_LABEL].isna().all():
         notes.append("COVID-19 is unknown for all of its images (not annotated, and not a pre-pandemic collection)")
     return frame, notes
@@ -77,8 +85,15 @@ def class_counts(index: pd.DataFrame, labels: list[str], splits: list[str]) -> p
         part = index[index["split"] == split]
         for label in labels:
             y = part[label].to_numpy(float)
-            rows.append({"split": split, "label": label, "positive": int((y >= 0.5).sum()),
-                         "negative": int((y < 0.5).sum()), "unknown": int(np.isnan(y).sum())})
+            rows.append(
+                {
+                    "split": split,
+                    "label": label,
+                    "positive": int((y >= 0.5).sum()),
+                    "negative": int((y < 0.5).sum()),
+                    "unknown": int(np.isnan(y).sum()),
+                }
+            )
     return pd.DataFrame(rows, columns=["split", "label", "positive", "negative", "unknown"])
 
 
@@ -86,8 +101,11 @@ def counts_for_manifest(counts: pd.DataFrame) -> dict[str, dict[str, dict[str, i
     """{split: {label: {positive, negative, unknown}}}."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for row in counts.itertuples(index=False):
-        out.setdefault(row.split, {})[row.label] = {"positive": int(row.positive), "negative": int(row.negative),
-                                                    "unknown": int(row.unknown)}
+        out.setdefault(row.split, {})[row.label] = {
+            "positive": int(row.positive),
+            "negative": int(row.negative),
+            "unknown": int(row.unknown),
+        }
     return out
 
 

@@ -13,8 +13,8 @@ counted in the manifest and reported. The image file is compacted in place, neve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,9 @@ def find_pairs(index: pd.DataFrame, paths: Sequence[str], pixels: np.ndarray, ma
         for i, j in rows_sharing_keys(patients, keys):
             i, j = min(i, j), max(i, j)
             found.setdefault((i, j), Pair(i, j, hamming(words[i], words[j]), IDENTICAL, 1.0))
-    for pair in near_duplicates(index["fingerprint"].tolist(), lambda i: pixels[i], max_distance=max_distance, groups_a=patients):
+    for pair in near_duplicates(
+        index["fingerprint"].tolist(), lambda i: pixels[i], max_distance=max_distance, groups_a=patients
+    ):
         found.setdefault((pair.i, pair.j), pair)
     return [found[k] for k in sorted(found)]
 
@@ -62,7 +64,11 @@ def compact_images(path: Path, keep: np.ndarray) -> None:
 
 
 def drop_training_members(
-    images_path: Path, index: pd.DataFrame, groups: np.ndarray, dropped: np.ndarray, skipped: pd.DataFrame,
+    images_path: Path,
+    index: pd.DataFrame,
+    groups: np.ndarray,
+    dropped: np.ndarray,
+    skipped: pd.DataFrame,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Remove the `dropped` rows (train_val images of groups that reach into the test list).
 
@@ -75,14 +81,24 @@ def drop_training_members(
         if split == "test":
             test_of.setdefault(g, row_id)
     gone = index[dropped]
-    reasons = [f"near-duplicate group reaches the official test list (e.g. {test_of[g]}); kept out of training"
-               for g in groups[dropped]]
-    listed = pd.DataFrame({"source_path": gone["source_path"].to_numpy(), "id": gone["id"].to_numpy(),
-                           "patient": gone["patient"].to_numpy(), "reason": reasons})
+    reasons = [
+        f"near-duplicate group reaches the official test list (e.g. {test_of[g]}); kept out of training"
+        for g in groups[dropped]
+    ]
+    listed = pd.DataFrame(
+        {
+            "source_path": gone["source_path"].to_numpy(),
+            "id": gone["id"].to_numpy(),
+            "patient": gone["patient"].to_numpy(),
+            "reason": reasons,
+        }
+    )
     skipped = pd.concat([skipped, listed], ignore_index=True)
     compact_images(images_path, np.flatnonzero(~dropped))
     n_groups = len(set(groups[dropped]))
-    warn(f"{int(dropped.sum())} train_val image(s) in {n_groups} near-duplicate group(s) that reach the official "
-         f"test list were left out of training (the test list is unchanged); listed in skipped.csv")
+    warn(
+        f"{int(dropped.sum())} train_val image(s) in {n_groups} near-duplicate group(s) that reach the official "
+        f"test list were left out of training (the test list is unchanged); listed in skipped.csv"
+    )
     entry = {"groups": n_groups, "dropped": int(dropped.sum()), "examples": gone["id"].astype(str).tolist()[:20]}
     return index[~dropped].reset_index(drop=True), skipped, entry

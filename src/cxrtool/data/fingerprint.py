@@ -31,8 +31,9 @@ cache's memmap, one batch of candidates per thread at a time. Nothing holds N x 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -78,13 +79,14 @@ def parse(fingerprints: Sequence[str]) -> np.ndarray:
 
 
 if hasattr(np, "bitwise_count"):
+
     def _popcount(x: np.ndarray) -> np.ndarray:
         return np.bitwise_count(x)
 else:  # numpy < 2.0
     _BYTE_COUNTS = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
     def _popcount(x: np.ndarray) -> np.ndarray:
-        as_bytes = np.ascontiguousarray(x).view(np.uint8).reshape(x.shape + (8,))
+        as_bytes = np.ascontiguousarray(x).view(np.uint8).reshape((*x.shape, 8))
         return _BYTE_COUNTS[as_bytes].sum(axis=-1, dtype=np.uint8)
 
 
@@ -100,8 +102,12 @@ def distance(a: str, b: str) -> int:
 
 
 def candidate_pairs(
-    a: Sequence[str], b: Sequence[str] | None = None, max_distance: int = DEFAULT_MAX_DISTANCE, block: int = 128,
-    limit: int | None = None, skip=None,
+    a: Sequence[str],
+    b: Sequence[str] | None = None,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    block: int = 128,
+    limit: int | None = None,
+    skip=None,
 ) -> list[tuple[int, int, int]]:
     """Pairs (i, j, distance) with hash distance <= max_distance.
 
@@ -128,7 +134,9 @@ def candidate_pairs(
         far = np.uint16(max_distance + 1)
         if same:  # never an image with itself; with a limit, the closest on either side of i
             ahead = np.arange(len(rows))[:, None] + start
-            d[(ahead == np.arange(len(fb))[None, :]) if limit is not None else (ahead >= np.arange(len(fb))[None, :])] = far
+            d[
+                (ahead == np.arange(len(fb))[None, :]) if limit is not None else (ahead >= np.arange(len(fb))[None, :])
+            ] = far
         if skip is not None:
             d[skip(np.arange(start, start + len(rows)), np.arange(len(fb)))] = far
         if limit is not None and limit < d.shape[1]:
@@ -194,7 +202,9 @@ class _Index:
         self.base, self.scale = base, np.float32(scale)  # base rows times `scale` are unit vectors
         cells = max(1, len(base) // CELL_SIZE)
         rng = np.random.default_rng(seed)
-        pts = base[np.sort(rng.choice(len(base), min(sample, len(base)), replace=False))].astype(np.float32) * self.scale
+        pts = (
+            base[np.sort(rng.choice(len(base), min(sample, len(base)), replace=False))].astype(np.float32) * self.scale
+        )
         centres = pts[rng.choice(len(pts), cells, replace=False)]
         for _ in range(iters):
             label = _nearest_cells(pts, centres, 1)[:, 0]
@@ -204,8 +214,12 @@ class _Index:
             centres = np.where(norm > 0, sums / np.maximum(norm, 1e-12), centres).astype(np.float32)
         self.centres = centres
         # A block at a time: the block's similarities to every centre are the largest array here.
-        label = np.concatenate([_nearest_cells(base[s : s + 4096].astype(np.float32) * self.scale, centres, 1)[:, 0]
-                                for s in range(0, len(base), 4096)])
+        label = np.concatenate(
+            [
+                _nearest_cells(base[s : s + 4096].astype(np.float32) * self.scale, centres, 1)[:, 0]
+                for s in range(0, len(base), 4096)
+            ]
+        )
         self.order = np.argsort(label, kind="stable")
         self.bounds = np.searchsorted(label[self.order], np.arange(cells + 1))
 
@@ -242,7 +256,9 @@ class _Index:
         return np.concatenate(out_q), np.concatenate(out_b), np.concatenate(out_s)
 
 
-def _top_per_query(qi: np.ndarray, bj: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _top_per_query(
+    qi: np.ndarray, bj: np.ndarray, sim: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Of (query, base, similarity) triples, each query's k most similar distinct base rows."""
     order = np.lexsort((-sim, bj, qi))
     qi, bj, sim = qi[order], bj[order], sim[order]
@@ -259,7 +275,7 @@ def _top_per_query(qi: np.ndarray, bj: np.ndarray, sim: np.ndarray, k: int) -> t
 def _signs(words: np.ndarray) -> np.ndarray:
     """(n, 256) int8 of +-1: the fingerprint's bits as a vector (dot product = 256 - 2 x distance)."""
     bits = np.unpackbits(words.astype(">u8").view(np.uint8).reshape(len(words), -1), axis=1)
-    return (bits.astype(np.int8) * 2 - 1)
+    return bits.astype(np.int8) * 2 - 1
 
 
 def _indexed_hash_pairs(fa, fb, same: bool, max_distance: int, limit: int, skip, block: int = 4096):
@@ -276,8 +292,13 @@ def _hash_blocks(fa, fb, same, max_distance, limit, skip, block):
     """The body of `_indexed_hash_pairs` (query blocks of `block` fingerprints)."""
     bits = 8 * fa.shape[1] * 8
     index = _Index(_signs(fb), scale=1 / np.sqrt(bits))
-    never = (lambda q, b: (q[:, None] == b[None, :]) | skip(q, b)) if same and skip is not None else (
-        (lambda q, b: q[:, None] == b[None, :]) if same else skip or (lambda q, b: np.zeros((len(q), len(b)), bool)))
+    never = (
+        (lambda q, b: (q[:, None] == b[None, :]) | skip(q, b))
+        if same and skip is not None
+        else (
+            (lambda q, b: q[:, None] == b[None, :]) if same else skip or (lambda q, b: np.zeros((len(q), len(b)), bool))
+        )
+    )
     found: dict[tuple[int, int], int] = {}
     for start in range(0, len(fa), block):
         q = _signs(fa[start : start + block]).astype(np.float32) / np.float32(np.sqrt(bits))
@@ -309,8 +330,10 @@ def _windows() -> list[tuple[float, float, float]]:
 WINDOWS = _windows()
 DEFAULT_NEIGHBOURS = 2  # per window, the most similar images that become candidates ...
 DEFAULT_MIN_SIMILARITY = 0.8  # ... when their descriptors are at least this similar (cosine)
-_MATRICES = [(_resample(DESC_SIDE, WORK * x, WORK * w, WORK), _resample(DESC_SIDE, WORK * y, WORK * w, WORK))
-             for w, x, y in WINDOWS]
+_MATRICES = [
+    (_resample(DESC_SIDE, WORK * x, WORK * w, WORK), _resample(DESC_SIDE, WORK * y, WORK * w, WORK))
+    for w, x, y in WINDOWS
+]
 
 
 def _dct_matrix(n: int, keep: int) -> np.ndarray:
@@ -362,9 +385,16 @@ def _normalise(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def descriptor_pairs(
-    windows: Callable[[int, int], np.ndarray], n_queries: int, base: np.ndarray, mean: np.ndarray,
-    q_groups: np.ndarray, b_groups: np.ndarray, same: bool, neighbours: int = DEFAULT_NEIGHBOURS,
-    min_similarity: float = DEFAULT_MIN_SIMILARITY, memory: int = 1 << 26,
+    windows: Callable[[int, int], np.ndarray],
+    n_queries: int,
+    base: np.ndarray,
+    mean: np.ndarray,
+    q_groups: np.ndarray,
+    b_groups: np.ndarray,
+    same: bool,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
+    memory: int = 1 << 26,
 ) -> set[tuple[int, int]]:
     """Candidate pairs (query i, base j): for each query image, the `neighbours` whole images of
     `base` most similar to any of its windows (at least `min_similarity`).
@@ -378,7 +408,9 @@ def descriptor_pairs(
         return found
     q_groups, b_groups = np.asarray(q_groups), np.asarray(b_groups)
     if len(base) > EXACT_LIMIT:
-        return _indexed_descriptor_pairs(windows, n_queries, base, mean, q_groups, b_groups, same, neighbours, min_similarity)
+        return _indexed_descriptor_pairs(
+            windows, n_queries, base, mean, q_groups, b_groups, same, neighbours, min_similarity
+        )
     db = _normalise(base, mean)
     k = min(neighbours, len(db))
     # Blocks of queries x chunks of the base: each product is a large matrix multiply, and a
@@ -398,7 +430,11 @@ def descriptor_pairs(
             sim[q_groups[start:stop, None] == b_groups[None, c0:c1]] = -np.inf
             both = np.concatenate([best, sim], axis=1)
             cols = np.concatenate([best_j, np.broadcast_to(np.arange(c0, c1), sim.shape)], axis=1)
-            top = np.argpartition(-both, k - 1, axis=1)[:, :k] if both.shape[1] > k else np.tile(np.arange(k), (len(both), 1))
+            top = (
+                np.argpartition(-both, k - 1, axis=1)[:, :k]
+                if both.shape[1] > k
+                else np.tile(np.arange(k), (len(both), 1))
+            )
             best, best_j = np.take_along_axis(both, top, axis=1), np.take_along_axis(cols, top, axis=1)
         qi, col = np.nonzero(best >= min_similarity)
         for i, j in zip(qi + start, best_j[qi, col]):
@@ -406,9 +442,18 @@ def descriptor_pairs(
     return found
 
 
-def _indexed_descriptor_pairs(windows, n_queries: int, base: np.ndarray, mean: np.ndarray, q_groups: np.ndarray,
-                              b_groups: np.ndarray, same: bool, neighbours: int, min_similarity: float,
-                              block: int = 2048) -> set[tuple[int, int]]:
+def _indexed_descriptor_pairs(
+    windows,
+    n_queries: int,
+    base: np.ndarray,
+    mean: np.ndarray,
+    q_groups: np.ndarray,
+    b_groups: np.ndarray,
+    same: bool,
+    neighbours: int,
+    min_similarity: float,
+    block: int = 2048,
+) -> set[tuple[int, int]]:
     """`descriptor_pairs` for a large base, through _Index: every window of a query probes the
     cells nearest to it, and the query keeps the `neighbours` best whole images found in them.
 
@@ -418,7 +463,9 @@ def _indexed_descriptor_pairs(windows, n_queries: int, base: np.ndarray, mean: n
     db = _normalise(base, mean).astype(np.float16)
     with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads would only contend
         index = _Index(db)
-        return _search_blocks(index, windows, n_queries, mean, q_groups, b_groups, same, neighbours, min_similarity, block)
+        return _search_blocks(
+            index, windows, n_queries, mean, q_groups, b_groups, same, neighbours, min_similarity, block
+        )
 
 
 def _search_blocks(index, windows, n_queries, mean, q_groups, b_groups, same, neighbours, min_similarity, block):
@@ -471,10 +518,19 @@ def _whole(image: Callable[[int], np.ndarray], n: int, bar, block: int = 512) ->
 
 def _window_reader(image: Callable[[int], np.ndarray], bar, block: int = 512) -> Callable[[int, int], np.ndarray]:
     def read(start: int, stop: int) -> np.ndarray:
-        out = np.concatenate([descriptor_batch([image(i) for i in range(s, min(stop, s + block))])
-                              for s in range(start, stop, block)]) if stop > start else descriptor_batch([])
+        out = (
+            np.concatenate(
+                [
+                    descriptor_batch([image(i) for i in range(s, min(stop, s + block))])
+                    for s in range(start, stop, block)
+                ]
+            )
+            if stop > start
+            else descriptor_batch([])
+        )
         bar.advance(stop - start)
         return out
+
     return read
 
 
@@ -526,16 +582,29 @@ def near_duplicates(
         mean = both.astype(np.float32).mean(axis=0) if len(both) else np.zeros(whole_a.shape[1], np.float32)
         candidates = descriptor_pairs(_window_reader(image_a, bar), n_a, whole_b, mean, ga, gb, same, neighbours)
         if not same:  # b's windows against a's whole images too: either copy may be the cropped one
-            candidates |= {(i, j) for j, i in descriptor_pairs(_window_reader(get_b, bar), n_b, whole_a, mean, gb, ga, False, neighbours)}
+            candidates |= {
+                (i, j)
+                for j, i in descriptor_pairs(_window_reader(get_b, bar), n_b, whole_a, mean, gb, ga, False, neighbours)
+            }
     del whole_a, whole_b, both
     skip = lambda rows, cols: ga[rows][:, None] == gb[cols][None, :]  # noqa: E731
-    hashed = {(i, j) for i, j, _ in candidate_pairs(fingerprints_a, fingerprints_b, max_distance, limit=neighbours, skip=skip)}
-    return confirm(sorted(candidates | hashed), hashed, image_a, None if same else get_b, words_a, words_b, min_score, batch)
+    hashed = {
+        (i, j) for i, j, _ in candidate_pairs(fingerprints_a, fingerprints_b, max_distance, limit=neighbours, skip=skip)
+    }
+    return confirm(
+        sorted(candidates | hashed), hashed, image_a, None if same else get_b, words_a, words_b, min_score, batch
+    )
 
 
 def confirm(
-    todo: list[tuple[int, int]], hashed: set, image_a: Callable[[int], np.ndarray], image_b: Callable[[int], np.ndarray] | None,
-    words_a: np.ndarray, words_b: np.ndarray, min_score: float = DEFAULT_MIN_SCORE, batch: int = 64,
+    todo: list[tuple[int, int]],
+    hashed: set,
+    image_a: Callable[[int], np.ndarray],
+    image_b: Callable[[int], np.ndarray] | None,
+    words_a: np.ndarray,
+    words_b: np.ndarray,
+    min_score: float = DEFAULT_MIN_SCORE,
+    batch: int = 64,
     threads: int | None = None,
 ) -> list[Pair]:
     """Confirm candidate pairs on their pixels, a batch at a time (see `near_duplicates`).
@@ -567,19 +636,28 @@ def confirm(
             else:
                 rest.append(k)
         if rest:
-            matches = align_pairs(np.array([coarse_a[chunk[k][0]] for k in rest]), np.array([coarse_b[chunk[k][1]] for k in rest]),
-                                  np.array([fine_a[chunk[k][0]] for k in rest]), np.array([fine_b[chunk[k][1]] for k in rest]))
+            matches = align_pairs(
+                np.array([coarse_a[chunk[k][0]] for k in rest]),
+                np.array([coarse_b[chunk[k][1]] for k in rest]),
+                np.array([fine_a[chunk[k][0]] for k in rest]),
+                np.array([fine_b[chunk[k][1]] for k in rest]),
+            )
             for k, m in zip(rest, matches):
                 if m.score >= min_score:
                     i, j = chunk[k]
-                    out.append(Pair(i, j, dist[k], ALIGNED, round(m.score, 4), round(m.scale, 4), round(m.x, 4), round(m.y, 4)))
+                    out.append(
+                        Pair(i, j, dist[k], ALIGNED, round(m.score, 4), round(m.scale, 4), round(m.x, 4), round(m.y, 4))
+                    )
         return out
 
     if threads is None:
         threads = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     chunks = [todo[start : start + batch] for start in range(0, len(todo), batch)]
     confirmed: list[Pair] = []
-    with progress_bar(len(todo), "confirm candidates", unit="pairs") as bar, threadpool_limits(limits=1, user_api="blas"):
+    with (
+        progress_bar(len(todo), "confirm candidates", unit="pairs") as bar,
+        threadpool_limits(limits=1, user_api="blas"),
+    ):
         if threads <= 1 or len(chunks) <= 1:
             results = map(one, chunks)
         else:

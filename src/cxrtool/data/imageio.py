@@ -34,9 +34,12 @@ def check_pixels(width: int, height: int, frames: int = 1) -> None:
     """Refuse an image over MAX_PIXELS before decoding it (the reason goes to skipped.csv)."""
     pixels = int(width) * int(height) * max(1, int(frames))
     if pixels > MAX_PIXELS:
-        raise ImageReadError(f"image is {width} x {height}" + (f" x {frames} frames" if frames > 1 else "")
-                             + f" = {pixels / 1e6:.0f} megapixels, over the {MAX_PIXELS // 1_000_000} megapixel limit "
-                             "(a decompression bomb or not a radiograph)")
+        raise ImageReadError(
+            f"image is {width} x {height}"
+            + (f" x {frames} frames" if frames > 1 else "")
+            + f" = {pixels / 1e6:.0f} megapixels, over the {MAX_PIXELS // 1_000_000} megapixel limit "
+            "(a decompression bomb or not a radiograph)"
+        )
 
 
 class ImageReadError(Exception):

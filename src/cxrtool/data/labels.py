@@ -48,7 +48,7 @@ ALIASES = {
 def canonical(name: str) -> str:
     """The canonical spelling of a label name (NIH names, COVID-19), else the name stripped."""
     stripped = name.strip()
-    for known in NIH_LABELS + [COVID_LABEL]:
+    for known in [*NIH_LABELS, COVID_LABEL]:
         if stripped.lower() == known.lower():
             return known
     return ALIASES.get(stripped.lower(), stripped)
@@ -60,9 +60,7 @@ def resolve_class(name: str, labels: list[str]) -> int:
     for i, label in enumerate(labels):
         if label == wanted or label.lower() == name.strip().lower():
             return i
-    raise CxrError(
-        f"unknown class {name!r}; the model's classes are: {', '.join(labels)}.{did_you_mean(name, labels)}"
-    )
+    raise CxrError(f"unknown class {name!r}; the model's classes are: {', '.join(labels)}.{did_you_mean(name, labels)}")
 
 
 def conflicting_rows(keys: pd.Series, values: pd.DataFrame | pd.Series) -> pd.Series:
@@ -74,7 +72,7 @@ def conflicting_rows(keys: pd.Series, values: pd.DataFrame | pd.Series) -> pd.Se
 
 
 def count_summary(counts: dict[str, int], limit: int = 6) -> str:
-    """"'Efusion' x3, 'Nodle' x1" (most frequent first; the rest counted)."""
+    """ "'Efusion' x3, 'Nodle' x1" (most frequent first; the rest counted)."""
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     text = ", ".join(f"{name!r} x{n}" for name, n in items[:limit])
     return text + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -20,7 +20,11 @@ def shrink_images(images_path: Path, n: int) -> None:
         offset = fh.tell()
         if shape[0] == n:
             return
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": fortran, "shape": (n,) + tuple(shape[1:])}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(dtype),
+            "fortran_order": fortran,
+            "shape": (n, *tuple(shape[1:])),
+        }
         text = repr(header).encode("latin1")
         # The same header length as before (a shorter shape only needs more padding spaces).
         prefix = 10 if version == (1, 0) else 12
@@ -38,7 +42,7 @@ def shrink_images(images_path: Path, n: int) -> None:
 def write_images_subset(source: np.ndarray, rows: np.ndarray, path: Path) -> None:
     """Write source[rows] to an .npy file in chunks (combine, dedupe --drop-from)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    target = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(rows),) + tuple(source.shape[1:]))
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(rows), *tuple(source.shape[1:])))
     for start in range(0, len(rows), 1024):
         chunk = rows[start : start + 1024]
         target[start : start + len(chunk)] = source[chunk]

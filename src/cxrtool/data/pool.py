@@ -78,7 +78,9 @@ def start_pool(workers: int):
     # fork is cheap and needs nothing re-imported; the pool starts before any progress thread.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     # SIGINT is ignored while the workers start, so none can take one before its initializer runs.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if threading.current_thread() is threading.main_thread() else None
+    previous = (
+        signal.signal(signal.SIGINT, signal.SIG_IGN) if threading.current_thread() is threading.main_thread() else None
+    )
     try:
         return multiprocessing.get_context(method).Pool(workers, initializer=worker_init, initargs=(os.getpid(),))
     finally:

@@ -32,8 +32,23 @@ from ..errors import CxrError
 from ..progress import info, print_table, progress_bar, result, warn
 from ..runs import atomic_write_bytes, write_manifest
 from .align import FINE
-from .cache import (BOX_COLUMNS, BOXES, DUPLICATE_COLUMNS, DUPLICATES, IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, SKIPPED_COLUMNS,
-                    PreparedData, data_hash, file_sizes, split_counts, split_hash)
+from .cache import (
+    BOX_COLUMNS,
+    BOXES,
+    DUPLICATE_COLUMNS,
+    DUPLICATES,
+    IMAGES,
+    INDEX,
+    LABELS,
+    MANIFEST,
+    SKIPPED,
+    SKIPPED_COLUMNS,
+    PreparedData,
+    data_hash,
+    file_sizes,
+    split_counts,
+    split_hash,
+)
 from .cachedir import CACHE_FILES, FINISHING, TMP_DIR, PrepareInterrupted, check_output, writing_cache  # noqa: F401 - re-exported
 from .dedup import drop_training_members, find_pairs
 from .fingerprint import fingerprint
@@ -45,7 +60,6 @@ from .sources.covid import PrepareCovidConfig, read_covid
 from .sources.folder import PrepareFolderConfig, read_folder
 from .sources.nih import PrepareNihConfig, read_nih
 from .splits import check_splits, official_split, patient_groups, random_split
-
 
 # ---------------------------------------------------------------- decoding in worker processes
 
@@ -74,7 +88,9 @@ def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | 
         return k, None, None, "", "", f"cannot read ({exc.strerror or exc})", None
 
 
-def decode_all(paths: list[str], size: int, workers: int, images_path: Path, thumbs_path: Path | None = None) -> tuple[int, list[tuple]]:
+def decode_all(
+    paths: list[str], size: int, workers: int, images_path: Path, thumbs_path: Path | None = None
+) -> tuple[int, list[tuple]]:
     """Decode `paths` into an (n, size, size) memmap at images_path, readable ones first, in order.
 
     With `thumbs_path` (caches under align.FINE px), the FINE-px thumbnails go into a memmap
@@ -84,7 +100,9 @@ def decode_all(paths: list[str], size: int, workers: int, images_path: Path, thu
     images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(max(1, len(paths)), size, size))
     thumbs = None
     if thumbs_path is not None:
-        thumbs = np.lib.format.open_memmap(thumbs_path, mode="w+", dtype=np.uint8, shape=(max(1, len(paths)), FINE, FINE))
+        thumbs = np.lib.format.open_memmap(
+            thumbs_path, mode="w+", dtype=np.uint8, shape=(max(1, len(paths)), FINE, FINE)
+        )
     results: list[tuple] = [None] * len(paths)  # type: ignore[list-item]
     tasks = [(k, p, size) for k, p in enumerate(paths)]
     slot = 0
@@ -138,7 +156,9 @@ def finish_cache(
     atomic_write_bytes(out / INDEX, index_bytes)
     atomic_write_bytes(out / LABELS, labels_bytes)
     atomic_write_bytes(out / SKIPPED, skipped.reindex(columns=list(SKIPPED_COLUMNS)).to_csv(index=False).encode())
-    atomic_write_bytes(out / DUPLICATES, duplicates.reindex(columns=list(DUPLICATE_COLUMNS)).to_csv(index=False).encode())
+    atomic_write_bytes(
+        out / DUPLICATES, duplicates.reindex(columns=list(DUPLICATE_COLUMNS)).to_csv(index=False).encode()
+    )
     if boxes is not None:
         atomic_write_bytes(out / BOXES, boxes.reindex(columns=list(BOX_COLUMNS)).to_csv(index=False).encode())
     else:
@@ -146,8 +166,13 @@ def finish_cache(
     size = int(np.load(out / IMAGES, mmap_mode="r").shape[1])
     fields = dict(manifest)
     fields.update(
-        files=file_sizes(out), size=size, count=int(len(index)), labels=list(labels), splits=split_counts(index),
-        split_hash=split_hash(index), data_hash=data_hash(index_bytes, labels_bytes),
+        files=file_sizes(out),
+        size=size,
+        count=len(index),
+        labels=list(labels),
+        splits=split_counts(index),
+        split_hash=split_hash(index),
+        data_hash=data_hash(index_bytes, labels_bytes),
     )
     write_manifest(out, **fields)
     shutil.rmtree(out / TMP_DIR, ignore_errors=True)
@@ -167,14 +192,25 @@ def boxes_to_cache(boxes: pd.DataFrame, index: pd.DataFrame, size: int, box_spac
     crop_x, crop_y, side, width = g[:, 0], g[:, 1], g[:, 2], g[:, 3]
     to_file = width / box_space if box_space else np.ones(len(kept))
     scale = size / side
-    xyxy = np.stack([
-        (kept["x"].to_numpy(float) * to_file - crop_x) * scale,
-        (kept["y"].to_numpy(float) * to_file - crop_y) * scale,
-        ((kept["x"] + kept["w"]).to_numpy(float) * to_file - crop_x) * scale,
-        ((kept["y"] + kept["h"]).to_numpy(float) * to_file - crop_y) * scale,
-    ], axis=1).clip(0, size)
-    out = pd.DataFrame({"id": kept["id"].to_numpy(), "label": kept["label"].to_numpy(),
-                        "x": xyxy[:, 0], "y": xyxy[:, 1], "w": xyxy[:, 2] - xyxy[:, 0], "h": xyxy[:, 3] - xyxy[:, 1]})
+    xyxy = np.stack(
+        [
+            (kept["x"].to_numpy(float) * to_file - crop_x) * scale,
+            (kept["y"].to_numpy(float) * to_file - crop_y) * scale,
+            ((kept["x"] + kept["w"]).to_numpy(float) * to_file - crop_x) * scale,
+            ((kept["y"] + kept["h"]).to_numpy(float) * to_file - crop_y) * scale,
+        ],
+        axis=1,
+    ).clip(0, size)
+    out = pd.DataFrame(
+        {
+            "id": kept["id"].to_numpy(),
+            "label": kept["label"].to_numpy(),
+            "x": xyxy[:, 0],
+            "y": xyxy[:, 1],
+            "w": xyxy[:, 2] - xyxy[:, 0],
+            "h": xyxy[:, 3] - xyxy[:, 1],
+        }
+    )
     return out[(out["w"] > 0) & (out["h"] > 0)].round(2).reset_index(drop=True)
 
 
@@ -190,8 +226,22 @@ def duplicate_pairs_frame(index: pd.DataFrame, pairs: list, other: pd.DataFrame 
         a, b = index.iloc[pair.i], other.iloc[pair.j]
         if other is index and a["patient"] == b["patient"]:
             continue
-        records.append((a["id"], b["id"], a["patient"], b["patient"], a["source"], b["source"], pair.distance,
-                        pair.method, pair.score, pair.scale, pair.x, pair.y))
+        records.append(
+            (
+                a["id"],
+                b["id"],
+                a["patient"],
+                b["patient"],
+                a["source"],
+                b["source"],
+                pair.distance,
+                pair.method,
+                pair.score,
+                pair.scale,
+                pair.x,
+                pair.y,
+            )
+        )
     return pd.DataFrame(records, columns=list(DUPLICATE_COLUMNS))
 
 
@@ -199,17 +249,24 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
     """Decode, fingerprint, group, split, check and write (see the module docstring)."""
     rows = table.rows.reset_index(drop=True)
     if rows.empty:
-        raise CxrError(f"{table.name}: no image found at all ({len(table.skipped)} listed rows have no file); check the folder")
+        raise CxrError(
+            f"{table.name}: no image found at all ({len(table.skipped)} listed rows have no file); check the folder"
+        )
     tmp = cfg.out / TMP_DIR
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     thumbs = tmp / "thumbs.u8.npy" if cfg.size < FINE else None
     n_ok, results = decode_all(rows["path"].astype(str).tolist(), cfg.size, cfg.workers, tmp / IMAGES, thumbs)
     bad = [k for k, r in enumerate(results) if r[0] < 0]
-    unreadable = pd.DataFrame({
-        "source_path": rows.loc[bad, "source_path"].to_numpy(), "id": rows.loc[bad, "id"].to_numpy(),
-        "patient": rows.loc[bad, "patient"].to_numpy(), "reason": [results[k][4] for k in bad],
-    }, columns=list(SKIPPED_COLUMNS))
+    unreadable = pd.DataFrame(
+        {
+            "source_path": rows.loc[bad, "source_path"].to_numpy(),
+            "id": rows.loc[bad, "id"].to_numpy(),
+            "patient": rows.loc[bad, "patient"].to_numpy(),
+            "reason": [results[k][4] for k in bad],
+        },
+        columns=list(SKIPPED_COLUMNS),
+    )
     skipped = pd.concat([table.skipped.reindex(columns=list(SKIPPED_COLUMNS)), unreadable], ignore_index=True)
     if n_ok == 0:
         example = f"{unreadable['source_path'].iloc[0]}: {unreadable['reason'].iloc[0]}" if len(unreadable) else ""
@@ -218,11 +275,16 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
     good = [k for k, r in enumerate(results) if r[0] >= 0]
     kept = rows.loc[good].reset_index(drop=True)
     crops = np.array([results[k][1] for k in good], dtype=np.int64)
-    index = pd.DataFrame({
-        "id": kept["id"].astype(str), "patient": kept["patient"].astype(str),
-        "view": kept["view"].fillna("").astype(str), "split": "", "source": table.name,
-        "source_path": kept["source_path"].astype(str),
-    })
+    index = pd.DataFrame(
+        {
+            "id": kept["id"].astype(str),
+            "patient": kept["patient"].astype(str),
+            "view": kept["view"].fillna("").astype(str),
+            "split": "",
+            "source": table.name,
+            "source_path": kept["source_path"].astype(str),
+        }
+    )
     for col in ("sex", "age", "finding"):  # finding: the source's own words (Cohen), read by `prepare combine`
         if col in kept.columns:
             index[col] = kept[col].to_numpy()
@@ -251,17 +313,25 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
     else:
         index["split"] = random_split(groups, cfg.val_frac, cfg.test_frac, cfg.seed)
     for split, counts in split_counts(index).items():
-        if counts["images"] == 0 and (split == "train" or (split == "val" and cfg.val_frac > 0) or (split == "test" and cfg.test_frac > 0)):
-            warn(f"the {split} split is empty (0 of {len(index)} images); use more data or other --val-frac/--test-frac")
+        if counts["images"] == 0 and (
+            split == "train" or (split == "val" and cfg.val_frac > 0) or (split == "test" and cfg.test_frac > 0)
+        ):
+            warn(
+                f"the {split} split is empty (0 of {len(index)} images); use more data or other --val-frac/--test-frac"
+            )
     boxes = None
     if table.boxes is not None:
         boxes = boxes_to_cache(table.boxes, index, cfg.size, table.box_space)
     n_groups = len(set(groups))
     manifest = {
-        "source": table.name, "settings": cfg.settings(), "skipped": int(len(skipped)),
-        "duplicates": int(len(duplicates)), "patient_groups": n_groups,
+        "source": table.name,
+        "settings": cfg.settings(),
+        "skipped": len(skipped),
+        "duplicates": len(duplicates),
+        "patient_groups": n_groups,
         "split_method": "official lists" if "in_test" in kept.columns else "seeded by patient group",
-        "notes": table.notes, "warnings": table.warnings,
+        "notes": table.notes,
+        "warnings": table.warnings,
     }
     if conflicts:
         manifest["left_out_of_training"] = conflicts
@@ -270,8 +340,9 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
     return data
 
 
-def print_summary(data: PreparedData, skipped: pd.DataFrame, duplicates: pd.DataFrame, notes: list[str] = (),
-                  warnings: list[str] = ()) -> None:
+def print_summary(
+    data: PreparedData, skipped: pd.DataFrame, duplicates: pd.DataFrame, notes: list[str] = (), warnings: list[str] = ()
+) -> None:
     """The counts per split (images, patients, positives per label) and one line each for the rest."""
     for note in notes:
         info(note)
@@ -281,13 +352,19 @@ def print_summary(data: PreparedData, skipped: pd.DataFrame, duplicates: pd.Data
         part = index[index["split"] == split]
         positives = ", ".join(f"{l} {int(np.nansum(part[l].to_numpy(float)))}" for l in data.labels)
         rows.append((split, counts["images"], counts["patients"], positives))
-    print_table(f"{data.root} ({data.manifest['source']}, {data.size} px)", ["split", "images", "patients", "positives"], rows)
+    print_table(
+        f"{data.root} ({data.manifest['source']}, {data.size} px)", ["split", "images", "patients", "positives"], rows
+    )
     for line in warnings:
         warn(line)
     if len(skipped):
-        warn(f"{len(skipped)} image(s) missing, unreadable or with conflicting labels were skipped; listed in {data.root / SKIPPED}")
+        warn(
+            f"{len(skipped)} image(s) missing, unreadable or with conflicting labels were skipped; listed in {data.root / SKIPPED}"
+        )
     if len(duplicates):
-        result(f"{len(duplicates)} near-duplicate pair(s) under different patients kept in one split; listed in {data.root / DUPLICATES}")
+        result(
+            f"{len(duplicates)} near-duplicate pair(s) under different patients kept in one split; listed in {data.root / DUPLICATES}"
+        )
     result(f"prepared {len(index)} images into {data.root}")
 
 
@@ -312,4 +389,3 @@ def prepare_covid(cfg: PrepareCovidConfig) -> PreparedData:
 def prepare_folder(cfg: PrepareFolderConfig) -> PreparedData:
     """Any labelled set described by a CSV (image path, label columns, optional patient column)."""
     return _run(cfg, cfg.name, read_folder)
-

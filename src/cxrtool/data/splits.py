@@ -11,7 +11,7 @@ guard: it fails if a patient or an identical file is in two splits.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -111,7 +111,9 @@ def random_split(groups: np.ndarray, val_frac: float, test_frac: float, seed: in
     return np.array([by_group[str(g)] for g in groups], dtype=object)
 
 
-def official_split(groups: np.ndarray, in_test: np.ndarray, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def official_split(
+    groups: np.ndarray, in_test: np.ndarray, val_frac: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """NIH's lists: test where listed; validation carved from train_val by group.
 
     A group with images on both lists (a near-duplicate across NIH patients) must not be trained

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 
-def to_model_input(batch_u8: torch.Tensor, image_size: int, device: torch.device | str | None = None,
-                   channels_last: bool = False) -> torch.Tensor:
+def to_model_input(
+    batch_u8: torch.Tensor, image_size: int, device: torch.device | str | None = None, channels_last: bool = False
+) -> torch.Tensor:
     """(B, S, S) or (B, 1, S, S) uint8 -> (B, 1, image_size, image_size) float32 in [0, 1]."""
     if device is not None:
         batch_u8 = batch_u8.to(device, non_blocking=True)

@@ -11,8 +11,8 @@ under the first path in sorted order. `collect_image_files(inputs)` turns what a
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .imageio import IMAGE_SUFFIXES, is_dicom
 
@@ -44,8 +44,12 @@ def collect_image_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str,
     skipped: list[tuple[str, str]] = []
     for item in inputs:
         if item.is_dir():
-            found = sorted(folder / name for folder, names in walk_files(item) for name in names
-                           if not name.startswith(".") and _is_image(folder / name))
+            found = sorted(
+                folder / name
+                for folder, names in walk_files(item)
+                for name in names
+                if not name.startswith(".") and _is_image(folder / name)
+            )
             if not found:
                 skipped.append((str(item), "folder holds no PNG, JPEG or DICOM files"))
             files.extend(found)

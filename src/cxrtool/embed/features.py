@@ -75,11 +75,18 @@ def stratified_sample(strata: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def latent_features(model: torch.nn.Module, data: PreparedData, rows: np.ndarray, image_size: int,
-                    batch_size: int, device: torch.device | str) -> np.ndarray:
+def latent_features(
+    model: torch.nn.Module,
+    data: PreparedData,
+    rows: np.ndarray,
+    image_size: int,
+    batch_size: int,
+    device: torch.device | str,
+) -> np.ndarray:
     """(n, C) pooled final-convolution features of the cache rows, as float32."""
-    feats = extract_features(model, data, rows, image_size, batch_size=batch_size, device=device,
-                             description="latent features")
+    feats = extract_features(
+        model, data, rows, image_size, batch_size=batch_size, device=device, description="latent features"
+    )
     return feats.astype(np.float32, copy=False)
 
 

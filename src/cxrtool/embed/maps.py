@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 import torch
+from threadpoolctl import threadpool_limits
 
 from .config import EmbedConfig
 from .som import SomResult, train_som
-
 
 SMALL_FOR_THREADS = 5000
 LARGE_INPUT = 20000  # points: from here on the scalable paths (FFT t-SNE, shared graph, UMAP PCA start, batch SOM)
@@ -67,7 +66,7 @@ def all_cores() -> int:
 
 @dataclass
 class MapResult:
-    coords: np.ndarray                   # (n, 2)
+    coords: np.ndarray  # (n, 2)
     params: dict[str, Any] = field(default_factory=dict)
     som: SomResult | None = None
 
@@ -83,13 +82,29 @@ def tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int, angle: 
 
     n = len(x)
     used = float(min(perplexity, max((n - 1) / 3.0, 1.0)))
-    tsne = TSNE(n_components=2, perplexity=used, init="pca", learning_rate="auto", max_iter=max_iter,
-                angle=angle, method="barnes_hut" if n > 50 else "exact", random_state=seed)
+    tsne = TSNE(
+        n_components=2,
+        perplexity=used,
+        init="pca",
+        learning_rate="auto",
+        max_iter=max_iter,
+        angle=angle,
+        method="barnes_hut" if n > 50 else "exact",
+        random_state=seed,
+    )
     threads = idle_cores(n)
     with threadpool_limits(limits=threads, user_api="openmp"):
         coords = tsne.fit_transform(np.asarray(x, dtype=np.float32))
-    return MapResult(coords.astype(np.float32), {"perplexity": used, "max_iter": max_iter, "angle": angle, "threads": threads,
-                                                 "kl_divergence": float(tsne.kl_divergence_)})
+    return MapResult(
+        coords.astype(np.float32),
+        {
+            "perplexity": used,
+            "max_iter": max_iter,
+            "angle": angle,
+            "threads": threads,
+            "kl_divergence": float(tsne.kl_divergence_),
+        },
+    )
 
 
 class Neighbours:
@@ -140,7 +155,7 @@ def exact_neighbours(x: np.ndarray, k: int, block_mb: int = 256) -> tuple[np.nda
     centred = np.asarray(x, dtype=np.float32) - np.asarray(x, dtype=np.float64).mean(axis=0).astype(np.float32)
     data = torch.from_numpy(np.ascontiguousarray(centred))
     sq = (data * data).sum(dim=1)
-    rows = int(max(1, min(n, block_mb * 2 ** 20 // (4 * n))))
+    rows = int(max(1, min(n, block_mb * 2**20 // (4 * n))))
     idx = np.empty((n, k), dtype=np.int64)
     with torch.no_grad():
         for start in range(0, n, rows):
@@ -151,7 +166,7 @@ def exact_neighbours(x: np.ndarray, k: int, block_mb: int = 256) -> tuple[np.nda
             idx[start:stop] = torch.topk(d2, k, dim=1, largest=False, sorted=True).indices.numpy()
     x64 = np.asarray(x, dtype=np.float64)
     dist = np.empty((n, k))
-    step = max(1, 2 ** 24 // max(1, k * x64.shape[1]))
+    step = max(1, 2**24 // max(1, k * x64.shape[1]))
     for start in range(0, n, step):
         part = slice(start, start + step)
         dist[part] = np.sqrt(((x64[part, None, :] - x64[idx[part]]) ** 2).sum(axis=2))
@@ -164,8 +179,9 @@ def graph_size(cfg: EmbedConfig, n: int) -> int:
     return int(min(n - 1, max(3 * cfg.perplexity, cfg.umap_neighbors)))
 
 
-def fft_tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int,
-                 neighbours: Neighbours | None = None) -> MapResult:
+def fft_tsne_map(
+    x: np.ndarray, perplexity: float, max_iter: int, seed: int, neighbours: Neighbours | None = None
+) -> MapResult:
     """openTSNE with the FFT-interpolated gradient: O(n) per iteration where Barnes-Hut is O(n log n)
     with a large constant; affinities from the shared graph, PCA-initialised, on every core (the
     coordinates do not depend on the thread count).
@@ -185,15 +201,30 @@ def fft_tsne_map(x: np.ndarray, perplexity: float, max_iter: int, seed: int,
     neighbours = neighbours or Neighbours(seed)
     idx, dist = neighbours.get(x, int(min(n - 1, 3 * used)))
     x = np.asarray(x, dtype=np.float64)
-    affinities = PerplexityBasedNN(perplexity=used, knn_index=PrecomputedNeighbors(idx, dist), n_jobs=threads,
-                                   random_state=seed)
-    tsne = OpenTSNE(n_components=2, n_iter=max_iter - early, early_exaggeration_iter=early,
-                    negative_gradient_method="fft", learning_rate="auto", n_jobs=threads, random_state=seed)
+    affinities = PerplexityBasedNN(
+        perplexity=used, knn_index=PrecomputedNeighbors(idx, dist), n_jobs=threads, random_state=seed
+    )
+    tsne = OpenTSNE(
+        n_components=2,
+        n_iter=max_iter - early,
+        early_exaggeration_iter=early,
+        negative_gradient_method="fft",
+        learning_rate="auto",
+        n_jobs=threads,
+        random_state=seed,
+    )
     embedding = tsne.fit(x, affinities=affinities, initialization="pca")
-    return MapResult(np.asarray(embedding, dtype=np.float32),
-                     {"perplexity": used, "max_iter": max_iter, "gradient": "fft (openTSNE)",
-                      "neighbours": neighbours.method, "threads": threads,
-                      "kl_divergence": float(embedding.kl_divergence)})
+    return MapResult(
+        np.asarray(embedding, dtype=np.float32),
+        {
+            "perplexity": used,
+            "max_iter": max_iter,
+            "gradient": "fft (openTSNE)",
+            "neighbours": neighbours.method,
+            "threads": threads,
+            "kl_divergence": float(embedding.kl_divergence),
+        },
+    )
 
 
 def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,12 +239,20 @@ def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def _with_self(idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Prepend each point itself (distance 0) to its neighbour list, as UMAP's precomputed_knn expects."""
     n = len(idx)
-    return (np.concatenate([np.arange(n)[:, None], idx], axis=1),
-            np.concatenate([np.zeros((n, 1)), dist], axis=1).astype(np.float32))
+    return (
+        np.concatenate([np.arange(n)[:, None], idx], axis=1),
+        np.concatenate([np.zeros((n, 1)), dist], axis=1).astype(np.float32),
+    )
 
 
-def umap_map(x: np.ndarray, n_neighbors: int, seed: int, n_epochs: int = 200, large_from: int = LARGE_INPUT,
-             neighbours: Neighbours | None = None) -> MapResult:
+def umap_map(
+    x: np.ndarray,
+    n_neighbors: int,
+    seed: int,
+    n_epochs: int = 200,
+    large_from: int = LARGE_INPUT,
+    neighbours: Neighbours | None = None,
+) -> MapResult:
     """UMAP (umap-learn); n_neighbors capped at n - 1; random_state makes it single-threaded, hence repeatable.
 
     Below `large_from` points the neighbour graph is computed exactly by scikit-learn and handed
@@ -245,8 +284,15 @@ def umap_map(x: np.ndarray, n_neighbors: int, seed: int, n_epochs: int = 200, la
                 knn, graph = exact_knn(x, used), "exact"
         # Spectral initialisation needs a connected graph of some size; tiny samples start at random.
         init = "pca" if large else "spectral" if n > 3 * used else "random"
-        reducer = umap.UMAP(n_components=2, n_neighbors=used, min_dist=0.1, random_state=seed, n_epochs=n_epochs,
-                            init=init, precomputed_knn=(*knn, None) if knn is not None else (None, None, None))
+        reducer = umap.UMAP(
+            n_components=2,
+            n_neighbors=used,
+            min_dist=0.1,
+            random_state=seed,
+            n_epochs=n_epochs,
+            init=init,
+            precomputed_knn=(*knn, None) if knn is not None else (None, None, None),
+        )
         coords = reducer.fit_transform(x)
     params = {"n_neighbors": used, "min_dist": 0.1, "n_epochs": n_epochs, "exact_neighbours": graph.startswith("exact")}
     if large:  # small inputs keep the parameters they always reported
@@ -260,19 +306,28 @@ def som_map(x: np.ndarray, cfg: EmbedConfig, large_from: int = LARGE_INPUT) -> M
     The jitter only spreads points inside their neuron's cell; the 2-D scores use these coordinates,
     so neighbours within one neuron are ordered at random (seeded) rather than by input order.
     """
-    som = train_som(x, cfg.grid, cfg.som_epochs, cfg.som_schedule, cfg.sigma0, cfg.som_lr, cfg.seed, batch_from=large_from)
+    som = train_som(
+        x, cfg.grid, cfg.som_epochs, cfg.som_schedule, cfg.sigma0, cfg.som_lr, cfg.seed, batch_from=large_from
+    )
     jitter = np.random.default_rng(cfg.seed + 1).uniform(-0.35, 0.35, size=(len(x), 2))
     # x = column, y = row, so the scatter looks like the U-matrix image (row 0 at the top after inverting).
     coords = np.stack([som.winners[:, 1], som.winners[:, 0]], axis=1) + jitter
-    params = {"grid": list(cfg.grid), "epochs": cfg.som_epochs, "schedule": cfg.som_schedule,
-              "sigma0": cfg.sigma0, "learning_rate": cfg.som_lr,
-              "quantization_error": som.quantization_error, "topographic_error": som.topographic_error,
-              "training": "batch" if len(x) >= large_from else "online"}
+    params = {
+        "grid": list(cfg.grid),
+        "epochs": cfg.som_epochs,
+        "schedule": cfg.som_schedule,
+        "sigma0": cfg.sigma0,
+        "learning_rate": cfg.som_lr,
+        "quantization_error": som.quantization_error,
+        "topographic_error": som.topographic_error,
+        "training": "batch" if len(x) >= large_from else "online",
+    }
     return MapResult(coords.astype(np.float32), params, som)
 
 
-def make_map(method: str, x: np.ndarray, cfg: EmbedConfig, large_from: int = LARGE_INPUT,
-             neighbours: Neighbours | None = None) -> MapResult:
+def make_map(
+    method: str, x: np.ndarray, cfg: EmbedConfig, large_from: int = LARGE_INPUT, neighbours: Neighbours | None = None
+) -> MapResult:
     """(n, 2) coordinates by `method`; from `large_from` points on, the scalable path (module doc).
 
     Pass the same `neighbours` for every method of one input to build its neighbour graph once.

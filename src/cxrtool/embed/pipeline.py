@@ -48,7 +48,7 @@ METHOD_TITLES = {"som": "SOM", "tsne": "t-SNE", "umap": "UMAP"}
 
 def output_files(space: str, method: str) -> list[str]:
     names = [f"coords_{space}_{method}.csv", f"scatter_{space}_{method}.png"]
-    return names + [f"som_{space}.png"] if method == "som" else names
+    return [*names, f"som_{space}.png"] if method == "som" else names
 
 
 def _resolve_inputs(cfg: EmbedConfig) -> tuple[Path | None, PreparedData, Path]:
@@ -69,12 +69,18 @@ def _check_outputs(out: Path, cfg: EmbedConfig) -> None:
         for method in cfg.methods:
             for name in output_files(space, method):
                 if (out / name).exists():
-                    raise CxrError(f"{out / name}: exists from an earlier embed; pass --overwrite to replace it or choose another --out")
+                    raise CxrError(
+                        f"{out / name}: exists from an earlier embed; pass --overwrite to replace it or choose another --out"
+                    )
 
 
 def _fingerprint(ids: np.ndarray, cfg: EmbedConfig, run: Path | None, data: PreparedData) -> str:
     """Identifies the images and feature settings, so scores from separate calls are only merged when comparable."""
-    key = "\n".join(map(str, ids)) + f"|{cfg.pca}|{cfg.pixel_size}|{cfg.checkpoint}|{cfg.image_size}|{cfg.seed}|{cfg.multi_label}|{cfg.knn}|{cfg.split}|{run}|{data.data_hash}"
+    key = (
+        "\n".join(map(str, ids))
+        + f"|{cfg.pca}|{cfg.pixel_size}|{cfg.checkpoint}|{cfg.image_size}|{cfg.seed}|{cfg.multi_label}|{cfg.knn}"
+        + f"|{cfg.split}|{run}|{data.data_hash}"
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -112,12 +118,24 @@ def split_scores(x: np.ndarray, images: SampledImages, cfg: EmbedConfig, space: 
         if member.sum() < 2:
             continue
         scores = structure_scores(x[member], images.classes[member], cfg.knn, images.patients[member], cfg.seed)
-        by_split[name] = {**scores, "images": int(member.sum()), "knn_chance": chance_accuracy(images.classes[member]),
-                          "in_sample": _in_sample(name, space)}
+        by_split[name] = {
+            **scores,
+            "images": int(member.sum()),
+            "knn_chance": chance_accuracy(images.classes[member]),
+            "in_sample": _in_sample(name, space),
+        }
     head = next(iter(by_split), None)
-    headline = {k: by_split[head][k] for k in ("silhouette", "knn_accuracy")} if head else \
-        {"silhouette": float("nan"), "knn_accuracy": float("nan")}
-    return {**headline, "scored_on": head, "in_sample": bool(head and by_split[head]["in_sample"]), "by_split": by_split}
+    headline = (
+        {k: by_split[head][k] for k in ("silhouette", "knn_accuracy")}
+        if head
+        else {"silhouette": float("nan"), "knn_accuracy": float("nan")}
+    )
+    return {
+        **headline,
+        "scored_on": head,
+        "in_sample": bool(head and by_split[head]["in_sample"]),
+        "by_split": by_split,
+    }
 
 
 def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
@@ -138,7 +156,9 @@ class SampledImages:
         pick = stratified_sample(strata, cfg.max_images, cfg.seed)
         self.rows, self.targets, self.classes, self.sources = rows[pick], targets[pick], classes[pick], sources[pick]
         if len(self.rows) < 10:
-            raise CxrError(f"{data.root}: the {cfg.split} split has {len(self.rows)} images; a map needs at least 10 (try --split all)")
+            raise CxrError(
+                f"{data.root}: the {cfg.split} split has {len(self.rows)} images; a map needs at least 10 (try --split all)"
+            )
         index = data.index.iloc[self.rows]
         self.ids = index["id"].astype(str).to_numpy()
         self.patients = index["patient"].astype(str).to_numpy()
@@ -148,24 +168,45 @@ class SampledImages:
         self.covid = (np.nan_to_num(self.targets[:, covid]) > 0.5) if covid is not None else None
 
     def frame(self, coords: np.ndarray, som_winners: np.ndarray | None = None) -> pd.DataFrame:
-        frame = pd.DataFrame({"id": self.ids, "patient": self.patients, "source": self.sources, "finding": self.classes,
-                              "labels": self.labels_text, "x": coords[:, 0], "y": coords[:, 1]})
+        frame = pd.DataFrame(
+            {
+                "id": self.ids,
+                "patient": self.patients,
+                "source": self.sources,
+                "finding": self.classes,
+                "labels": self.labels_text,
+                "x": coords[:, 0],
+                "y": coords[:, 1],
+            }
+        )
         if som_winners is not None:
             frame["som_row"] = som_winners[:, 0]
             frame["som_col"] = som_winners[:, 1]
         return frame
 
 
-def _map_space(space: str, run: Path | None, data: PreparedData, images: SampledImages, cfg: EmbedConfig, out: Path,
-               entry: dict[str, Any], files: list[Path]) -> pd.DataFrame:
+def _map_space(
+    space: str,
+    run: Path | None,
+    data: PreparedData,
+    images: SampledImages,
+    cfg: EmbedConfig,
+    out: Path,
+    entry: dict[str, Any],
+    files: list[Path],
+) -> pd.DataFrame:
     """Features, PCA and scores of one space, then each map; returns the space's centroid distance table."""
     classes = images.classes
     feats = _compute_space(space, run, data, images.rows, cfg)
     started = time.perf_counter()
     reduced, kept = reduce_pca(feats, cfg.pca, cfg.seed)
-    entry["full"] = {"dims": int(reduced.shape[1]), "input_dims": int(feats.shape[1]), "variance_kept": kept,
-                     **split_scores(reduced, images, cfg, space),
-                     "seconds": time.perf_counter() - started}
+    entry["full"] = {
+        "dims": int(reduced.shape[1]),
+        "input_dims": int(feats.shape[1]),
+        "variance_kept": kept,
+        **split_scores(reduced, images, cfg, space),
+        "seconds": time.perf_counter() - started,
+    }
     table = centroid_distances(feats, images.targets, data.labels)
     files.append(_write_csv(out / f"centroids_{space}.csv", table.round(4), index=True))
     colours = class_colours(class_order(classes))
@@ -175,20 +216,29 @@ def _map_space(space: str, run: Path | None, data: PreparedData, images: Sampled
         started = time.perf_counter()
         mapped = make_map(method, reduced, cfg, neighbours=neighbours)
         seconds = time.perf_counter() - started
-        entry[method] = {**split_scores(mapped.coords, images, cfg, space),
-                         "seconds": seconds, "params": mapped.params}
+        entry[method] = {**split_scores(mapped.coords, images, cfg, space), "seconds": seconds, "params": mapped.params}
         winners = mapped.som.winners if mapped.som is not None else None
         files.append(_write_csv(out / f"coords_{space}_{method}.csv", images.frame(mapped.coords, winners)))
         title = f"{space} {METHOD_TITLES[method]}"
-        files.append(scatter_plot(out / f"scatter_{space}_{method}.png", mapped.coords, classes, colours, title,
-                                  images.sources, invert_y=method == "som"))
+        files.append(
+            scatter_plot(
+                out / f"scatter_{space}_{method}.png",
+                mapped.coords,
+                classes,
+                colours,
+                title,
+                images.sources,
+                invert_y=method == "som",
+            )
+        )
         if mapped.som is not None:
             names = sorted(set(classes))
             majority = neuron_majority(winners, cfg.grid, classes, names)
             covid = images.covid
             share = neuron_share(winners, cfg.grid, covid) if covid is not None and covid.any() else None
-            files.append(som_plot(out / f"som_{space}.png", mapped.som.umatrix, majority, names, colours,
-                                  f"{space} SOM", share))
+            files.append(
+                som_plot(out / f"som_{space}.png", mapped.som.umatrix, majority, names, colours, f"{space} SOM", share)
+            )
     return table
 
 
@@ -216,16 +266,20 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     # Small samples run single-threaded: BLAS and OpenMP hand-offs cost more than they save there.
     with threadpool_limits(limits=1 if len(images.rows) < SMALL_FOR_THREADS else None):
         for space in cfg.spaces:
-            centroids[space] = _map_space(space, run, data, images, cfg, out, spaces_scores.setdefault(space, {}), files)
+            centroids[space] = _map_space(
+                space, run, data, images, cfg, out, spaces_scores.setdefault(space, {}), files
+            )
 
     classes = images.classes
-    scored_on = cfg.split if cfg.split != "all" else next((s for s in SPLIT_ORDER if (images.splits == s).sum() >= 2), "train")
+    scored_on = (
+        cfg.split if cfg.split != "all" else next((s for s in SPLIT_ORDER if (images.splits == s).sum() >= 2), "train")
+    )
     scores = {
         "fingerprint": fingerprint,
         "run": str(run) if run is not None else None,
         "data": str(data.root),
         "split": cfg.split,
-        "n_images": int(len(images.rows)),
+        "n_images": len(images.rows),
         "classes": {str(k): int(v) for k, v in zip(*np.unique(classes, return_counts=True))},
         "sources": {str(k): int(v) for k, v in zip(*np.unique(images.sources, return_counts=True))},
         "splits": {str(k): int(v) for k, v in zip(*np.unique(images.splits, return_counts=True))},
@@ -234,13 +288,14 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
         "knn_chance": chance_accuracy(classes[images.splits == scored_on] if cfg.split == "all" else classes),
         "knn_excludes_same_patient": True,
         "spaces": spaces_scores,
-        "near_covid": ({s: nearest_findings(t, COVID_LABEL, 5) for s, t in centroids.items()}
-                       if images.covid is not None else {}),
+        "near_covid": (
+            {s: nearest_findings(t, COVID_LABEL, 5) for s, t in centroids.items()} if images.covid is not None else {}
+        ),
     }
     files.append(atomic_write_json(out / SCORES, scores))
     files.append(dump_config(cfg, out / "config.yaml"))
     _report(scores)
-    return {"out": out, "scores": scores, "files": files, "n_images": int(len(images.rows))}
+    return {"out": out, "scores": scores, "files": files, "n_images": len(images.rows)}
 
 
 def _split_name(split: str | None, in_sample: bool) -> str:
@@ -255,18 +310,31 @@ def _report(scores: dict[str, Any]) -> None:
             # With --split all, one row per split; otherwise the one split scored.
             parts = s.get("by_split") or {s.get("scored_on"): s}
             for split, p in parts.items():
-                rows.append([space, name, _split_name(split, bool(p.get("in_sample"))), fmt(p.get("silhouette")),
-                             fmt(p.get("knn_accuracy")), fmt(s.get("seconds"), 1)])
-    print_table(f"cluster scores: {scores['n_images']:,} images ({scores['split']}), k-NN k={scores['knn']} "
-                f"(chance on {scores['scored_on']}: {fmt(scores['knn_chance'])})",
-                ["space", "map", "scored on", "silhouette", "k-NN accuracy", "seconds"], rows)
+                rows.append(
+                    [
+                        space,
+                        name,
+                        _split_name(split, bool(p.get("in_sample"))),
+                        fmt(p.get("silhouette")),
+                        fmt(p.get("knn_accuracy")),
+                        fmt(s.get("seconds"), 1),
+                    ]
+                )
+    print_table(
+        f"cluster scores: {scores['n_images']:,} images ({scores['split']}), k-NN k={scores['knn']} "
+        f"(chance on {scores['scored_on']}: {fmt(scores['knn_chance'])})",
+        ["space", "map", "scored on", "silhouette", "k-NN accuracy", "seconds"],
+        rows,
+    )
     spaces = scores["spaces"]
     if "latent" in spaces and "pixels" in spaces:
         a, b = spaces["latent"]["full"]["knn_accuracy"], spaces["pixels"]["full"]["knn_accuracy"]
         verdict = "more" if a > b else "less" if a < b else "as"
         where = _split_name(scores["scored_on"], bool(spaces["latent"]["full"].get("in_sample")))
-        result(f"latent space is {verdict} structured than pixels on {where} images: "
-               f"k-NN accuracy {fmt(a)} vs {fmt(b)} (full space)")
+        result(
+            f"latent space is {verdict} structured than pixels on {where} images: "
+            f"k-NN accuracy {fmt(a)} vs {fmt(b)} (full space)"
+        )
     for space, near in scores.get("near_covid", {}).items():
         if near:
             result(f"nearest COVID-19 in {space} space: " + ", ".join(f"{n} ({d:.2f})" for n, d in near))

@@ -16,13 +16,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
 
-from ..data.labels import NO_FINDING  # noqa: E402
-from ..runs import atomic_write  # noqa: E402
-from .features import MULTIPLE  # noqa: E402
+from ..data.labels import NO_FINDING
+from ..runs import atomic_write
+from .features import MULTIPLE
 
 _GREY = (0.72, 0.72, 0.72, 1.0)
 _BLACK = (0.15, 0.15, 0.15, 1.0)
@@ -66,18 +66,39 @@ def _scatter_panel(ax, coords: np.ndarray, groups: np.ndarray, order: list[str],
     for name in reversed(order):
         m = groups == name
         if m.any():
-            ax.scatter(coords[m, 0], coords[m, 1], s=size, color=colours[name], label=f"{name} ({int(m.sum())})",
-                       alpha=0.75, linewidths=0)
+            ax.scatter(
+                coords[m, 0],
+                coords[m, 1],
+                s=size,
+                color=colours[name],
+                label=f"{name} ({int(m.sum())})",
+                alpha=0.75,
+                linewidths=0,
+            )
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
     handles, labels = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], labels[::-1], fontsize=7, markerscale=max(1.0, 20 / size), loc="center left",
-              bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.legend(
+        handles[::-1],
+        labels[::-1],
+        fontsize=7,
+        markerscale=max(1.0, 20 / size),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+    )
 
 
-def scatter_plot(path: Path, coords: np.ndarray, findings: np.ndarray, colours: dict, title: str,
-                 sources: np.ndarray | None = None, invert_y: bool = False) -> Path:
+def scatter_plot(
+    path: Path,
+    coords: np.ndarray,
+    findings: np.ndarray,
+    colours: dict,
+    title: str,
+    sources: np.ndarray | None = None,
+    invert_y: bool = False,
+) -> Path:
     """One PNG: coloured by finding, plus a panel by source when `sources` has several values."""
     mixed = sources is not None and len(np.unique(sources)) > 1
     fig, axes = plt.subplots(1, 2 if mixed else 1, figsize=(13 if mixed else 7, 5.5), squeeze=False)
@@ -93,8 +114,15 @@ def scatter_plot(path: Path, coords: np.ndarray, findings: np.ndarray, colours: 
     return _save(fig, path)
 
 
-def som_plot(path: Path, umatrix: np.ndarray, majority: np.ndarray, names: list[str], colours: dict,
-             title: str, covid_share: np.ndarray | None = None) -> Path:
+def som_plot(
+    path: Path,
+    umatrix: np.ndarray,
+    majority: np.ndarray,
+    names: list[str],
+    colours: dict,
+    title: str,
+    covid_share: np.ndarray | None = None,
+) -> Path:
     """U-matrix | majority finding per neuron | COVID-19 share per neuron (when given)."""
     panels = 3 if covid_share is not None else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.6))
@@ -110,8 +138,9 @@ def som_plot(path: Path, umatrix: np.ndarray, majority: np.ndarray, names: list[
     axes[1].imshow(code, cmap=cmap, vmin=0, vmax=len(present), interpolation="nearest")
     axes[1].set_title(f"{title}: majority finding")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[names[i]]) for i in present]
-    axes[1].legend(handles, [names[i] for i in present], fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
-                   frameon=False)
+    axes[1].legend(
+        handles, [names[i] for i in present], fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+    )
     if covid_share is not None:
         im = axes[2].imshow(np.ma.masked_invalid(covid_share), cmap="Reds", vmin=0, vmax=1, interpolation="nearest")
         axes[2].set_title(f"{title}: COVID-19 share")

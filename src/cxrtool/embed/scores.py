@@ -21,8 +21,9 @@ from ..data.labels import NO_FINDING
 SILHOUETTE_SAMPLE = 5000
 
 
-def knn_accuracy(x: np.ndarray, classes: np.ndarray, k: int = 5, groups: np.ndarray | None = None,
-                 extra: int = 50) -> float:
+def knn_accuracy(
+    x: np.ndarray, classes: np.ndarray, k: int = 5, groups: np.ndarray | None = None, extra: int = 50
+) -> float:
     """Leave-one-out k-NN accuracy, skipping neighbours in the same group (patient).
 
     Ties between classes go to the class of the nearer neighbours (votes weighted by a tiny
@@ -75,11 +76,15 @@ def chance_accuracy(classes: np.ndarray) -> float:
     return float(counts.max() / counts.sum())
 
 
-def structure_scores(x: np.ndarray, classes: np.ndarray, k: int, groups: np.ndarray | None, seed: int) -> dict[str, float]:
+def structure_scores(
+    x: np.ndarray, classes: np.ndarray, k: int, groups: np.ndarray | None, seed: int
+) -> dict[str, float]:
     return {"silhouette": silhouette(x, classes, seed), "knn_accuracy": knn_accuracy(x, classes, k, groups)}
 
 
-def centroid_distances(features: np.ndarray, targets: np.ndarray, labels: list[str], min_images: int = 1) -> pd.DataFrame:
+def centroid_distances(
+    features: np.ndarray, targets: np.ndarray, labels: list[str], min_images: int = 1
+) -> pd.DataFrame:
     """Square table (findings x findings) of centroid distances, relative to the mean spread.
 
     Rows and columns are the findings with at least `min_images` positive images, plus

@@ -22,8 +22,8 @@ map has no learning rate (each epoch moves the neurons all the way to the weight
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from ..progress import progress_bar
 
 def paper_sigma(t: float, total: float, sigma0: float) -> float:
     """The report's radius: sigma_0 * exp(-t^2 * log(4 sigma_0) / T^2)."""
-    return float(sigma0 * np.exp(-(t ** 2) * np.log(4.0 * sigma0) / float(total) ** 2))
+    return float(sigma0 * np.exp(-(t**2) * np.log(4.0 * sigma0) / float(total) ** 2))
 
 
 def minisom_sigma(t: float, total: float, sigma0: float) -> float:
@@ -49,29 +49,38 @@ SCHEDULES: dict[str, Callable[[float, float, float], float]] = {"paper": paper_s
 
 @dataclass
 class SomResult:
-    weights: np.ndarray          # (rows, cols, d)
-    winners: np.ndarray          # (n, 2) int: each sample's winning neuron (row, col)
-    umatrix: np.ndarray          # (rows, cols): mean distance to neighbouring neurons, scaled to [0, 1]
-    quantization_error: float    # mean distance from a sample to its winner's weights
-    topographic_error: float     # share of samples whose two best neurons are not adjacent
+    weights: np.ndarray  # (rows, cols, d)
+    winners: np.ndarray  # (n, 2) int: each sample's winning neuron (row, col)
+    umatrix: np.ndarray  # (rows, cols): mean distance to neighbouring neurons, scaled to [0, 1]
+    quantization_error: float  # mean distance from a sample to its winner's weights
+    topographic_error: float  # share of samples whose two best neurons are not adjacent
 
 
-def best_units(weights: np.ndarray, data: np.ndarray, chunk: int = 4096,
-               second: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def best_units(
+    weights: np.ndarray, data: np.ndarray, chunk: int = 4096, second: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(first, second) best neuron index (flat) and the distance to the first, for every sample.
 
     With `second=False` only the winners are found (the batch map's inner step): (first, None, None).
     """
     flat = weights.reshape(-1, weights.shape[-1]).astype(np.float64)
-    w2 = (flat ** 2).sum(axis=1)
+    w2 = (flat**2).sum(axis=1)
     if not second:
         # ||x||^2 is the same for every neuron of a sample, so the winner needs only w2 - 2 x.w.
-        return np.concatenate([np.argmin(w2 - 2 * data[s : s + chunk].astype(np.float64) @ flat.T, axis=1)
-                               for s in range(0, len(data), chunk)]), None, None
+        return (
+            np.concatenate(
+                [
+                    np.argmin(w2 - 2 * data[s : s + chunk].astype(np.float64) @ flat.T, axis=1)
+                    for s in range(0, len(data), chunk)
+                ]
+            ),
+            None,
+            None,
+        )
     first, second_, dist = [], [], []
     for start in range(0, len(data), chunk):
         x = data[start : start + chunk].astype(np.float64)
-        d2 = np.maximum((x ** 2).sum(axis=1, keepdims=True) - 2 * x @ flat.T + w2, 0.0)
+        d2 = np.maximum((x**2).sum(axis=1, keepdims=True) - 2 * x @ flat.T + w2, 0.0)
         two = np.argpartition(d2, 1, axis=1)[:, :2] if d2.shape[1] > 1 else np.zeros((len(x), 2), int)
         # argpartition does not order the two; sort them by distance.
         rows = np.arange(len(x))[:, None]
@@ -85,8 +94,16 @@ def best_units(weights: np.ndarray, data: np.ndarray, chunk: int = 4096,
 BATCH_FROM = 20000  # images; below it the online loop (the report's method) runs, as it always has
 
 
-def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: str = "paper",
-              sigma0: float | None = None, lr0: float = 0.5, seed: int = 0, batch_from: int = BATCH_FROM) -> SomResult:
+def train_som(
+    data: np.ndarray,
+    grid: tuple[int, int],
+    epochs: int,
+    schedule: str = "paper",
+    sigma0: float | None = None,
+    lr0: float = 0.5,
+    seed: int = 0,
+    batch_from: int = BATCH_FROM,
+) -> SomResult:
     """Train a rows x cols SOM on `data` (n, d) and map every sample to its winning neuron.
 
     Online updates below `batch_from` samples, the batch map from there on (see the module doc).
@@ -99,8 +116,7 @@ def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: st
     sigma0 = float(sigma0 if sigma0 is not None else max(grid) / 2.0)
     sigma_at = SCHEDULES[schedule]
     data = np.asarray(data, dtype=np.float64)
-    som = MiniSom(rows, cols, dims, sigma=sigma0, learning_rate=lr0, neighborhood_function="gaussian",
-                  random_seed=seed)
+    som = MiniSom(rows, cols, dims, sigma=sigma0, learning_rate=lr0, neighborhood_function="gaussian", random_seed=seed)
     if n >= 2 and dims >= 2:
         som.pca_weights_init(data)  # spans the first two principal axes: a sensible, seeded start
     else:
@@ -115,8 +131,14 @@ def train_som(data: np.ndarray, grid: tuple[int, int], epochs: int, schedule: st
     return _result(som, weights, data, cols)
 
 
-def _batch_epochs(data: np.ndarray, flat: np.ndarray, gi: np.ndarray, gj: np.ndarray, epochs: int,
-                  sigma_at: Callable[[float, float], float]) -> None:
+def _batch_epochs(
+    data: np.ndarray,
+    flat: np.ndarray,
+    gi: np.ndarray,
+    gj: np.ndarray,
+    epochs: int,
+    sigma_at: Callable[[float, float], float],
+) -> None:
     """Kohonen's batch map, in place on `flat` (neurons x d): winners of all samples, then weighted means."""
     # lazy: scipy.sparse, only for the SOM map
     from scipy.sparse import csr_matrix
@@ -140,8 +162,16 @@ def _batch_epochs(data: np.ndarray, flat: np.ndarray, gi: np.ndarray, gj: np.nda
             bar.advance(1)
 
 
-def _online_epochs(data: np.ndarray, flat: np.ndarray, gi: np.ndarray, gj: np.ndarray, epochs: int,
-                   sigma_at: Callable[[float, float], float], lr0: float, seed: int) -> None:
+def _online_epochs(
+    data: np.ndarray,
+    flat: np.ndarray,
+    gi: np.ndarray,
+    gj: np.ndarray,
+    epochs: int,
+    sigma_at: Callable[[float, float], float],
+    lr0: float,
+    seed: int,
+) -> None:
     """One update per sample, samples in a seeded random order each epoch, in place on `flat`."""
     n = len(data)
     rng = np.random.default_rng(seed)
@@ -188,8 +218,7 @@ def neuron_share(winners: np.ndarray, grid: tuple[int, int], mask: np.ndarray) -
     return share.reshape(rows, cols)
 
 
-def neuron_majority(winners: np.ndarray, grid: tuple[int, int], classes: np.ndarray,
-                    names: list[str]) -> np.ndarray:
+def neuron_majority(winners: np.ndarray, grid: tuple[int, int], classes: np.ndarray, names: list[str]) -> np.ndarray:
     """(rows, cols) index into `names` of each neuron's most common class; -1 for empty neurons."""
     rows, cols = grid
     flat = winners[:, 0] * cols + winners[:, 1]

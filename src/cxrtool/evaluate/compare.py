@@ -28,14 +28,38 @@ import pandas as pd
 from ..errors import CxrError
 from ..formatting import fmt, fmt_ci, number_or_none
 from ..progress import info, result
+from ..runs import atomic_write_text, read_json
 from .metrics import mean_and_sd
 from .published import PublishedResult, label_key, published_auroc, published_results
-from ..runs import atomic_write_text, read_json
 
-ARM_COLUMNS = ["arm", "status", "run", "label", "test_auroc", "test_low", "test_high", "test_patients",
-               "test_positives", "test_negatives", "cv_run", "cv_folds", "cv_mean", "cv_sd", "cv_pooled",
-               "cv_pooled_low", "cv_pooled_high", "external_auroc", "external_low", "external_high",
-               "shortcut", "shortcut_auroc", "shortcut_low", "shortcut_high", "other_labels", "other_mean"]
+ARM_COLUMNS = [
+    "arm",
+    "status",
+    "run",
+    "label",
+    "test_auroc",
+    "test_low",
+    "test_high",
+    "test_patients",
+    "test_positives",
+    "test_negatives",
+    "cv_run",
+    "cv_folds",
+    "cv_mean",
+    "cv_sd",
+    "cv_pooled",
+    "cv_pooled_low",
+    "cv_pooled_high",
+    "external_auroc",
+    "external_low",
+    "external_high",
+    "shortcut",
+    "shortcut_auroc",
+    "shortcut_low",
+    "shortcut_high",
+    "other_labels",
+    "other_mean",
+]
 
 
 @dataclass
@@ -101,21 +125,45 @@ def label_fold_spread(metrics: dict, label: str) -> tuple[int | None, float | No
 def arm_row(name: str, metrics: dict, label: str, run: str) -> dict:
     """The arm's row from its (single-split) evaluation."""
     if label not in metrics["labels"]:
-        raise CxrError(f"--arm {name}: the evaluation of {run} has no label {label!r} (it has {', '.join(metrics['labels'])})")
+        raise CxrError(
+            f"--arm {name}: the evaluation of {run} has no label {label!r} (it has {', '.join(metrics['labels'])})"
+        )
     e = metrics["labels"][label]
-    row = {"arm": name, "status": "ok", "run": run, "label": label, "test_patients": metrics.get("patients"),
-           "test_positives": e.get("positives"), "test_negatives": e.get("negatives")}
+    row = {
+        "arm": name,
+        "status": "ok",
+        "run": run,
+        "label": label,
+        "test_patients": metrics.get("patients"),
+        "test_positives": e.get("positives"),
+        "test_negatives": e.get("negatives"),
+    }
     if e.get("not_computable"):
         row["status"] = f"{label} not computable on the test split: {e['not_computable']}"
     else:
-        row.update(test_auroc=number_or_none(e.get("auroc")), test_low=number_or_none(e.get("auroc_low")), test_high=number_or_none(e.get("auroc_high")))
+        row.update(
+            test_auroc=number_or_none(e.get("auroc")),
+            test_low=number_or_none(e.get("auroc_low")),
+            test_high=number_or_none(e.get("auroc_high")),
+        )
     external = ((metrics.get("external") or {}).get("labels") or {}).get(label) or {}
-    row.update(external_auroc=number_or_none(external.get("auroc")), external_low=number_or_none(external.get("auroc_low")),
-               external_high=number_or_none(external.get("auroc_high")))
+    row.update(
+        external_auroc=number_or_none(external.get("auroc")),
+        external_low=number_or_none(external.get("auroc_low")),
+        external_high=number_or_none(external.get("auroc_high")),
+    )
     shortcut, entry = best_shortcut(metrics, label)
-    row.update(shortcut=shortcut, shortcut_auroc=number_or_none(entry.get("auroc")), shortcut_low=number_or_none(entry.get("auroc_low")),
-               shortcut_high=number_or_none(entry.get("auroc_high")))
-    others = [l for l, v in metrics["labels"].items() if l != label and not v.get("not_computable") and v.get("auroc") is not None]
+    row.update(
+        shortcut=shortcut,
+        shortcut_auroc=number_or_none(entry.get("auroc")),
+        shortcut_low=number_or_none(entry.get("auroc_low")),
+        shortcut_high=number_or_none(entry.get("auroc_high")),
+    )
+    others = [
+        l
+        for l, v in metrics["labels"].items()
+        if l != label and not v.get("not_computable") and v.get("auroc") is not None
+    ]
     if others:
         row.update(other_labels=len(others), other_mean=float(np.mean([metrics["labels"][l]["auroc"] for l in others])))
     return row
@@ -129,12 +177,23 @@ def add_cv(row: dict, metrics: dict, label: str, run: str) -> None:
         raise CxrError(f"--cv {row['arm']}: {run} is not a cross-validation run (its evaluation has no folds)")
     k, mean, sd = label_fold_spread(metrics, label)
     e = metrics["labels"][label]
-    row.update(cv_run=run, cv_folds=k, cv_mean=mean, cv_sd=sd, cv_pooled=number_or_none(e.get("auroc")),
-               cv_pooled_low=number_or_none(e.get("auroc_low")), cv_pooled_high=number_or_none(e.get("auroc_high")))
+    row.update(
+        cv_run=run,
+        cv_folds=k,
+        cv_mean=mean,
+        cv_sd=sd,
+        cv_pooled=number_or_none(e.get("auroc")),
+        cv_pooled_low=number_or_none(e.get("auroc_low")),
+        cv_pooled_high=number_or_none(e.get("auroc_high")),
+    )
     if row.get("shortcut") is None:  # a CV-only arm: its cross-fitted shortcut baseline
         shortcut, entry = best_shortcut(metrics, label)
-        row.update(shortcut=shortcut, shortcut_auroc=number_or_none(entry.get("auroc")),
-                   shortcut_low=number_or_none(entry.get("auroc_low")), shortcut_high=number_or_none(entry.get("auroc_high")))
+        row.update(
+            shortcut=shortcut,
+            shortcut_auroc=number_or_none(entry.get("auroc")),
+            shortcut_low=number_or_none(entry.get("auroc_low")),
+            shortcut_high=number_or_none(entry.get("auroc_high")),
+        )
 
 
 def arms_table(cfg: CompareConfig) -> pd.DataFrame:
@@ -172,20 +231,29 @@ def read_published_csv(title: str, path: Path) -> PublishedResult:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CxrError(f"--published {title}: {path} is not a readable CSV ({exc})") from None
     if not {"label", "auroc"} <= set(frame.columns):
-        raise CxrError(f"--published {title}: {path} needs the columns label,auroc (it has {', '.join(map(str, frame.columns))})")
+        raise CxrError(
+            f"--published {title}: {path} needs the columns label,auroc (it has {', '.join(map(str, frame.columns))})"
+        )
     values = pd.to_numeric(frame["auroc"], errors="coerce")
     bad = frame.index[values.isna() | (values < 0) | (values > 1)]
     if len(bad):
-        raise CxrError(f"{path}: row {int(bad[0]) + 2}: auroc must be a number between 0 and 1 (got {frame['auroc'].iloc[bad[0]]!r})")
-    return PublishedResult(key=title, name=title, citation=str(path), measured_on=f"as given in {path}",
-                           auroc=dict(zip(frame["label"].astype(str), values.astype(float))))
+        raise CxrError(
+            f"{path}: row {int(bad[0]) + 2}: auroc must be a number between 0 and 1 (got {frame['auroc'].iloc[bad[0]]!r})"
+        )
+    return PublishedResult(
+        key=title,
+        name=title,
+        citation=str(path),
+        measured_on=f"as given in {path}",
+        auroc=dict(zip(frame["label"].astype(str), values.astype(float))),
+    )
 
 
 def published_columns(items: list[str]) -> list[PublishedResult]:
     out: list[PublishedResult] = []
     for item in items:
         if "=" in item:
-            (title, path), = parse_pairs([item], "--published")
+            ((title, path),) = parse_pairs([item], "--published")
             out.append(read_published_csv(title, Path(path)))
         else:
             out.extend(r for r in published_results(item) if r.name not in {o.name for o in out})
@@ -197,19 +265,29 @@ def pretrain_runs(items: list[str]) -> list[tuple[str, str]]:
     return parse_pairs([item if "=" in item else f"{Path(item).name}={item}" for item in items], "--pretrain")
 
 
-def findings_table(runs: list[tuple[str, dict]], published: list[PublishedResult], exclude: str | None = None) -> pd.DataFrame:
+def findings_table(
+    runs: list[tuple[str, dict]], published: list[PublishedResult], exclude: str | None = None
+) -> pd.DataFrame:
     """Per-finding AUROC of each pretraining run (NAME, its metrics), with published numbers beside."""
     order: list[str] = []
     for _, metrics in runs:
-        order += [l for l in metrics["labels"] if l not in order and not (exclude and label_key(l) == label_key(exclude))]
+        order += [
+            l for l in metrics["labels"] if l not in order and not (exclude and label_key(l) == label_key(exclude))
+        ]
     rows = []
     for label in order:
         row: dict = {"finding": label}
         for name, metrics in runs:
             e = metrics["labels"].get(label) or {"not_computable": "not a label of this run"}
-            row.update({f"{name}_auroc": number_or_none(e.get("auroc")), f"{name}_low": number_or_none(e.get("auroc_low")),
-                        f"{name}_high": number_or_none(e.get("auroc_high")), f"{name}_positives": e.get("positives"),
-                        f"{name}_not_computable": e.get("not_computable")})
+            row.update(
+                {
+                    f"{name}_auroc": number_or_none(e.get("auroc")),
+                    f"{name}_low": number_or_none(e.get("auroc_low")),
+                    f"{name}_high": number_or_none(e.get("auroc_high")),
+                    f"{name}_positives": e.get("positives"),
+                    f"{name}_not_computable": e.get("not_computable"),
+                }
+            )
         for entry in published:
             row[entry.name] = published_auroc(entry, label)
         rows.append(row)
@@ -217,8 +295,10 @@ def findings_table(runs: list[tuple[str, dict]], published: list[PublishedResult
 
 
 def arms_markdown(table: pd.DataFrame, label: str) -> str:
-    head = (f"| arm | {label} test AUROC [95% CI] | test patients (pos/neg images) | k-fold mean ± SD | "
-            f"pooled out-of-fold [95% CI] | external [95% CI] | best metadata shortcut [95% CI] | mean of other labels |")
+    head = (
+        f"| arm | {label} test AUROC [95% CI] | test patients (pos/neg images) | k-fold mean ± SD | "
+        f"pooled out-of-fold [95% CI] | external [95% CI] | best metadata shortcut [95% CI] | mean of other labels |"
+    )
     lines = [head, "| " + " | ".join(["---"] * 8) + " |"]
     for r in table.to_dict("records"):
         r = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
@@ -234,27 +314,51 @@ def arms_markdown(table: pd.DataFrame, label: str) -> str:
         cv = ""
         if r.get("cv_mean") is not None:
             cv = f"{fmt(r['cv_mean'], missing='')} ± {fmt(r['cv_sd'], missing='')} ({int(r['cv_folds'])} folds)"
-        pooled = fmt_ci(r.get("cv_pooled"), r.get("cv_pooled_low"), r.get("cv_pooled_high"), missing="n/a") if r.get("cv_run") else ""
-        external = fmt_ci(r.get("external_auroc"), r.get("external_low"), r.get("external_high"), missing="n/a") if r.get("external_auroc") is not None else ""
+        pooled = (
+            fmt_ci(r.get("cv_pooled"), r.get("cv_pooled_low"), r.get("cv_pooled_high"), missing="n/a")
+            if r.get("cv_run")
+            else ""
+        )
+        external = (
+            fmt_ci(r.get("external_auroc"), r.get("external_low"), r.get("external_high"), missing="n/a")
+            if r.get("external_auroc") is not None
+            else ""
+        )
         shortcut = ""
         if r.get("shortcut"):
-            shortcut = f"{r['shortcut']}: {fmt_ci(r['shortcut_auroc'], r['shortcut_low'], r['shortcut_high'], missing='n/a')}"
-        other = f"{fmt(r['other_mean'], missing='')} ({int(r['other_labels'])} labels)" if r.get("other_mean") is not None else ""
+            shortcut = (
+                f"{r['shortcut']}: {fmt_ci(r['shortcut_auroc'], r['shortcut_low'], r['shortcut_high'], missing='n/a')}"
+            )
+        other = (
+            f"{fmt(r['other_mean'], missing='')} ({int(r['other_labels'])} labels)"
+            if r.get("other_mean") is not None
+            else ""
+        )
         lines.append(f"| {r['arm']} | {test} | {counts} | {cv} | {pooled} | {external} | {shortcut} | {other} |")
     return "\n".join(lines)
 
 
 def findings_markdown(table: pd.DataFrame, runs: list[str], published: list[PublishedResult]) -> str:
     names = [p.name for p in published]
-    lines = ["| finding | " + " | ".join(f"{r} [95% CI]" for r in runs) + " | " + " | ".join(names) + " |",
-             "| " + " | ".join(["---"] * (1 + len(runs) + len(names))) + " |"]
+    lines = [
+        "| finding | " + " | ".join(f"{r} [95% CI]" for r in runs) + " | " + " | ".join(names) + " |",
+        "| " + " | ".join(["---"] * (1 + len(runs) + len(names))) + " |",
+    ]
     for r in table.to_dict("records"):
         cells = []
         for run in runs:
             why = r.get(f"{run}_not_computable")
             why = None if isinstance(why, float) else why
-            cells.append(f"n/a ({why})" if why else fmt_ci(r[f"{run}_auroc"], r[f"{run}_low"], r[f"{run}_high"], missing="n/a"))
-        lines.append(f"| {r['finding']} | " + " | ".join(cells) + " | " + " | ".join(fmt(r.get(n), missing="") for n in names) + " |")
+            cells.append(
+                f"n/a ({why})" if why else fmt_ci(r[f"{run}_auroc"], r[f"{run}_low"], r[f"{run}_high"], missing="n/a")
+            )
+        lines.append(
+            f"| {r['finding']} | "
+            + " | ".join(cells)
+            + " | "
+            + " | ".join(fmt(r.get(n), missing="") for n in names)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -283,11 +387,18 @@ def compare(cfg: CompareConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     text = [f"# {cfg.label}: the arms side by side", "", arms_markdown(arms, cfg.label), "", NOTES, ""]
     if findings is not None:
-        text += ["# Pretraining on NIH: per-finding AUROC", "", findings_markdown(findings, [n for n, _ in pretrained], published), ""]
+        text += [
+            "# Pretraining on NIH: per-finding AUROC",
+            "",
+            findings_markdown(findings, [n for n, _ in pretrained], published),
+            "",
+        ]
         text += [f"- {p.name}: {p.citation}; measured on {p.measured_on}." for p in published] + [""]
         atomic_write_text(out / "findings.csv", findings.to_csv(index=False))
     atomic_write_text(out / "arms.csv", arms.to_csv(index=False))
     atomic_write_text(out / "table.md", "\n".join(text))
     result(arms_markdown(arms, cfg.label))
-    info(f"wrote {out / 'table.md'}, {out / 'arms.csv'}" + (f", {out / 'findings.csv'}" if findings is not None else ""))
+    info(
+        f"wrote {out / 'table.md'}, {out / 'arms.csv'}" + (f", {out / 'findings.csv'}" if findings is not None else "")
+    )
     return out / "table.md"

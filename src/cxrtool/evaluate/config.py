@@ -34,12 +34,23 @@ class EvaluateConfig:
     sensitivity: float = 0.9  # the fixed-sensitivity operating point, chosen on val
 
     def __post_init__(self) -> None:
-        require(self.split in SPLIT_CHOICES, f"--split: unknown split {self.split!r}; choose one of {', '.join(SPLIT_CHOICES)}")
-        require(isinstance(self.bootstrap, int) and self.bootstrap >= 0, f"--bootstrap: must be 0 or a positive number of replicates, got {self.bootstrap}")
-        require(self.bootstrap == 0 or self.bootstrap >= 100, f"--bootstrap: {self.bootstrap} replicates give no stable 95% interval; use at least 100 (or 0 for none)")
+        require(
+            self.split in SPLIT_CHOICES,
+            f"--split: unknown split {self.split!r}; choose one of {', '.join(SPLIT_CHOICES)}",
+        )
+        require(
+            isinstance(self.bootstrap, int) and self.bootstrap >= 0,
+            f"--bootstrap: must be 0 or a positive number of replicates, got {self.bootstrap}",
+        )
+        require(
+            self.bootstrap == 0 or self.bootstrap >= 100,
+            f"--bootstrap: {self.bootstrap} replicates give no stable 95% interval; use at least 100 (or 0 for none)",
+        )
         require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
         require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
-        require(isinstance(self.sensitivity, (int, float)) and 0 < float(self.sensitivity) < 1,
-                f"--sensitivity: give the target sensitivity as a fraction between 0 and 1, e.g. 0.9 (got {self.sensitivity})")
+        require(
+            isinstance(self.sensitivity, (int, float)) and 0 < float(self.sensitivity) < 1,
+            f"--sensitivity: give the target sensitivity as a fraction between 0 and 1, e.g. 0.9 (got {self.sensitivity})",
+        )
         if self.compare is not None:
             published_results(self.compare)  # fails now, naming --compare, not after inference

@@ -31,13 +31,15 @@ def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarra
     try:
         frame = pd.read_csv(path, dtype={"id": str, "patient": str})
     except FileNotFoundError:
-        raise CxrError(f"{path}: not found; the cross-validation run has not finished (no out-of-fold predictions yet)") from None
+        raise CxrError(
+            f"{path}: not found; the cross-validation run has not finished (no out-of-fold predictions yet)"
+        ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CxrError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in ("id", "patient", "fold") if c not in frame.columns]
     if missing:
         raise CxrError(f"{path}: lacks the column(s) {', '.join(missing)}")
-    labels = [c[len("prob_"):] for c in frame.columns if c.startswith("prob_")]
+    labels = [c[len("prob_") :] for c in frame.columns if c.startswith("prob_")]
     if not labels:
         raise CxrError(f"{path}: has no prob_<label> columns")
     no_truth = [l for l in labels if f"true_{l}" not in frame.columns]
@@ -54,28 +56,42 @@ def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarra
 
 def evaluate_cv_run(cfg, run: Path) -> dict:
     if cfg.external is not None:
-        raise CxrError(f"--external: {run} is a cross-validation run with one model per fold; evaluate one fold's own run (e.g. RUN/fold-1) against the external data")
+        raise CxrError(
+            f"--external: {run} is a cross-validation run with one model per fold; "
+            "evaluate one fold's own run (e.g. RUN/fold-1) against the external data"
+        )
     if cfg.tta:
         warn("--tta: ignored for a cross-validation run (its out-of-fold probabilities are already computed)")
     if cfg.data is not None or cfg.split != "test":
-        info("a cross-validation run is scored on its out-of-fold predictions (every image once); --split does not apply")
+        info(
+            "a cross-validation run is scored on its out-of-fold predictions (every image once); --split does not apply"
+        )
     # Out-of-fold predictions are not a split: RUN/eval (or --out), whatever --split says.
     out = prepare_out(dataclasses.replace(cfg, split="test"), run)
     frame, labels, targets, probs = read_oof(run / OOF_PREDICTIONS)
     folds = frame["fold"].to_numpy()
-    metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(),
-                    what=f"out-of-fold predictions of {frame['fold'].nunique()} folds", run=run)
+    metrics = score(
+        cfg,
+        labels,
+        targets,
+        probs,
+        frame["patient"].to_numpy(),
+        what=f"out-of-fold predictions of {frame['fold'].nunique()} folds",
+        run=run,
+    )
     metrics.update(split="out-of-fold", cv=cv_summary(labels, targets, probs, folds))
     if cfg.shortcuts is not False:
         metrics["shortcuts"] = _cv_shortcuts(cfg, run, frame, labels, targets, folds, metrics["labels"])
-    write_predictions(out / "predictions.csv",
-                      predictions_table({**image_keys(frame), "fold": folds}, labels, probs, targets=targets))
+    write_predictions(
+        out / "predictions.csv", predictions_table({**image_keys(frame), "fold": folds}, labels, probs, targets=targets)
+    )
     write_outputs(out, metrics, labels, targets, probs)
     return metrics
 
 
-def _cv_shortcuts(cfg, run: Path, frame: pd.DataFrame, labels: list[str], targets: np.ndarray, folds: np.ndarray,
-                  model_labels: dict) -> dict | None:
+def _cv_shortcuts(
+    cfg, run: Path, frame: pd.DataFrame, labels: list[str], targets: np.ndarray, folds: np.ndarray, model_labels: dict
+) -> dict | None:
     """Cross-fitted metadata baselines, when the run's data (with metadata) is still there."""
     try:
         data = resolve_data(cfg.data, run)
@@ -105,7 +121,10 @@ def cv_summary(labels: list[str], targets: np.ndarray, probs: np.ndarray, folds:
     per = fold_aurocs(targets, probs, folds)
     out = {}
     for fold, images, values, mean in zip(per.folds, per.images, per.auroc, per.fold_mean):
-        out[str(fold)] = {"images": images, "mean_auroc": float(mean) if np.isfinite(mean) else None,
-                          "auroc": {l: (float(v) if np.isfinite(v) else None) for l, v in zip(labels, values)}}
+        out[str(fold)] = {
+            "images": images,
+            "mean_auroc": float(mean) if np.isfinite(mean) else None,
+            "auroc": {l: (float(v) if np.isfinite(v) else None) for l, v in zip(labels, values)},
+        }
     fold_mean, fold_sd = per.mean_spread()
     return {"folds": out, "fold_mean": fold_mean, "fold_sd": fold_sd}

@@ -8,17 +8,17 @@ sessions do not accumulate open figures.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import roc_curve
 
-from ..runs import atomic_write  # noqa: E402
+from ..runs import atomic_write
 
 
 def panel_grid(n_panels: int, panel_inches: float = 2.8, max_cols: int = 4):
@@ -51,8 +51,14 @@ def _roc(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return fpr, tpr
 
 
-def roc_figure(y_true: np.ndarray, y_prob: np.ndarray, labels: Sequence[str], path: Path,
-               aurocs: dict[str, dict] | None = None, title: str = "ROC") -> Path:
+def roc_figure(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    labels: Sequence[str],
+    path: Path,
+    aurocs: dict[str, dict] | None = None,
+    title: str = "ROC",
+) -> Path:
     """One ROC panel per label plus a last panel with every curve and their mean (macro) curve.
 
     `aurocs` maps a label to {"auroc", "auroc_low", "auroc_high"} for the panel titles; the mean

@@ -15,8 +15,8 @@ replicate. Replicates in which a label has only one class are skipped for that l
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -81,7 +81,9 @@ class FoldAurocs:
         return mean_and_sd(self.fold_mean)
 
 
-def fold_aurocs(y_true: np.ndarray, y_prob: np.ndarray, folds: np.ndarray, fold_ids: Iterable[int] | None = None) -> FoldAurocs:
+def fold_aurocs(
+    y_true: np.ndarray, y_prob: np.ndarray, folds: np.ndarray, fold_ids: Iterable[int] | None = None
+) -> FoldAurocs:
     """Per-fold AUROC of out-of-fold predictions; `fold_ids` (default: the folds present) in order."""
     folds = np.asarray(folds)
     ids = sorted(np.unique(folds).tolist()) if fold_ids is None else list(fold_ids)
@@ -128,8 +130,12 @@ def youden_point(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float] | N
     # roc_curve's first threshold is +inf (nothing positive): not a usable operating point.
     j = tpr[1:] - fpr[1:]
     best = int(np.argmax(j)) + 1
-    return {"threshold": float(thresholds[best]), "sensitivity": float(tpr[best]),
-            "specificity": float(1.0 - fpr[best]), "j": float(tpr[best] - fpr[best])}
+    return {
+        "threshold": float(thresholds[best]),
+        "sensitivity": float(tpr[best]),
+        "specificity": float(1.0 - fpr[best]),
+        "j": float(tpr[best] - fpr[best]),
+    }
 
 
 def operating_point(y_true: np.ndarray, y_prob: np.ndarray, threshold: float) -> dict[str, float] | None:
@@ -153,12 +159,23 @@ def sensitivity_point(y_true: np.ndarray, y_prob: np.ndarray, target: float = 0.
     # tpr rises as the threshold falls: the first point that reaches the target is the one.
     best = int(np.argmax(tpr >= target - 1e-12))
     best = max(best, 1)  # index 0 is +inf: nothing called positive
-    return {"threshold": float(thresholds[best]), "sensitivity": float(tpr[best]),
-            "specificity": float(1.0 - fpr[best]), "j": float(tpr[best] - fpr[best])}
+    return {
+        "threshold": float(thresholds[best]),
+        "sensitivity": float(tpr[best]),
+        "specificity": float(1.0 - fpr[best]),
+        "j": float(tpr[best] - fpr[best]),
+    }
 
 
-def bootstrap_operating_point(y_true: np.ndarray, y_prob: np.ndarray, threshold: float, groups: np.ndarray | None = None,
-                              n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict | None:
+def bootstrap_operating_point(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    threshold: float,
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict | None:
     """Sensitivity and specificity at a fixed threshold, each with a patient-bootstrap interval.
 
     The threshold is held fixed (it was chosen elsewhere); only the images are resampled, by
@@ -174,8 +191,13 @@ def bootstrap_operating_point(y_true: np.ndarray, y_prob: np.ndarray, threshold:
     codes = group_codes(None if groups is None else np.asarray(groups)[keep], int(keep.sum()))
     n_units = int(codes.max()) + 1
     # Per patient: positives, true positives, negatives, true negatives; a replicate is a count vector.
-    per_unit = np.stack([np.bincount(codes, weights=w.astype(np.float64), minlength=n_units)
-                         for w in (pos, pos & pred, ~pos, ~pos & ~pred)], axis=1)
+    per_unit = np.stack(
+        [
+            np.bincount(codes, weights=w.astype(np.float64), minlength=n_units)
+            for w in (pos, pos & pred, ~pos, ~pos & ~pred)
+        ],
+        axis=1,
+    )
     sens, spec = [], []
     for counts in bootstrap_counts(n_units, n_boot, seed) if n_boot > 0 else ():
         p, tp, n, tn = (counts @ per_unit).T
@@ -208,16 +230,24 @@ def calibration(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = 10) -> dic
             continue
         mean_prob, frac_pos = float(p[inside].mean()), float(y[inside].mean())
         ece += count / len(y) * abs(mean_prob - frac_pos)
-        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
-                     "mean_prob": mean_prob, "frac_pos": frac_pos})
+        bins.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": count,
+                "mean_prob": mean_prob,
+                "frac_pos": frac_pos,
+            }
+        )
     return {"ece": float(ece) if len(y) else float("nan"), "bins": bins}
 
 
 # ---------------------------------------------------------------- weighted metrics over replicates
 
 
-def _tie_group_sums(y: np.ndarray, p: np.ndarray, codes: np.ndarray, counts: np.ndarray,
-                    descending: bool) -> tuple[np.ndarray, np.ndarray]:
+def _tie_group_sums(
+    y: np.ndarray, p: np.ndarray, codes: np.ndarray, counts: np.ndarray, descending: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative weight per group of equal scores (sorted), (G, B) for B replicates.
 
     `counts` (B, P) says how often each unit (patient) was drawn; image i belongs to unit
@@ -321,9 +351,15 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     return float(low), float(high)
 
 
-def bootstrap_metric(metric: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, y_score: np.ndarray,
-                     groups: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict:
+def bootstrap_metric(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
     """Any metric(y_true, y_score) -> float with a patient-bootstrap percentile interval.
 
     Rows of each drawn patient are taken as often as the patient is drawn; replicates where the
@@ -344,8 +380,9 @@ def bootstrap_metric(metric: Callable[[np.ndarray, np.ndarray], float], y_true: 
     return {"estimate": estimate, "low": low, "high": high, "replicates": n_boot, "skipped": skipped}
 
 
-def bootstrap_label_metrics(y_true: np.ndarray, y_prob: np.ndarray, groups: np.ndarray | None = None,
-                            n_boot: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+def bootstrap_label_metrics(
+    y_true: np.ndarray, y_prob: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Replicate values (n_boot, L) of ROC AUC and average precision, NaN where not computable.
 
     All labels share the same replicates (the same patients drawn), so a mean over labels can be
@@ -371,8 +408,16 @@ def bootstrap_label_metrics(y_true: np.ndarray, y_prob: np.ndarray, groups: np.n
     return {"auroc": auroc, "ap": ap}
 
 
-def label_report(y_true: np.ndarray, y_prob: np.ndarray, labels: list[str], groups: np.ndarray | None = None,
-                 n_boot: int = 1000, seed: int = 0, level: float = 0.95, n_bins: int = 10) -> dict:
+def label_report(
+    y_true: np.ndarray,
+    y_prob: np.ndarray,
+    labels: list[str],
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    n_bins: int = 10,
+) -> dict:
     """Everything evaluate reports per label, plus the mean ROC AUC with its interval.
 
     Returns {"labels": {label: {...}}, "mean": {...}}. A label that is not computable has
@@ -388,8 +433,12 @@ def label_report(y_true: np.ndarray, y_prob: np.ndarray, labels: list[str], grou
     for j, label in enumerate(labels):
         y = y_true[:, j]
         annotated = y[~np.isnan(y)]
-        entry: dict = {"n": int(len(annotated)), "positives": int((annotated == 1).sum()),
-                       "negatives": int((annotated == 0).sum()), "not_computable": not_computable_reason(y)}
+        entry: dict = {
+            "n": len(annotated),
+            "positives": int((annotated == 1).sum()),
+            "negatives": int((annotated == 0).sum()),
+            "not_computable": not_computable_reason(y),
+        }
         if entry["not_computable"] is None:
             computable.append(j)
             entry["auroc"] = label_auroc(y, y_prob[:, j])
@@ -401,7 +450,10 @@ def label_report(y_true: np.ndarray, y_prob: np.ndarray, labels: list[str], grou
                 entry["skipped_replicates"] = int(np.isnan(boot["auroc"][:, j]).sum())
             # Chosen on the very split it is scored on: an optimistic, in-sample figure (the honest
             # operating points are chosen on validation; see cxrtool.evaluate.thresholds).
-            entry["youden_in_sample"] = {**youden_point(y, y_prob[:, j]), "note": "chosen on this split: in-sample, optimistic"}
+            entry["youden_in_sample"] = {
+                **youden_point(y, y_prob[:, j]),
+                "note": "chosen on this split: in-sample, optimistic",
+            }
             entry["calibration"] = calibration(y, y_prob[:, j], n_bins)
             entry["ece"] = entry["calibration"]["ece"]
         per_label[label] = entry

@@ -32,24 +32,40 @@ def prepare_out(cfg: EvaluateConfig, run: Path) -> Path:
     out = Path(cfg.out) if cfg.out else default_out(run, cfg.split)
     lock_output(out, "evaluation")  # checked and written under one lock: two evaluations never mix
     if (out / "metrics.json").exists() and not cfg.overwrite:
-        raise CxrError(f"{out}: holds an earlier evaluation; pass --overwrite to replace it or --out DIR to write elsewhere")
+        raise CxrError(
+            f"{out}: holds an earlier evaluation; pass --overwrite to replace it or --out DIR to write elsewhere"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def score(cfg: EvaluateConfig, labels: list[str], targets: np.ndarray, probs: np.ndarray, patients: np.ndarray,
-          what: str, run: Path) -> dict:
+def score(
+    cfg: EvaluateConfig,
+    labels: list[str],
+    targets: np.ndarray,
+    probs: np.ndarray,
+    patients: np.ndarray,
+    what: str,
+    run: Path,
+) -> dict:
     """The label report with the run's description around it (no files written)."""
     rep = label_report(targets, probs, labels, patients, n_boot=cfg.bootstrap, seed=cfg.seed)
     mean = rep["mean"]
     if not np.isfinite(mean.get("estimate", np.nan)):
         mean["estimate"] = None  # no label computable: say so (mean["not_computable"]), no NaN
     return {
-        "run": str(run), "what": what, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "images": int(len(targets)), "patients": int(pd.Series(patients).nunique()),
-        "mean_auroc": mean.get("estimate"), "mean_auroc_low": mean.get("low"), "mean_auroc_high": mean.get("high"),
+        "run": str(run),
+        "what": what,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "images": len(targets),
+        "patients": int(pd.Series(patients).nunique()),
+        "mean_auroc": mean.get("estimate"),
+        "mean_auroc_low": mean.get("low"),
+        "mean_auroc_high": mean.get("high"),
         "bootstrap": {"replicates": cfg.bootstrap, "unit": "patient", "seed": cfg.seed, "interval": 0.95},
-        "labels": rep["labels"], "mean": mean, "compare": compare_entries(cfg.compare, labels),
+        "labels": rep["labels"],
+        "mean": mean,
+        "compare": compare_entries(cfg.compare, labels),
         "config": config_to_dict(cfg),
     }
 
@@ -68,15 +84,21 @@ def write_outputs(out: Path, metrics: dict, labels: list[str], targets: np.ndarr
 
     titles = {**metrics["labels"], "__mean__": metrics["mean"]}
     roc_figure(targets, probs, labels, out / "roc.png", titles, title=f"ROC: {metrics['what']}")
-    reliability_figure({l: metrics["labels"][l].get("calibration") for l in labels}, out / "reliability.png",
-                       title=f"Reliability: {metrics['what']}")
+    reliability_figure(
+        {l: metrics["labels"][l].get("calibration") for l in labels},
+        out / "reliability.png",
+        title=f"Reliability: {metrics['what']}",
+    )
     write_tables(out, metrics)
     atomic_write_json(out / "metrics.json", metrics)
     for label, e in metrics["labels"].items():
         if e.get("not_computable"):
             warn(f"{label}: AUROC not computable ({e['not_computable']})")
         elif e.get("skipped_replicates"):
-            info(f"{label}: {e['skipped_replicates']} of {metrics['bootstrap']['replicates']} bootstrap replicates had one class and were skipped")
+            info(
+                f"{label}: {e['skipped_replicates']} of {metrics['bootstrap']['replicates']} bootstrap replicates "
+                "had one class and were skipped"
+            )
     for message in (metrics.get("shortcuts") or {}).get("warnings", []):
         warn(message)
     print_tables(metrics)

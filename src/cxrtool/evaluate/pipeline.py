@@ -38,6 +38,7 @@ from .outputs import image_keys, prepare_out, score, write_outputs
 from .shortcuts import shortcut_baselines
 from .thresholds import FILE, choose_thresholds, report_at_thresholds, thresholds_document
 
+
 @holds_locks
 def evaluate_run(cfg: EvaluateConfig) -> dict:
     """Score a run and write its evaluation folder; returns the metrics (as in metrics.json)."""
@@ -61,25 +62,44 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     image_size = int(card["image_size"])
     trained_size = (card.get("preprocessing") or {}).get("cache_size")
     if trained_size and int(trained_size) != data.size:
-        warn(f"{data.root}: cached at {data.size} px but the model was trained on a {trained_size}-px cache; "
-             f"images are resized to {image_size} px either way, but detail differs (prepare with --size {trained_size})")
-    probs = predict_probs(model, data, rows, image_size, cfg.batch_size, device, cfg.tta, description=f"evaluate {cfg.split}")
+        warn(
+            f"{data.root}: cached at {data.size} px but the model was trained on a {trained_size}-px cache; "
+            f"images are resized to {image_size} px either way, but detail differs (prepare with --size {trained_size})"
+        )
+    probs = predict_probs(
+        model, data, rows, image_size, cfg.batch_size, device, cfg.tta, description=f"evaluate {cfg.split}"
+    )
     frame = data.index.iloc[rows]
-    metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(),
-                    what=f"{cfg.split} split of {data.root}", run=run)
-    metrics.update(checkpoint=cfg.checkpoint, data=str(data.root), data_hash=data.data_hash, split=cfg.split, tta=cfg.tta)
-    metrics["operating_points"] = operating_points(cfg, run, out, model, card, data, cols, labels, metrics,
-                                                   targets, probs, frame["patient"].to_numpy(), device)
+    metrics = score(
+        cfg, labels, targets, probs, frame["patient"].to_numpy(), what=f"{cfg.split} split of {data.root}", run=run
+    )
+    metrics.update(
+        checkpoint=cfg.checkpoint, data=str(data.root), data_hash=data.data_hash, split=cfg.split, tta=cfg.tta
+    )
+    metrics["operating_points"] = operating_points(
+        cfg, run, out, model, card, data, cols, labels, metrics, targets, probs, frame["patient"].to_numpy(), device
+    )
 
     shortcuts = cfg.shortcuts
     if shortcuts is not False:
         fit_rows = data.rows("train")
         result = None
         if len(fit_rows):
-            result = shortcut_baselines(data.index, labels, fit_rows, data.targets(fit_rows)[:, cols], rows, targets,
-                                        metrics["labels"], cfg.bootstrap, cfg.seed)
+            result = shortcut_baselines(
+                data.index,
+                labels,
+                fit_rows,
+                data.targets(fit_rows)[:, cols],
+                rows,
+                targets,
+                metrics["labels"],
+                cfg.bootstrap,
+                cfg.seed,
+            )
         if result is None and shortcuts:
-            warn(f"--shortcuts: {data.root} has no metadata (view, sex, age, source) that varies in its train split; no baselines")
+            warn(
+                f"--shortcuts: {data.root} has no metadata (view, sex, age, source) that varies in its train split; no baselines"
+            )
         metrics["shortcuts"] = result
     if cfg.external is not None:
         metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device)
@@ -108,6 +128,7 @@ def match_labels(model_labels: list[str], data, run: Path, imported: bool = Fals
 
 def only_outputs(model, columns: list[int]):
     """The model with only the outputs `columns` (the labels scored), for every pass evaluate makes."""
+
     class Outputs(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -129,14 +150,30 @@ def unmatched_entries(unmatched: dict[str, str], data, rows: np.ndarray) -> dict
     for label, reason in unmatched.items():
         y = data.targets(rows)[:, data.labels.index(label)] if label in data.labels else np.zeros(0)
         y = y[~np.isnan(y)]
-        out[label] = {"n": int(len(y)), "positives": int((y == 1).sum()), "negatives": int((y == 0).sum()),
-                      "not_computable": reason}
+        out[label] = {
+            "n": len(y),
+            "positives": int((y == 1).sum()),
+            "negatives": int((y == 0).sum()),
+            "not_computable": reason,
+        }
     return out
 
 
-def operating_points(cfg: EvaluateConfig, run: Path, out: Path, model, card: dict, data, cols: list[int],
-                     labels: list[str], metrics: dict, targets: np.ndarray, probs: np.ndarray, patients: np.ndarray,
-                     device) -> dict:
+def operating_points(
+    cfg: EvaluateConfig,
+    run: Path,
+    out: Path,
+    model,
+    card: dict,
+    data,
+    cols: list[int],
+    labels: list[str],
+    metrics: dict,
+    targets: np.ndarray,
+    probs: np.ndarray,
+    patients: np.ndarray,
+    device,
+) -> dict:
     """Choose thresholds on the val split, write out/thresholds.json, and report them on this split.
 
     Each label's entry in `metrics` gets `operating_points` (sensitivity and specificity with
@@ -151,32 +188,74 @@ def operating_points(cfg: EvaluateConfig, run: Path, out: Path, model, card: dic
         val_targets, val_probs = targets, probs
     else:
         val_targets = data.targets(val_rows)[:, cols]
-        val_probs = predict_probs(model, data, val_rows, int(card["image_size"]), cfg.batch_size, device, cfg.tta,
-                                  description="evaluate val (operating points)")
+        val_probs = predict_probs(
+            model,
+            data,
+            val_rows,
+            int(card["image_size"]),
+            cfg.batch_size,
+            device,
+            cfg.tta,
+            description="evaluate val (operating points)",
+        )
     chosen, reasons = choose_thresholds(val_targets, val_probs, labels, cfg.sensitivity)
     val_patients = data.index["patient"].iloc[val_rows].nunique()
-    doc = thresholds_document(chosen, reasons, cfg.sensitivity, run, cfg.checkpoint, resolve_checkpoint(run, cfg.checkpoint),
-                              data, "val", len(val_rows), val_patients)
+    doc = thresholds_document(
+        chosen,
+        reasons,
+        cfg.sensitivity,
+        run,
+        cfg.checkpoint,
+        resolve_checkpoint(run, cfg.checkpoint),
+        data,
+        "val",
+        len(val_rows),
+        val_patients,
+    )
     atomic_write_json(out / FILE, doc)
-    for label, points in report_at_thresholds(chosen, targets, probs, labels, patients, cfg.bootstrap, cfg.seed).items():
+    for label, points in report_at_thresholds(
+        chosen, targets, probs, labels, patients, cfg.bootstrap, cfg.seed
+    ).items():
         metrics["labels"][label]["operating_points"] = points
     for label, reason in reasons.items():
         info(f"{label}: no operating point ({reason.replace('this split', 'the val split')})")
     in_sample = cfg.split in ("val", "all")
-    result = {"chosen_on": "val", "reported_on": cfg.split, "file": str(out / FILE), "sensitivity_target": cfg.sensitivity,
-              "names": list(doc["methods"]), "in_sample": in_sample, "not_chosen": reasons}
+    result = {
+        "chosen_on": "val",
+        "reported_on": cfg.split,
+        "file": str(out / FILE),
+        "sensitivity_target": cfg.sensitivity,
+        "names": list(doc["methods"]),
+        "in_sample": in_sample,
+        "not_chosen": reasons,
+    }
     if in_sample:
-        result["note"] = f"in-sample: the thresholds were chosen on the val split, which the {cfg.split} split is or contains; optimistic"
+        result["note"] = (
+            f"in-sample: the thresholds were chosen on the val split, which the {cfg.split} split is or contains; optimistic"
+        )
     return result
 
 
-def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: list[str], targets: np.ndarray,
-              probs: np.ndarray, frame: pd.DataFrame, device) -> dict:
+def _external(
+    cfg: EvaluateConfig,
+    model,
+    card: dict,
+    data,
+    out: Path,
+    labels: list[str],
+    targets: np.ndarray,
+    probs: np.ndarray,
+    frame: pd.DataFrame,
+    device,
+) -> dict:
     """Score the model on every image of another prepared collection, on the labels both share."""
     ext = PreparedData(cfg.external)
     shared = [l for l in labels if l in ext.labels]
     if not shared:
-        raise CxrError(f"{ext.root}: shares no label with the model (model: {', '.join(labels)}; data: {', '.join(ext.labels)}); --external needs at least one")
+        raise CxrError(
+            f"{ext.root}: shares no label with the model (model: {', '.join(labels)}; "
+            f"data: {', '.join(ext.labels)}); --external needs at least one"
+        )
     if ext.data_hash and ext.data_hash == data.data_hash:
         warn(f"--external {ext.root}: is the same collection as the internal data; this is not an external test")
     if len(shared) < len(labels):
@@ -185,18 +264,29 @@ def _external(cfg: EvaluateConfig, model, card: dict, data, out: Path, labels: l
     ext_rows = np.arange(len(ext))
     if len(ext_rows) == 0:
         raise CxrError(f"{ext.root}: holds no images (--external)")
-    ext_probs = predict_probs(model, ext, ext_rows, int(card["image_size"]), cfg.batch_size, device, cfg.tta,
-                              description="evaluate external")[:, model_cols]
+    ext_probs = predict_probs(
+        model, ext, ext_rows, int(card["image_size"]), cfg.batch_size, device, cfg.tta, description="evaluate external"
+    )[:, model_cols]
     ext_targets = ext.targets(ext_rows)[:, [ext.labels.index(l) for l in shared]]
     ext_frame = ext.index.iloc[ext_rows]
     rep = label_report(ext_targets, ext_probs, shared, ext_frame["patient"].to_numpy(), cfg.bootstrap, cfg.seed)
     # The internal mean over the shared labels only, so that the two means are comparable.
-    internal = label_report(targets[:, model_cols], probs[:, model_cols], shared, frame["patient"].to_numpy(),
-                            cfg.bootstrap, cfg.seed)["mean"]
-    write_predictions(out / "external_predictions.csv",
-                      predictions_table(image_keys(ext_frame), shared, ext_probs, targets=ext_targets))
+    internal = label_report(
+        targets[:, model_cols], probs[:, model_cols], shared, frame["patient"].to_numpy(), cfg.bootstrap, cfg.seed
+    )["mean"]
+    write_predictions(
+        out / "external_predictions.csv",
+        predictions_table(image_keys(ext_frame), shared, ext_probs, targets=ext_targets),
+    )
     for e in rep["labels"].values():
         e.pop("calibration", None)
-    return {"data": str(ext.root), "data_hash": ext.data_hash, "images": int(len(ext_rows)),
-            "patients": int(ext_frame["patient"].nunique()), "labels": rep["labels"], "mean": rep["mean"],
-            "internal_mean": internal, "split": "all"}
+    return {
+        "data": str(ext.root),
+        "data_hash": ext.data_hash,
+        "images": len(ext_rows),
+        "patients": int(ext_frame["patient"].nunique()),
+        "labels": rep["labels"],
+        "mean": rep["mean"],
+        "internal_mean": internal,
+        "split": "all",
+    }

@@ -33,16 +33,49 @@ class PublishedResult:
         return sum(self.auroc.values()) / len(self.auroc)
 
 
-_LABELS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-           "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
+_LABELS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+]
 
 CHEXNET_2017 = PublishedResult(
     key="chexnet",
     name="CheXNet 2017",
     citation="Rajpurkar et al. 2017, arXiv:1711.05225",
     measured_on="ChestX-ray14, CheXNet's own patient-wise random test split (images not released)",
-    auroc=dict(zip(_LABELS, [0.8094, 0.9248, 0.8638, 0.7345, 0.8676, 0.7802, 0.7680, 0.8887, 0.7901,
-                             0.8878, 0.9371, 0.8047, 0.8062, 0.9164])),
+    auroc=dict(
+        zip(
+            _LABELS,
+            [
+                0.8094,
+                0.9248,
+                0.8638,
+                0.7345,
+                0.8676,
+                0.7802,
+                0.7680,
+                0.8887,
+                0.7901,
+                0.8878,
+                0.9371,
+                0.8047,
+                0.8062,
+                0.9164,
+            ],
+        )
+    ),
 )
 
 WANG_2017 = PublishedResult(
@@ -50,8 +83,9 @@ WANG_2017 = PublishedResult(
     name="Wang et al. 2017",
     citation="Wang et al. 2017, ChestX-ray8 (CVPR), as quoted by CheXNet",
     measured_on="ChestX-ray14, Wang et al.'s patient-wise test split",
-    auroc=dict(zip(_LABELS, [0.716, 0.807, 0.784, 0.609, 0.706, 0.671, 0.633, 0.806, 0.708, 0.835, 0.815,
-                             0.769, 0.708, 0.767])),
+    auroc=dict(
+        zip(_LABELS, [0.716, 0.807, 0.784, 0.609, 0.706, 0.671, 0.633, 0.806, 0.708, 0.835, 0.815, 0.769, 0.708, 0.767])
+    ),
 )
 
 # `--compare NAME` -> the published columns it adds (CheXNet's table brings both of its rows).
@@ -65,7 +99,9 @@ def published_results(name: str) -> list[PublishedResult]:
     """The published results for `--compare NAME`; an unknown name is a one-line error."""
     key = name.strip().lower()
     if key not in PUBLISHED:
-        raise CxrError(f"--compare: unknown published result {name!r}; choose one of {', '.join(PUBLISHED)}.{did_you_mean(key, list(PUBLISHED))}")
+        raise CxrError(
+            f"--compare: unknown published result {name!r}; choose one of {', '.join(PUBLISHED)}.{did_you_mean(key, list(PUBLISHED))}"
+        )
     return PUBLISHED[key]
 
 

@@ -76,13 +76,18 @@ def _pipeline(columns: list[str]):
         # A category never seen in training (e.g. a new view tag) gets all-zero indicators.
         parts.append(("categories", OneHotEncoder(handle_unknown="ignore"), cats))
     if nums:
-        parts.append(("numbers", make_pipeline(SimpleImputer(strategy="mean", add_indicator=True), StandardScaler()), nums))
+        parts.append(
+            ("numbers", make_pipeline(SimpleImputer(strategy="mean", add_indicator=True), StandardScaler()), nums)
+        )
     # liblinear: these are a handful of features; lbfgs's threaded BLAS setup costs 30x more here.
-    return Pipeline([("encode", ColumnTransformer(parts)), ("fit", LogisticRegression(solver="liblinear", max_iter=1000))])
+    return Pipeline(
+        [("encode", ColumnTransformer(parts)), ("fit", LogisticRegression(solver="liblinear", max_iter=1000))]
+    )
 
 
-def fit_predict(fit_frame: pd.DataFrame, fit_targets: np.ndarray, eval_frame: pd.DataFrame,
-                columns: list[str]) -> tuple[np.ndarray, list[str | None]]:
+def fit_predict(
+    fit_frame: pd.DataFrame, fit_targets: np.ndarray, eval_frame: pd.DataFrame, columns: list[str]
+) -> tuple[np.ndarray, list[str | None]]:
     """Per label, fit on rows with an annotation and return eval probabilities (n_eval, L).
 
     A label with one class among the fitting rows cannot be fitted: its column is NaN and its
@@ -106,8 +111,14 @@ def fit_predict(fit_frame: pd.DataFrame, fit_targets: np.ndarray, eval_frame: pd
     return probs, reasons
 
 
-def score_predictors(probs_by_predictor: dict[str, tuple[np.ndarray, list[str | None]]], targets: np.ndarray,
-                     labels: list[str], groups: np.ndarray, n_boot: int, seed: int) -> dict[str, dict[str, dict]]:
+def score_predictors(
+    probs_by_predictor: dict[str, tuple[np.ndarray, list[str | None]]],
+    targets: np.ndarray,
+    labels: list[str],
+    groups: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> dict[str, dict[str, dict]]:
     """{predictor: {label: {auroc, auroc_low, auroc_high, not_computable}}} on the evaluated rows."""
     scored: dict[str, dict[str, dict]] = {}
     for name, (probs, reasons) in probs_by_predictor.items():
@@ -117,10 +128,12 @@ def score_predictors(probs_by_predictor: dict[str, tuple[np.ndarray, list[str | 
         for j, label in enumerate(labels):
             r = report[label]
             reason = reasons[j] or r["not_computable"]
-            entries[label] = {"auroc": None if reason else r["auroc"],
-                              "auroc_low": None if reason else r.get("auroc_low"),
-                              "auroc_high": None if reason else r.get("auroc_high"),
-                              "not_computable": reason}
+            entries[label] = {
+                "auroc": None if reason else r["auroc"],
+                "auroc_low": None if reason else r.get("auroc_low"),
+                "auroc_high": None if reason else r.get("auroc_high"),
+                "not_computable": reason,
+            }
         scored[name] = entries
     return scored
 
@@ -138,9 +151,11 @@ def shortcut_warnings(model_labels: dict[str, dict], scored: dict[str, dict[str,
             if auc is not None and auc >= low:
                 reaching.append(f"{name} {auc:.3f}" + (" (above it)" if auc > high else ""))
         if reaching:
-            out.append(f"{label}: metadata alone reaches the model's 95% interval [{low:.3f}, {high:.3f}] "
-                       f"({', '.join(reaching)}); on this split the model is not shown to use more than how "
-                       f"and of whom the image was taken")
+            out.append(
+                f"{label}: metadata alone reaches the model's 95% interval [{low:.3f}, {high:.3f}] "
+                f"({', '.join(reaching)}); on this split the model is not shown to use more than how "
+                f"and of whom the image was taken"
+            )
     return out
 
 
@@ -166,32 +181,57 @@ def source_confounding(eval_frame: pd.DataFrame, eval_targets: np.ndarray, label
         elsewhere = int((neg != home).sum())
         if elsewhere == 0:
             continue
-        out.append(f"{label}: all {len(pos)} positives come from one source ({home}), and {elsewhere} of its "
-                   f"{len(neg)} negatives from other sources; the source alone separates those, so the model's "
-                   f"AUROC measures the collection as much as the finding (compare it with the 'source' baseline "
-                   f"and with the AUROC on {home}'s images alone)")
+        out.append(
+            f"{label}: all {len(pos)} positives come from one source ({home}), and {elsewhere} of its "
+            f"{len(neg)} negatives from other sources; the source alone separates those, so the model's "
+            f"AUROC measures the collection as much as the finding (compare it with the 'source' baseline "
+            f"and with the AUROC on {home}'s images alone)"
+        )
     return out
 
 
-def shortcut_baselines(index: pd.DataFrame, labels: list[str], fit_rows: np.ndarray, fit_targets: np.ndarray,
-                       eval_rows: np.ndarray, eval_targets: np.ndarray, model_labels: dict[str, dict],
-                       n_boot: int = 1000, seed: int = 0, fitted_on: str = "train") -> dict | None:
+def shortcut_baselines(
+    index: pd.DataFrame,
+    labels: list[str],
+    fit_rows: np.ndarray,
+    fit_targets: np.ndarray,
+    eval_rows: np.ndarray,
+    eval_targets: np.ndarray,
+    model_labels: dict[str, dict],
+    n_boot: int = 1000,
+    seed: int = 0,
+    fitted_on: str = "train",
+) -> dict | None:
     """Fit metadata-only predictors on `fit_rows`, score them on `eval_rows`; None without metadata."""
     columns = available_columns(index, fit_rows)
     if not columns:
         return None
     fit_frame, eval_frame = index.iloc[fit_rows], index.iloc[eval_rows]
-    probs = {name: fit_predict(fit_frame, fit_targets, eval_frame, cols) for name, cols in predictor_sets(columns).items()}
+    probs = {
+        name: fit_predict(fit_frame, fit_targets, eval_frame, cols) for name, cols in predictor_sets(columns).items()
+    }
     groups = eval_frame["patient"].to_numpy()
     scored = score_predictors(probs, eval_targets, labels, groups, n_boot, seed)
     confounded = source_confounding(eval_frame, eval_targets, labels)
-    return {"fitted_on": fitted_on, "columns": columns, "predictors": scored, "confounded": confounded,
-            "warnings": confounded + shortcut_warnings(model_labels, scored)}
+    return {
+        "fitted_on": fitted_on,
+        "columns": columns,
+        "predictors": scored,
+        "confounded": confounded,
+        "warnings": confounded + shortcut_warnings(model_labels, scored),
+    }
 
 
-def cross_fitted_baselines(index: pd.DataFrame, labels: list[str], rows: np.ndarray, folds: np.ndarray,
-                           targets: np.ndarray, model_labels: dict[str, dict], n_boot: int = 1000,
-                           seed: int = 0) -> dict | None:
+def cross_fitted_baselines(
+    index: pd.DataFrame,
+    labels: list[str],
+    rows: np.ndarray,
+    folds: np.ndarray,
+    targets: np.ndarray,
+    model_labels: dict[str, dict],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict | None:
     """Shortcut baselines for out-of-fold predictions: each fold is scored by predictors fitted
     on the other folds, exactly as the cross-validated model was."""
     columns = available_columns(index, rows)
@@ -209,8 +249,13 @@ def cross_fitted_baselines(index: pd.DataFrame, labels: list[str], rows: np.ndar
     groups = index.iloc[rows]["patient"].to_numpy()
     scored = score_predictors({n: (probs[n], reasons[n]) for n in sets}, targets, labels, groups, n_boot, seed)
     confounded = source_confounding(index.iloc[rows], targets, labels)
-    return {"fitted_on": "the other folds (cross-fitted)", "columns": columns, "predictors": scored,
-            "confounded": confounded, "warnings": confounded + shortcut_warnings(model_labels, scored)}
+    return {
+        "fitted_on": "the other folds (cross-fitted)",
+        "columns": columns,
+        "predictors": scored,
+        "confounded": confounded,
+        "warnings": confounded + shortcut_warnings(model_labels, scored),
+    }
 
 
 def shortcuts_table(result: dict, model_labels: dict[str, dict]) -> pd.DataFrame:
@@ -219,9 +264,19 @@ def shortcuts_table(result: dict, model_labels: dict[str, dict]) -> pd.DataFrame
     for name, entries in result["predictors"].items():
         for label, e in entries.items():
             m = model_labels.get(label, {})
-            within = (e["auroc"] is not None and m.get("auroc_low") is not None and e["auroc"] >= m["auroc_low"])
-            rows.append({"predictor": name, "label": label, "auroc": e["auroc"], "auroc_low": e["auroc_low"],
-                         "auroc_high": e["auroc_high"], "model_auroc": m.get("auroc"),
-                         "model_auroc_low": m.get("auroc_low"), "model_auroc_high": m.get("auroc_high"),
-                         "reaches_model_interval": bool(within), "not_computable": e["not_computable"]})
+            within = e["auroc"] is not None and m.get("auroc_low") is not None and e["auroc"] >= m["auroc_low"]
+            rows.append(
+                {
+                    "predictor": name,
+                    "label": label,
+                    "auroc": e["auroc"],
+                    "auroc_low": e["auroc_low"],
+                    "auroc_high": e["auroc_high"],
+                    "model_auroc": m.get("auroc"),
+                    "model_auroc_low": m.get("auroc_low"),
+                    "model_auroc_high": m.get("auroc_high"),
+                    "reaches_model_interval": bool(within),
+                    "not_computable": e["not_computable"],
+                }
+            )
     return pd.DataFrame(rows)

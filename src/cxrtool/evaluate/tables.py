@@ -15,8 +15,8 @@ import pandas as pd
 
 from ..formatting import fmt, fmt_ci
 from ..progress import print_table
-from .published import published_auroc, published_results
 from ..runs import atomic_write_text
+from .published import published_auroc, published_results
 from .shortcuts import shortcuts_table
 
 
@@ -25,18 +25,35 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
     rows = []
     compare = metrics.get("compare") or []
     for label, e in metrics["labels"].items():
-        row = {"label": label, "images": e["n"], "positives": e["positives"], "negatives": e["negatives"],
-               "auroc": e.get("auroc"), "auroc_low": e.get("auroc_low"), "auroc_high": e.get("auroc_high"),
-               "pr_auc": e.get("pr_auc"), "pr_auc_low": e.get("pr_auc_low"), "pr_auc_high": e.get("pr_auc_high"),
-               "prevalence": e.get("prevalence"), **operating_point_columns(metrics, e), "ece": e.get("ece"), "skipped_replicates": e.get("skipped_replicates"),
-               "not_computable": e.get("not_computable")}
+        row = {
+            "label": label,
+            "images": e["n"],
+            "positives": e["positives"],
+            "negatives": e["negatives"],
+            "auroc": e.get("auroc"),
+            "auroc_low": e.get("auroc_low"),
+            "auroc_high": e.get("auroc_high"),
+            "pr_auc": e.get("pr_auc"),
+            "pr_auc_low": e.get("pr_auc_low"),
+            "pr_auc_high": e.get("pr_auc_high"),
+            "prevalence": e.get("prevalence"),
+            **operating_point_columns(metrics, e),
+            "ece": e.get("ece"),
+            "skipped_replicates": e.get("skipped_replicates"),
+            "not_computable": e.get("not_computable"),
+        }
         for pub in compare:
             row[pub["key"]] = pub["auroc"].get(label)
         rows.append(row)
     mean = metrics["mean"]
-    mean_row = {"label": "mean", "auroc": mean.get("estimate"), "auroc_low": mean.get("low"),
-                "auroc_high": mean.get("high"), "skipped_replicates": mean.get("skipped_replicates"),
-                "not_computable": mean.get("not_computable")}
+    mean_row = {
+        "label": "mean",
+        "auroc": mean.get("estimate"),
+        "auroc_low": mean.get("low"),
+        "auroc_high": mean.get("high"),
+        "skipped_replicates": mean.get("skipped_replicates"),
+        "not_computable": mean.get("not_computable"),
+    }
     for pub in compare:
         values = [pub["auroc"].get(label) for label in metrics["labels"]]
         values = [v for v in values if v is not None]
@@ -61,8 +78,15 @@ def operating_point_columns(metrics: dict, e: dict) -> dict:
         row["thresholds_chosen_on"] = f"{ops['chosen_on']} (in-sample: optimistic)"
     for name in operating_point_names(metrics):
         p = (e.get("operating_points") or {}).get(name) or {}
-        for key in ("threshold", "sensitivity", "sensitivity_low", "sensitivity_high",
-                    "specificity", "specificity_low", "specificity_high"):
+        for key in (
+            "threshold",
+            "sensitivity",
+            "sensitivity_low",
+            "sensitivity_high",
+            "specificity",
+            "specificity_low",
+            "specificity_high",
+        ):
             row[f"{name}_{key}"] = p.get(key)
     return row
 
@@ -70,26 +94,45 @@ def operating_point_columns(metrics: dict, e: dict) -> dict:
 def _op_cell(p: dict | None) -> str:
     if not p:
         return "-"
-    return (f"{fmt(p['threshold'])}: {fmt_ci(p['sensitivity'], p.get('sensitivity_low'), p.get('sensitivity_high'))}"
-            f" / {fmt_ci(p['specificity'], p.get('specificity_low'), p.get('specificity_high'))}")
+    return (
+        f"{fmt(p['threshold'])}: {fmt_ci(p['sensitivity'], p.get('sensitivity_low'), p.get('sensitivity_high'))}"
+        f" / {fmt_ci(p['specificity'], p.get('specificity_low'), p.get('specificity_high'))}"
+    )
 
 
 def compare_entries(name: str | None, labels: list[str]) -> list[dict]:
     """Published columns for `--compare NAME`, restricted to our labels."""
     if not name:
         return []
-    return [{"key": r.key, "name": r.name, "citation": r.citation, "measured_on": r.measured_on,
-             "auroc": {label: published_auroc(r, label) for label in labels}} for r in published_results(name)]
+    return [
+        {
+            "key": r.key,
+            "name": r.name,
+            "citation": r.citation,
+            "measured_on": r.measured_on,
+            "auroc": {label: published_auroc(r, label) for label in labels},
+        }
+        for r in published_results(name)
+    ]
 
 
 def _label_cells(e: dict, names: list[str]) -> list[str]:
     if e.get("not_computable"):
-        return [f"{e['n']} ({e['positives']}+/{e['negatives']}-)", f"not computable: {e['not_computable']}", "",
-                *[""] * len(names), ""]
+        return [
+            f"{e['n']} ({e['positives']}+/{e['negatives']}-)",
+            f"not computable: {e['not_computable']}",
+            "",
+            *[""] * len(names),
+            "",
+        ]
     ops = e.get("operating_points") or {}
-    return [f"{e['n']} ({e['positives']}+/{e['negatives']}-)", fmt_ci(e.get("auroc"), e.get("auroc_low"), e.get("auroc_high")),
-            fmt_ci(e.get("pr_auc"), e.get("pr_auc_low"), e.get("pr_auc_high")), *[_op_cell(ops.get(n)) for n in names],
-            fmt(e.get("ece"))]
+    return [
+        f"{e['n']} ({e['positives']}+/{e['negatives']}-)",
+        fmt_ci(e.get("auroc"), e.get("auroc_low"), e.get("auroc_high")),
+        fmt_ci(e.get("pr_auc"), e.get("pr_auc_low"), e.get("pr_auc_high")),
+        *[_op_cell(ops.get(n)) for n in names],
+        fmt(e.get("ece")),
+    ]
 
 
 def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
@@ -97,8 +140,14 @@ def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     names = operating_point_names(metrics)
     ops = metrics.get("operating_points") or {}
     where = "val thr, in-sample: optimistic" if ops.get("in_sample") else "val thr"
-    columns = ["label", "images (+/-)", "AUROC [95% CI]", "PR AUC [95% CI]",
-               *[f"{n} ({where}): sens / spec [95% CI]" for n in names], "ECE"]
+    columns = [
+        "label",
+        "images (+/-)",
+        "AUROC [95% CI]",
+        "PR AUC [95% CI]",
+        *[f"{n} ({where}): sens / spec [95% CI]" for n in names],
+        "ECE",
+    ]
     columns += [f"{c['name']} AUROC" for c in compare]
     rows = []
     for label, e in metrics["labels"].items():
@@ -108,8 +157,17 @@ def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     for c in compare:
         values = [v for v in c["auroc"].values() if v is not None]
         mean_pub.append(fmt(float(np.mean(values))) if values else "-")
-    rows.append(["mean", "", fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high")), "", *[""] * len(names), "",
-                 *mean_pub])
+    rows.append(
+        [
+            "mean",
+            "",
+            fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high")),
+            "",
+            *[""] * len(names),
+            "",
+            *mean_pub,
+        ]
+    )
     return columns, rows
 
 
@@ -136,15 +194,32 @@ def external_frame(metrics: dict) -> pd.DataFrame | None:
     rows = []
     for label, e in ext["labels"].items():
         i = metrics["labels"][label]
-        rows.append({"label": label, "internal_auroc": i.get("auroc"), "internal_auroc_low": i.get("auroc_low"),
-                     "internal_auroc_high": i.get("auroc_high"), "external_auroc": e.get("auroc"),
-                     "external_auroc_low": e.get("auroc_low"), "external_auroc_high": e.get("auroc_high"),
-                     "external_images": e["n"], "external_positives": e["positives"],
-                     "external_not_computable": e.get("not_computable")})
+        rows.append(
+            {
+                "label": label,
+                "internal_auroc": i.get("auroc"),
+                "internal_auroc_low": i.get("auroc_low"),
+                "internal_auroc_high": i.get("auroc_high"),
+                "external_auroc": e.get("auroc"),
+                "external_auroc_low": e.get("auroc_low"),
+                "external_auroc_high": e.get("auroc_high"),
+                "external_images": e["n"],
+                "external_positives": e["positives"],
+                "external_not_computable": e.get("not_computable"),
+            }
+        )
     im, em = ext["internal_mean"], ext["mean"]
-    rows.append({"label": "mean", "internal_auroc": im.get("estimate"), "internal_auroc_low": im.get("low"),
-                 "internal_auroc_high": im.get("high"), "external_auroc": em.get("estimate"),
-                 "external_auroc_low": em.get("low"), "external_auroc_high": em.get("high")})
+    rows.append(
+        {
+            "label": "mean",
+            "internal_auroc": im.get("estimate"),
+            "internal_auroc_low": im.get("low"),
+            "internal_auroc_high": im.get("high"),
+            "external_auroc": em.get("estimate"),
+            "external_auroc_low": em.get("low"),
+            "external_auroc_high": em.get("high"),
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -152,7 +227,10 @@ def folds_frame(metrics: dict) -> pd.DataFrame | None:
     cv = metrics.get("cv")
     if not cv:
         return None
-    rows = [{"fold": fold, "images": f["images"], "mean_auroc": f["mean_auroc"], **f["auroc"]} for fold, f in cv["folds"].items()]
+    rows = [
+        {"fold": fold, "images": f["images"], "mean_auroc": f["mean_auroc"], **f["auroc"]}
+        for fold, f in cv["folds"].items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -166,15 +244,20 @@ def _markdown(columns: list[str], rows: list[list[str]]) -> str:
 def markdown_report(metrics: dict) -> str:
     """per_label.md: the tables and what they are measured on."""
     boot = metrics["bootstrap"]
-    parts = [f"# Evaluation: {metrics['run']}\n",
-             f"{metrics['what']}: {metrics['images']} images of {metrics['patients']} patients. "
-             f"Intervals: 95% percentile intervals from {boot['replicates']} bootstrap replicates that resample "
-             f"{boot['unit']}s (seed {boot['seed']}).\n", _markdown(*main_table(metrics))]
+    parts = [
+        f"# Evaluation: {metrics['run']}\n",
+        f"{metrics['what']}: {metrics['images']} images of {metrics['patients']} patients. "
+        f"Intervals: 95% percentile intervals from {boot['replicates']} bootstrap replicates that resample "
+        f"{boot['unit']}s (seed {boot['seed']}).\n",
+        _markdown(*main_table(metrics)),
+    ]
     ops = metrics.get("operating_points") or {}
     if ops.get("chosen_on"):
-        parts.append(f"- Operating points: thresholds chosen on the {ops['chosen_on']} split ({', '.join(ops['names'])}; "
-                     f"kept in thresholds.json), sensitivity/specificity measured on the {ops['reported_on']} split."
-                     + (f" {ops['note']}." if ops.get("note") else ""))
+        parts.append(
+            f"- Operating points: thresholds chosen on the {ops['chosen_on']} split ({', '.join(ops['names'])}; "
+            f"kept in thresholds.json), sensitivity/specificity measured on the {ops['reported_on']} split."
+            + (f" {ops['note']}." if ops.get("note") else "")
+        )
     for c in metrics.get("compare") or []:
         parts.append(f"- {c['name']} ({c['citation']}): measured on {c['measured_on']}.")
     if metrics.get("compare"):
@@ -191,9 +274,16 @@ def markdown_report(metrics: dict) -> str:
         parts.append(_markdown(*external_table(metrics)))
     if metrics.get("cv"):
         cv = metrics["cv"]
-        parts.append(f"\n## Cross-validation folds (mean AUROC per fold: {fmt(cv['fold_mean'])} +- {fmt(cv['fold_sd'])})\n")
+        parts.append(
+            f"\n## Cross-validation folds (mean AUROC per fold: {fmt(cv['fold_mean'])} +- {fmt(cv['fold_sd'])})\n"
+        )
         frame = folds_frame(metrics)
-        parts.append(_markdown(list(frame.columns), [[fmt(v) if isinstance(v, float) else str(v) for v in r] for r in frame.itertuples(index=False)]))
+        parts.append(
+            _markdown(
+                list(frame.columns),
+                [[fmt(v) if isinstance(v, float) else str(v) for v in r] for r in frame.itertuples(index=False)],
+            )
+        )
     return "\n".join(parts) + "\n"
 
 
@@ -202,10 +292,20 @@ def external_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     columns = ["label", "internal AUROC [95% CI]", "external AUROC [95% CI]", "external images (+)"]
     rows = []
     for r in frame.to_dict("records"):
-        external = (f"not computable: {r['external_not_computable']}" if isinstance(r.get("external_not_computable"), str)
-                    else fmt_ci(r["external_auroc"], r["external_auroc_low"], r["external_auroc_high"]))
+        external = (
+            f"not computable: {r['external_not_computable']}"
+            if isinstance(r.get("external_not_computable"), str)
+            else fmt_ci(r["external_auroc"], r["external_auroc_low"], r["external_auroc_high"])
+        )
         count = "" if r["label"] == "mean" else f"{int(r['external_images'])} ({int(r['external_positives'])})"
-        rows.append([r["label"], fmt_ci(r["internal_auroc"], r["internal_auroc_low"], r["internal_auroc_high"]), external, count])
+        rows.append(
+            [
+                r["label"],
+                fmt_ci(r["internal_auroc"], r["internal_auroc_low"], r["internal_auroc_high"]),
+                external,
+                count,
+            ]
+        )
     return columns, rows
 
 
@@ -214,7 +314,9 @@ def write_tables(out: Path, metrics: dict) -> None:
     atomic_write_text(out / "per_label.csv", per_label_frame(metrics).to_csv(index=False))
     atomic_write_text(out / "per_label.md", markdown_report(metrics))
     if metrics.get("shortcuts"):
-        atomic_write_text(out / "shortcuts.csv", shortcuts_table(metrics["shortcuts"], metrics["labels"]).to_csv(index=False))
+        atomic_write_text(
+            out / "shortcuts.csv", shortcuts_table(metrics["shortcuts"], metrics["labels"]).to_csv(index=False)
+        )
     if (ext := external_frame(metrics)) is not None:
         atomic_write_text(out / "external.csv", ext.to_csv(index=False))
     if (folds := folds_frame(metrics)) is not None:
@@ -230,5 +332,8 @@ def print_tables(metrics: dict) -> None:
         print_table(f"Internal vs external ({metrics['external']['data']})", *external_table(metrics))
     if metrics.get("cv"):
         frame = folds_frame(metrics)
-        print_table("Cross-validation: AUROC per fold", list(frame.columns),
-                    [[fmt(v) if isinstance(v, float) else str(v) for v in r] for r in frame.itertuples(index=False)])
+        print_table(
+            "Cross-validation: AUROC per fold",
+            list(frame.columns),
+            [[fmt(v) if isinstance(v, float) else str(v) for v in r] for r in frame.itertuples(index=False)],
+        )

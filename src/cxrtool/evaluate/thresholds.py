@@ -33,7 +33,9 @@ def sensitivity_key(target: float) -> str:
     return f"sens{round(100 * float(target))}"
 
 
-def choose_thresholds(targets: np.ndarray, probs: np.ndarray, labels: list[str], sensitivity: float) -> tuple[dict, dict]:
+def choose_thresholds(
+    targets: np.ndarray, probs: np.ndarray, labels: list[str], sensitivity: float
+) -> tuple[dict, dict]:
     """Per label {youden: t, sensNN: t} chosen on (validation) targets/probs; and why others have none."""
     chosen, reasons = {}, {}
     for j, label in enumerate(labels):
@@ -41,13 +43,22 @@ def choose_thresholds(targets: np.ndarray, probs: np.ndarray, labels: list[str],
         if reason is not None:
             reasons[label] = reason
             continue
-        chosen[label] = {YOUDEN: youden_point(targets[:, j], probs[:, j])["threshold"],
-                         sensitivity_key(sensitivity): sensitivity_point(targets[:, j], probs[:, j], sensitivity)["threshold"]}
+        chosen[label] = {
+            YOUDEN: youden_point(targets[:, j], probs[:, j])["threshold"],
+            sensitivity_key(sensitivity): sensitivity_point(targets[:, j], probs[:, j], sensitivity)["threshold"],
+        }
     return chosen, reasons
 
 
-def report_at_thresholds(chosen: dict, targets: np.ndarray, probs: np.ndarray, labels: list[str], patients: np.ndarray,
-                         n_boot: int, seed: int) -> dict:
+def report_at_thresholds(
+    chosen: dict,
+    targets: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    patients: np.ndarray,
+    n_boot: int,
+    seed: int,
+) -> dict:
     """Per label and operating point: sensitivity/specificity (with intervals) at the given thresholds."""
     out = {}
     for j, label in enumerate(labels):
@@ -67,17 +78,37 @@ def model_sha256(checkpoint: Path) -> str:
     return digest.hexdigest()
 
 
-def thresholds_document(chosen: dict, reasons: dict, sensitivity: float, run: Path, checkpoint: str,
-                        checkpoint_dir: Path, data, split: str, images: int, patients: int) -> dict:
+def thresholds_document(
+    chosen: dict,
+    reasons: dict,
+    sensitivity: float,
+    run: Path,
+    checkpoint: str,
+    checkpoint_dir: Path,
+    data,
+    split: str,
+    images: int,
+    patients: int,
+) -> dict:
     """The content of thresholds.json."""
     return {
-        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": str(run), "checkpoint": checkpoint,
-        "model_sha256": model_sha256(checkpoint_dir), "chosen_on": split, "data": str(data.root),
-        "data_hash": data.data_hash, "images": int(images), "patients": int(patients),
-        "methods": {YOUDEN: "maximises sensitivity + specificity - 1",
-                    sensitivity_key(sensitivity): f"the highest threshold with sensitivity >= {sensitivity:g}"},
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": str(run),
+        "checkpoint": checkpoint,
+        "model_sha256": model_sha256(checkpoint_dir),
+        "chosen_on": split,
+        "data": str(data.root),
+        "data_hash": data.data_hash,
+        "images": int(images),
+        "patients": int(patients),
+        "methods": {
+            YOUDEN: "maximises sensitivity + specificity - 1",
+            sensitivity_key(sensitivity): f"the highest threshold with sensitivity >= {sensitivity:g}",
+        },
         "rule": "positive when probability >= threshold",
-        "labels": chosen, "not_chosen": reasons,
+        "labels": chosen,
+        "not_chosen": reasons,
     }
 
 
@@ -104,7 +135,9 @@ def _run_of(source: Path) -> Path:
     return source
 
 
-def find_thresholds(source: Path, checkpoint_dir: Path, explicit: Path | None = None) -> tuple[Path | None, dict | None, str]:
+def find_thresholds(
+    source: Path, checkpoint_dir: Path, explicit: Path | None = None
+) -> tuple[Path | None, dict | None, str]:
     """The thresholds predict should use: (file, document, a note on where they come from or why none).
 
     `explicit` (--thresholds FILE) must belong to the same weights. Otherwise the newest
@@ -114,8 +147,10 @@ def find_thresholds(source: Path, checkpoint_dir: Path, explicit: Path | None = 
     if explicit is not None:
         doc = read_thresholds(explicit)
         if doc.get("model_sha256") != sha:
-            raise CxrError(f"--thresholds {explicit}: chosen for other weights than {checkpoint_dir} (model_sha256 differs); "
-                           f"evaluate this model to get its own")
+            raise CxrError(
+                f"--thresholds {explicit}: chosen for other weights than {checkpoint_dir} (model_sha256 differs); "
+                f"evaluate this model to get its own"
+            )
         return Path(explicit), doc, f"from {explicit}, chosen on the {doc.get('chosen_on')} split of {doc.get('data')}"
     run = _run_of(source)
     found, stale = [], []
@@ -131,9 +166,19 @@ def find_thresholds(source: Path, checkpoint_dir: Path, explicit: Path | None = 
         _, path, doc = max(found, key=lambda t: t[0])
         return path, doc, f"from {path}, chosen on the val split of {doc.get('data')}"
     if stale:
-        return None, None, (f"the thresholds in {stale[0][1].parent} were chosen for earlier weights of this run; "
-                            f"run `cxrtool evaluate {run} --overwrite` again: probabilities only")
-    return None, None, f"no evaluation of {run} has chosen thresholds yet (run `cxrtool evaluate {run}`): probabilities only"
+        return (
+            None,
+            None,
+            (
+                f"the thresholds in {stale[0][1].parent} were chosen for earlier weights of this run; "
+                f"run `cxrtool evaluate {run} --overwrite` again: probabilities only"
+            ),
+        )
+    return (
+        None,
+        None,
+        f"no evaluation of {run} has chosen thresholds yet (run `cxrtool evaluate {run}`): probabilities only",
+    )
 
 
 def pick_operating_point(doc: dict, name: str, labels: list[str], path: Path) -> dict[str, float]:

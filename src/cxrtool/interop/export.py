@@ -4,8 +4,8 @@ The exported network is the checkpoint's classifier as it is: input `image`, flo
 (batch, 1, S, S) in [0, 1] (S = the card's image_size; the batch axis is dynamic), output
 `logits` (batch, labels); the input convention (ImageNet or torchxrayvision normalisation, grey
 to three channels) is inside the graph. Beside it goes the card (labels, preprocessing, input
-convention) with an `export` section, in RUN/export/FORMAT/ unless `out` says otherwise. After writing, the file is loaded by its own runtime
-(onnxruntime, or torch.jit.load) and run on a few images, of the run's data when it has some,
+convention) with an `export` section, in RUN/export/FORMAT/ unless `out` says otherwise. After
+writing, the file is loaded by its own runtime (onnxruntime, or torch.jit.load) and run on a few images, of the run's data when it has some,
 else generated ones; its logits must match PyTorch's within the printed tolerance, or nothing
 is left behind. Files are written under temporary names and renamed, and an earlier export is
 replaced only with `overwrite`.
@@ -18,9 +18,10 @@ import inspect
 import io
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,8 +53,11 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         self.format = str(self.format).lower()
-        require(self.format in FORMATS, f"--format: unsupported format {self.format!r}; choose one of "
-                f"{', '.join(FORMATS)}.{did_you_mean(self.format, list(FORMATS))}")
+        require(
+            self.format in FORMATS,
+            f"--format: unsupported format {self.format!r}; choose one of "
+            f"{', '.join(FORMATS)}.{did_you_mean(self.format, list(FORMATS))}",
+        )
         require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
 
 
@@ -76,13 +80,17 @@ def check_images(cfg: ExportConfig, given: Path, card: dict) -> tuple[np.ndarray
         rows = data.rows("test")
         rows = rows if len(rows) else np.arange(len(data))
         if len(rows):
-            return np.asarray(data.images[np.sort(rows[:CHECK_IMAGES])]), f"{min(CHECK_IMAGES, len(rows))} images of {data.root}"
+            return np.asarray(
+                data.images[np.sort(rows[:CHECK_IMAGES])]
+            ), f"{min(CHECK_IMAGES, len(rows))} images of {data.root}"
     # lazy: the synthetic generator (scipy), only when no data is at hand
     from ..data.sources.synthetic import SyntheticConfig, generate_arrays
 
     size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])
     images = generate_arrays(SyntheticConfig(n_patients=CHECK_IMAGES, max_followups=1, size=size, seed=0))[0]
-    return np.asarray(images[:CHECK_IMAGES]), f"{min(CHECK_IMAGES, len(images))} generated images (no data given: --data DIR)"
+    return np.asarray(
+        images[:CHECK_IMAGES]
+    ), f"{min(CHECK_IMAGES, len(images))} generated images (no data given: --data DIR)"
 
 
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
@@ -91,13 +99,29 @@ def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> st
         require_package("onnxscript", ONNX_PACKAGES, "export --format onnx")
         batch = torch.export.Dim("batch", min=1, max=65536)
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates each stage
-            torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                              dynamic_shapes=({0: batch},), opset_version=OPSET, external_data=False,
-                              dynamo=True, verbose=False)
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                opset_version=OPSET,
+                external_data=False,
+                dynamo=True,
+                verbose=False,
+            )
         return "torch.export"
     # torch < 2.5: the TorchScript-based exporter, with the batch axis named dynamic.
-    torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+    )
     return "torchscript-based"
 
 
@@ -137,7 +161,7 @@ def compare(run: Callable[[np.ndarray], np.ndarray], model: torch.nn.Module, x: 
     if got.shape != want.shape:
         raise CxrError(f"the exported network returned shape {got.shape[1:]} per batch, PyTorch {want.shape[1:]}")
     diff = float(np.abs(got - want).max())
-    return {"images": int(len(x)), "max_abs_logit_diff": diff, "tolerance": RTOL * max(1.0, float(np.abs(want).max()))}
+    return {"images": len(x), "max_abs_logit_diff": diff, "tolerance": RTOL * max(1.0, float(np.abs(want).max()))}
 
 
 def export_run(cfg: ExportConfig) -> Path:
@@ -165,22 +189,40 @@ def export_run(cfg: ExportConfig) -> Path:
             run, runtime = load(tmp)
         check = compare(run, model, x)
         if not check["max_abs_logit_diff"] <= check["tolerance"]:
-            raise CxrError(f"{cfg.format}: the exported network differs from PyTorch by {check['max_abs_logit_diff']:.3g} "
-                           f"in logits on {where} (tolerance {check['tolerance']:.3g}); nothing written")
+            raise CxrError(
+                f"{cfg.format}: the exported network differs from PyTorch by {check['max_abs_logit_diff']:.3g} "
+                f"in logits on {where} (tolerance {check['tolerance']:.3g}); nothing written"
+            )
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     size = int(card["image_size"])
-    card = {**card, "export": {
-        "format": cfg.format, "file": target.name, "exporter": exporter, "checkpoint": str(folder.resolve()),
-        "input": {"name": "image", "shape": ["batch", 1, size, size], "dtype": "float32", "range": [0.0, 1.0]},
-        "output": {"name": "logits", "shape": ["batch", len(card["labels"])], "labels": list(card["labels"]),
-                   "activation": "sigmoid gives the probability of each label"},
-        "check": {**check, "on": where, "runtime": runtime}, "torch": torch.__version__,
-        **({"opset": OPSET} if cfg.format == "onnx" else {})}}
+    card = {
+        **card,
+        "export": {
+            "format": cfg.format,
+            "file": target.name,
+            "exporter": exporter,
+            "checkpoint": str(folder.resolve()),
+            "input": {"name": "image", "shape": ["batch", 1, size, size], "dtype": "float32", "range": [0.0, 1.0]},
+            "output": {
+                "name": "logits",
+                "shape": ["batch", len(card["labels"])],
+                "labels": list(card["labels"]),
+                "activation": "sigmoid gives the probability of each label",
+            },
+            "check": {**check, "on": where, "runtime": runtime},
+            "torch": torch.__version__,
+            **({"opset": OPSET} if cfg.format == "onnx" else {}),
+        },
+    }
     atomic_write_json(card_path, card)
     result(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {card_path.name}")
-    result(f"checked with {runtime} on {where}: max |logit difference| {check['max_abs_logit_diff']:.2e} "
-           f"(tolerance {check['tolerance']:.2e})")
-    info(f"input 'image' (batch, 1, {size}, {size}) float32 in [0, 1]; output 'logits' for {len(card['labels'])} labels")
+    result(
+        f"checked with {runtime} on {where}: max |logit difference| {check['max_abs_logit_diff']:.2e} "
+        f"(tolerance {check['tolerance']:.2e})"
+    )
+    info(
+        f"input 'image' (batch, 1, {size}, {size}) float32 in [0, 1]; output 'logits' for {len(card['labels'])} labels"
+    )
     return target

@@ -81,9 +81,13 @@ def resolve_name(xrv, name: str) -> str:
     if name in names:
         return names[name]
     if name in xrv.models.model_urls:
-        raise CxrError(f"import xrv: {name} is not a DenseNet-121 model; cxrtool imports {', '.join(sorted(set(names.values())))}")
+        raise CxrError(
+            f"import xrv: {name} is not a DenseNet-121 model; cxrtool imports {', '.join(sorted(set(names.values())))}"
+        )
     full = sorted(set(names.values()))
-    raise CxrError(f"import xrv: unknown model {name!r}; choose one of {', '.join(full)}.{did_you_mean(name, list(names))}")
+    raise CxrError(
+        f"import xrv: unknown model {name!r}; choose one of {', '.join(full)}.{did_you_mean(name, list(names))}"
+    )
 
 
 def sha256(path: Path) -> str:
@@ -104,14 +108,18 @@ def source_file(xrv, name: str, cfg: XrvImportConfig) -> Path:
     if path.is_file():
         return path
     if not cfg.download:
-        raise CxrError(f"import xrv {name}: needs {path.name} in {folder}/ (torchxrayvision's cache; it comes from {url}); "
-                       f"copy it there, give it with --weights-file PATH, or add --download")
+        raise CxrError(
+            f"import xrv {name}: needs {path.name} in {folder}/ (torchxrayvision's cache; it comes from {url}); "
+            f"copy it there, give it with --weights-file PATH, or add --download"
+        )
     info(f"downloading {url} into {folder}/ (torchxrayvision)")
     try:
         xrv.models.get_weights(name, str(folder) + os.sep)
     except Exception as exc:
-        raise CxrError(f"import xrv {name}: could not download {url} ({type(exc).__name__}); "
-                       f"copy {path.name} into {folder}/ or give --weights-file PATH") from None
+        raise CxrError(
+            f"import xrv {name}: could not download {url} ({type(exc).__name__}); "
+            f"copy {path.name} into {folder}/ or give --weights-file PATH"
+        ) from None
     return path
 
 
@@ -126,7 +134,10 @@ def load_with_xrv(xrv, name: str, path: Path) -> torch.nn.Module:
             with contextlib.redirect_stdout(io.StringIO()):
                 model = xrv.models.DenseNet(weights=name, cache_dir=tmp + os.sep)
         except Exception as exc:
-            raise CxrError(f"{path}: torchxrayvision could not load it as {name} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise CxrError(
+                f"{path}: torchxrayvision could not load it as {name} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
     return model.eval()
 
 
@@ -136,10 +147,12 @@ def convert(xrv_model: torch.nn.Module, labels_all: list[str]):
     model = create_model(ARCH, len(outputs), weights="none")
     model.set_input_convention(CONVENTION)
     state = xrv_model.state_dict()
-    body = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+    body = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     missing, unexpected = model.body.features.load_state_dict(body, strict=False)
     if missing or unexpected:
-        raise CxrError(f"torchxrayvision's network does not fit {ARCH} (missing {len(missing)}, unexpected {len(unexpected)} tensors)")
+        raise CxrError(
+            f"torchxrayvision's network does not fit {ARCH} (missing {len(missing)}, unexpected {len(unexpected)} tensors)"
+        )
     with torch.no_grad():
         model.head.weight.copy_(state["classifier.weight"][outputs])
         model.head.bias.copy_(state["classifier.bias"][outputs])
@@ -153,8 +166,9 @@ def xrv_logits(xrv_model: torch.nn.Module, x01: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def check_conversion(xrv_model: torch.nn.Module, model: torch.nn.Module, outputs: list[int],
-                     seed: int = 0) -> tuple[float, float]:
+def check_conversion(
+    xrv_model: torch.nn.Module, model: torch.nn.Module, outputs: list[int], seed: int = 0
+) -> tuple[float, float]:
     """(max |logit difference|, tolerance) on two random 224-px images; fails above the tolerance."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(2, 1, INPUT_SIZE, INPUT_SIZE, generator=gen)
@@ -162,7 +176,9 @@ def check_conversion(xrv_model: torch.nn.Module, model: torch.nn.Module, outputs
     diff = float((reference - model(x)).abs().max())
     tolerance = CHECK_RTOL * max(1.0, float(reference.abs().max()))
     if not diff <= tolerance:
-        raise CxrError(f"the converted network differs from torchxrayvision's by {diff:.3g} in logits (tolerance {tolerance:.3g}); nothing written")
+        raise CxrError(
+            f"the converted network differs from torchxrayvision's by {diff:.3g} in logits (tolerance {tolerance:.3g}); nothing written"
+        )
     return diff, tolerance
 
 
@@ -184,8 +200,13 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
         labels = [labels_all[j] for j in outputs]
         op_threshs = entry.get("op_threshs")
         source: dict[str, Any] = {
-            "package": "torchxrayvision", "version": getattr(xrv, "__version__", None), "weights": name,
-            "file": path.name, "sha256": digest, "url": entry.get("weights_url"), "outputs": outputs,
+            "package": "torchxrayvision",
+            "version": getattr(xrv, "__version__", None),
+            "weights": name,
+            "file": path.name,
+            "sha256": digest,
+            "url": entry.get("weights_url"),
+            "outputs": outputs,
             "description": entry.get("description"),
             # The authors' operating points (chosen on their data), kept for reference only:
             # cxrtool's own operating points are chosen by `evaluate` on the data's val split.
@@ -197,7 +218,7 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
         write_manifest(run_dir, kind="import", arch=ARCH, labels=labels, data=None, source=source)
     except BaseException:
         # Complete or absent: remove what was made (an --out folder the user made stays, empty).
-        for child in (list(run_dir.iterdir()) if existed else [run_dir]):
+        for child in list(run_dir.iterdir()) if existed else [run_dir]:
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
         raise
     result(f"imported {name} ({len(labels)} labels: {', '.join(labels)})")

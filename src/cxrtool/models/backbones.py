@@ -37,9 +37,16 @@ class XRayClassifier(nn.Module):
     # run's manifest; None when the network started from random weights.
     weights_report: dict | None = None
 
-    def __init__(self, arch: str, body: nn.Module, num_features: int, num_labels: int,
-                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                 convention: str = "imagenet"):
+    def __init__(
+        self,
+        arch: str,
+        body: nn.Module,
+        num_features: int,
+        num_labels: int,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        convention: str = "imagenet",
+    ):
         super().__init__()
         self.arch = arch
         self.convention = convention
@@ -66,11 +73,15 @@ class XRayClassifier(nn.Module):
     def input_convention(self) -> dict:
         """The card's `input` field: the convention's name, channels, and what 0 and 1 become."""
         mean, std = self.mean.flatten().tolist(), self.std.flatten().tolist()
-        return {"convention": self.convention, "channels": self.in_channels,
-                "range": [[round(-m / s, 4), round((1 - m) / s, 4)] for m, s in zip(mean, std)]}
+        return {
+            "convention": self.convention,
+            "channels": self.in_channels,
+            "range": [[round(-m / s, 4), round((1 - m) / s, 4)] for m, s in zip(mean, std)],
+        }
 
-    def set_input_convention(self, convention: str, mean: tuple[float, ...] | None = None,
-                             std: tuple[float, ...] | None = None) -> None:
+    def set_input_convention(
+        self, convention: str, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None
+    ) -> None:
         """Switch to another input convention; a one-channel convention gets a one-channel stem."""
         channels, default_mean, default_std = INPUT_CONVENTIONS[convention]
         mean, std = tuple(mean or default_mean), tuple(std or default_std)
@@ -124,8 +135,16 @@ def densenet_body(model: nn.Module) -> tuple[nn.Module, int]:
 def single_channel_stem(body: nn.Module) -> None:
     """Replace the body's first convolution by one that takes a single channel (in place)."""
     name, child = next((n, m) for n, m in body.named_modules() if isinstance(m, nn.Conv2d))
-    conv = nn.Conv2d(1, child.out_channels, child.kernel_size, child.stride, child.padding,
-                     child.dilation, child.groups, child.bias is not None).to(child.weight.device)
+    conv = nn.Conv2d(
+        1,
+        child.out_channels,
+        child.kernel_size,
+        child.stride,
+        child.padding,
+        child.dilation,
+        child.groups,
+        child.bias is not None,
+    ).to(child.weight.device)
     with torch.no_grad():  # the sum over colour channels: the same response to a grey image
         conv.weight.copy_(child.weight.sum(dim=1, keepdim=True))
         if child.bias is not None:

@@ -19,8 +19,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,9 @@ def _write_folder_atomically(target: Path, fill: Callable[[Path], None]) -> Path
     return target
 
 
-def model_card(model: XRayClassifier, labels: list[str], image_size: int, cache_size: int, **extra: Any) -> dict[str, Any]:
+def model_card(
+    model: XRayClassifier, labels: list[str], image_size: int, cache_size: int, **extra: Any
+) -> dict[str, Any]:
     """The JSON description that makes a weights file usable on its own."""
     return {
         "format": CARD_FORMAT,
@@ -67,7 +70,12 @@ def model_card(model: XRayClassifier, labels: list[str], image_size: int, cache_
         "num_labels": model.num_labels,
         "num_features": model.num_features,
         "image_size": int(image_size),
-        "preprocessing": {"cache_size": int(cache_size), "crop": "centre-square", "grayscale": "uint8", "scale": "1/255"},
+        "preprocessing": {
+            "cache_size": int(cache_size),
+            "crop": "centre-square",
+            "grayscale": "uint8",
+            "scale": "1/255",
+        },
         "input": model.input_convention(),
         "normalisation": {"mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -81,9 +89,11 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in inner.state_dict().items()}
 
 
-def save_checkpoint(folder: Path, model: torch.nn.Module, card: dict[str, Any],
-                    state: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    folder: Path, model: torch.nn.Module, card: dict[str, Any], state: dict[str, Any] | None = None
+) -> Path:
     """Write weights, card and (optionally) resumable training state into `folder` atomically."""
+
     def fill(tmp: Path) -> None:
         save_file(_plain_state(model), str(tmp / WEIGHTS), metadata={"format": CARD_FORMAT})
         if state is not None:
@@ -115,8 +125,10 @@ def check_files(folder: Path, card: dict[str, Any], names: tuple[str, ...]) -> N
             raise CxrError(f"{path}: missing; the checkpoint is incomplete (its card lists it)")
         size = path.stat().st_size
         if size != recorded[name]:
-            raise CxrError(f"{path}: truncated or changed since it was saved ({size} bytes, the card says "
-                           f"{recorded[name]}); the checkpoint is incomplete")
+            raise CxrError(
+                f"{path}: truncated or changed since it was saved ({size} bytes, the card says "
+                f"{recorded[name]}); the checkpoint is incomplete"
+            )
 
 
 def validate_card(card: Any, where: Path) -> dict[str, Any]:
@@ -153,7 +165,10 @@ def resolve_checkpoint(path: Path, which: str = "best") -> Path:
 
     if is_cv_run(path):
         folds = sorted(p.name for p in path.glob("fold-*") if p.is_dir())
-        raise CxrError(f"{path}: a cross-validation run has one model per fold; give one of its fold runs, e.g. {path / (folds[0] if folds else 'fold-1')}")
+        raise CxrError(
+            f"{path}: a cross-validation run has one model per fold; give one of its fold runs, "
+            f"e.g. {path / (folds[0] if folds else 'fold-1')}"
+        )
     raise CxrError(f"{path}: not a run directory or checkpoint (no {CARD})")
 
 
@@ -166,7 +181,9 @@ def read_card(path: Path, which: str = "best") -> dict[str, Any]:
     return validate_card(card, folder / CARD)
 
 
-def load_checkpoint(path: Path, which: str = "best", device: str | torch.device = "cpu") -> tuple[XRayClassifier, dict[str, Any]]:
+def load_checkpoint(
+    path: Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[XRayClassifier, dict[str, Any]]:
     """Rebuild the classifier from its card and load its weights (no pickle, no network)."""
     folder = resolve_checkpoint(path, which)
     card = read_card(folder)
@@ -179,7 +196,9 @@ def load_checkpoint(path: Path, which: str = "best", device: str | torch.device 
         raise CxrError(f"{folder / WEIGHTS}: unreadable weights ({exc})") from None
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise CxrError(f"{folder / WEIGHTS}: weights do not fit {card['arch']} (missing {len(missing)}, unexpected {len(unexpected)})")
+        raise CxrError(
+            f"{folder / WEIGHTS}: weights do not fit {card['arch']} (missing {len(missing)}, unexpected {len(unexpected)})"
+        )
     model.eval()
     return model.to(device), card
 
@@ -215,7 +234,6 @@ def _flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
     if isinstance(obj, list):
         return [_flatten(v, tensors, prefix) for v in obj]
     if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
-
         arr = np.asarray(obj)
         return {"__ndarray__": arr.tolist(), "dtype": str(arr.dtype)}
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -255,15 +273,21 @@ def load_state(folder: Path) -> dict[str, Any]:
     try:
         tensors = load_file(str(folder / STATE_TENSORS))
     except Exception as exc:  # safetensors raises its own error types for a damaged header or body
-        raise CxrError(f"{folder / STATE_TENSORS}: unreadable training state ({exc}); the checkpoint is incomplete") from None
+        raise CxrError(
+            f"{folder / STATE_TENSORS}: unreadable training state ({exc}); the checkpoint is incomplete"
+        ) from None
     try:
         tree = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CxrError(f"{folder / STATE_JSON}: not valid JSON ({getattr(exc, 'msg', exc)}); the checkpoint is incomplete") from None
+        raise CxrError(
+            f"{folder / STATE_JSON}: not valid JSON ({getattr(exc, 'msg', exc)}); the checkpoint is incomplete"
+        ) from None
     try:
         return _unflatten(tree, tensors)
     except (KeyError, TypeError, ValueError) as exc:
-        raise CxrError(f"{folder / STATE_JSON}: does not match {STATE_TENSORS} ({exc}); the checkpoint is incomplete") from None
+        raise CxrError(
+            f"{folder / STATE_JSON}: does not match {STATE_TENSORS} ({exc}); the checkpoint is incomplete"
+        ) from None
 
 
 def resolve_model_source(run: Path | None) -> Path:

@@ -9,9 +9,9 @@ checkpoint). Loading a file never runs code from it, and reports what matched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file
@@ -49,11 +49,15 @@ def arch_names() -> list[str]:
 
 def get_spec(arch: str) -> ArchSpec:
     if arch not in _REGISTRY:
-        raise CxrError(f"--arch: unknown architecture {arch!r}; choose one of {', '.join(_REGISTRY)}.{did_you_mean(arch, list(_REGISTRY))}")
+        raise CxrError(
+            f"--arch: unknown architecture {arch!r}; choose one of {', '.join(_REGISTRY)}.{did_you_mean(arch, list(_REGISTRY))}"
+        )
     return _REGISTRY[arch]
 
 
-@register("densenet121", "DenseNet-121 (torchvision), as CheXNet; 7x7 features at 224", "DenseNet121_Weights.IMAGENET1K_V1")
+@register(
+    "densenet121", "DenseNet-121 (torchvision), as CheXNet; 7x7 features at 224", "DenseNet121_Weights.IMAGENET1K_V1"
+)
 def _densenet121():
     # lazy: torchvision, only for the architectures built from it
     import torchvision.models as tvm
@@ -69,7 +73,11 @@ def _resnet50():
     return resnet_body(tvm.resnet50(weights=None))
 
 
-@register("cxr-resnet50", "our own ResNet-50 from He et al. 2016 (torchvision-compatible weights)", "ResNet50_Weights.IMAGENET1K_V1")
+@register(
+    "cxr-resnet50",
+    "our own ResNet-50 from He et al. 2016 (torchvision-compatible weights)",
+    "ResNet50_Weights.IMAGENET1K_V1",
+)
 def _cxr_resnet50():
     return resnet_body(ResNet50())
 
@@ -109,7 +117,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CxrError(f"--weights: {path}: not a weights-only state dict ({type(exc).__name__}); save weights with safetensors or torch.save(model.state_dict())") from None
+        raise CxrError(
+            f"--weights: {path}: not a weights-only state dict ({type(exc).__name__}); "
+            "save weights with safetensors or torch.save(model.state_dict())"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -117,8 +128,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_model(arch: str, num_labels: int, weights: str | Path = "none",
-                allow_partial: bool = False) -> tuple[XRayClassifier, LoadReport | None]:
+def build_model(
+    arch: str, num_labels: int, weights: str | Path = "none", allow_partial: bool = False
+) -> tuple[XRayClassifier, LoadReport | None]:
     """Build `arch` with `num_labels` outputs; weights: 'none', 'imagenet' or a local file.
 
     Returns the model and, when weights were loaded, the report of what matched (also kept on
@@ -142,6 +154,8 @@ def build_model(arch: str, num_labels: int, weights: str | Path = "none",
     return model, report
 
 
-def create_model(arch: str, num_labels: int, weights: str | Path = "none", allow_partial: bool = False) -> XRayClassifier:
+def create_model(
+    arch: str, num_labels: int, weights: str | Path = "none", allow_partial: bool = False
+) -> XRayClassifier:
     """`build_model` without the report."""
     return build_model(arch, num_labels, weights, allow_partial)[0]

@@ -34,7 +34,9 @@ from ..progress import info, warn
 HEAD_PREFIXES = ("head.", "fc.", "classifier.")
 NOT_WEIGHTS = ("mean", "std")
 # Older torchvision DenseNet files name layers 'norm.1' where the modules are now 'norm1'.
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_LEGACY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 NAMES_SHOWN = 3  # names quoted in the one-line error
 
 
@@ -54,13 +56,22 @@ class LoadReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def summary(self) -> str:
-        return (f"{len(self.matched)} of {self.total} backbone tensors matched, {len(self.missing)} missing, "
-                f"{len(self.unexpected)} unexpected, {len(self.mismatched)} with another shape")
+        return (
+            f"{len(self.matched)} of {self.total} backbone tensors matched, {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected, {len(self.mismatched)} with another shape"
+        )
 
     def manifest(self) -> dict:
         """For manifest.json: the counts always, the names of whatever did not match."""
-        entry = {"source": self.source, "matched": len(self.matched), "total": self.total, "complete": self.complete,
-                 "missing": len(self.missing), "unexpected": len(self.unexpected), "mismatched": len(self.mismatched)}
+        entry = {
+            "source": self.source,
+            "matched": len(self.matched),
+            "total": self.total,
+            "complete": self.complete,
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "mismatched": len(self.mismatched),
+        }
         if not self.complete:
             entry["names"] = {"missing": self.missing, "unexpected": self.unexpected, "mismatched": self.mismatched}
         return entry
@@ -72,7 +83,7 @@ def _is_backbone_tensor(name: str) -> bool:
 
 def _ignorable(name: str) -> bool:
     """Head or normalisation tensors of a file, with or without a DDP 'module.' prefix."""
-    name = name[len("module."):] if name.startswith("module.") else name
+    name = name[len("module.") :] if name.startswith("module.") else name
     return name.startswith(HEAD_PREFIXES) or name in NOT_WEIGHTS or not _is_backbone_tensor(name)
 
 
@@ -85,7 +96,9 @@ def legacy_densenet_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def match_body(body: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+def match_body(
+    body: torch.nn.Module, state: dict[str, torch.Tensor], source: str
+) -> tuple[LoadReport, dict[str, torch.Tensor]]:
     """Map a file's tensors onto `body` (a cxrtool model, a bare body, a torchvision model, DDP)."""
     own = body.state_dict()
     wanted = {k for k in own if _is_backbone_tensor(k)}
@@ -93,7 +106,7 @@ def match_body(body: torch.nn.Module, state: dict[str, torch.Tensor], source: st
     best_prefix, best = "", {}
     # cxrtool checkpoints prefix the body with "body."; DDP adds "module."; torchvision has none.
     for prefix in ("body.", "", "module.body.", "module."):
-        mapped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        mapped = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         hits = {k: v for k, v in mapped.items() if k in own}
         if len(hits) > len(best):
             best_prefix, best = prefix, hits
@@ -107,8 +120,9 @@ def match_body(body: torch.nn.Module, state: dict[str, torch.Tensor], source: st
             if key in wanted:
                 report.matched.append(key)
     report.missing = sorted(wanted - set(best))
-    report.unexpected = sorted(k for k in state if not (k.startswith(best_prefix) and k[len(best_prefix):] in own)
-                               and not _ignorable(k))
+    report.unexpected = sorted(
+        k for k in state if not (k.startswith(best_prefix) and k[len(best_prefix) :] in own) and not _ignorable(k)
+    )
     return report, loadable
 
 
@@ -123,8 +137,10 @@ def load_body_weights(model, state: dict[str, torch.Tensor], source: str, allow_
     if not report.complete:
         first = [*report.missing, *report.unexpected, *report.mismatched][:NAMES_SHOWN]
         if not allow_partial:
-            raise CxrError(f"{source} does not fully fit {model.arch}: {report.summary()} "
-                           f"(e.g. {', '.join(first)}); pass --allow-partial to load it anyway (the rest stays random)")
+            raise CxrError(
+                f"{source} does not fully fit {model.arch}: {report.summary()} "
+                f"(e.g. {', '.join(first)}); pass --allow-partial to load it anyway (the rest stays random)"
+            )
         warn(f"{source}: partial load into {model.arch}: {report.summary()}; the names are in the run's manifest")
     else:
         info(f"{source}: {report.summary()}")
@@ -151,14 +167,18 @@ def imagenet_state_dict(enum_path: str, progress: bool = True) -> tuple[dict[str
     try:
         # The same call torchvision's builders make; weights_only: loading never unpickles code.
         state = weights.get_state_dict(progress=progress, check_hash=True, map_location="cpu", weights_only=True)
-    except (urllib.error.URLError, socket.timeout, socket.gaierror, ConnectionError, http.client.HTTPException) as exc:
+    except (TimeoutError, urllib.error.URLError, socket.gaierror, ConnectionError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise CxrError(f"--weights imagenet: cannot download {target.name} from {weights.url} ({reason}); "
-                       f"on a connected machine fetch that file and put it at {target}, "
-                       f"or use --weights PATH / --weights none") from None
+        raise CxrError(
+            f"--weights imagenet: cannot download {target.name} from {weights.url} ({reason}); "
+            f"on a connected machine fetch that file and put it at {target}, "
+            f"or use --weights PATH / --weights none"
+        ) from None
     except OSError as exc:  # e.g. the cache folder is not writable
         raise CxrError(f"--weights imagenet: {target}: {exc}") from None
     except Exception as exc:  # a truncated or foreign file in the cache
-        raise CxrError(f"--weights imagenet: {target}: not a readable weights file ({type(exc).__name__}); "
-                       f"delete it to download it again") from None
+        raise CxrError(
+            f"--weights imagenet: {target}: not a readable weights file ({type(exc).__name__}); "
+            f"delete it to download it again"
+        ) from None
     return state, weights.url

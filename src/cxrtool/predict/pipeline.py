@@ -7,8 +7,8 @@ loader workers a batch at a time, and preprocessed exactly as
 brought to the network's input size by the same `to_model_input` as in training. The result is a
 probability per label and, when `cxrtool evaluate` has chosen operating points on the validation
 split (RUN/eval*/thresholds.json, or `--thresholds FILE`), a positive/negative call per label;
-predict says which thresholds it used and where they came from (`cxrtool.evaluate.thresholds`). A file that cannot be read is reported and skipped; the command
-fails only when none could be read.
+predict says which thresholds it used and where they came from (`cxrtool.evaluate.thresholds`).
+A file that cannot be read is reported and skipped; the command fails only when none could be read.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ class PredictConfig:
         self.inputs = [Path(p) for p in self.inputs]
         if self.thresholds is not None:
             self.thresholds = Path(self.thresholds)
-            require(self.thresholds.is_file(), f"--thresholds {self.thresholds}: file not found (a thresholds.json written by cxrtool evaluate)")
+            require(
+                self.thresholds.is_file(),
+                f"--thresholds {self.thresholds}: file not found (a thresholds.json written by cxrtool evaluate)",
+            )
         require(len(self.inputs) > 0, "give at least one image file or folder to predict")
         require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
         require(self.workers is None or self.workers >= 0, f"--workers: must be 0 or more, got {self.workers}")
@@ -61,7 +64,9 @@ class PredictConfig:
         if self.out is not None:
             self.out = Path(self.out)
             require(self.out.suffix.lower() in OUT_SUFFIXES, f"--out {self.out}: give a .csv or .json file name")
-            require(not self.out.exists() or self.overwrite, f"--out {self.out}: exists; pass --overwrite to replace it")
+            require(
+                not self.out.exists() or self.overwrite, f"--out {self.out}: exists; pass --overwrite to replace it"
+            )
             require(_writable_folder(self.out.parent), f"--out {self.out}: cannot write into {self.out.parent}")
 
 
@@ -73,11 +78,14 @@ def _writable_folder(folder: Path) -> bool:
     return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
-def predict_arrays(model: torch.nn.Module, images: np.ndarray, image_size: int, device, tta: bool = False,
-                   batch_size: int = 32) -> np.ndarray:
+def predict_arrays(
+    model: torch.nn.Module, images: np.ndarray, image_size: int, device, tta: bool = False, batch_size: int = 32
+) -> np.ndarray:
     """Probabilities (n, L) for preprocessed uint8 images (n, S, S), as in training."""
     engine = InferenceEngine(model, device, image_size, tta=tta)
-    return engine.run(engine.batches(ArrayDataset(images), batch_size, workers=0), "probs", int(getattr(model, "num_labels", 0)))
+    return engine.run(
+        engine.batches(ArrayDataset(images), batch_size, workers=0), "probs", int(getattr(model, "num_labels", 0))
+    )
 
 
 def predict_files(cfg: PredictConfig) -> pd.DataFrame:
@@ -101,8 +109,9 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     # fragment around each batch's temporaries and the memory stays flat over any number of files.
     probs = np.zeros((len(files), len(labels)), dtype=np.float32)
     readable = np.zeros(len(files), dtype=bool)
-    for batch in engine.batches(FileDataset(files, cache_size), cfg.batch_size, workers=cfg.workers,
-                                description="predict", skipped=skipped):
+    for batch in engine.batches(
+        FileDataset(files, cache_size), cfg.batch_size, workers=cfg.workers, description="predict", skipped=skipped
+    ):
         if batch.x is not None:
             probs[batch.positions] = engine.forward(batch.x, "probs").cpu().numpy()
             readable[batch.positions] = True
@@ -133,9 +142,14 @@ def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple
         return {}, {"file": None, "text": "none (probabilities only)", "note": note}
     thresholds = pick_operating_point(doc, cfg.operating_point, labels, path)
     info(f"thresholds: {cfg.operating_point} {note}")
-    return thresholds, {"file": str(path), "operating_point": cfg.operating_point, "chosen_on": doc.get("chosen_on"),
-                        "data": doc.get("data"), "data_hash": doc.get("data_hash"),
-                        "text": f"{cfg.operating_point} from {path} (chosen on {doc.get('chosen_on')})"}
+    return thresholds, {
+        "file": str(path),
+        "operating_point": cfg.operating_point,
+        "chosen_on": doc.get("chosen_on"),
+        "data": doc.get("data"),
+        "data_hash": doc.get("data_hash"),
+        "text": f"{cfg.operating_point} from {path} (chosen on {doc.get('chosen_on')})",
+    }
 
 
 def write_output(path: Path, table: pd.DataFrame) -> None:
@@ -151,8 +165,11 @@ def write_output(path: Path, table: pd.DataFrame) -> None:
             rec["positive"] = {l: bool(row[f"pred_{l}"]) for l in thresholds}
         records.append(rec)
     origin = {k: v for k, v in table.attrs["threshold_source"].items() if k != "text"}
-    payload = {"thresholds": {**origin, "labels": thresholds}, "predictions": records,
-               "skipped": [{"file": f, "reason": r} for f, r in table.attrs["skipped"]]}
+    payload = {
+        "thresholds": {**origin, "labels": thresholds},
+        "predictions": records,
+        "skipped": [{"file": f, "reason": r} for f, r in table.attrs["skipped"]],
+    }
     atomic_write_text(path, to_json(payload))
 
 
@@ -168,14 +185,22 @@ def show(table: pd.DataFrame) -> None:
     rows = table.to_dict("records")
     if len(labels) <= TABLE_LABELS_MAX:
         origin = table.attrs["threshold_source"]["text"]
-        print_table("Predictions" + (f" (+/-: {origin})" if thresholds else " (probabilities only: no thresholds)"),
-                    ["file", *labels], [[Path(r["file"]).name, *[cell(r, l) for l in labels]] for r in rows])
+        print_table(
+            "Predictions" + (f" (+/-: {origin})" if thresholds else " (probabilities only: no thresholds)"),
+            ["file", *labels],
+            [[Path(r["file"]).name, *[cell(r, l) for l in labels]] for r in rows],
+        )
         return
     out = []
     for r in rows:
         top = sorted(labels, key=lambda l: -r[f"prob_{l}"])[:3]
         positives = [l for l in thresholds if r[f"pred_{l}"]]
-        out.append([Path(r["file"]).name, ", ".join(f"{l} {r[f'prob_{l}']:.2f}" for l in top),
-                    ", ".join(positives) if thresholds else "(no thresholds: run evaluate)"])
+        out.append(
+            [
+                Path(r["file"]).name,
+                ", ".join(f"{l} {r[f'prob_{l}']:.2f}" for l in top),
+                ", ".join(positives) if thresholds else "(no thresholds: run evaluate)",
+            ]
+        )
     title = f"Predictions (positive: {table.attrs['threshold_source']['text']})" if thresholds else "Predictions"
     print_table(title, ["file", "top 3", "positive"], out)

@@ -34,7 +34,10 @@ class ReportConfig:
 
 def _img(path: Path, alt: str, width: str = "100%") -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" style="max-width:{width}" src="data:image/png;base64,{data}"><figcaption>{html.escape(path.name)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(alt)}" style="max-width:{width}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+    )
 
 
 def _number(v) -> str:
@@ -46,7 +49,7 @@ def _table(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
     shown = frame.head(max_rows)
     body = shown.to_html(index=False, float_format=_number, na_rep="–", border=0, classes="t")
     more = f"<p class=note>{len(frame) - max_rows} more rows in the CSV.</p>" if len(frame) > max_rows else ""
-    return f'<div class=wide>{body}</div>{more}'
+    return f"<div class=wide>{body}</div>{more}"
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
@@ -61,7 +64,7 @@ def _pre(text: str) -> str:
 
 
 def _missing(what: str, command: str) -> str:
-    return f'<p class=note>{html.escape(what)} not run yet: <code>{html.escape(command)}</code></p>'
+    return f"<p class=note>{html.escape(what)} not run yet: <code>{html.escape(command)}</code></p>"
 
 
 def _pngs(folder: Path, limit: int | None = None) -> list[Path]:
@@ -72,11 +75,21 @@ def _pngs(folder: Path, limit: int | None = None) -> list[Path]:
 
 
 def _summary_rows(manifest: dict[str, Any], paths: RunPaths) -> list[tuple[str, str]]:
-    rows = [("run", str(paths.root)), ("kind", str(manifest.get("kind", "?"))), ("architecture", str(manifest.get("arch", "?"))),
-            ("data", str(manifest.get("data", "?"))), ("data hash", str(manifest.get("data_hash", "?"))),
-            ("created", str(manifest.get("created", "?")))]
+    rows = [
+        ("run", str(paths.root)),
+        ("kind", str(manifest.get("kind", "?"))),
+        ("architecture", str(manifest.get("arch", "?"))),
+        ("data", str(manifest.get("data", "?"))),
+        ("data hash", str(manifest.get("data_hash", "?"))),
+        ("created", str(manifest.get("created", "?"))),
+    ]
     env = manifest.get("environment", {})
-    rows.append(("software", ", ".join(f"{k} {v}" for k, v in env.items() if v and k in ("cxrtool", "torch", "torchvision", "python"))))
+    rows.append(
+        (
+            "software",
+            ", ".join(f"{k} {v}" for k, v in env.items() if v and k in ("cxrtool", "torch", "torchvision", "python")),
+        )
+    )
     if env.get("git_commit"):
         rows.append(("commit", env["git_commit"]))
     return rows
@@ -153,7 +166,7 @@ def _section_cam(paths: RunPaths) -> str:
         parts.append("<h4>Box scores (pointing-game hit rate, IoU; box_fraction = chance)</h4>" + _table(frame))
     pngs = _pngs(paths.cam, MAX_CAM_EXAMPLES)
     if pngs:
-        parts.append('<div class=grid>' + "".join(_img(p, p.stem) for p in pngs) + "</div>")
+        parts.append("<div class=grid>" + "".join(_img(p, p.stem) for p in pngs) + "</div>")
     return "".join(parts) or _missing("Class activation maps", "cxrtool cam IMAGE --class C")
 
 
@@ -165,9 +178,15 @@ def _embed_scores(scores: dict[str, Any]) -> pd.DataFrame:
             if isinstance(entry, dict):
                 # `--split all` scores each split apart; the train split's latent scores are in-sample.
                 for split, part in (entry.get("by_split") or {entry.get("scored_on"): entry}).items():
-                    rows.append({"space": space, "map": "full (PCA)" if method == "full" else method,
-                                 "scored on": f"{split} (in-sample)" if part.get("in_sample") else split,
-                                 "silhouette": part.get("silhouette"), "knn_accuracy": part.get("knn_accuracy")})
+                    rows.append(
+                        {
+                            "space": space,
+                            "map": "full (PCA)" if method == "full" else method,
+                            "scored on": f"{split} (in-sample)" if part.get("in_sample") else split,
+                            "silhouette": part.get("silhouette"),
+                            "knn_accuracy": part.get("knn_accuracy"),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -208,11 +227,19 @@ def build_report(cfg: ReportConfig) -> Path:
     run = resolve_run(cfg.run)
     paths = RunPaths(run)
     manifest = read_json(paths.manifest)
-    summary = "".join(f"<tr><th>{html.escape(k)}</th><td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in _summary_rows(manifest, paths))
+    summary = "".join(
+        f"<tr><th>{html.escape(k)}</th><td style='text-align:left'>{html.escape(v)}</td></tr>"
+        for k, v in _summary_rows(manifest, paths)
+    )
     parents = _parents(manifest)
-    parent_html = "".join(
-        f"<li><code>{html.escape(p)}</code> ({html.escape(str(m.get('kind', '?')))}, {html.escape(str(m.get('arch', '?')))}, data {html.escape(str(m.get('data', '?')))})</li>"
-        for p, m in parents) or f"<li>none: {html.escape(_start_of(paths))}</li>"
+    parent_html = (
+        "".join(
+            f"<li><code>{html.escape(p)}</code> ({html.escape(str(m.get('kind', '?')))}, "
+            f"{html.escape(str(m.get('arch', '?')))}, data {html.escape(str(m.get('data', '?')))})</li>"
+            for p, m in parents
+        )
+        or f"<li>none: {html.escape(_start_of(paths))}</li>"
+    )
     config_text = paths.config.read_text() if paths.config.is_file() else "(no config.yaml)"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cxrtool report: {html.escape(run.name)}</title>
 <style>{CSS}</style></head><body>

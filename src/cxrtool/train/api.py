@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -26,7 +27,16 @@ from ..errors import CxrError
 from ..models.checkpoint import load_checkpoint, load_state, resolve_checkpoint
 from ..models.registry import create_model
 from ..progress import info, result
-from ..runs import DEFAULT_RUNS_ROOT, RunPaths, atomic_write_json, holds_locks, is_run_dir, lock_run, read_manifest, resolve_run
+from ..runs import (
+    DEFAULT_RUNS_ROOT,
+    RunPaths,
+    atomic_write_json,
+    holds_locks,
+    is_run_dir,
+    lock_run,
+    read_manifest,
+    resolve_run,
+)
 from .config import FinetuneConfig, TrainConfig
 from .curves import read_metrics
 from .folds import cross_validate
@@ -40,8 +50,10 @@ def _report(run_dir: Path, summary: dict[str, Any]) -> None:
     best = summary.get("best") or {}
     result(f"run: {run_dir}")
     if best:
-        result(f"best epoch {best['epoch']} (by {summary['select']}): val loss {best['val_loss']:.4f}, "
-               f"val AUROC {best['val_auroc_mean']:.3f}")
+        result(
+            f"best epoch {best['epoch']} (by {summary['select']}): val loss {best['val_loss']:.4f}, "
+            f"val AUROC {best['val_auroc_mean']:.3f}"
+        )
 
 
 @holds_locks
@@ -55,8 +67,21 @@ def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = (), overwrit
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.arch, len(labels), cfg.weights, cfg.allow_partial)
         run_dir = make_run_dir(cfg.out, "pretrain", cfg.arch, dinfo, overwrite)
-        summary = train_run(cfg, "pretrain", data, model, labels, columns, train_rows, val_rows, dinfo, device,
-                         run_dir, {"parent": None}, callbacks)
+        summary = train_run(
+            cfg,
+            "pretrain",
+            data,
+            model,
+            labels,
+            columns,
+            train_rows,
+            val_rows,
+            dinfo,
+            device,
+            run_dir,
+            {"parent": None},
+            callbacks,
+        )
         if dinfo.is_main:
             _report(run_dir, summary)
         return run_dir
@@ -76,8 +101,21 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = (), overw
         labels, columns = select_labels(data, cfg.labels, train_rows)
         model, cfg, parent = finetune_model(cfg, labels)
         run_dir = make_run_dir(cfg.out, "finetune", cfg.arch, dinfo, overwrite)
-        summary = train_run(cfg, "finetune", data, model, labels, columns, train_rows, val_rows, dinfo, device, run_dir,
-                         {"parent": str(parent) if parent else None}, callbacks)
+        summary = train_run(
+            cfg,
+            "finetune",
+            data,
+            model,
+            labels,
+            columns,
+            train_rows,
+            val_rows,
+            dinfo,
+            device,
+            run_dir,
+            {"parent": str(parent) if parent else None},
+            callbacks,
+        )
         if dinfo.is_main:
             _report(run_dir, summary)
         return run_dir
@@ -86,8 +124,14 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = (), overw
 
 
 @holds_locks
-def resume(run: Path | None = None, kind: str = "pretrain", epochs: int | None = None, workers: int | None = None,
-           device: str | None = None, callbacks: Sequence[EpochCallback] = ()) -> Path:
+def resume(
+    run: Path | None = None,
+    kind: str = "pretrain",
+    epochs: int | None = None,
+    workers: int | None = None,
+    device: str | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+) -> Path:
     """Continue an interrupted run from its checkpoints/last (optionally for more `epochs`)."""
     run_dir = resolve_run(Path(run) if run is not None else _newest(kind))
     lock_run(run_dir)  # one writer at a time; dies with the process
@@ -101,11 +145,20 @@ def resume(run: Path | None = None, kind: str = "pretrain", epochs: int | None =
     last = resolve_checkpoint(run_dir, "last")
     state = load_state(last)
     # The parent's weights are already in checkpoints/last: do not ask for them again.
-    cfg = build_config(cls, paths.config, epochs=epochs, workers=workers, device=device,
-                       **({"parent": "none", "weights": "none"} if cls is FinetuneConfig else {"weights": "none"}))
+    cfg = build_config(
+        cls,
+        paths.config,
+        epochs=epochs,
+        workers=workers,
+        device=device,
+        **({"parent": "none", "weights": "none"} if cls is FinetuneConfig else {"weights": "none"}),
+    )
     data = PreparedData(cfg.data)
     if data.data_hash != manifest.get("data_hash"):
-        raise CxrError(f"{run_dir}: its data {cfg.data} changed since the run started (hash {data.data_hash} != {manifest.get('data_hash')}); start a new run")
+        raise CxrError(
+            f"{run_dir}: its data {cfg.data} changed since the run started "
+            f"(hash {data.data_hash} != {manifest.get('data_hash')}); start a new run"
+        )
     dinfo, dev = start_training(cfg, str(manifest.get("kind")))
     try:
         labels = list(manifest.get("labels") or cfg.labels or data.labels)
@@ -118,13 +171,26 @@ def resume(run: Path | None = None, kind: str = "pretrain", epochs: int | None =
             fields["resumed"] = [*manifest.get("resumed", []), time.strftime("%Y-%m-%dT%H:%M:%S%z")]
             if epochs is not None:
                 dump_config(dataclasses.replace(build_config(cls, paths.config), epochs=cfg.epochs), paths.config)
-            atomic_write_json(paths.manifest, {"created": manifest.get("created"), **fields,
-                                               "environment": manifest.get("environment")})
-        plan = TrainPlan(dataclasses.replace(cfg, labels=labels), run_dir, data, labels, columns,
-                         data.require_rows("train"), data.require_rows("val"), model, dev, dinfo,
-                         card_extra={k: manifest[k] for k in ("parent",) if k in manifest}, state=state,
-                         history=history, callbacks=tensorboard_callbacks(cfg, run_dir, data, labels, [], dinfo.is_main,
-                                                                          callbacks, grid=False))
+            atomic_write_json(
+                paths.manifest,
+                {"created": manifest.get("created"), **fields, "environment": manifest.get("environment")},
+            )
+        plan = TrainPlan(
+            dataclasses.replace(cfg, labels=labels),
+            run_dir,
+            data,
+            labels,
+            columns,
+            data.require_rows("train"),
+            data.require_rows("val"),
+            model,
+            dev,
+            dinfo,
+            card_extra={k: manifest[k] for k in ("parent",) if k in manifest},
+            state=state,
+            history=history,
+            callbacks=tensorboard_callbacks(cfg, run_dir, data, labels, [], dinfo.is_main, callbacks, grid=False),
+        )
         summary = fit(plan)
         if dinfo.is_main:
             _report(run_dir, summary)

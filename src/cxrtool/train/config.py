@@ -64,16 +64,34 @@ class TrainConfig:
             require(len(self.labels) > 0, "--labels: give at least one label")
             self.labels = [str(x) for x in self.labels]
         require(int(self.epochs) >= 1, f"--epochs: must be at least 1 (got {self.epochs})")
-        require(int(self.batch_size) >= 2, f"--batch-size: must be at least 2 for batch normalisation (got {self.batch_size})")
+        require(
+            int(self.batch_size) >= 2,
+            f"--batch-size: must be at least 2 for batch normalisation (got {self.batch_size})",
+        )
         require(float(self.lr) > 0, f"--lr: must be positive (got {self.lr})")
         require(float(self.weight_decay) >= 0, f"--weight-decay: must not be negative (got {self.weight_decay})")
-        require(int(self.plateau_patience) >= 0, f"--plateau-patience: must not be negative (got {self.plateau_patience})")
-        require(int(self.early_stop) >= 0, f"--early-stop: must not be negative; 0 turns it off (got {self.early_stop})")
-        require(self.select in SELECT_CHOICES, f"--select: choose one of {', '.join(SELECT_CHOICES)} (got {self.select!r})")
-        require(self.augment in AUGMENT_CHOICES, f"--augment: choose one of {', '.join(AUGMENT_CHOICES)} (got {self.augment!r})")
+        require(
+            int(self.plateau_patience) >= 0, f"--plateau-patience: must not be negative (got {self.plateau_patience})"
+        )
+        require(
+            int(self.early_stop) >= 0, f"--early-stop: must not be negative; 0 turns it off (got {self.early_stop})"
+        )
+        require(
+            self.select in SELECT_CHOICES, f"--select: choose one of {', '.join(SELECT_CHOICES)} (got {self.select!r})"
+        )
+        require(
+            self.augment in AUGMENT_CHOICES,
+            f"--augment: choose one of {', '.join(AUGMENT_CHOICES)} (got {self.augment!r})",
+        )
         if self.image_size is not None:
-            require(16 <= int(self.image_size) <= 2048, f"--image-size: must be between 16 and 2048 pixels (got {self.image_size})")
-        require(str(self.device).split(":")[0] in DEVICE_CHOICES, f"--device: choose one of {', '.join(DEVICE_CHOICES)} (got {self.device!r})")
+            require(
+                16 <= int(self.image_size) <= 2048,
+                f"--image-size: must be between 16 and 2048 pixels (got {self.image_size})",
+            )
+        require(
+            str(self.device).split(":")[0] in DEVICE_CHOICES,
+            f"--device: choose one of {', '.join(DEVICE_CHOICES)} (got {self.device!r})",
+        )
         if self.tensorboard:
             require_tensorboard()
         if int(self.workers) < 0:
@@ -101,7 +119,10 @@ class FinetuneConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(int(self.folds) == 0 or int(self.folds) >= 2, f"--folds: give 2 or more folds, or 0 for the data's own splits (got {self.folds})")
+        require(
+            int(self.folds) == 0 or int(self.folds) >= 2,
+            f"--folds: give 2 or more folds, or 0 for the data's own splits (got {self.folds})",
+        )
         require(0.05 <= float(self.val_frac) <= 0.5, f"--val-frac: must be between 0.05 and 0.5 (got {self.val_frac})")
         self.folds = int(self.folds)
         if self.parent is not None:

@@ -17,7 +17,15 @@ from ..runs import atomic_write, atomic_write_text
 
 
 def metric_columns(labels: list[str]) -> list[str]:
-    return ["epoch", "train_loss", "val_loss", *[f"val_auroc_{l}" for l in labels], "val_auroc_mean", "lr", "images_per_s"]
+    return [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        *[f"val_auroc_{l}" for l in labels],
+        "val_auroc_mean",
+        "lr",
+        "images_per_s",
+    ]
 
 
 def read_metrics(path: Path) -> pd.DataFrame:
@@ -49,7 +57,7 @@ def plot_curves(metrics: pd.DataFrame, path: Path, title: str = "") -> None:
     ax_loss.legend()
     per_label = [c for c in metrics.columns if c.startswith("val_auroc_") and c != "val_auroc_mean"]
     for col in per_label if len(per_label) > 1 else []:
-        ax_auc.plot(metrics["epoch"], metrics[col], "-", alpha=0.35, linewidth=1, label=col[len("val_auroc_"):])
+        ax_auc.plot(metrics["epoch"], metrics[col], "-", alpha=0.35, linewidth=1, label=col[len("val_auroc_") :])
     ax_auc.plot(metrics["epoch"], metrics["val_auroc_mean"], "o-", color="black", linewidth=2, label="mean")
     ax_auc.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax_auc.set(xlabel="epoch", ylabel="validation ROC AUC", title="validation AUROC", ylim=(0.0, 1.0))

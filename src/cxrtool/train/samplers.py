@@ -57,9 +57,17 @@ def balancing_weights(targets: np.ndarray) -> np.ndarray:
 class SeededBatchSampler(Sampler[list[int]]):
     """Batches of positions 0..n-1: shuffled (or drawn by weight) per (seed, epoch), sharded by rank."""
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 weights: np.ndarray | None = None, rank: int = 0, world_size: int = 1,
-                 drop_single: bool = True):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        weights: np.ndarray | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_single: bool = True,
+    ):
         self.n, self.batch_size, self.seed, self.shuffle = int(n), int(batch_size), int(seed), shuffle
         self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
         self.rank, self.world_size = int(rank), int(world_size)

@@ -9,8 +9,9 @@ and `check_validation` check the labels and the validation split before any epoc
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,12 +39,15 @@ def select_labels(data: PreparedData, wanted: list[str] | None, rows: np.ndarray
         if len(known) == 0:
             raise CxrError(f"{data.root}: no image in the train split is annotated for {label}; drop it with --labels")
         if known.min() == known.max() and dist_utils.env_info().is_main:
-            warn(f"every annotated training image is {'positive' if known[0] else 'negative'} for {label}: the network cannot learn it")
+            warn(
+                f"every annotated training image is {'positive' if known[0] else 'negative'} for {label}: the network cannot learn it"
+            )
     return labels, columns
 
 
-def check_validation(targets: np.ndarray, labels: list[str], select: str, dinfo: dist_utils.DistInfo,
-                     announce: bool = True) -> dict[str, Any]:
+def check_validation(
+    targets: np.ndarray, labels: list[str], select: str, dinfo: dist_utils.DistInfo, announce: bool = True
+) -> dict[str, Any]:
     """Warn (once) when the validation split is too small to pick an epoch reliably; for the manifest."""
     counts = validation_counts(targets, labels)
     small = small_validation(counts)
@@ -51,7 +55,9 @@ def check_validation(targets: np.ndarray, labels: list[str], select: str, dinfo:
     if select == "auroc" and not any(min(c.values()) > 0 for c in counts.values()):
         rule = "loss"  # no label has both classes: AUROC cannot rank the epochs
         if announce and dinfo.is_main:
-            warn("no label has both classes in the validation split, so its AUROC is not computable: selecting by validation loss")
+            warn(
+                "no label has both classes in the validation split, so its AUROC is not computable: selecting by validation loss"
+            )
     elif small and announce and dinfo.is_main:
         warn(small_validation_message(small, select))
     return {"rule": rule, "requested": select, "validation_counts": counts, "small_validation": sorted(small)}
@@ -62,8 +68,9 @@ def start_training(cfg: TrainConfig, kind: str) -> tuple[dist_utils.DistInfo, to
     dinfo, device = dist_utils.setup(resolve_device(cfg.device))
     if not dinfo.is_main:
         set_quiet(True)  # one progress display: rank 0's
-    _determinism_before.append((torch.are_deterministic_algorithms_enabled(),
-                                torch.is_deterministic_algorithms_warn_only_enabled()))
+    _determinism_before.append(
+        (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    )
     if device.type == "cpu":
         # Deterministic kernels cost nothing on the CPU and make resumed runs exact.
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -79,24 +86,62 @@ def make_run_dir(out: Path | None, kind: str, arch: str, dinfo: dist_utils.DistI
     return Path(dist_utils.broadcast_object(dinfo, str(run_dir) if run_dir else None))
 
 
-def train_run(cfg: TrainConfig, kind: str, data: PreparedData, model: XRayClassifier, labels: list[str],
-           columns: list[int], train_rows: np.ndarray, val_rows: np.ndarray, dinfo: dist_utils.DistInfo,
-           device: torch.device, run_dir: Path, manifest: dict[str, Any], callbacks: Sequence[EpochCallback],
-           announce: bool = True) -> dict[str, Any]:
+def train_run(
+    cfg: TrainConfig,
+    kind: str,
+    data: PreparedData,
+    model: XRayClassifier,
+    labels: list[str],
+    columns: list[int],
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    dinfo: dist_utils.DistInfo,
+    device: torch.device,
+    run_dir: Path,
+    manifest: dict[str, Any],
+    callbacks: Sequence[EpochCallback],
+    announce: bool = True,
+) -> dict[str, Any]:
     """Write config + manifest into `run_dir`, then fit; shared by pretrain, finetune and folds."""
     selection = check_validation(data.targets(val_rows)[:, columns], labels, cfg.select, dinfo, announce)
-    cfg = dataclasses.replace(cfg, data=data.root.resolve(), out=run_dir.resolve(), labels=labels, select=selection["rule"])
+    cfg = dataclasses.replace(
+        cfg, data=data.root.resolve(), out=run_dir.resolve(), labels=labels, select=selection["rule"]
+    )
     if dinfo.is_main:
         dump_config(cfg, RunPaths(run_dir).config)
-        write_manifest(run_dir, kind=kind, arch=cfg.arch, data=str(data.root.resolve()), data_hash=data.data_hash,
-                       labels=labels, seed=cfg.seed, weights=cfg.weights, selection=selection,
-                       train_images=len(train_rows), val_images=len(val_rows), world_size=dinfo.world_size,
-                       weights_load=model.weights_report, **manifest)
+        write_manifest(
+            run_dir,
+            kind=kind,
+            arch=cfg.arch,
+            data=str(data.root.resolve()),
+            data_hash=data.data_hash,
+            labels=labels,
+            seed=cfg.seed,
+            weights=cfg.weights,
+            selection=selection,
+            train_images=len(train_rows),
+            val_images=len(val_rows),
+            world_size=dinfo.world_size,
+            weights_load=model.weights_report,
+            **manifest,
+        )
     dist_utils.barrier(dinfo)
     card_extra = {k: manifest[k] for k in ("parent", "fold") if k in manifest}
     callbacks = tensorboard_callbacks(cfg, run_dir, data, labels, train_rows, dinfo.is_main, callbacks)
-    plan = TrainPlan(cfg, run_dir, data, labels, columns, train_rows, val_rows, model, device, dinfo,
-                     card_extra=card_extra, callbacks=callbacks)
+    plan = TrainPlan(
+        cfg,
+        run_dir,
+        data,
+        labels,
+        columns,
+        train_rows,
+        val_rows,
+        model,
+        device,
+        dinfo,
+        card_extra=card_extra,
+        callbacks=callbacks,
+    )
     return fit(plan)
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ class TensorBoardLogger:
         # lazy: torchvision, only for the TensorBoard image grid
         from torchvision.utils import make_grid
 
-        grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=int(math.ceil(math.sqrt(len(images)))), padding=2)
+        grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=math.ceil(math.sqrt(len(images))), padding=2)
         self.writer.add_image(tag, grid, global_step=step)
         self.writer.flush()
 
@@ -81,8 +81,16 @@ def augmented_grid(data, rows: np.ndarray, image_size: int, augment: str, seed: 
     return augment_batch(x, augment, gen)
 
 
-def tensorboard_callbacks(cfg, run_dir: Path, data, labels: Sequence[str], train_rows: np.ndarray,
-                          is_main: bool, callbacks: Sequence = (), grid: bool = True) -> list:
+def tensorboard_callbacks(
+    cfg,
+    run_dir: Path,
+    data,
+    labels: Sequence[str],
+    train_rows: np.ndarray,
+    is_main: bool,
+    callbacks: Sequence = (),
+    grid: bool = True,
+) -> list:
     """`callbacks` plus a TensorBoard logger when cfg.tensorboard is set (main process only);
     `grid`: log the augmented images too (not again when a run is resumed)."""
     if not getattr(cfg, "tensorboard", False) or not is_main:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,15 +37,15 @@ from ..data.pool import default_workers
 from ..data.tensors import to_model_input
 from ..device import amp_dtype as device_amp_dtype
 from ..device import fast_paths
-from ..inference import InferenceEngine
 from ..errors import CxrError
 from ..evaluate.metrics import per_label_auroc
+from ..inference import InferenceEngine
 from ..models.checkpoint import model_card, save_checkpoint
 from ..progress import info, progress_bar
 from ..runs import RunPaths
 from . import distributed as dist_utils
-from .curves import plot_curves, write_metrics
 from .config import SMALL_VALIDATION, TrainConfig
+from .curves import plot_curves, write_metrics
 from .losses import masked_bce, per_image_bce
 from .samplers import SeededBatchSampler, balancing_weights, epoch_seed
 
@@ -96,7 +97,11 @@ def small_validation_message(small: dict[str, dict[str, int]], select: str) -> s
     label, c = min(small.items(), key=lambda kv: min(kv[1].values()))
     cls = "positive" if c["positive"] <= c["negative"] else "negative"
     more = f" (and {len(small) - 1} more label(s))" if len(small) > 1 else ""
-    advice = "choosing the best epoch on it is noisy; consider --select last" if select != "last" else "keeping the last epoch (--select last)"
+    advice = (
+        "choosing the best epoch on it is noisy; consider --select last"
+        if select != "last"
+        else "keeping the last epoch (--select last)"
+    )
     return f"the validation split has only {c[cls]} {cls} image(s) of {label}{more}, fewer than {SMALL_VALIDATION}: {advice}"
 
 
@@ -111,8 +116,9 @@ def _set_train_mode(model: torch.nn.Module, freeze_backbone: bool) -> None:
 
 
 @torch.no_grad()
-def evaluate_rows(engine: InferenceEngine, dataset: CacheDataset, positions: np.ndarray, batch_size: int,
-                  workers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def evaluate_rows(
+    engine: InferenceEngine, dataset: CacheDataset, positions: np.ndarray, batch_size: int, workers: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities, targets, per-image losses) for dataset positions, in the order given."""
     probs, targets, losses = [], [], []
     for batch in engine.batches(dataset, batch_size, positions=positions, workers=workers):
@@ -151,18 +157,33 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
     if dinfo.enabled:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=cfg.plateau_patience)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.1, patience=cfg.plateau_patience
+    )
     # Only float16 needs loss scaling (cards without bfloat16); its inf check does read the device each step.
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     train_set = CacheDataset(plan.data, plan.train_rows, plan.label_columns)
     val_set = CacheDataset(plan.data, plan.val_rows, plan.label_columns)
     weights = balancing_weights(train_set.targets) if cfg.oversample else None
-    sampler = SeededBatchSampler(len(train_set), cfg.batch_size, cfg.seed, shuffle=True, weights=weights,
-                                 rank=dinfo.rank, world_size=dinfo.world_size)
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_batch, num_workers=cfg.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0,
-                        prefetch_factor=4 if cfg.workers > 0 else None)
+    sampler = SeededBatchSampler(
+        len(train_set),
+        cfg.batch_size,
+        cfg.seed,
+        shuffle=True,
+        weights=weights,
+        rank=dinfo.rank,
+        world_size=dinfo.world_size,
+    )
+    loader = DataLoader(
+        train_set,
+        batch_sampler=sampler,
+        collate_fn=collate_batch,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+        prefetch_factor=4 if cfg.workers > 0 else None,
+    )
     val_positions = np.arange(len(val_set))[dinfo.rank :: dinfo.world_size]
     val_engine = InferenceEngine(model, device, cfg.image_size, prepare=False)  # the model is placed above
     val_workers = min(cfg.workers, default_workers("read", device.type))
@@ -184,9 +205,18 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
 
     def checkpoint_card(epoch: int, row: dict) -> dict:
         metrics = {k: v for k, v in row.items() if k.startswith("val_")}
-        return model_card(model, plan.labels, cfg.image_size, plan.data.size, data_hash=plan.data.data_hash,
-                          data_dir=str(Path(plan.data.root).resolve()), epoch=epoch, metrics=metrics,
-                          select=cfg.select, **plan.card_extra)
+        return model_card(
+            model,
+            plan.labels,
+            cfg.image_size,
+            plan.data.size,
+            data_hash=plan.data.data_hash,
+            data_dir=str(Path(plan.data.root).resolve()),
+            epoch=epoch,
+            metrics=metrics,
+            select=cfg.select,
+            **plan.card_extra,
+        )
 
     # curves.png is redrawn at most every PLOT_EVERY_S seconds (drawing costs more than a tiny
     # epoch) and always when the loop ends, however it ends.
@@ -223,10 +253,16 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - started
             loss_sum, seen, elapsed = dist_utils.all_sum(dinfo, [tally.loss_sum, float(tally.seen), elapsed], device)
-            probs, targets_np, losses = evaluate_rows(val_engine, val_set, val_positions, cfg.batch_size * 2, val_workers)
+            probs, targets_np, losses = evaluate_rows(
+                val_engine, val_set, val_positions, cfg.batch_size * 2, val_workers
+            )
             probs, targets_np, losses = dist_utils.gather_arrays(dinfo, probs, targets_np, losses)
             aurocs = per_label_auroc(targets_np, probs) if len(probs) else np.full(len(plan.labels), np.nan)
-            row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": float(np.mean(losses)) if len(losses) else math.nan}
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(seen, 1),
+                "val_loss": float(np.mean(losses)) if len(losses) else math.nan,
+            }
             row.update({f"val_auroc_{l}": float(a) for l, a in zip(plan.labels, aurocs)})
             row["val_auroc_mean"] = float(np.nanmean(aurocs)) if np.isfinite(aurocs).any() else math.nan
             row["lr"] = optimizer.param_groups[0]["lr"]
@@ -251,18 +287,28 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
                 card = checkpoint_card(epoch, row)
                 if improved:
                     save_checkpoint(paths.checkpoint("best"), model, card)
-                state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "best_score": best_score,
-                         "best_epoch": best_epoch, "monitor_best": monitor_best, "bad_epochs": bad_epochs,
-                         "stopped_early": stopped_early, "rng": {"torch": torch.get_rng_state()},
-                         "sampler": {"seed": cfg.seed, "next_epoch": epoch + 1}}
+                state = {
+                    "epoch": epoch,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "monitor_best": monitor_best,
+                    "bad_epochs": bad_epochs,
+                    "stopped_early": stopped_early,
+                    "rng": {"torch": torch.get_rng_state()},
+                    "sampler": {"seed": cfg.seed, "next_epoch": epoch + 1},
+                }
                 save_checkpoint(paths.checkpoint("last"), model, {**card, "best_epoch": best_epoch}, state=state)
                 if time.perf_counter() - last_plot > PLOT_EVERY_S:
                     plot_curves(pd.DataFrame(history), paths.curves, title=plan.run_dir.name)
                     plotted, last_plot = len(history), time.perf_counter()
-                info(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
-                     f"val AUROC {row['val_auroc_mean']:.3f}{' (best)' if improved else ''}, lr {row['lr']:.2g}, "
-                     f"{row['images_per_s']:.1f} images/s")
+                info(
+                    f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+                    f"val AUROC {row['val_auroc_mean']:.3f}{' (best)' if improved else ''}, lr {row['lr']:.2g}, "
+                    f"{row['images_per_s']:.1f} images/s"
+                )
             dist_utils.barrier(dinfo)
             for callback in plan.callbacks:
                 callback(epoch, row)
@@ -273,8 +319,14 @@ def fit(plan: TrainPlan) -> dict[str, Any]:
         if dinfo.is_main and len(history) > plotted:
             plot_curves(pd.DataFrame(history), paths.curves, title=plan.run_dir.name)
 
-    return {"best_epoch": best_epoch, "select": cfg.select, "epochs_run": len(history), "stopped_early": stopped_early,
-            "history": history, "best": next((r for r in history if r["epoch"] == best_epoch), None)}
+    return {
+        "best_epoch": best_epoch,
+        "select": cfg.select,
+        "epochs_run": len(history),
+        "stopped_early": stopped_early,
+        "history": history,
+        "best": next((r for r in history if r["epoch"] == best_epoch), None),
+    }
 
 
 class LossTally:
@@ -304,17 +356,22 @@ class LossTally:
     def read(self) -> tuple[float, int, float]:
         """(loss sum, first non-finite step or 0, its value): the one host synchronisation."""
         dtype = self.total.dtype
-        total, bad_step, bad_value = torch.stack([self.total, self.bad_step.to(dtype), self.bad_value.to(dtype)]).tolist()
+        total, bad_step, bad_value = torch.stack(
+            [self.total, self.bad_step.to(dtype), self.bad_value.to(dtype)]
+        ).tolist()
         self.loss_sum = total
         return total, int(bad_step), bad_value
 
 
-def _read_tally(tally: LossTally, dinfo: dist_utils.DistInfo, bar, epoch: int, paths: RunPaths,
-                history: list[dict], lr: float) -> None:
+def _read_tally(
+    tally: LossTally, dinfo: dist_utils.DistInfo, bar, epoch: int, paths: RunPaths, history: list[dict], lr: float
+) -> None:
     """Read the device-side loss; show it, and stop the run if any process saw a non-finite loss."""
     total, bad_step, bad_value = tally.read()
     if dinfo.enabled:  # every process must agree to stop, and on where
-        total, seen, worst = dist_utils.all_sum(dinfo, [total, float(tally.seen), float(bad_step > 0)], device=tally.device)
+        total, seen, worst = dist_utils.all_sum(
+            dinfo, [total, float(tally.seen), float(bad_step > 0)], device=tally.device
+        )
         first = dist_utils.all_min(dinfo, bad_step if bad_step > 0 else 2**62, tally.device) if worst else 0
         bad_step = first if worst else 0
     else:
@@ -328,6 +385,8 @@ def _read_tally(tally: LossTally, dinfo: dist_utils.DistInfo, bar, epoch: int, p
 def _non_finite_message(epoch: int, step: int, value: float, paths: RunPaths, history: list[dict], lr: float) -> str:
     where = f"epoch {epoch}, step {step}: the training loss is {value} (not finite); training stopped"
     if history:
-        return (f"{where}. The last good checkpoint is {paths.checkpoint('last')} (epoch {history[-1]['epoch']}); "
-                f"start again with a lower --lr (now {lr:g})")
+        return (
+            f"{where}. The last good checkpoint is {paths.checkpoint('last')} (epoch {history[-1]['epoch']}); "
+            f"start again with a lower --lr (now {lr:g})"
+        )
     return f"{where} before any epoch finished (no checkpoint written); start again with a lower --lr (now {lr:g})"

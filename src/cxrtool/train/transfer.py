@@ -31,15 +31,18 @@ def resolve_parent(parent: str | None) -> Path | None:
         return resolve_checkpoint(resolve_run(None), "best")
     path = Path(parent)
     if not path.exists():
-        raise CxrError(f"--from: {parent}: no such run or checkpoint (give a run directory, a checkpoint folder, or none)")
+        raise CxrError(
+            f"--from: {parent}: no such run or checkpoint (give a run directory, a checkpoint folder, or none)"
+        )
     try:
         return resolve_checkpoint(path, "best")
     except CxrError as exc:
         raise CxrError(f"--from: {exc}") from None
 
 
-def transfer_model(checkpoint: Path, labels: list[str], seed: int,
-                   allow_partial: bool = False) -> tuple[XRayClassifier, dict[str, Any]]:
+def transfer_model(
+    checkpoint: Path, labels: list[str], seed: int, allow_partial: bool = False
+) -> tuple[XRayClassifier, dict[str, Any]]:
     """The parent's network with a head for `labels`; head rows of labels it already had are kept.
 
     The parent's body goes through the same matching as any weights file (counted, and refused
@@ -76,6 +79,10 @@ def finetune_model(cfg: FinetuneConfig, labels: list[str]) -> tuple[XRayClassifi
     if cfg.arch is not None and cfg.arch != card["arch"]:
         raise CxrError(f"--arch: the parent {checkpoint} is a {card['arch']}; --arch applies only with --from none")
     model, card = transfer_model(checkpoint, labels, cfg.seed, cfg.allow_partial)
-    resolved = dataclasses.replace(cfg, arch=card["arch"], parent=str(checkpoint.resolve()),
-                                   image_size=cfg.image_size or int(card.get("image_size", 224)))
+    resolved = dataclasses.replace(
+        cfg,
+        arch=card["arch"],
+        parent=str(checkpoint.resolve()),
+        image_size=cfg.image_size or int(card.get("image_size", 224)),
+    )
     return model, resolved, checkpoint.resolve()

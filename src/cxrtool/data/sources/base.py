@@ -41,7 +41,10 @@ class PrepareOptions:
         require(0 <= self.val_frac < 1, f"--val-frac: {self.val_frac}; give a fraction in [0, 1)")
         require(0 <= self.test_frac < 1, f"--test-frac: {self.test_frac}; give a fraction in [0, 1)")
         require(self.val_frac + self.test_frac < 1, "--val-frac + --test-frac must leave images for training (sum < 1)")
-        require(0 <= self.max_distance <= 256, f"--max-distance: {self.max_distance}; give 0..256 (bits of the 256-bit fingerprint)")
+        require(
+            0 <= self.max_distance <= 256,
+            f"--max-distance: {self.max_distance}; give 0..256 (bits of the 256-bit fingerprint)",
+        )
 
     def settings(self) -> dict[str, Any]:
         """What decides the cache's content (not where it goes or how fast it is made)."""

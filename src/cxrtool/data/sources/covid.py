@@ -27,10 +27,31 @@ DEFAULT_VIEWS = ["PA", "AP", "AP Supine"]
 SUPPORTED = [COVID_LABEL, "Pneumonia"]
 # Findings of the flat vocabulary that are pneumonias (the hierarchical one says "Pneumonia/...").
 PNEUMONIAS = {
-    "covid-19", "sars", "mers", "mers-cov", "pneumonia", "viral", "bacterial", "fungal", "lipoid",
-    "pneumocystis", "streptococcus", "klebsiella", "mycoplasma bacterial pneumonia", "mycoplasma",
-    "legionella", "varicella", "e.coli", "chlamydophila", "influenza", "herpes", "aspergillosis",
-    "nocardia", "staphylococcus", "h1n1", "aspiration",
+    "covid-19",
+    "sars",
+    "mers",
+    "mers-cov",
+    "pneumonia",
+    "viral",
+    "bacterial",
+    "fungal",
+    "lipoid",
+    "pneumocystis",
+    "streptococcus",
+    "klebsiella",
+    "mycoplasma bacterial pneumonia",
+    "mycoplasma",
+    "legionella",
+    "varicella",
+    "e.coli",
+    "chlamydophila",
+    "influenza",
+    "herpes",
+    "aspergillosis",
+    "nocardia",
+    "staphylococcus",
+    "h1n1",
+    "aspiration",
 }
 COLUMNS = ("patientid", "finding", "view", "modality", "filename")
 # Every finding name the collection has used; a name close to one of these but not one of them
@@ -41,8 +62,13 @@ KNOWN_FINDINGS = PNEUMONIAS | {"covid-19", "no finding", "ards", "tuberculosis",
 
 def suspect_tokens(finding: str) -> list[str]:
     """Tokens of a finding cell that look like misspelt known findings ('COVD-19', 'Pnuemonia')."""
-    return [t for t in finding_tokens(finding) if t not in KNOWN_FINDINGS and canonical(t) != COVID_LABEL
-            and difflib.get_close_matches(t, sorted(KNOWN_FINDINGS), n=1, cutoff=0.8)]
+    return [
+        t
+        for t in finding_tokens(finding)
+        if t not in KNOWN_FINDINGS
+        and canonical(t) != COVID_LABEL
+        and difflib.get_close_matches(t, sorted(KNOWN_FINDINGS), n=1, cutoff=0.8)
+    ]
 
 
 @dataclass(kw_only=True)
@@ -60,7 +86,10 @@ class PrepareCovidConfig(PrepareOptions):
         if self.findings is not None:
             self.findings = [canonical(f) for f in parse_list(self.findings, "--findings")]
             unknown = [f for f in self.findings if f not in SUPPORTED]
-            require(not unknown, f"--findings: {', '.join(unknown)} cannot be read from this collection; choose from {', '.join(SUPPORTED)}")
+            require(
+                not unknown,
+                f"--findings: {', '.join(unknown)} cannot be read from this collection; choose from {', '.join(SUPPORTED)}",
+            )
 
 
 def finding_tokens(finding: str) -> list[str]:
@@ -113,24 +142,41 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
     finding = meta["finding"].str.strip()
     labelled = ~finding.str.lower().isin(["todo", ""])
     keep = xray & frontal & labelled
-    notes = [f"{meta_path}: {len(meta)} rows; kept {int(keep.sum())} X-rays in views {', '.join(cfg.views)} "
-             f"({int((~xray).sum())} other modalities, {int((xray & ~frontal).sum())} other or blank views, "
-             f"{int((xray & frontal & ~labelled).sum())} not yet labelled)"]
+    notes = [
+        f"{meta_path}: {len(meta)} rows; kept {int(keep.sum())} X-rays in views {', '.join(cfg.views)} "
+        f"({int((~xray).sum())} other modalities, {int((xray & ~frontal).sum())} other or blank views, "
+        f"{int((xray & frontal & ~labelled).sum())} not yet labelled)"
+    ]
     meta = meta[keep].reset_index(drop=True)
-    folder = meta["folder"].str.strip().replace("", "images") if "folder" in meta.columns else pd.Series("images", index=meta.index)
+    folder = (
+        meta["folder"].str.strip().replace("", "images")
+        if "folder" in meta.columns
+        else pd.Series("images", index=meta.index)
+    )
     source_path = folder + "/" + meta["filename"].str.strip()
     paths = source_path.map(lambda p: root / p)
     present = paths.map(lambda p: p.is_file())
     listed = missing_list(root)
     ids = unique_ids(meta["filename"].str.strip(), meta["patientid"].str.strip())
-    skipped = pd.DataFrame({
-        "source_path": source_path[~present], "id": ids[~present], "patient": meta["patientid"][~present].str.strip(),
-        "reason": source_path[~present].map(lambda p: f"file not found ({listed[p]} in MISSING_images.txt)" if p in listed else "file not found"),
-    })
-    rows = pd.DataFrame({
-        "id": ids, "patient": meta["patientid"].str.strip(), "view": meta["view"].str.strip(),
-        "path": paths.map(str), "source_path": source_path,
-    })
+    skipped = pd.DataFrame(
+        {
+            "source_path": source_path[~present],
+            "id": ids[~present],
+            "patient": meta["patientid"][~present].str.strip(),
+            "reason": source_path[~present].map(
+                lambda p: f"file not found ({listed[p]} in MISSING_images.txt)" if p in listed else "file not found"
+            ),
+        }
+    )
+    rows = pd.DataFrame(
+        {
+            "id": ids,
+            "patient": meta["patientid"].str.strip(),
+            "view": meta["view"].str.strip(),
+            "path": paths.map(str),
+            "source_path": source_path,
+        }
+    )
     rows["finding"] = finding.loc[keep].reset_index(drop=True)  # kept so `prepare combine` can map it to NIH findings
     if "sex" in meta.columns:
         rows["sex"] = meta["sex"].str.strip()
@@ -148,8 +194,11 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
         for tokens in suspects[unsure]:
             for t in tokens:
                 counts[t] = counts.get(t, 0) + 1
-        warnings.append(f"{meta_path}: {int(unsure.sum())} row(s) name findings that look misspelt ({count_summary(counts)}; "
-                        f"images {examples(source_path[unsure].tolist())}); their labels are kept as unknown, not negative")
+        warnings.append(
+            f"{meta_path}: {int(unsure.sum())} row(s) name findings that look misspelt ({count_summary(counts)}; "
+            f"images {examples(source_path[unsure].tolist())}); their labels are kept as unknown, not negative"
+        )
     rows = rows[present.to_numpy()].reset_index(drop=True)
-    return SourceTable(name="covid", rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes,
-                       warnings=warnings)
+    return SourceTable(
+        name="covid", rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes, warnings=warnings
+    )

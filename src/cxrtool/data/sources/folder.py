@@ -39,7 +39,9 @@ class PrepareFolderConfig(PrepareOptions):
         super().__post_init__()
         self.csv = Path(self.csv)
         require(self.csv.is_file(), f"{self.csv}: no such CSV file")
-        require(self.label_cols is not None, "--label-cols: name the label columns, e.g. --label-cols COVID-19,Pneumonia")
+        require(
+            self.label_cols is not None, "--label-cols: name the label columns, e.g. --label-cols COVID-19,Pneumonia"
+        )
         self.label_cols = parse_list(self.label_cols, "--label-cols")
         self.image_root = Path(self.image_root) if self.image_root is not None else self.csv.parent
         require(self.image_root.is_dir(), f"{self.image_root}: no such folder (--root)")
@@ -54,7 +56,9 @@ def parse_label(value: object, row: int, column: str, csv: Path) -> float:
         return 0.0
     if text in UNKNOWN:
         return np.nan
-    raise CxrError(f"{csv}: row {row}, column {column!r}: {value!r} is not a label (use 1/0, or leave it blank for not annotated)")
+    raise CxrError(
+        f"{csv}: row {row}, column {column!r}: {value!r} is not a label (use 1/0, or leave it blank for not annotated)"
+    )
 
 
 def image_path(text: str, root: Path) -> Path:
@@ -82,8 +86,10 @@ def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
     for option, cols in wanted.items():
         for col in cols:
             if col not in frame.columns:
-                raise CxrError(f"{cfg.csv}: no column {col!r} ({option}); the columns are: "
-                               f"{', '.join(frame.columns)}.{did_you_mean(col, list(frame.columns))}")
+                raise CxrError(
+                    f"{cfg.csv}: no column {col!r} ({option}); the columns are: "
+                    f"{', '.join(frame.columns)}.{did_you_mean(col, list(frame.columns))}"
+                )
     labels = [canonical(c) for c in cfg.label_cols or []]
     if len(set(labels)) != len(labels):
         raise CxrError(f"--label-cols: two columns name the same label ({', '.join(labels)})")
@@ -97,33 +103,61 @@ def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
             notes.append(f"{int(blank.sum())} rows have no patient id; each of them is its own patient")
     else:
         patients = images
-        notes.append("no --patient-col: each image is its own patient, so one patient's images may land in different splits")
+        notes.append(
+            "no --patient-col: each image is its own patient, so one patient's images may land in different splits"
+        )
     paths = images.map(lambda p: image_path(p, cfg.image_root))
     present = paths.map(lambda p: p.is_file())
     ids = unique_ids(images, patients)
-    rows = pd.DataFrame({
-        "id": ids, "patient": patients, "view": frame[cfg.view_col].str.strip() if cfg.view_col else "",
-        "path": paths.map(str), "source_path": images,
-    })
+    rows = pd.DataFrame(
+        {
+            "id": ids,
+            "patient": patients,
+            "view": frame[cfg.view_col].str.strip() if cfg.view_col else "",
+            "path": paths.map(str),
+            "source_path": images,
+        }
+    )
     for col in ("sex", "age"):
         if col in frame.columns:
             rows[col] = frame[col] if col == "sex" else pd.to_numeric(frame[col], errors="coerce")
     for col, label in zip(cfg.label_cols or [], labels):
         rows[label] = [parse_label(v, i + 2, col, cfg.csv) for i, v in enumerate(frame[col])]
-    skipped = pd.DataFrame({"source_path": images[~present], "id": ids[~present], "patient": patients[~present],
-                            "reason": f"file not found (under {cfg.image_root})"})
+    skipped = pd.DataFrame(
+        {
+            "source_path": images[~present],
+            "id": ids[~present],
+            "patient": patients[~present],
+            "reason": f"file not found (under {cfg.image_root})",
+        }
+    )
     # One file listed twice with different labels: which is right is unknown, so neither is used.
     conflicting = conflicting_rows(paths.map(lambda p: str(p.resolve())), rows[labels]).to_numpy()
     warnings = []
     if conflicting.any():
         files = images[conflicting].drop_duplicates().tolist()
-        warnings.append(f"{cfg.csv}: {len(files)} image(s) are listed more than once with different labels "
-                        f"({examples(files)}); they are skipped (see skipped.csv)")
-        skipped = pd.concat([skipped, pd.DataFrame({
-            "source_path": images[conflicting & present.to_numpy()], "id": ids[conflicting & present.to_numpy()],
-            "patient": patients[conflicting & present.to_numpy()],
-            "reason": [f"listed more than once in {cfg.csv.name} with different labels (row {i + 2})"
-                       for i in np.flatnonzero(conflicting & present.to_numpy())]})], ignore_index=True)
+        warnings.append(
+            f"{cfg.csv}: {len(files)} image(s) are listed more than once with different labels "
+            f"({examples(files)}); they are skipped (see skipped.csv)"
+        )
+        skipped = pd.concat(
+            [
+                skipped,
+                pd.DataFrame(
+                    {
+                        "source_path": images[conflicting & present.to_numpy()],
+                        "id": ids[conflicting & present.to_numpy()],
+                        "patient": patients[conflicting & present.to_numpy()],
+                        "reason": [
+                            f"listed more than once in {cfg.csv.name} with different labels (row {i + 2})"
+                            for i in np.flatnonzero(conflicting & present.to_numpy())
+                        ],
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     rows = rows[present.to_numpy() & ~conflicting].reset_index(drop=True)
-    return SourceTable(name=cfg.name, rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes,
-                       warnings=warnings)
+    return SourceTable(
+        name=cfg.name, rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes, warnings=warnings
+    )

@@ -24,14 +24,18 @@ from ...errors import CxrError, did_you_mean
 from ..boxes import NIH_BOX_FILE, NIH_BOX_SPACE, read_nih_boxes
 from ..imageio import IMAGE_SUFFIXES
 from ..labels import COVID_LABEL, NIH_LABELS, NO_FINDING, canonical, conflicting_rows, count_summary, examples
-from .base import PrepareOptions, SourceTable
 from ..walk import walk_files
+from .base import PrepareOptions, SourceTable
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 
 COLUMNS = {  # our name: the label file's header name
-    "image": "Image Index", "findings": "Finding Labels", "patient": "Patient ID",
-    "age": "Patient Age", "sex": "Patient Gender", "view": "View Position",
+    "image": "Image Index",
+    "findings": "Finding Labels",
+    "patient": "Patient ID",
+    "age": "Patient Age",
+    "sex": "Patient Gender",
+    "view": "View Position",
 }
 REQUIRED = ("image", "findings", "patient")
 
@@ -93,7 +97,9 @@ def read_label_file(path: Path) -> pd.DataFrame:
         if theirs in raw.columns:
             frame[ours] = raw[theirs].fillna("").str.strip()
         elif ours in REQUIRED:
-            raise CxrError(f"{path}: no column {theirs!r}; is this an NIH Data_Entry file? (columns: {', '.join(raw.columns[:8])})")
+            raise CxrError(
+                f"{path}: no column {theirs!r}; is this an NIH Data_Entry file? (columns: {', '.join(raw.columns[:8])})"
+            )
     width = next((c for c in raw.columns if c.startswith("OriginalImage[Width")), None)
     if width is not None:
         frame["orig_width"] = pd.to_numeric(raw[width], errors="coerce")
@@ -153,8 +159,10 @@ def check_rows(frame: pd.DataFrame, path: Path, findings: list[str]) -> tuple[pd
         if odd:
             unsure_images.append(image)
     if unknown:
-        warnings.append(f"{path}: {len(unsure_images)} row(s) name findings that are not labels ({count_summary(unknown)}; "
-                        f"images {examples(unsure_images)}); their other findings are kept as unknown, not negative")
+        warnings.append(
+            f"{path}: {len(unsure_images)} row(s) name findings that are not labels ({count_summary(unknown)}; "
+            f"images {examples(unsure_images)}); their other findings are kept as unknown, not negative"
+        )
     signature = frame["findings"].map(lambda cell: "|".join(sorted(finding_set(cell))))
     conflicting = conflicting_rows(frame["image"], signature)
     conflicts = pd.DataFrame(columns=["source_path", "id", "patient", "reason"])
@@ -162,10 +170,20 @@ def check_rows(frame: pd.DataFrame, path: Path, findings: list[str]) -> tuple[pd
         bad = frame[conflicting]
         listed = bad.groupby("image")["findings"].agg(lambda cells: " / ".join(repr(c) for c in cells))
         first = bad.drop_duplicates("image")
-        conflicts = pd.DataFrame({"source_path": first["image"], "id": first["image"], "patient": first["patient"].map(_patient),
-                                  "reason": first["image"].map(lambda i: f"listed more than once in {path.name} with different findings ({listed[i]})")})
-        warnings.append(f"{path}: {len(first)} image(s) are listed more than once with different findings "
-                        f"({examples(first['image'].tolist())}); they are skipped (see skipped.csv)")
+        conflicts = pd.DataFrame(
+            {
+                "source_path": first["image"],
+                "id": first["image"],
+                "patient": first["patient"].map(_patient),
+                "reason": first["image"].map(
+                    lambda i: f"listed more than once in {path.name} with different findings ({listed[i]})"
+                ),
+            }
+        )
+        warnings.append(
+            f"{path}: {len(first)} image(s) are listed more than once with different findings "
+            f"({examples(first['image'].tolist())}); they are skipped (see skipped.csv)"
+        )
     frame = frame[~conflicting].drop_duplicates("image").reset_index(drop=True)
     return frame, conflicts.reset_index(drop=True), warnings
 
@@ -183,7 +201,9 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
     for f in findings:
         if f not in NIH_LABELS and f not in vocabulary:
             choices = sorted(set(NIH_LABELS) | vocabulary)
-            raise CxrError(f"--findings: {f!r} is neither an NIH finding nor found in {label_path}.{did_you_mean(f, choices)}")
+            raise CxrError(
+                f"--findings: {f!r} is neither an NIH finding nor found in {label_path}.{did_you_mean(f, choices)}"
+            )
     notes = [f"label file: {label_path}"]
     if cfg.views:
         if "view" not in frame.columns:
@@ -196,19 +216,28 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
     files = image_files(root)
     present = frame["image"].isin(files.keys())
     missing = frame[~present]
-    skipped = pd.DataFrame({"source_path": missing["image"], "id": missing["image"],
-                            "patient": missing["patient"].map(_patient), "reason": f"image file not found under {root}"})
+    skipped = pd.DataFrame(
+        {
+            "source_path": missing["image"],
+            "id": missing["image"],
+            "patient": missing["patient"].map(_patient),
+            "reason": f"image file not found under {root}",
+        }
+    )
     skipped = pd.concat([conflicts, skipped], ignore_index=True)
     frame = frame[present].reset_index(drop=True)
     tokens = frame["findings"].map(finding_set)
     known = known_findings(findings)
     unsure = tokens.map(lambda t: not t or bool(t - known))  # a typo or a blank: not a negative
-    rows = pd.DataFrame({
-        "id": frame["image"], "patient": frame["patient"].map(_patient),
-        "view": frame.get("view", pd.Series("", index=frame.index)),
-        "path": frame["image"].map(lambda n: str(files[n])),
-        "source_path": frame["image"].map(lambda n: files[n].relative_to(root).as_posix()),
-    })
+    rows = pd.DataFrame(
+        {
+            "id": frame["image"],
+            "patient": frame["patient"].map(_patient),
+            "view": frame.get("view", pd.Series("", index=frame.index)),
+            "path": frame["image"].map(lambda n: str(files[n])),
+            "source_path": frame["image"].map(lambda n: files[n].relative_to(root).as_posix()),
+        }
+    )
     if "sex" in frame.columns:
         rows["sex"] = frame["sex"]
     if "age" in frame.columns:
@@ -220,8 +249,11 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
     test = find_file(root, ("test_list.txt",))
     if test is not None:
         rows["in_test"] = rows["id"].isin(read_list(test))
-        notes.append(f"official split: {test.name}" + (f" and {train_val.name}" if train_val else "")
-                     + "; validation carved from train_val by patient")
+        notes.append(
+            f"official split: {test.name}"
+            + (f" and {train_val.name}" if train_val else "")
+            + "; validation carved from train_val by patient"
+        )
         if train_val is not None:
             listed = read_list(train_val) | read_list(test)
             unlisted = ~rows["id"].isin(listed)
@@ -232,5 +264,13 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
     if box_path is not None:
         boxes = read_boxes(box_path, findings)
         boxes = boxes[boxes["id"].isin(set(rows["id"]))].reset_index(drop=True)
-    return SourceTable(name="nih", rows=rows, labels=findings, skipped=skipped, boxes=boxes, box_space=NIH_BOX_SPACE,
-                       notes=notes, warnings=warnings)
+    return SourceTable(
+        name="nih",
+        rows=rows,
+        labels=findings,
+        skipped=skipped,
+        boxes=boxes,
+        box_space=NIH_BOX_SPACE,
+        notes=notes,
+        warnings=warnings,
+    )

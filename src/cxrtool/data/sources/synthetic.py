@@ -43,8 +43,14 @@ class SyntheticConfig:
     size: int = 256
     seed: int = 0
     prevalence: dict[str, float] = field(
-        default_factory=lambda: {"Cardiomegaly": 0.2, "Effusion": 0.2, "Mass": 0.15, "Nodule": 0.15,
-                                 "Pneumothorax": 0.15, "COVID-19": 0.2}
+        default_factory=lambda: {
+            "Cardiomegaly": 0.2,
+            "Effusion": 0.2,
+            "Mass": 0.15,
+            "Nodule": 0.15,
+            "Pneumothorax": 0.15,
+            "COVID-19": 0.2,
+        }
     )
     shortcut: float = 0.0  # 0: view independent of findings; 1: every COVID-19 image is AP
     noise: float = 6.0
@@ -63,10 +69,14 @@ class Anatomy:
     brightness: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Anatomy":
+    def sample(cls, rng: np.random.Generator) -> Anatomy:
         return cls(
-            cx=rng.uniform(0.47, 0.53), lung_w=rng.uniform(0.16, 0.19), lung_h=rng.uniform(0.30, 0.36),
-            lung_top=rng.uniform(0.16, 0.22), heart_w=rng.uniform(0.10, 0.12), heart_h=rng.uniform(0.10, 0.13),
+            cx=rng.uniform(0.47, 0.53),
+            lung_w=rng.uniform(0.16, 0.19),
+            lung_h=rng.uniform(0.30, 0.36),
+            lung_top=rng.uniform(0.16, 0.22),
+            heart_w=rng.uniform(0.10, 0.12),
+            heart_h=rng.uniform(0.10, 0.13),
             brightness=rng.uniform(0.85, 1.15),
         )
 
@@ -132,7 +142,9 @@ def draw_image(anat: Anatomy, findings: list[str], size: int, rng: np.random.Gen
         inner = _ellipse(yy, xx, lcy + 0.05, lcx, anat.lung_h * 0.85, anat.lung_w * 0.7)
         crescent = region & ~inner
         img[crescent] = 8.0
-        img[region & inner & ~_ellipse(yy, xx, lcy + 0.05, lcx, anat.lung_h * 0.85 - 0.01, anat.lung_w * 0.7 - 0.01)] = 110.0
+        img[
+            region & inner & ~_ellipse(yy, xx, lcy + 0.05, lcx, anat.lung_h * 0.85 - 0.01, anat.lung_w * 0.7 - 0.01)
+        ] = 110.0
         boxes["Pneumothorax"] = [_box(apex, lcx - anat.lung_w, apex + anat.lung_h * 0.55, lcx + anat.lung_w, s)]
     if "COVID-19" in findings:
         boxes["COVID-19"] = []
@@ -167,11 +179,19 @@ def _plan(cfg: SyntheticConfig) -> list[dict]:
             findings = [f for f in chronic if rng.random() < 0.85]
             covid = "COVID-19" in findings
             p_ap = 0.3 + 0.7 * cfg.shortcut if covid else 0.3 * (1 - cfg.shortcut)
-            rows.append(dict(
-                image=f"{p:08d}_{follow:03d}.png", patient=str(p), follow=follow, findings=findings,
-                anatomy=anat, sex=sex, age=age + follow, view="AP" if rng.random() < p_ap else "PA",
-                seed=int(rng.integers(0, 2**31 - 1)),
-            ))
+            rows.append(
+                dict(
+                    image=f"{p:08d}_{follow:03d}.png",
+                    patient=str(p),
+                    follow=follow,
+                    findings=findings,
+                    anatomy=anat,
+                    sex=sex,
+                    age=age + follow,
+                    view="AP" if rng.random() < p_ap else "PA",
+                    seed=int(rng.integers(0, 2**31 - 1)),
+                )
+            )
     return rows
 
 
@@ -183,13 +203,15 @@ def generate_arrays(cfg: SyntheticConfig, findings: list[str] | None = None):
     images = np.empty((len(plan), cfg.size, cfg.size), dtype=np.uint8)
     records, box_rows = [], []
     for i, row in enumerate(plan):
-        img, boxes = draw_image(row["anatomy"], row["findings"], cfg.size, np.random.default_rng(row["seed"]), cfg.noise)
+        img, boxes = draw_image(
+            row["anatomy"], row["findings"], cfg.size, np.random.default_rng(row["seed"]), cfg.noise
+        )
         images[i] = img
         rec = {k: row[k] for k in ("image", "patient", "view", "sex", "age")}
         rec.update({f: float(f in row["findings"]) for f in findings})
         records.append(rec)
         for label, bxs in boxes.items():
-            for (x, y, w, h) in bxs:
+            for x, y, w, h in bxs:
                 box_rows.append(dict(image=row["image"], label=label, x=x, y=y, w=w, h=h))
     return images, pd.DataFrame(records), pd.DataFrame(box_rows, columns=["image", "label", "x", "y", "w", "h"])
 
@@ -200,7 +222,9 @@ def write_raw(out: Path, cfg: SyntheticConfig, overwrite: bool = False) -> dict[
     A folder that already holds files is refused unless `overwrite` (it may be someone's data)."""
     out = Path(out)
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise CxrError(f"{out}: folder exists and is not empty; pass --overwrite to write the synthetic set into it anyway")
+        raise CxrError(
+            f"{out}: folder exists and is not empty; pass --overwrite to write the synthetic set into it anyway"
+        )
     try:
         (out / "images").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -209,17 +233,27 @@ def write_raw(out: Path, cfg: SyntheticConfig, overwrite: bool = False) -> dict[
     entries, box_rows = [], []
     scale = NIH_BOX_SPACE / cfg.size
     for row in track(plan, "generate", unit="images"):
-        img, boxes = draw_image(row["anatomy"], row["findings"], cfg.size, np.random.default_rng(row["seed"]), cfg.noise)
+        img, boxes = draw_image(
+            row["anatomy"], row["findings"], cfg.size, np.random.default_rng(row["seed"]), cfg.noise
+        )
         Image.fromarray(img, mode="L").save(out / "images" / row["image"])
-        entries.append({
-            "Image Index": row["image"], "Finding Labels": "|".join(row["findings"]) or "No Finding",
-            "Follow-up #": row["follow"], "Patient ID": int(row["patient"]), "Patient Age": row["age"],
-            "Patient Gender": row["sex"], "View Position": row["view"],
-            "OriginalImage[Width": cfg.size, "Height]": cfg.size,
-            "OriginalImagePixelSpacing[x": 0.143, "y]": 0.143,
-        })
+        entries.append(
+            {
+                "Image Index": row["image"],
+                "Finding Labels": "|".join(row["findings"]) or "No Finding",
+                "Follow-up #": row["follow"],
+                "Patient ID": int(row["patient"]),
+                "Patient Age": row["age"],
+                "Patient Gender": row["sex"],
+                "View Position": row["view"],
+                "OriginalImage[Width": cfg.size,
+                "Height]": cfg.size,
+                "OriginalImagePixelSpacing[x": 0.143,
+                "y]": 0.143,
+            }
+        )
         for label, bxs in boxes.items():
-            for (x, y, w, h) in bxs:
+            for x, y, w, h in bxs:
                 box_rows.append([row["image"], label, x * scale, y * scale, w * scale, h * scale])
     pd.DataFrame(entries).to_csv(out / "Data_Entry_2017.csv", index=False)
     with open(out / "BBox_List_2017.csv", "w", encoding="utf-8") as fh:
