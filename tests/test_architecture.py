@@ -101,6 +101,22 @@ def test_every_module_belongs_to_a_known_unit():
     assert not unknown, f"add these to the layer table here and in docs/architecture.md: {unknown}"
 
 
+def unexplained_lazy_imports() -> list[str]:
+    """Imports inside a function with no `lazy` comment on or just above them, as 'file:line'."""
+    found = []
+    for module, (path, _) in MODULES.items():
+        lines = path.read_text(encoding="utf-8").split("\n")
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            imports = [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
+            # One comment may explain a function's block of imports: look from just above the first.
+            said = any("lazy" in line for n in imports for line in lines[n.lineno - 2 : n.end_lineno])
+            if imports and not said:
+                found.append(_where(module, imports[0].lineno))
+    return found
+
+
 def upward_imports(imports) -> list[str]:
     """The imports the layer table does not allow, as 'file:line: module imports target'."""
     wrong = []
@@ -120,6 +136,13 @@ def upward_imports(imports) -> list[str]:
 def test_imports_point_down_the_layers():
     wrong = upward_imports(IMPORTS)
     assert not wrong, "imports that point up or sideways:\n" + "\n".join(wrong)
+
+
+def test_every_import_inside_a_function_says_why():
+    # Lazy imports are kept only to keep `cxrtool --help` fast or for optional or heavy libraries,
+    # and each says so (`# lazy: ...`); none may be there to dodge an import cycle.
+    missing = unexplained_lazy_imports()
+    assert not missing, "imports inside functions without a '# lazy:' reason:\n" + "\n".join(missing)
 
 
 def test_no_private_name_is_imported_from_another_module():
