@@ -43,7 +43,7 @@ from scipy.ndimage import gaussian_filter
 from threadpoolctl import threadpool_limits
 
 from ..progress import progress_bar
-from .align import DEFAULT_MIN_SCORE, WORK, align_pairs, fine_image, identity_scores, rank_image, work_image
+from .align import DEFAULT_MIN_SCORE, WORK, align_pairs, fine_images, identity_scores, rank_image, work_images
 from .align import resample_matrix as _resample
 
 HASH_SIDE = 64  # the downsample the hash looks at
@@ -623,12 +623,24 @@ def confirm(
         rows_a = {i for i, _ in chunk} | ({j for _, j in chunk} if same else set())
         images_a = {i: np.asarray(image_a(i)) for i in sorted(rows_a)}
         images_b = images_a if same else {j: np.asarray(get_b(j)) for j in sorted({j for _, j in chunk})}
-        coarse_a = {i: work_image(im) for i, im in images_a.items()}
-        fine_a = {i: fine_image(im) for i, im in images_a.items()}
-        coarse_b = coarse_a if same else {j: work_image(im) for j, im in images_b.items()}
-        fine_b = fine_a if same else {j: fine_image(im) for j, im in images_b.items()}
+        # Work images are made a batch at a time (one filter call per batch, not per image), and
+        # the fine (128 px) ones, which cost most, only for the pairs whose step needs them.
+        fine_a: dict[int, np.ndarray] = {}
+        fine_b = fine_a if same else {}
+
+        def fine_of(rows: list[int], images: dict, made: dict) -> np.ndarray:
+            new = sorted({r for r in rows if r not in made})
+            made.update(zip(new, fine_images([images[r] for r in new])))
+            return np.array([made[r] for r in rows])
+
         dist = [int(_popcount(words_a[i] ^ words_b[j]).sum()) for i, j in chunk]
-        plain = identity_scores(np.array([fine_a[i] for i, _ in chunk]), np.array([fine_b[j] for _, j in chunk]))
+        hash_k = [k for k, p in enumerate(chunk) if p in hashed]
+        plain = np.zeros(len(chunk))
+        if hash_k:
+            plain[hash_k] = identity_scores(
+                fine_of([chunk[k][0] for k in hash_k], images_a, fine_a),
+                fine_of([chunk[k][1] for k in hash_k], images_b, fine_b),
+            )
         rest = []
         for k, (i, j) in enumerate(chunk):
             if (i, j) in hashed and plain[k] >= min_score:
@@ -636,11 +648,21 @@ def confirm(
             else:
                 rest.append(k)
         if rest:
+            coarse_a: dict[int, np.ndarray] = {}
+            coarse_b = coarse_a if same else {}
+            for made, rows, images in (
+                (coarse_a, {chunk[k][0] for k in rest}, images_a),
+                (coarse_b, {chunk[k][1] for k in rest}, images_b),
+            ):
+                new = sorted(rows - set(made))
+                made.update(zip(new, work_images([images[r] for r in new])))
             matches = align_pairs(
                 np.array([coarse_a[chunk[k][0]] for k in rest]),
                 np.array([coarse_b[chunk[k][1]] for k in rest]),
-                np.array([fine_a[chunk[k][0]] for k in rest]),
-                np.array([fine_b[chunk[k][1]] for k in rest]),
+                fine=lambda go: (
+                    fine_of([chunk[rest[g]][0] for g in go], images_a, fine_a),
+                    fine_of([chunk[rest[g]][1] for g in go], images_b, fine_b),
+                ),
             )
             for k, m in zip(rest, matches):
                 if m.score >= min_score:
