@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from ..config import build_config, dump_config
 from ..data.cache import PreparedData
 from ..errors import CxrError
+from ..models.backbones import XRayClassifier
 from ..models.checkpoint import load_checkpoint, load_state, resolve_checkpoint
 from ..models.registry import create_model
 from ..progress import info, result
@@ -45,6 +46,9 @@ from .tensorboard import tensorboard_callbacks
 from .trainer import EpochCallback, TrainPlan, fit
 from .transfer import finetune_model
 
+# The config class an entry point takes: its model starter is handed the same class back.
+C = TypeVar("C", bound=TrainConfig)
+
 
 def _report(run_dir: Path, summary: dict[str, Any]) -> None:
     best = summary.get("best") or {}
@@ -59,34 +63,7 @@ def _report(run_dir: Path, summary: dict[str, Any]) -> None:
 @holds_locks
 def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = (), overwrite: bool = False) -> Path:
     """Train `cfg.arch` on the data's train split; returns the run directory (`overwrite`: replace a finished run)."""
-    dinfo, device = start_training(cfg, "pretrain")
-    try:
-        data = PreparedData(cfg.data)
-        train_rows, val_rows = data.require_rows("train"), data.require_rows("val")
-        labels, columns = select_labels(data, cfg.labels, train_rows)
-        torch.manual_seed(cfg.seed)
-        model = create_model(cfg.arch, len(labels), cfg.weights, cfg.allow_partial)
-        run_dir = make_run_dir(cfg.out, "pretrain", cfg.arch, dinfo, overwrite)
-        summary = train_run(
-            cfg,
-            "pretrain",
-            data,
-            model,
-            labels,
-            columns,
-            train_rows,
-            val_rows,
-            dinfo,
-            device,
-            run_dir,
-            {"parent": None},
-            callbacks,
-        )
-        if dinfo.is_main:
-            _report(run_dir, summary)
-        return run_dir
-    finally:
-        finish_training(dinfo)
+    return _train_new_run(cfg, "pretrain", _new_model, callbacks, overwrite)
 
 
 @holds_locks
@@ -94,16 +71,43 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = (), overw
     """Transfer a parent network to the data's labels (or cross-validate with cfg.folds); returns the run."""
     if cfg.folds:
         return cross_validate(cfg, callbacks)
-    dinfo, device = start_training(cfg, "finetune")
+    return _train_new_run(cfg, "finetune", _transferred_model, callbacks, overwrite)
+
+
+def _new_model(cfg: TrainConfig, labels: list[str]) -> tuple[XRayClassifier, TrainConfig, dict[str, Any]]:
+    """A pretrain's starting network (ImageNet, a weights file, or random, seeded); it has no parent."""
+    torch.manual_seed(cfg.seed)
+    return create_model(cfg.arch, len(labels), cfg.weights, cfg.allow_partial), cfg, {"parent": None}
+
+
+def _transferred_model(cfg: FinetuneConfig, labels: list[str]) -> tuple[XRayClassifier, FinetuneConfig, dict[str, Any]]:
+    """A finetune's starting network and its config with arch/image size resolved from the parent."""
+    model, resolved, parent = finetune_model(cfg, labels)
+    return model, resolved, {"parent": str(parent) if parent else None}
+
+
+def _train_new_run(
+    cfg: C,
+    kind: str,
+    start_model: Callable[[C, list[str]], tuple[XRayClassifier, C, dict[str, Any]]],
+    callbacks: Sequence[EpochCallback],
+    overwrite: bool,
+) -> Path:
+    """Train a new `kind` run on the data's train split and report it; returns the run directory.
+
+    Only the starting network differs between pretrain and finetune: `start_model(cfg, labels)`
+    gives it, the config with whatever it resolved, and the manifest's extra fields (the parent).
+    """
+    dinfo, device = start_training(cfg, kind)
     try:
         data = PreparedData(cfg.data)
         train_rows, val_rows = data.require_rows("train"), data.require_rows("val")
         labels, columns = select_labels(data, cfg.labels, train_rows)
-        model, cfg, parent = finetune_model(cfg, labels)
-        run_dir = make_run_dir(cfg.out, "finetune", cfg.arch, dinfo, overwrite)
+        model, resolved, manifest = start_model(cfg, labels)
+        run_dir = make_run_dir(resolved.out, kind, resolved.arch, dinfo, overwrite)
         summary = train_run(
-            cfg,
-            "finetune",
+            resolved,
+            kind,
             data,
             model,
             labels,
@@ -113,7 +117,7 @@ def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = (), overw
             dinfo,
             device,
             run_dir,
-            {"parent": str(parent) if parent else None},
+            manifest,
             callbacks,
         )
         if dinfo.is_main:
