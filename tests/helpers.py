@@ -1,4 +1,4 @@
-"""Shared builders for tests: small synthetic caches and a quickly trained run directory.
+"""Shared builders for tests: small synthetic caches, a quickly trained run directory, a tiny CLI pretrain.
 
 These build data straight from arrays (no PNG round trip) so that every test module can get a
 cache or a trained run in seconds; `prepare` and the trainer have their own end-to-end tests.
@@ -11,12 +11,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from typer.testing import CliRunner
 
+from cxrtool.cli import app
 from cxrtool.data.cache import PreparedData, write_cache
 from cxrtool.data.sources.synthetic import PRETRAIN_FINDINGS, SyntheticConfig, generate_arrays
 from cxrtool.models import create_model
 from cxrtool.models.checkpoint import model_card, save_checkpoint
 from cxrtool.runs import write_manifest
+
+# A pretrain small enough for a test: a tiny CNN from random weights on 32-px images, on the CPU.
+TINY_PRETRAIN = [
+    "--arch",
+    "tiny-cnn",
+    "--weights",
+    "none",
+    "--image-size",
+    "32",
+    "--workers",
+    "0",
+    "--device",
+    "cpu",
+    "-q",
+]
 
 
 def synthetic_cache(
@@ -109,3 +126,10 @@ def cv_run_from(trained_run: Path, data: PreparedData, run_dir: Path, k: int = 3
     oof.to_csv(run_dir / "oof_predictions.csv", index=False)
     write_manifest(run_dir, kind="cv", arch="tiny-cnn", data=str(data.root))
     return run_dir, probs, truth, folds
+
+
+def pretrain_cli(data: PreparedData, out: Path, *extra: str, epochs: int = 1):
+    """`cxrtool pretrain` of a tiny CNN on `data` into `out` (`extra`: more options); the CliRunner result."""
+    return CliRunner().invoke(
+        app, ["pretrain", "--data", str(data.root), "--out", str(out), "--epochs", str(epochs), *TINY_PRETRAIN, *extra]
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from helpers import TINY_PRETRAIN, pretrain_cli
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
@@ -21,7 +22,6 @@ from cxrtool.commands.support import user_errors
 from cxrtool.errors import CxrError
 
 runner = CliRunner()
-TINY = ["--arch", "tiny-cnn", "--weights", "none", "--image-size", "32", "--workers", "0", "--device", "cpu", "-q"]
 
 
 def _errors(res) -> list[str]:
@@ -37,16 +37,10 @@ def _one_line(res, *needles: str) -> str:
     return lines[0]
 
 
-def _pretrain(data, out: Path, *extra: str, epochs: int = 1):
-    return runner.invoke(
-        app, ["pretrain", "--data", str(data.root), "--out", str(out), "--epochs", str(epochs), *TINY, *extra]
-    )
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, synth_data) -> Path:
     out = tmp_path_factory.mktemp("guard") / "run"
-    res = _pretrain(synth_data, out)
+    res = pretrain_cli(synth_data, out)
     assert res.exit_code == 0, res.output
     return out
 
@@ -130,7 +124,7 @@ def test_a_second_writer_of_a_run_stops_at_once_naming_the_first(tmp_path, synth
     out = tmp_path / "run"
     child = _hold_lock_in_child(out)
     try:
-        _one_line(_pretrain(synth_data, out), str(out), f"pid {child.pid}", "another cxrtool is writing")
+        _one_line(pretrain_cli(synth_data, out), str(out), f"pid {child.pid}", "another cxrtool is writing")
         assert not (out / "manifest.json").exists()
         # --resume and evaluate into a locked folder stop the same way.
         _one_line(runner.invoke(app, ["pretrain", str(out), "--resume", "-q"]), str(out))
@@ -146,7 +140,7 @@ def test_a_second_writer_of_a_run_stops_at_once_naming_the_first(tmp_path, synth
         child.send_signal(signal.SIGKILL)
         child.wait()
     # The holder was killed: its lock is stale, taken over, and the run starts.
-    res = _pretrain(synth_data, out)
+    res = pretrain_cli(synth_data, out)
     assert res.exit_code == 0, res.output
     assert "taking over the lock" in res.output
     assert (out / "checkpoints" / "best" / "card.json").is_file() and not (out / ".cxrtool.lock").exists()
@@ -173,7 +167,7 @@ def test_a_run_killed_in_its_first_epoch_restarts_with_the_same_command(tmp_path
         "no epoch of this run finished",
         "without --resume",
     )
-    res = _pretrain(synth_data, dead)
+    res = pretrain_cli(synth_data, dead)
     assert res.exit_code == 0, res.output
     assert "starting this run again: it holds no finished epoch" in res.output
     assert (dead / "checkpoints" / "last" / "card.json").is_file()
@@ -184,12 +178,12 @@ def test_a_finished_run_is_never_overwritten_without_asking(tmp_path, synth_data
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     before = (out / "checkpoints" / "best" / "model.safetensors").read_bytes()
-    _one_line(_pretrain(synth_data, out), str(out), "--resume", "--overwrite")
+    _one_line(pretrain_cli(synth_data, out), str(out), "--resume", "--overwrite")
     assert (out / "checkpoints" / "best" / "model.safetensors").read_bytes() == before
     (out / "notes.txt").write_text("mine")
-    _one_line(_pretrain(synth_data, out, "--overwrite"), "notes.txt")  # the user's file: never deleted
+    _one_line(pretrain_cli(synth_data, out, "--overwrite"), "notes.txt")  # the user's file: never deleted
     (out / "notes.txt").unlink()
-    res = _pretrain(synth_data, out, "--overwrite", "--seed", "3")
+    res = pretrain_cli(synth_data, out, "--overwrite", "--seed", "3")
     assert res.exit_code == 0 and "replacing the finished run" in res.output, res.output
     assert json.loads((out / "manifest.json").read_text())["seed"] == 3
 
@@ -294,7 +288,7 @@ def test_output_to_a_file_is_plain_whole_lines(tmp_path, synth_data):
         str(out),
         "--epochs",
         "2",
-        *TINY[:-1],
+        *TINY_PRETRAIN[:-1],
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr

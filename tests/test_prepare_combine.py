@@ -34,22 +34,9 @@ def test_select_balanced_caps_each_class_and_skips_unknown_labels():
 def test_combine_unions_labels_keeps_splits_and_carries_boxes(tmp_path):
     nih = synthetic_cache(tmp_path / "nih", n_patients=40, size=32, seed=1)
     covid = synthetic_cache(tmp_path / "covid", n_patients=40, size=32, seed=2, labels=["COVID-19"])
-    res = runner.invoke(
-        app,
-        [
-            "prepare",
-            "combine",
-            str(nih.root),
-            str(covid.root),
-            "--out",
-            str(tmp_path / "mix"),
-            "--per-class",
-            "8",
-            "--seed",
-            "1",
-            "-q",
-        ],
-    )
+    combine = ["prepare", "combine", str(nih.root), str(covid.root), "--out", str(tmp_path / "mix")]
+    combine += ["--per-class", "8", "--seed", "1"]
+    res = runner.invoke(app, [*combine, "-q"])
     assert res.exit_code == 0, res.output
     mix = PreparedData(tmp_path / "mix")
     assert mix.labels == [*PRETRAIN_FINDINGS, "COVID-19"]  # NIH order, then COVID-19
@@ -76,21 +63,7 @@ def test_combine_unions_labels_keeps_splits_and_carries_boxes(tmp_path):
     assert len(boxes) and boxes["id"].isin(set(index["id"])).all()
     expected = nih.boxes().assign(id=lambda b: "nih/" + b["id"])
     assert len(boxes[boxes["id"].str.startswith("nih/")]) == int(expected["id"].isin(set(index["id"])).sum())
-    again = runner.invoke(
-        app,
-        [
-            "prepare",
-            "combine",
-            str(nih.root),
-            str(covid.root),
-            "--out",
-            str(tmp_path / "mix"),
-            "--per-class",
-            "8",
-            "--seed",
-            "1",
-        ],
-    )
+    again = runner.invoke(app, combine)  # not quiet: it says the set is ready
     assert again.exit_code == 0 and "ready" in again.output
 
 

@@ -6,12 +6,14 @@ import importlib.util
 
 import pandas as pd
 import pytest
+from helpers import pretrain_cli
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
 
 runner = CliRunner()
-TINY = ["--image-size", "32", "--workers", "0", "--device", "cpu", "-q", "--batch-size", "16"]
+BATCH = ["--batch-size", "16"]
+TINY = ["--image-size", "32", "--workers", "0", "--device", "cpu", "-q", *BATCH]
 
 
 def _events(folder):
@@ -25,24 +27,7 @@ def _events(folder):
 def test_pretrain_and_finetune_log_every_epoch(tmp_path, synth_data):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     out = tmp_path / "runs" / "pre"
-    res = runner.invoke(
-        app,
-        [
-            "pretrain",
-            "--data",
-            str(synth_data.root),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--arch",
-            "tiny-cnn",
-            "--weights",
-            "none",
-            "--tensorboard",
-            *TINY,
-        ],
-    )
+    res = pretrain_cli(synth_data, out, "--tensorboard", *BATCH, epochs=2)
     assert res.exit_code == 0, res.output
     acc = _events(out / "tensorboard")
     metrics = pd.read_csv(out / "metrics.csv")
@@ -86,23 +71,7 @@ def test_pretrain_and_finetune_log_every_epoch(tmp_path, synth_data):
 
 def test_without_the_flag_nothing_is_written(tmp_path, synth_data):
     out = tmp_path / "run"
-    res = runner.invoke(
-        app,
-        [
-            "pretrain",
-            "--data",
-            str(synth_data.root),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--arch",
-            "tiny-cnn",
-            "--weights",
-            "none",
-            *TINY,
-        ],
-    )
+    res = pretrain_cli(synth_data, out, *BATCH)
     assert res.exit_code == 0, res.output
     assert not (out / "tensorboard").exists()
 
@@ -111,23 +80,6 @@ def test_without_the_package_the_flag_fails_in_one_line(tmp_path, synth_data, mo
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     out = tmp_path / "run"
-    res = runner.invoke(
-        app,
-        [
-            "pretrain",
-            "--data",
-            str(synth_data.root),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            "--arch",
-            "tiny-cnn",
-            "--weights",
-            "none",
-            "--tensorboard",
-            *TINY,
-        ],
-    )
+    res = pretrain_cli(synth_data, out, "--tensorboard", *BATCH)
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
     assert "pip install tensorboard" in res.output and not out.exists()

@@ -156,6 +156,15 @@ def test_loss_tally_sums_on_the_device_and_remembers_the_first_bad_step():
     assert clean.read() == (pytest.approx(5.0), 0, 0.0)
 
 
+def _finetune_two_epochs(parent: Path, data, out: Path, **options) -> Path:
+    """Finetune `parent` on `data` for two epochs on the CPU at lr 1e-2 (`options`: more config fields)."""
+    return finetune(
+        FinetuneConfig(
+            parent=str(parent), data=data.root, out=out, epochs=2, workers=0, device="cpu", lr=1e-2, **options
+        )
+    )
+
+
 def test_finetune_swaps_the_head_and_keeps_the_backbone(tmp_path, trained_run, covid_data):
     parent, parent_card = load_checkpoint(trained_run)
     model, _ = transfer_model(trained_run / "checkpoints" / "best", ["COVID-19"], seed=0)
@@ -163,17 +172,7 @@ def test_finetune_swaps_the_head_and_keeps_the_backbone(tmp_path, trained_run, c
     for (name, x), y in zip(parent.body.state_dict().items(), model.body.state_dict().values()):
         assert torch.equal(x, y), name
 
-    run = finetune(
-        FinetuneConfig(
-            parent=str(trained_run),
-            data=covid_data.root,
-            out=tmp_path / "ft",
-            epochs=2,
-            workers=0,
-            device="cpu",
-            lr=1e-2,
-        )
-    )
+    run = _finetune_two_epochs(trained_run, covid_data, tmp_path / "ft")
     tuned, card = load_checkpoint(run)
     assert card["labels"] == ["COVID-19"] and card["arch"] == parent_card["arch"]
     assert card["image_size"] == parent_card["image_size"]  # taken from the parent
@@ -188,19 +187,7 @@ def test_finetune_swaps_the_head_and_keeps_the_backbone(tmp_path, trained_run, c
 
 def test_freeze_backbone_trains_only_the_head(tmp_path, trained_run, covid_data):
     parent, _ = load_checkpoint(trained_run)
-    run = finetune(
-        FinetuneConfig(
-            parent=str(trained_run),
-            data=covid_data.root,
-            out=tmp_path / "ft",
-            epochs=2,
-            workers=0,
-            device="cpu",
-            lr=1e-2,
-            freeze_backbone=True,
-            select="last",
-        )
-    )
+    run = _finetune_two_epochs(trained_run, covid_data, tmp_path / "ft", freeze_backbone=True, select="last")
     tuned, _ = load_checkpoint(run, "last")
     for (name, x), y in zip(parent.body.state_dict().items(), tuned.body.state_dict().values()):
         assert torch.equal(x, y), name  # weights and batch-norm statistics alike
