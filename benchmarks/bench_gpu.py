@@ -30,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
+from random_cache import make_cache
 
 LABELS = 14
 SMOKE = dict(
@@ -58,29 +58,6 @@ def device_name(device: torch.device) -> str:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def make_cache(root: Path, n_train: int, n_val: int, size: int):
-    """A generated cache of `size`-px images with LABELS random labels (train and val splits)."""
-    from cxrtool.data.cache import PreparedData, write_cache
-
-    rng = np.random.default_rng(0)
-    n = n_train + n_val
-    images = rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
-    index = pd.DataFrame(
-        {
-            "id": [f"img{i}" for i in range(n)],
-            "patient": [f"p{i}" for i in range(n)],
-            "view": "PA",
-            "split": ["train"] * n_train + ["val"] * n_val,
-            "source": "bench",
-            "source_path": "-",
-        }
-    )
-    labels = [f"finding{j}" for j in range(LABELS)]
-    for label in labels:
-        index[label] = (rng.random(n) < 0.3).astype(float)
-    return PreparedData(write_cache(root, images, index, labels))
 
 
 def _model(arch: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
@@ -283,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = make_cache(Path(tmp) / "cache", a.train_images, a.batch_size, a.cache_size)
+        data = make_cache(Path(tmp) / "cache", a.train_images, a.batch_size, a.cache_size, LABELS)
         on_cuda = device.type == "cuda"
         trainer_setting = "both" if on_cuda else "float32"  # what the trainer itself uses (fast_paths)
         print(
@@ -305,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
                 flush=True,
             )
 
-        loader_data = make_cache(Path(tmp) / "loader", a.loader_images, 0, a.cache_size)
+        loader_data = make_cache(Path(tmp) / "loader", a.loader_images, 0, a.cache_size, LABELS)
         print(
             "\nloader: shuffled uint8 batches from the cache to the device\n\n| workers | images/s |\n| ---: | ---: |"
         )

@@ -20,8 +20,6 @@ import argparse
 import contextlib
 import io
 import os
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -29,34 +27,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from machine import cpu_name
+from random_cache import make_cache
 
-from cxrtool.data.cache import write_cache
 from cxrtool.models import create_model
 from cxrtool.progress import set_quiet
 from cxrtool.train import TrainConfig, pretrain
 from cxrtool.train.losses import masked_bce
 
 BATCH, SIZE, CACHE, LABELS = 16, 224, 256, 14
-
-
-def make_cache(root: Path, n_train: int, n_val: int) -> Path:
-    rng = np.random.default_rng(0)
-    n = n_train + n_val
-    images = rng.integers(0, 256, size=(n, CACHE, CACHE), dtype=np.uint8)
-    index = pd.DataFrame(
-        {
-            "id": [f"img{i}" for i in range(n)],
-            "patient": [f"p{i}" for i in range(n)],
-            "view": "PA",
-            "split": ["train"] * n_train + ["val"] * n_val,
-            "source": "bench",
-            "source_path": "",
-        }
-    )
-    labels = [f"finding{j}" for j in range(LABELS)]
-    for label in labels:
-        index[label] = (rng.random(n) < 0.3).astype(float)
-    return write_cache(root, images, index, labels)
 
 
 class BareLoop:
@@ -117,11 +96,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     set_quiet(True)
-    cpu = subprocess.run(
-        "lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True, text=True
-    ).stdout.strip()
     print(
-        f"machine: {cpu or platform.processor()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, no GPU; batch {BATCH}, {SIZE} px, {args.repeats} interleaved blocks of {args.steps} steps"
     )
     print()
@@ -130,7 +106,7 @@ def main() -> None:
     )
     print("| --- | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
-        cache = make_cache(Path(tmp) / "cache", n_train=args.steps * BATCH, n_val=BATCH)
+        cache = make_cache(Path(tmp) / "cache", args.steps * BATCH, BATCH, CACHE, LABELS).root
         for arch in args.archs.split(","):
             bare, full, overhead = compare(
                 arch, cache, Path(tmp) / f"run-{arch}", args.steps, args.repeats, args.workers

@@ -10,7 +10,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
 
-def test_smoke_mode_times_trainer_engine_precisions_and_loader(tmp_path, capsys):
+def test_smoke_mode_times_trainer_engine_precisions_and_loader(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # as when run as a script: its sibling modules import
     spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
