@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..data.labels import NIH_LABELS
 from ..errors import CxrError, did_you_mean
 
 
@@ -33,23 +34,6 @@ class PublishedResult:
         return sum(self.auroc.values()) / len(self.auroc)
 
 
-_LABELS = [
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-]
-
 CHEXNET_2017 = PublishedResult(
     key="chexnet",
     name="CheXNet 2017",
@@ -57,7 +41,7 @@ CHEXNET_2017 = PublishedResult(
     measured_on="ChestX-ray14, CheXNet's own patient-wise random test split (images not released)",
     auroc=dict(
         zip(
-            _LABELS,
+            NIH_LABELS,  # both papers' tables list the 14 findings in NIH order
             [
                 0.8094,
                 0.9248,
@@ -84,7 +68,10 @@ WANG_2017 = PublishedResult(
     citation="Wang et al. 2017, ChestX-ray8 (CVPR), as quoted by CheXNet",
     measured_on="ChestX-ray14, Wang et al.'s patient-wise test split",
     auroc=dict(
-        zip(_LABELS, [0.716, 0.807, 0.784, 0.609, 0.706, 0.671, 0.633, 0.806, 0.708, 0.835, 0.815, 0.769, 0.708, 0.767])
+        zip(
+            NIH_LABELS,
+            [0.716, 0.807, 0.784, 0.609, 0.706, 0.671, 0.633, 0.806, 0.708, 0.835, 0.815, 0.769, 0.708, 0.767],
+        )
     ),
 )
 
