@@ -9,8 +9,8 @@ all of these. The search works in two steps, so that it never compares all pairs
    64 hex digits in index.csv; each image's closest fingerprints within `max_distance` bits are
    candidates. A hash does not survive a crop, and it also pairs look-alike films of different
    patients, so each image also gets crop-robust window descriptors (the low frequencies of its
-   whole view and of windows at 85% and 70% of its side, on a rank image that windowing does not
-   change), and the whole images most similar to one of its windows are candidates too.
+   whole view and of 75 windows of 92.5% to 70% of its side, on a rank image that windowing
+   does not change), and the whole images most similar to one of its windows are candidates too.
 2. Confirmation on the pixels (align.py): a hash candidate whose pixels correlate as they are is a
    "hash" match; every other candidate is aligned (a search over crops, scales and positions) and
    kept when the correlation of the aligned fine detail reaches `DEFAULT_MIN_SCORE`.
@@ -39,12 +39,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy.fft import dctn
-from scipy.ndimage import gaussian_filter
 from threadpoolctl import threadpool_limits
 
 from ..progress import progress_bar
 from .align import DEFAULT_MIN_SCORE, WORK, align_pairs, fine_images, identity_scores, rank_image, work_images
-from .align import resample_matrix as _resample
 
 HASH_SIDE = 64  # the downsample the hash looks at
 BITS_SIDE = 16  # 16 x 16 DCT coefficients -> 256 bits
@@ -316,22 +314,44 @@ def _hash_blocks(fa, fb, same, max_distance, limit, skip, block):
 
 DESC_SIDE = 16  # a window is averaged down to 16 x 16 ...
 DESC_KEEP = 8  # ... and described by its 8 x 8 lowest DCT frequencies (64 numbers, DC zeroed)
+# A crop of up to 15% per border leaves a view of 70% to 100% of the side, anywhere the borders
+# put it. Windows at four sides, each at evenly spaced positions 3.75% to 7.5% of the side apart:
+# a copy's view then lies close enough to one of them that its descriptor still matches. On real
+# films with planted crops (the NIH sample and the Cohen set, 1,857 images, 60 crops), the grid
+# of 19 windows (sides 85% and 70%, 3 x 3 positions) made 48 and 53 of 60 crops candidates; this
+# one 60 and 59 (docs/performance.md, "Crops among the candidates").
+WINDOW_SIDES = (0.925, 0.85, 0.775, 0.7)
+WINDOW_POSITIONS = (3, 5, 5, 5)  # per side, along each axis
 
 
 def _windows() -> list[tuple[float, float, float]]:
-    """(side, x, y) fractions: the whole image, then windows a copy cropped by up to 15% per
-    border may show: a 3 x 3 grid of positions at 85% and at 70% of the side."""
+    """(side, x, y) fractions: the whole image, then for each of WINDOW_SIDES a square grid of
+    positions spread evenly from one border to the other."""
     out = [(1.0, 0.0, 0.0)]
-    out += [(0.85, x, y) for x in (0.0, 0.075, 0.15) for y in (0.0, 0.075, 0.15)]
-    out += [(0.7, x, y) for x in (0.0, 0.15, 0.3) for y in (0.0, 0.15, 0.3)]
+    for side, steps in zip(WINDOW_SIDES, WINDOW_POSITIONS):
+        at = [round(float(v), 6) for v in np.linspace(0.0, 1.0 - side, steps)]
+        out += [(side, x, y) for x in at for y in at]
     return out
 
 
+def area_matrix(n_out: int, start: float, length: float, n_in: int) -> np.ndarray:
+    """(n_out, n_in) float32: each output cell the mean of the input pixels it covers, by overlap.
+
+    An area average, not a point sample: a window a fraction of a pixel off gives nearly the
+    same numbers, which is what lets a copy's view match a window it does not sit on exactly.
+    """
+    edges = start + np.arange(n_out + 1) * (length / n_out)
+    pixels = np.arange(n_in)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    overlap = np.clip(np.minimum(hi, pixels + 1) - np.maximum(lo, pixels), 0.0, None)
+    return (overlap / np.maximum(overlap.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 WINDOWS = _windows()
-DEFAULT_NEIGHBOURS = 2  # per window, the most similar images that become candidates ...
+DEFAULT_NEIGHBOURS = 2  # per image, the most similar images (by any window) that become candidates ...
 DEFAULT_MIN_SIMILARITY = 0.8  # ... when their descriptors are at least this similar (cosine)
 _MATRICES = [
-    (_resample(DESC_SIDE, WORK * x, WORK * w, WORK), _resample(DESC_SIDE, WORK * y, WORK * w, WORK))
+    (area_matrix(DESC_SIDE, WORK * x, WORK * w, WORK), area_matrix(DESC_SIDE, WORK * y, WORK * w, WORK))
     for w, x, y in WINDOWS
 ]
 
@@ -356,7 +376,6 @@ def descriptor_batch(images: Sequence[np.ndarray], windows: int = len(WINDOWS)) 
     if len(images) == 0:
         return np.zeros((0, windows, DESC_KEEP * DESC_KEEP), dtype=np.float32)
     ranks = np.stack([rank_image(np.asarray(img)) for img in images])
-    ranks = gaussian_filter(ranks, (0.0, 1.0, 1.0))
     n, k = len(ranks), DESC_KEEP
     # One large product over the columns for every window at once, then one per window over the rows.
     cols = (ranks.reshape(n * WORK, WORK) @ _RIGHT[:windows].reshape(-1, WORK).T).reshape(n, WORK, windows, k)
@@ -452,7 +471,7 @@ def _indexed_descriptor_pairs(
     same: bool,
     neighbours: int,
     min_similarity: float,
-    block: int = 2048,
+    block: int = 40_000 // len(WINDOWS),  # query images per block: about 40,000 window vectors
 ) -> set[tuple[int, int]]:
     """`descriptor_pairs` for a large base, through _Index: every window of a query probes the
     cells nearest to it, and the query keeps the `neighbours` best whole images found in them.
@@ -516,7 +535,7 @@ def _whole(image: Callable[[int], np.ndarray], n: int, bar, block: int = 512) ->
     return out
 
 
-def _window_reader(image: Callable[[int], np.ndarray], bar, block: int = 512) -> Callable[[int, int], np.ndarray]:
+def _window_reader(image: Callable[[int], np.ndarray], bar, block: int = 128) -> Callable[[int, int], np.ndarray]:
     def read(start: int, stop: int) -> np.ndarray:
         out = (
             np.concatenate(
@@ -534,31 +553,28 @@ def _window_reader(image: Callable[[int], np.ndarray], bar, block: int = 512) ->
     return read
 
 
-def near_duplicates(
+class Candidates(NamedTuple):
+    """What the cheap step of the search hands to the confirmation: every pair to check, the
+    ones found by fingerprint (checked first as they are), and the parsed fingerprints."""
+
+    pairs: list[tuple[int, int]]
+    hashed: set[tuple[int, int]]
+    words_a: np.ndarray
+    words_b: np.ndarray
+
+
+def find_candidates(
     fingerprints_a: Sequence[str],
     image_a: Callable[[int], np.ndarray],
     fingerprints_b: Sequence[str] | None = None,
     image_b: Callable[[int], np.ndarray] | None = None,
     max_distance: int = DEFAULT_MAX_DISTANCE,
-    min_score: float = DEFAULT_MIN_SCORE,
     groups_a: Sequence | None = None,
     groups_b: Sequence | None = None,
     neighbours: int = DEFAULT_NEIGHBOURS,
-    batch: int = 64,
-) -> list[Pair]:
-    """Near-duplicate pairs: cheap candidates, each confirmed on its aligned pixels.
-
-    Candidates are pairs with close fingerprints (<= max_distance bits) and each image's nearest
-    neighbours by window descriptors (crop-robust). A fingerprint candidate whose pixels already
-    correlate as they are (score >= min_score) is a "hash" match; every other candidate is
-    aligned (align.py) and kept when the aligned score reaches min_score.
-
-    `image_a(i)` / `image_b(j)` return an image (e.g. a row of a cache's memmap): each is read
-    once for its descriptors and again only while a batch of candidates that holds it is
-    confirmed, so memory stays bounded (descriptors: 128 bytes per image). Images of 128 px or
-    more give the confirmation its full detail. Pairs within one of `groups_a` / `groups_b`
-    (e.g. one patient) are not searched.
-    """
+) -> Candidates:
+    """The candidate step of `near_duplicates` (its arguments, the same meaning): each image's
+    closest fingerprints and its nearest whole images by window descriptor, no pixel compared."""
     same = fingerprints_b is None
     get_b = image_a if same else image_b
     if get_b is None:
@@ -591,8 +607,40 @@ def near_duplicates(
     hashed = {
         (i, j) for i, j, _ in candidate_pairs(fingerprints_a, fingerprints_b, max_distance, limit=neighbours, skip=skip)
     }
+    return Candidates(sorted(candidates | hashed), hashed, words_a, words_b)
+
+
+def near_duplicates(
+    fingerprints_a: Sequence[str],
+    image_a: Callable[[int], np.ndarray],
+    fingerprints_b: Sequence[str] | None = None,
+    image_b: Callable[[int], np.ndarray] | None = None,
+    max_distance: int = DEFAULT_MAX_DISTANCE,
+    min_score: float = DEFAULT_MIN_SCORE,
+    groups_a: Sequence | None = None,
+    groups_b: Sequence | None = None,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    batch: int = 64,
+) -> list[Pair]:
+    """Near-duplicate pairs: cheap candidates, each confirmed on its aligned pixels.
+
+    Candidates (`find_candidates`) are pairs with close fingerprints (<= max_distance bits) and
+    each image's nearest neighbours by window descriptors (crop-robust). A fingerprint candidate
+    whose pixels already correlate as they are (score >= min_score) is a "hash" match; every
+    other candidate is aligned (align.py) and kept when the aligned score reaches min_score.
+
+    `image_a(i)` / `image_b(j)` return an image (e.g. a row of a cache's memmap): each is read
+    once for its descriptors and again only while a batch of candidates that holds it is
+    confirmed, so memory stays bounded (descriptors: 128 bytes per image). Images of 128 px or
+    more give the confirmation its full detail. Pairs within one of `groups_a` / `groups_b`
+    (e.g. one patient) are not searched.
+    """
+    found = find_candidates(
+        fingerprints_a, image_a, fingerprints_b, image_b, max_distance, groups_a, groups_b, neighbours
+    )
+    same = fingerprints_b is None
     return confirm(
-        sorted(candidates | hashed), hashed, image_a, None if same else get_b, words_a, words_b, min_score, batch
+        found.pairs, found.hashed, image_a, None if same else image_b, found.words_a, found.words_b, min_score, batch
     )
 
 
