@@ -1,0 +1,26 @@
+"""benchmarks/bench_copies_real.py runs on real films and counts planted copies kind by kind; no timing is judged."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_copies_real.py"
+NIH_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-chestxray14-sample" / "images"
+
+
+@pytest.mark.skipif(not NIH_IMAGES.is_dir(), reason="needs the real sample data in ../shared/data")
+def test_planted_copies_are_counted_by_kind(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH.parent))  # as when run as a script: its sibling modules import
+    spec = importlib.util.spec_from_file_location("bench_copies_real", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    figures = bench.main([str(NIH_IMAGES), "--limit", "60", "--copies", "3", "--kinds", "jpeg,crop"])
+    assert figures["real images"] == 60 and figures["images"] == 66
+    assert set(figures["kinds"]) == {"jpeg", "crop"}
+    for row in figures["kinds"].values():
+        assert row["planted"] == 3 and row["confirmed"] <= row["candidates"] <= 3
+    assert figures["kinds"]["jpeg"]["confirmed"] == 3  # a re-encoded film is always found
+    assert "| crop | 3 |" in capsys.readouterr().out
