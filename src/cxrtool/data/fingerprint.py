@@ -30,7 +30,6 @@ cache's memmap, one batch of candidates per thread at a time. Nothing holds N x 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -43,6 +42,7 @@ from threadpoolctl import threadpool_limits
 
 from ..progress import progress_bar
 from .align import DEFAULT_MIN_SCORE, WORK, align_pairs, fine_images, identity_scores, rank_image, work_images
+from .pool import usable_cores
 
 HASH_SIDE = 64  # the downsample the hash looks at
 BITS_SIDE = 16  # 16 x 16 DCT coefficients -> 256 bits
@@ -488,18 +488,29 @@ def _indexed_descriptor_pairs(
 
 
 def _search_blocks(index, windows, n_queries, mean, q_groups, b_groups, same, neighbours, min_similarity, block):
-    """The body of `_indexed_descriptor_pairs`: blocks of `block` query images through the index."""
+    """The body of `_indexed_descriptor_pairs`: blocks of `block` query images through the index.
+
+    Blocks run on a thread per usable core (at most 4): their window descriptors and index
+    probes are matrix products and sorts that release the GIL, and BLAS itself runs on one
+    thread here. The pairs found do not depend on the order blocks finish in.
+    """
     never = lambda q, b: q_groups[q][:, None] == b_groups[b][None, :]  # noqa: E731
-    found: set[tuple[int, int]] = set()
-    for start in range(0, n_queries, block):
+
+    def one(start: int) -> list[tuple[int, int]]:
         stop = min(n_queries, start + block)
         q = _normalise(windows(start, stop), mean)  # (m, windows, 64)
         owner = np.repeat(np.arange(start, stop), q.shape[1])
         qi, bj, sim = index.search(q.reshape(-1, q.shape[-1]), owner, neighbours, never)
         qi, bj, sim = _top_per_query(owner[qi], bj, sim, neighbours)
-        for i, j in zip(qi[sim >= min_similarity].tolist(), bj[sim >= min_similarity].tolist()):
-            found.add((min(i, j), max(i, j)) if same else (i, j))
-    return found
+        keep = sim >= min_similarity
+        return [(min(i, j), max(i, j)) if same else (i, j) for i, j in zip(qi[keep].tolist(), bj[keep].tolist())]
+
+    starts = range(0, n_queries, block)
+    threads = min(4, usable_cores(), len(starts))
+    if threads <= 1:
+        return {pair for start in starts for pair in one(start)}
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return {pair for found in pool.map(one, starts) for pair in found}
 
 
 # ---------------------------------------------------------------- the search
@@ -721,7 +732,7 @@ def confirm(
         return out
 
     if threads is None:
-        threads = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+        threads = min(4, usable_cores())
     chunks = [todo[start : start + batch] for start in range(0, len(todo), batch)]
     confirmed: list[Pair] = []
     with (
