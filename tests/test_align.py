@@ -89,3 +89,24 @@ def test_fine_images_made_on_demand_give_the_same_matches_and_only_for_pairs_pas
     n = len(films) - 3  # the originals, then a crop of the first, a re-windowing of the second
     assert max(given[k].score for k in range(len(i)) if j[k] < n) < A.DEFAULT_MIN_SCORE
     assert {(i[k], j[k]) for k, m in enumerate(given) if m.score >= A.DEFAULT_MIN_SCORE} >= {(0, n), (1, n + 1)}
+
+
+def test_a_near_miss_is_polished_with_the_template_sides_the_refinement_skips():
+    """A copy whose template side falls between two refinement scales (at 128 px they are 1.28 px
+    of template apart) is found by `_polish`: the match moves to the true scale and scores higher."""
+    from PIL import Image
+
+    images, _, _ = generate_arrays(SyntheticConfig(n_patients=2, size=256, seed=5, max_followups=1))
+    core = A.CORE * A.FINE
+    true_scale = 80 / core  # 0.78125: the refinement around 0.8 tries sides 79 and 81 px, not 80
+    side = 256 * true_scale
+    box = (20.0, 14.0, 20.0 + side, 14.0 + side)  # the copy: this part of the film, resized to 128
+    copy = np.asarray(Image.fromarray(images[0]).resize((128, 128), Image.Resampling.BOX, box=box))
+    original = preprocess(images[0], 128)[0]
+    work = (A.work_images([original]), A.work_images([copy]), A.fine_images([original]), A.fine_images([copy]))
+    plain = A.align_pairs(*work, threshold=0.0)[0]  # nothing is under the threshold: no polish
+    polished = A.align_pairs(*work, threshold=1.01)[0]
+    assert round(plain.scale * core) != 80
+    assert polished.scale == pytest.approx(true_scale, abs=1e-9)
+    assert polished.score > plain.score
+    assert polished.x == pytest.approx(20 / 256, abs=1.5 / 128) and polished.y == pytest.approx(14 / 256, abs=1.5 / 128)

@@ -722,6 +722,7 @@ def confirm(
                     fine_of([chunk[rest[g]][0] for g in go], images_a, fine_a),
                     fine_of([chunk[rest[g]][1] for g in go], images_b, fine_b),
                 ),
+                threshold=min_score,
             )
             for k, m in zip(rest, matches):
                 if m.score >= min_score:
