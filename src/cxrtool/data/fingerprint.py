@@ -477,7 +477,7 @@ def _indexed_descriptor_pairs(
     cells nearest to it, and the query keeps the `neighbours` best whole images found in them.
 
     Holds the base's descriptors once more, normalised, in float16 (128 bytes per image), the
-    index's cell lists (8 bytes per image) and one block of queries' windows.
+    index's cell lists (8 bytes per image) and one block of queries' windows per thread.
     """
     db = _normalise(base, mean).astype(np.float16)
     with threadpool_limits(limits=1, user_api="blas"):  # small products: BLAS threads would only contend
