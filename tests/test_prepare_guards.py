@@ -358,7 +358,10 @@ def test_directory_link_loops_under_the_root_are_walked_once(raw, tmp_path):
 # ---------------------------------------------------------------- 6. Ctrl-C and killed prepares
 
 SLOW_PREPARE = textwrap.dedent(r"""
-    import os, sys, time
+    import os, signal, sys, time
+    # Ctrl-C as in a terminal's foreground job: a shell starts background jobs (a suite run
+    # with `&`) with SIGINT ignored, and this child would inherit that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import cxrtool.data.imageio as imageio
     real = imageio.read_gray
     def slow(path):  # runs in the decoding workers (forked after this patch)
