@@ -6,6 +6,7 @@ cache or a trained run in seconds; `prepare` and the trainer have their own end-
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,18 @@ from cxrtool.data.sources.synthetic import PRETRAIN_FINDINGS, SyntheticConfig, g
 from cxrtool.models import create_model
 from cxrtool.models.checkpoint import model_card, save_checkpoint
 from cxrtool.runs import write_manifest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str, monkeypatch):
+    """benchmarks/<name>.py as a module, importable as when run as a script (its sibling modules too)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # A pretrain small enough for a test: a tiny CNN from random weights on 32-px images, on the CPU.
 TINY_PRETRAIN = [

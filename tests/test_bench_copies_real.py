@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_copies_real.py"
 NIH_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-chestxray14-sample" / "images"
 
 
 @pytest.mark.skipif(not NIH_IMAGES.is_dir(), reason="needs the real sample data in ../shared/data")
 def test_planted_copies_are_counted_by_kind(capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH.parent))  # as when run as a script: its sibling modules import
-    spec = importlib.util.spec_from_file_location("bench_copies_real", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_copies_real", monkeypatch)
     figures = bench.main([str(NIH_IMAGES), "--limit", "60", "--copies", "3", "--kinds", "jpeg,crop"])
     assert figures["real images"] == 60 and figures["images"] == 66
     assert set(figures["kinds"]) == {"jpeg", "crop"}

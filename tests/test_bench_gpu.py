@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+from helpers import load_benchmark
 
 
 def test_smoke_mode_times_trainer_engine_precisions_and_loader(tmp_path, capsys, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH.parent))  # as when run as a script: its sibling modules import
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_gpu", monkeypatch)
     out = tmp_path / "gpu.json"
     bench.main(["--smoke", "--json", str(out)])
     printed = capsys.readouterr().out

@@ -24,26 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import TINY_PRETRAIN
 
 pytestmark = pytest.mark.slow
 
 KILLS_PER_STEP = int(os.environ.get("CXRTOOL_FAULT_KILLS", "2"))
 SEED = int(os.environ.get("CXRTOOL_FAULT_SEED", "0"))
-TINY = [
-    "--arch",
-    "tiny-cnn",
-    "--weights",
-    "none",
-    "--image-size",
-    "32",
-    "--workers",
-    "0",
-    "--device",
-    "cpu",
-    "--batch-size",
-    "8",
-    "-q",
-]
+TINY = [*TINY_PRETRAIN, "--batch-size", "8"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CXRTOOL_QUIET": "1"}
 
 

@@ -244,32 +244,34 @@ def _search(big: np.ndarray, small: np.ndarray, scales, centre=None, radius: int
     return best, best_s, best_r, best_c
 
 
+def _search_near(big, small, found, side_found: int, scales: np.ndarray, radius: int):
+    """`_search` at per-pair `scales`, within `radius` pixels of where `found` (a (score, scale,
+    row, col) at side `side_found`) puts each pair: the small image's top-left stays where it
+    was found, and the template's moves with the scale."""
+    _, s, r, c = found
+    side = big.shape[-1]
+    start = _CORE_START * scales
+    rows = (r[:, None] / side_found - _CORE_START * s[:, None] + start) * side
+    cols = (c[:, None] / side_found - _CORE_START * s[:, None] + start) * side
+    return _search(big, small, scales, (rows, cols), radius)
+
+
 def _refine(big_c, big_f, small_f, found):
     """Refine a coarse (score, scale, row, col) at the fine side: nearby scales, nearby positions."""
-    _, s, r, c = found
     side_c, side_f = big_c.shape[-1], big_f.shape[-1]
     steps = np.array(_FINE_STEPS) * (SCALES[1] - SCALES[0])
-    fine_scales = np.round(s[:, None] + steps[None, :], 4)
-    # The small image's top-left stays where the coarse search put it; the template's moves with s.
-    start = _CORE_START * fine_scales
-    rows = (r[:, None] / side_c - _CORE_START * s[:, None] + start) * side_f
-    cols = (c[:, None] / side_c - _CORE_START * s[:, None] + start) * side_f
-    radius = int(np.ceil(side_f / side_c)) + 1
-    return _search(big_f, small_f, fine_scales, (rows, cols), radius)
+    fine_scales = np.round(found[1][:, None] + steps[None, :], 4)
+    return _search_near(big_f, small_f, found, side_c, fine_scales, int(np.ceil(side_f / side_c)) + 1)
 
 
 def _polish(big_f, small_f, found):
     """A refined (score, scale, row, col) at the fine side, tried with the template one pixel
     smaller and one larger, around the same position; the better of the two is kept."""
-    score, s, r, c = found
     side = big_f.shape[-1]
     core = CORE * side
-    scales = (np.round(core * s)[:, None] + np.array([-1.0, 1.0])[None, :]) / core
-    # The small image's top-left stays where it was found; the template's moves with the scale.
-    rows = (r[:, None] / side - _CORE_START * s[:, None] + _CORE_START * scales) * side
-    cols = (c[:, None] / side - _CORE_START * s[:, None] + _CORE_START * scales) * side
-    new = _search(big_f, small_f, scales, (rows, cols), 1)
-    better = new[0] > score
+    scales = (np.round(core * found[1])[:, None] + np.array([-1.0, 1.0])[None, :]) / core
+    new = _search_near(big_f, small_f, found, side, scales, 1)
+    better = new[0] > found[0]
     return tuple(np.where(better, n, o) for n, o in zip(new, found))
 
 
