@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .commands import register_all
+from .commands.examples import polish
 
 # `cxrtool --help` lists commands in the pipeline's order (Typer would put the `prepare` group last).
 PIPELINE_ORDER = (
@@ -33,6 +34,12 @@ PIPELINE_ORDER = (
 
 
 class PipelineOrderGroup(TyperGroup):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Typer builds the click commands from the functions; examples and flag display are added
+        # to what it built, so every command module stays about its own options.
+        polish(self)
+
     def list_commands(self, ctx) -> list[str]:
         names = list(self.commands)
         rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
@@ -44,7 +51,7 @@ app = typer.Typer(
     cls=PipelineOrderGroup,
     help="Transfer learning on chest X-rays: prepare data, pretrain, finetune, evaluate, CAM, embeddings.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

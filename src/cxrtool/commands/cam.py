@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     def cam(
         paths: list[Path] | None = typer.Argument(
             None,
-            metavar="[RUN] [IMAGE|DIR]...",
+            metavar="RUN|IMAGE|DIR",
             help="X-ray files or folders (PNG, JPEG, DICOM); a run first to choose the model. None: a cache split (--data/--split).",
         ),
         run: Path | None = typer.Option(

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def embed(
         run_arg: Path | None = typer.Argument(
-            None, metavar="[RUN]", help="Run directory (default: the newest under ./runs)."
+            None, metavar="RUN", help="Run directory (default: the newest under ./runs)."
         ),
         run: Path | None = typer.Option(None, "--run", help="Run directory (same as the RUN argument)."),
         data: Path | None = typer.Option(

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def evaluate(
         run_arg: Path | None = typer.Argument(
-            None, metavar="[RUN]", help="Run directory (default: the newest under ./runs)."
+            None, metavar="RUN", help="Run directory (default: the newest under ./runs)."
         ),
         run: Path | None = typer.Option(None, "--run", help="Run directory (same as the argument)."),
         data: Path | None = typer.Option(
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
     def predict(
         paths: list[Path] = typer.Argument(
             ...,
-            metavar="[RUN] IMAGE|DIR...",
+            metavar="RUN|IMAGE|DIR",
             help="Image files or folders (PNG, JPEG, DICOM); a run first to choose the model.",
         ),
         run: Path | None = typer.Option(
