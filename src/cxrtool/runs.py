@@ -177,14 +177,31 @@ def read_json(path: Path) -> Any:
 # ---------------------------------------------------------------- manifests
 
 
-def git_commit() -> str | None:
-    """The commit of the cxrtool source tree, when it is a git checkout."""
-    here = Path(__file__).resolve().parent
+def _git(here: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def git_commit() -> str | None:
+    """cxrtool's own commit: its source checkout's, or the one pip recorded when installing from git.
+
+    An installed copy can sit inside the user's own repository (a venv in their project): asking git
+    from there would name the user's commit, so git is asked only when this package is the
+    checkout's own `src/cxrtool`; otherwise pip's record of the install (PEP 610 direct_url.json)
+    is read, and a release installed from an index has no commit.
+    """
+    here = Path(__file__).resolve().parent
+    top = _git(here, "rev-parse", "--show-toplevel")
+    if top is not None and Path(top).resolve() / "src" / "cxrtool" == here:
+        return _git(here, "rev-parse", "HEAD")
+    try:
+        recorded = json.loads(metadata.distribution("cxrtool").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    return recorded.get("vcs_info", {}).get("commit_id")
 
 
 def environment() -> dict[str, Any]:
