@@ -9,7 +9,8 @@ import pytest
 
 os.environ.setdefault("CXRTOOL_QUIET", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The real X-rays (shared/data/README.md's layout); CXRTOOL_TEST_DATA points the tests elsewhere.
+SHARED_DATA = Path(os.environ.get("CXRTOOL_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 NIH_SAMPLE = SHARED_DATA / "nih-chestxray14-sample"
 COVID_SET = SHARED_DATA / "covid-chestxray-dataset"
 
@@ -34,14 +35,14 @@ def _release_run_locks():
 @pytest.fixture(scope="session")
 def nih_root() -> Path:
     if not (NIH_SAMPLE / "images").is_dir():
-        pytest.skip(f"real NIH sample not found at {NIH_SAMPLE}")
+        pytest.skip(f"real NIH sample not found at {NIH_SAMPLE} (set CXRTOOL_TEST_DATA)")
     return NIH_SAMPLE
 
 
 @pytest.fixture(scope="session")
 def covid_root() -> Path:
     if not (COVID_SET / "metadata.csv").is_file():
-        pytest.skip(f"real Cohen COVID-19 set not found at {COVID_SET}")
+        pytest.skip(f"real Cohen COVID-19 set not found at {COVID_SET} (set CXRTOOL_TEST_DATA)")
     return COVID_SET
 
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from helpers import load_benchmark
 
-NIH_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih-chestxray14-sample" / "images"
 
-
-@pytest.mark.skipif(not NIH_IMAGES.is_dir(), reason="needs the real sample data in ../shared/data")
-def test_planted_copies_are_counted_by_kind(capsys, monkeypatch):
+def test_planted_copies_are_counted_by_kind(capsys, monkeypatch, nih_root):
     bench = load_benchmark("bench_copies_real", monkeypatch)
-    figures = bench.main([str(NIH_IMAGES), "--limit", "60", "--copies", "3", "--kinds", "jpeg,crop"])
+    figures = bench.main([str(nih_root / "images"), "--limit", "60", "--copies", "3", "--kinds", "jpeg,crop"])
     assert figures["real images"] == 60 and figures["images"] == 66
     assert set(figures["kinds"]) == {"jpeg", "crop"}
     for row in figures["kinds"].values():
