@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from cxrtool.cli import app
 from cxrtool.data.cache import write_cache
 from cxrtool.errors import CxrError
+from cxrtool.evaluate.metrics import MIN_POSITIVE_PATIENTS
 from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
 from cxrtool.models.checkpoint import read_card
 
@@ -55,7 +56,13 @@ def test_evaluate_writes_every_artifact_and_numbers_match_predictions(run, synth
     for label in synth_data.labels:
         e = stored["labels"][label]
         assert e["auroc"] == pytest.approx(roc_auc_score(preds[f"true_{label}"], preds[f"prob_{label}"]), abs=1e-5)
-        assert e["auroc_low"] <= e["auroc"] <= e["auroc_high"]
+        assert e["positive_patients"] == preds.loc[preds[f"true_{label}"] == 1, "patient"].nunique()
+        if e["positive_patients"] >= MIN_POSITIVE_PATIENTS and e["negative_patients"] >= MIN_POSITIVE_PATIENTS:
+            assert e["not_estimable"] is None and e["auroc_low"] <= e["auroc"] <= e["auroc_high"]
+            assert label in stored["mean"]["labels"]
+        else:  # too few patients of a class: a point estimate, no interval, no published number, not in the mean
+            assert e["not_estimable"] and "auroc_low" not in e and label not in stored["mean"]["labels"]
+            assert stored["compare"][0]["auroc"][label] is None
         assert 0 <= e["operating_points"]["youden"]["sensitivity"] <= 1 and 0 <= e["ece"] <= 1
     assert stored["mean_auroc_low"] <= stored["mean_auroc"] <= stored["mean_auroc_high"]
     assert metrics["mean_auroc"] == stored["mean_auroc"]

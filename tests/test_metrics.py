@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -143,13 +144,61 @@ def test_one_class_label_is_not_computable_with_the_reason():
 
 def test_replicates_with_one_class_are_skipped_and_counted():
     y = np.zeros(40)
-    y[[3, 17]] = 1  # two positive patients among forty: many replicates draw neither
-    s = np.linspace(0, 1, 40)
-    rep = label_report(y[:, None], s[:, None], ["rare"], np.arange(40).astype(str), n_boot=300, seed=0)
+    y[[3, 17, 21, 30, 35, 38]] = 1  # six positive patients among forty: estimable, a few replicates draw none
+    y = np.r_[y, y]  # two images per patient
+    s = np.linspace(0, 1, 80)
+    pats = np.r_[np.arange(40), np.arange(40)].astype(str)
+    rep = label_report(y[:, None], s[:, None], ["rare"], pats, n_boot=2000, seed=0)
     entry = rep["labels"]["rare"]
-    assert 0 < entry["skipped_replicates"] < 300
+    assert entry["positive_patients"] == 6 and entry["negative_patients"] == 34 and entry["positives"] == 12
+    assert entry["not_estimable"] is None
+    assert 0 < entry["skipped_replicates"] < 40  # about (34/40)^40 = 0.15% of replicates
     assert rep["mean"]["skipped_replicates"] == entry["skipped_replicates"]
     assert np.isfinite([entry["auroc_low"], entry["auroc_high"]]).all()
+
+
+def test_a_label_with_one_positive_patient_is_not_estimable():
+    """Hernia with one positive test image: the point AUROC is kept and labelled, but no interval,
+    no published number beside it, no place in the mean; the skipped replicates are shown."""
+    from cxrtool.evaluate.metrics import MIN_POSITIVE_PATIENTS
+    from cxrtool.evaluate.tables import compare_entries, main_table, per_label_frame
+
+    rng = np.random.default_rng(0)
+    n = 120
+    y = np.zeros((n, 2))
+    y[:, 0] = rng.random(n) < 0.3
+    y[7, 1] = 1  # one positive patient
+    p = rng.random((n, 2)) + 0.5 * y
+    pats = (np.arange(n) // 2).astype(str)  # two images per patient; patient 3 holds the positive
+    rep = label_report(y, p, ["Cardiomegaly", "Hernia"], pats, n_boot=1000, seed=0)
+    hernia = rep["labels"]["Hernia"]
+    assert MIN_POSITIVE_PATIENTS > 1
+    assert hernia["positive_patients"] == 1 and "1 positive patient" in hernia["not_estimable"]
+    assert hernia["auroc"] == pytest.approx(roc_auc_score(y[:, 1], p[:, 1]))
+    assert "auroc_low" not in hernia and "pr_auc_low" not in hernia
+    # Drawing 60 patients from 60, the one positive is missed in about (59/60)^60 = 36% of replicates.
+    assert 300 < hernia["skipped_replicates"] < 430
+    assert rep["mean"]["labels"] == ["Cardiomegaly"] and "Hernia" in rep["mean"]["left_out"]
+    assert rep["mean"]["estimate"] == pytest.approx(rep["labels"]["Cardiomegaly"]["auroc"])
+
+    metrics = {
+        "labels": rep["labels"],
+        "mean": rep["mean"],
+        "bootstrap": {"replicates": 1000, "unit": "patient", "seed": 0},
+        "compare": compare_entries("chexnet", rep["labels"]),
+    }
+    assert metrics["compare"][0]["auroc"]["Hernia"] is None  # no published number beside it
+    assert metrics["compare"][0]["auroc"]["Cardiomegaly"] == pytest.approx(0.9248)
+    columns, rows = main_table(metrics)
+    cells = dict(zip(columns, rows[1]))
+    assert cells["AUROC [95% CI]"].startswith("not estimable (1 positive patient")
+    assert f"{hernia['skipped_replicates']} of 1,000 replicates skipped" in cells["AUROC [95% CI]"]
+    assert "[" not in cells["AUROC [95% CI]"] and cells["CheXNet 2017 AUROC"] == ""
+    assert cells["patients + / - (images)"] == "1 / 60 (120)"
+    frame = per_label_frame(metrics).set_index("label")
+    assert pd.isna(frame.loc["Hernia", "auroc_low"]) and pd.isna(frame.loc["Hernia", "chexnet"])
+    assert frame.loc["Hernia", "skipped_replicates"] == hernia["skipped_replicates"]
+    assert "Hernia left out" in frame.loc["mean", "not_estimable"]
 
 
 def test_mean_interval_is_taken_within_replicates():

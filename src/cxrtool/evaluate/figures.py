@@ -86,8 +86,12 @@ def roc_figure(
         drawn += 1
         info = aurocs.get(label, {})
         text = f"{label}\nAUROC {info['auroc']:.3f}" if info.get("auroc") is not None else label
-        if info.get("auroc_low") is not None:
+        if info.get("not_estimable"):
+            text += f" (not estimable: {info.get('positive_patients')}+ patients)"
+        elif info.get("auroc_low") is not None:
             text += f" [{info['auroc_low']:.3f}, {info['auroc_high']:.3f}]"
+            if info.get("skipped_replicates"):  # the interval is conditional on the drawn replicates
+                text += f"\n{info['skipped_replicates']} replicates skipped"
         ax.set_title(text, fontsize=8)
         point = (info.get("operating_points") or {}).get("youden")
         if point:  # the val-chosen Youden threshold, where it falls on this split's curve

@@ -11,6 +11,10 @@ A replicate is a vector of per-image weights (how often the image's patient was 
 and average precision are computed from weights directly, vectorised over replicates, which is
 exactly the same as duplicating rows and hundreds of times faster than calling scikit-learn per
 replicate. Replicates in which a label has only one class are skipped for that label and counted.
+
+A label with fewer than MIN_POSITIVE_PATIENTS positive (or negative) patients is "not
+estimable": its point AUROC is kept, labelled, but it gets no interval, no comparison with
+published numbers, and no place in the mean (see `not_estimable_reason`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 # Replicates x images weights held in memory at once (float64): ~32 MB per chunk.
 _CHUNK_CELLS = 1_000_000
+
+# Fewest patients of each class (positive, and likewise negative) for an AUROC to be estimated.
+# Why 5: a patient bootstrap over G patients of whom k are positive draws no positive at all with
+# probability (1 - k/G)^G ~ e^-k: 37% of replicates at k = 1 (Hernia with one positive test image:
+# 372 of 1,000 skipped, and the interval conditional on that one patient being drawn), 5% at k = 3,
+# under 1% from k = 5 on, where skipping no longer shapes the interval. With one positive the
+# AUROC is only the rank of that film among the negatives (Hanley-McNeil SE ~0.3); a percentile
+# interval of 0.1 width around it would look certain when nothing is known.
+MIN_POSITIVE_PATIENTS = 5
 
 
 def label_auroc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
@@ -105,6 +118,34 @@ def not_computable_reason(y_true: np.ndarray) -> str | None:
         return "no annotated images in this split"
     if y.min() == y.max():
         return f"only {'positive' if y[0] == 1 else 'negative'} images in this split ({len(y)})"
+    return None
+
+
+def class_patients(y_true: np.ndarray, groups: np.ndarray | None = None) -> tuple[int, int]:
+    """Patients with at least one positive, and with at least one negative, annotated image.
+
+    `groups` names each image's patient (None: every image its own patient). A patient with
+    follow-ups of both classes counts on both sides.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    codes = group_codes(groups, len(y))
+    keep = ~np.isnan(y)
+    y, codes = y[keep], codes[keep]
+    return len(np.unique(codes[y == 1])), len(np.unique(codes[y == 0]))
+
+
+def not_estimable_reason(
+    y_true: np.ndarray, groups: np.ndarray | None = None, minimum: int = MIN_POSITIVE_PATIENTS
+) -> str | None:
+    """Why a computable label's AUROC is not estimable (None when it is): too few patients of a class.
+
+    Below `minimum` positive (or negative) patients the bootstrap mostly measures whether the rare
+    patients were drawn; see MIN_POSITIVE_PATIENTS.
+    """
+    positives, negatives = class_patients(y_true, groups)
+    for count, name in ((positives, "positive"), (negatives, "negative")):
+        if count < minimum:
+            return f"{count} {name} patient{'' if count == 1 else 's'}, fewer than {minimum}"
     return None
 
 
@@ -421,33 +462,45 @@ def label_report(
     """Everything evaluate reports per label, plus the mean ROC AUC with its interval.
 
     Returns {"labels": {label: {...}}, "mean": {...}}. A label that is not computable has
-    `not_computable` set to the reason and no numbers. The mean's interval takes, in each
-    replicate, the mean over the labels computable on the whole split; a replicate in which one
-    of them has a single class is skipped (and counted) rather than averaged over fewer labels.
+    `not_computable` set to the reason and no numbers. A computable label with too few patients of
+    a class (`not_estimable_reason`) has `not_estimable` set: its point AUROC and PR AUC and the
+    count of skipped replicates are kept, but no interval, and it is left out of the mean
+    (`mean["left_out"]` says why). Every entry counts its positive and negative patients. The
+    mean's interval takes, in each replicate, the mean over the labels in it; a replicate in which
+    one of them has a single class is skipped (and counted) rather than averaged over fewer labels.
     """
     y_true = np.asarray(y_true, dtype=np.float64)
     y_prob = np.asarray(y_prob, dtype=np.float64)
     boot = bootstrap_label_metrics(y_true, y_prob, groups, n_boot, seed) if n_boot > 0 else None
     per_label: dict[str, dict] = {}
-    computable: list[int] = []
+    estimable: list[int] = []
+    left_out: dict[str, str] = {}
     for j, label in enumerate(labels):
         y = y_true[:, j]
         annotated = y[~np.isnan(y)]
+        positive_patients, negative_patients = class_patients(y, groups)
         entry: dict = {
             "n": len(annotated),
             "positives": int((annotated == 1).sum()),
             "negatives": int((annotated == 0).sum()),
+            "positive_patients": positive_patients,
+            "negative_patients": negative_patients,
             "not_computable": not_computable_reason(y),
         }
         if entry["not_computable"] is None:
-            computable.append(j)
+            entry["not_estimable"] = not_estimable_reason(y, groups)
             entry["auroc"] = label_auroc(y, y_prob[:, j])
             entry["pr_auc"] = label_pr_auc(y, y_prob[:, j])
             entry["prevalence"] = float(annotated.mean())
             if boot is not None:
-                entry["auroc_low"], entry["auroc_high"] = percentile_interval(boot["auroc"][:, j], level)
-                entry["pr_auc_low"], entry["pr_auc_high"] = percentile_interval(boot["ap"][:, j], level)
                 entry["skipped_replicates"] = int(np.isnan(boot["auroc"][:, j]).sum())
+                if entry["not_estimable"] is None:
+                    entry["auroc_low"], entry["auroc_high"] = percentile_interval(boot["auroc"][:, j], level)
+                    entry["pr_auc_low"], entry["pr_auc_high"] = percentile_interval(boot["ap"][:, j], level)
+            if entry["not_estimable"] is None:
+                estimable.append(j)
+            else:
+                left_out[label] = f"not estimable: {entry['not_estimable']}"
             # Chosen on the very split it is scored on: an optimistic, in-sample figure (the honest
             # operating points are chosen on validation; see cxrtool.evaluate.thresholds).
             entry["youden_in_sample"] = {
@@ -457,15 +510,19 @@ def label_report(
             entry["calibration"] = calibration(y, y_prob[:, j], n_bins)
             entry["ece"] = entry["calibration"]["ece"]
         per_label[label] = entry
-    mean: dict = {"labels": [labels[j] for j in computable]}
-    if computable:
-        mean["estimate"] = float(np.mean([per_label[labels[j]]["auroc"] for j in computable]))
+    mean: dict = {"labels": [labels[j] for j in estimable], "left_out": left_out}
+    if estimable:
+        mean["estimate"] = float(np.mean([per_label[labels[j]]["auroc"] for j in estimable]))
         if boot is not None:
-            reps = boot["auroc"][:, computable]
+            reps = boot["auroc"][:, estimable]
             complete = np.isfinite(reps).all(axis=1)
             mean["low"], mean["high"] = percentile_interval(reps[complete].mean(axis=1), level)
             mean["skipped_replicates"] = int((~complete).sum())
     else:
         mean["estimate"] = float("nan")
-        mean["not_computable"] = "no label has both classes in this split"
+        mean["not_computable"] = (
+            f"no label has {MIN_POSITIVE_PATIENTS} or more patients of each class in this split"
+            if left_out
+            else "no label has both classes in this split"
+        )
     return {"labels": per_label, "mean": mean}

@@ -65,7 +65,7 @@ def score(
         "bootstrap": {"replicates": cfg.bootstrap, "unit": "patient", "seed": cfg.seed, "interval": 0.95},
         "labels": rep["labels"],
         "mean": mean,
-        "compare": compare_entries(cfg.compare, labels),
+        "compare": compare_entries(cfg.compare, rep["labels"]),
         "config": config_to_dict(cfg),
     }
 
@@ -94,6 +94,11 @@ def write_outputs(out: Path, metrics: dict, labels: list[str], targets: np.ndarr
     for label, e in metrics["labels"].items():
         if e.get("not_computable"):
             warn(f"{label}: AUROC not computable ({e['not_computable']})")
+        elif e.get("not_estimable"):
+            warn(
+                f"{label}: AUROC not estimable ({e['not_estimable']}): no interval, no published number "
+                "beside it, left out of the mean"
+            )
         elif e.get("skipped_replicates"):
             info(
                 f"{label}: {e['skipped_replicates']} of {metrics['bootstrap']['replicates']} bootstrap replicates "

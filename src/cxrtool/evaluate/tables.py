@@ -2,8 +2,10 @@
 folds.csv, and the rich tables `cxrtool evaluate` prints.
 
 Kept apart from `cxrtool.evaluate.pipeline` (which computes) so that the numbers and their presentation
-can change independently. Every number is printed with its 95% patient-bootstrap interval where
-one exists; a label that cannot be scored shows "not computable" and the reason.
+can change independently. Every AUROC is printed with its positive and negative patients and its
+95% patient-bootstrap interval where one exists, and the replicates skipped for it (one class
+drawn) beside the interval; a label that cannot be scored shows "not computable" and the reason,
+one with too few patients of a class "not estimable" (no interval, no published number beside it).
 """
 
 from __future__ import annotations
@@ -14,10 +16,55 @@ import numpy as np
 import pandas as pd
 
 from ..formatting import fmt, fmt_ci
-from ..progress import print_table
+from ..progress import print_table, result
 from ..runs import atomic_write_text
+from .metrics import MIN_POSITIVE_PATIENTS
 from .published import published_auroc, published_results
 from .shortcuts import shortcuts_table
+
+
+def replicates_of(metrics: dict) -> int:
+    return int((metrics.get("bootstrap") or {}).get("replicates") or 0)
+
+
+def skipped_text(skipped, replicates: int) -> str:
+    """'372 of 1,000 replicates skipped' (one class drawn); empty when none was."""
+    if not skipped:
+        return ""
+    return (
+        f"{int(skipped):,} of {replicates:,} replicates skipped"
+        if replicates
+        else f"{int(skipped):,} replicates skipped"
+    )
+
+
+def patients_cell(e: dict) -> str:
+    """'5 / 60 (130)': positive / negative patients, then the images they hold."""
+    if e.get("positive_patients") is None:  # an entry written before patients were counted
+        return f"{e['n']} images ({e['positives']}+/{e['negatives']}-)"
+    return f"{e['positive_patients']} / {e['negative_patients']} ({e['n']})"
+
+
+def auroc_cell(e: dict, replicates: int, key: str = "auroc") -> str:
+    """An AUROC (or `pr_auc`) as people read it: the interval, skipped replicates beside it, or why there is none."""
+    if e.get("not_computable"):
+        return f"not computable: {e['not_computable']}" if key == "auroc" else ""
+    if e.get("not_estimable"):
+        if key != "auroc":
+            return ""
+        extra = skipped_text(e.get("skipped_replicates"), replicates)
+        return f"not estimable ({e['not_estimable']}); point {fmt(e.get('auroc'))}" + (f", {extra}" if extra else "")
+    text = fmt_ci(e.get(key), e.get(f"{key}_low"), e.get(f"{key}_high"))
+    extra = skipped_text(e.get("skipped_replicates"), replicates)
+    return f"{text} ({extra})" if extra and e.get(f"{key}_low") is not None else text
+
+
+def mean_cell(mean: dict, replicates: int) -> str:
+    text = fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high"))
+    extra = skipped_text(mean.get("skipped_replicates"), replicates)
+    text = f"{text} ({extra})" if extra and mean.get("low") is not None else text
+    labels = mean.get("labels")
+    return f"{text}; {len(labels)} label{'' if len(labels) == 1 else 's'}" if labels and mean.get("left_out") else text
 
 
 def per_label_frame(metrics: dict) -> pd.DataFrame:
@@ -30,6 +77,8 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
             "images": e["n"],
             "positives": e["positives"],
             "negatives": e["negatives"],
+            "positive_patients": e.get("positive_patients"),
+            "negative_patients": e.get("negative_patients"),
             "auroc": e.get("auroc"),
             "auroc_low": e.get("auroc_low"),
             "auroc_high": e.get("auroc_high"),
@@ -40,7 +89,9 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
             **operating_point_columns(metrics, e),
             "ece": e.get("ece"),
             "skipped_replicates": e.get("skipped_replicates"),
+            "replicates": replicates_of(metrics) if e.get("skipped_replicates") is not None else None,
             "not_computable": e.get("not_computable"),
+            "not_estimable": e.get("not_estimable"),
         }
         for pub in compare:
             row[pub["key"]] = pub["auroc"].get(label)
@@ -52,7 +103,9 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
         "auroc_low": mean.get("low"),
         "auroc_high": mean.get("high"),
         "skipped_replicates": mean.get("skipped_replicates"),
+        "replicates": replicates_of(metrics) if mean.get("skipped_replicates") is not None else None,
         "not_computable": mean.get("not_computable"),
+        "not_estimable": "; ".join(f"{l} left out ({why})" for l, why in (mean.get("left_out") or {}).items()) or None,
     }
     for pub in compare:
         values = [pub["auroc"].get(label) for label in metrics["labels"]]
@@ -60,7 +113,15 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
         mean_row[pub["key"]] = float(np.mean(values)) if values else None
     rows.append(mean_row)
     frame = pd.DataFrame(rows)
-    for col in ("images", "positives", "negatives", "skipped_replicates"):
+    for col in (
+        "images",
+        "positives",
+        "negatives",
+        "positive_patients",
+        "negative_patients",
+        "skipped_replicates",
+        "replicates",
+    ):
         frame[col] = frame[col].astype("Int64")  # counts stay integers beside the blank mean row
     return frame
 
@@ -100,36 +161,35 @@ def _op_cell(p: dict | None) -> str:
     )
 
 
-def compare_entries(name: str | None, labels: list[str]) -> list[dict]:
-    """Published columns for `--compare NAME`, restricted to our labels."""
+def compare_entries(name: str | None, entries: dict[str, dict]) -> list[dict]:
+    """Published columns for `--compare NAME`, restricted to our labels.
+
+    A label of ours that is not computable or not estimable gets no published number beside it
+    (None): there is nothing of ours to set it against.
+    """
     if not name:
         return []
+    shown = [l for l, e in entries.items() if not e.get("not_computable") and not e.get("not_estimable")]
     return [
         {
             "key": r.key,
             "name": r.name,
             "citation": r.citation,
             "measured_on": r.measured_on,
-            "auroc": {label: published_auroc(r, label) for label in labels},
+            "auroc": {label: published_auroc(r, label) if label in shown else None for label in entries},
         }
         for r in published_results(name)
     ]
 
 
-def _label_cells(e: dict, names: list[str]) -> list[str]:
-    if e.get("not_computable"):
-        return [
-            f"{e['n']} ({e['positives']}+/{e['negatives']}-)",
-            f"not computable: {e['not_computable']}",
-            "",
-            *[""] * len(names),
-            "",
-        ]
+def _label_cells(e: dict, names: list[str], replicates: int) -> list[str]:
+    if e.get("not_computable") or e.get("not_estimable"):
+        return [patients_cell(e), auroc_cell(e, replicates), "", *[""] * len(names), ""]
     ops = e.get("operating_points") or {}
     return [
-        f"{e['n']} ({e['positives']}+/{e['negatives']}-)",
-        fmt_ci(e.get("auroc"), e.get("auroc_low"), e.get("auroc_high")),
-        fmt_ci(e.get("pr_auc"), e.get("pr_auc_low"), e.get("pr_auc_high")),
+        patients_cell(e),
+        auroc_cell(e, replicates),
+        auroc_cell(e, replicates, "pr_auc"),
         *[_op_cell(ops.get(n)) for n in names],
         fmt(e.get("ece")),
     ]
@@ -142,7 +202,7 @@ def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     where = "val thr, in-sample: optimistic" if ops.get("in_sample") else "val thr"
     columns = [
         "label",
-        "images (+/-)",
+        "patients + / - (images)",
         "AUROC [95% CI]",
         "PR AUC [95% CI]",
         *[f"{n} ({where}): sens / spec [95% CI]" for n in names],
@@ -150,8 +210,11 @@ def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     ]
     columns += [f"{c['name']} AUROC" for c in compare]
     rows = []
+    replicates = replicates_of(metrics)
     for label, e in metrics["labels"].items():
-        rows.append([label, *_label_cells(e, names), *[fmt(c["auroc"].get(label)) for c in compare]])
+        rows.append(
+            [label, *_label_cells(e, names, replicates), *[fmt(c["auroc"].get(label), missing="") for c in compare]]
+        )
     mean = metrics["mean"]
     mean_pub = []
     for c in compare:
@@ -161,7 +224,7 @@ def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
         [
             "mean",
             "",
-            fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high")),
+            mean_cell(mean, replicates),
             "",
             *[""] * len(names),
             "",
@@ -176,13 +239,19 @@ def shortcut_table(metrics: dict) -> tuple[list[str], list[list[str]]] | None:
     if not sc:
         return None
     names = list(sc["predictors"])
-    columns = ["label", "model AUROC [95% CI]", *[f"{n} only" for n in names]]
+    columns = ["label", "patients + / - (images)", "model AUROC [95% CI]", *[f"{n} only" for n in names]]
     rows = []
+    replicates = replicates_of(metrics)
     for label, e in metrics["labels"].items():
-        cells = [label, fmt_ci(e.get("auroc"), e.get("auroc_low"), e.get("auroc_high"))]
+        cells = [label, patients_cell(e), auroc_cell(e, replicates)]
         for n in names:
             s = sc["predictors"][n].get(label)  # none for a label the model or data lacks
-            cells.append("-" if not s or s["auroc"] is None else fmt_ci(s["auroc"], s["auroc_low"], s["auroc_high"]))
+            if not s or s["auroc"] is None:
+                cells.append("-")
+            elif e.get("not_estimable"):  # the reason is in the model's cell
+                cells.append(f"point {fmt(s['auroc'])}")
+            else:
+                cells.append(auroc_cell({**e, **s}, replicates))
         rows.append(cells)
     return columns, rows
 
@@ -241,6 +310,20 @@ def _markdown(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mean_notes(metrics: dict) -> list[str]:
+    """What the mean is over, and which labels it leaves out and why (printed under the table)."""
+    mean = metrics["mean"]
+    lines = []
+    if mean.get("left_out"):
+        lines.append(
+            f"The mean is over {len(mean.get('labels') or [])} label(s); left out: "
+            + "; ".join(f"{l} ({why})" for l, why in mean["left_out"].items())
+            + f". An AUROC needs {MIN_POSITIVE_PATIENTS} or more patients of each class to be estimated "
+            "(docs/evaluate.md)."
+        )
+    return lines
+
+
 def markdown_report(metrics: dict) -> str:
     """per_label.md: the tables and what they are measured on."""
     boot = metrics["bootstrap"]
@@ -251,6 +334,7 @@ def markdown_report(metrics: dict) -> str:
         f"{boot['unit']}s (seed {boot['seed']}).\n",
         _markdown(*main_table(metrics)),
     ]
+    parts += [f"- {line}" for line in mean_notes(metrics)]
     ops = metrics.get("operating_points") or {}
     if ops.get("chosen_on"):
         parts.append(
@@ -262,7 +346,9 @@ def markdown_report(metrics: dict) -> str:
         parts.append(f"- {c['name']} ({c['citation']}): measured on {c['measured_on']}.")
     if metrics.get("compare"):
         parts.append(f"- Ours: measured on {metrics['what']}.")
-        parts.append("- The published `mean` is taken over the labels in this table, as ours is.\n")
+        parts.append(
+            "- The published `mean` is taken over the labels in our mean (those with an estimable AUROC), as ours is.\n"
+        )
     if (table := shortcut_table(metrics)) is not None:
         sc = metrics["shortcuts"]
         parts.append(f"\n## Shortcut baselines (metadata only, fitted on {sc['fitted_on']})\n")
@@ -326,6 +412,8 @@ def write_tables(out: Path, metrics: dict) -> None:
 def print_tables(metrics: dict) -> None:
     """The rich tables on stdout (shown in quiet mode too: they are the result)."""
     print_table(f"{metrics['what']} ({metrics['images']} images, {metrics['patients']} patients)", *main_table(metrics))
+    for line in mean_notes(metrics):
+        result(line)
     if (table := shortcut_table(metrics)) is not None:
         print_table(f"Shortcut baselines: metadata only, fitted on {metrics['shortcuts']['fitted_on']}", *table)
     if metrics.get("external"):
