@@ -421,19 +421,72 @@ def is_cv_run(path: Path) -> bool:
     return (Path(path) / OOF_PREDICTIONS).is_file() and not (Path(path) / "checkpoints").is_dir()
 
 
-def latest_run(root: Path = DEFAULT_RUNS_ROOT) -> Path | None:
-    """The most recently created run with a finished epoch under `root` (by manifest time), or None."""
+@dataclass(frozen=True)
+class RunNeed:
+    """What a command needs of the run it works on, to pick the newest run that can do it.
+
+    `what` names it for messages ("the label Cardiomegaly"); `fits(labels)` says whether a run
+    whose model outputs `labels` will do. The stage that asks builds it (it knows label aliases).
+    """
+
+    what: str
+    fits: Callable[[list[str]], bool]
+
+
+def run_labels(path: Path) -> list[str]:
+    """The labels a run's model outputs: its best checkpoint's card (a CV run's: its first fold's)."""
+    path = Path(path)
+    cards = [path / "checkpoints" / "best" / "card.json", *sorted(path.glob("fold-*/checkpoints/best/card.json"))]
+    for card in cards:
+        if card.is_file():
+            try:
+                return [str(label) for label in read_json(card).get("labels", [])]
+            except (CxrError, AttributeError):
+                return []
+    return []
+
+
+def complete_runs(root: Path = DEFAULT_RUNS_ROOT) -> list[Path]:
+    """The runs with a finished epoch under `root`, newest first (by manifest time)."""
     root = Path(root)
     if not root.is_dir():
-        return None
+        return []
     runs = [p for p in root.iterdir() if p.is_dir() and is_complete_run(p)]
+    return sorted(runs, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
+
+
+def latest_run(root: Path = DEFAULT_RUNS_ROOT) -> Path | None:
+    """The most recently created run with a finished epoch under `root` (by manifest time), or None."""
+    runs = complete_runs(root)
+    return runs[0] if runs else None
+
+
+def _newest_that_fits(root: Path, need: RunNeed) -> Path:
+    runs = complete_runs(root)
     if not runs:
-        return None
-    return max(runs, key=lambda p: (p / MANIFEST).stat().st_mtime)
+        raise CxrError(f"no run given and none found under {root}/; run `cxrtool pretrain` first or pass --run DIR")
+    for run in runs:
+        if need.fits(run_labels(run)):
+            if run != runs[0]:
+                newest = ", ".join(run_labels(runs[0])) or "no labels"
+                info(f"using the newest run that has {need.what}: {run} (the newest, {runs[0]}, has {newest})")
+            else:
+                info(f"using the newest run: {run}")
+            return run
+    newest = ", ".join(run_labels(runs[0])) or "no labels"
+    raise CxrError(
+        f"no run under {root}/ has {need.what} (the newest, {runs[0]}, has {newest}); "
+        "train one, or pass the run to use with --run DIR"
+    )
 
 
-def resolve_run(run: Path | None, root: Path = DEFAULT_RUNS_ROOT) -> Path:
-    """The run a command works on: the one given, else the newest under ./runs (and say which)."""
+def resolve_run(run: Path | None, root: Path = DEFAULT_RUNS_ROOT, need: RunNeed | None = None) -> Path:
+    """The run a command works on: the one given, else the newest under ./runs (and say which).
+
+    With `need`, the newest run that can do what was asked (e.g. has the class `cam --class`
+    names), so that after a finetune to COVID-19 the pretraining run still answers for NIH's
+    findings; a run given explicitly is taken as given (the stage then says what it lacks).
+    """
     if run is not None:
         run = Path(run)
         if not run.exists():
@@ -448,6 +501,8 @@ def resolve_run(run: Path | None, root: Path = DEFAULT_RUNS_ROOT) -> Path:
                 f"{run}: not a run directory (no manifest.json and checkpoints/); give a run made by pretrain or finetune"
             )
         return run
+    if need is not None:
+        return _newest_that_fits(Path(root), need)
     found = latest_run(root)
     if found is None:
         raise CxrError(f"no run given and none found under {root}/; run `cxrtool pretrain` first or pass --run DIR")

@@ -25,14 +25,14 @@ from ..config import parse_list, require
 from ..data.cache import SPLITS, PreparedData
 from ..data.dataset import CacheDataset
 from ..data.imageio import IMAGE_SUFFIXES
-from ..data.labels import resolve_class
+from ..data.labels import needs_any_class, needs_classes, resolve_class
 from ..data.walk import collect_image_files
 from ..device import resolve_device
 from ..errors import CxrError
 from ..inference import FileDataset, InferenceEngine, resolve_data
 from ..models.checkpoint import announce_model, load_checkpoint, resolve_model_source
 from ..progress import info, print_table, result, warn
-from ..runs import RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, lock_output
+from ..runs import RunNeed, RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, lock_output
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
 from .maps import METHODS, feature_grid, low_res_maps, upsample
 from .overlay import save_overlay
@@ -174,6 +174,15 @@ def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]
     return images, data
 
 
+def _need(cfg: CamConfig) -> RunNeed | None:
+    """What the model must output, so that no run given picks the newest run that can answer."""
+    if cfg.classes:
+        return needs_classes(list(cfg.classes))
+    if cfg.data is not None and not cfg.inputs:
+        return needs_any_class(PreparedData(cfg.data).labels, f"a label of {cfg.data}")
+    return None
+
+
 def _default_out(source: Path) -> Path:
     if is_run_dir(source):
         return RunPaths(source).cam
@@ -206,7 +215,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     per_image, box_scores_csv and per_image_csv; otherwise those are None.
     """
     device = resolve_device(cfg.device)
-    source = resolve_model_source(cfg.run)
+    source = resolve_model_source(cfg.run, need=_need(cfg))
     model, card = load_checkpoint(source, cfg.checkpoint, device)
     announce_model(source, cfg.checkpoint, card)
     labels = list(card["labels"])
@@ -332,6 +341,12 @@ def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | No
     if cfg.boxes is not None:
         table = read_box_file(cfg.boxes, size)
         where = str(cfg.boxes)
+        if len(table) and not table["label"].isin(labels).any():
+            # Maps of other classes would be written and none scored: refuse before any work.
+            raise CxrError(
+                f"{where}: none of its boxes is of a class the model outputs ({', '.join(labels)}), so nothing "
+                f"would be scored; give a run trained on {', '.join(sorted(set(table['label'])))} with --run"
+            )
     elif data is not None and data.boxes() is not None:
         table = clean_boxes(data.boxes())
         where = str(data.root / "boxes.csv")

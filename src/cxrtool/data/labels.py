@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..errors import CxrError, did_you_mean
+from ..runs import RunNeed
 
 NIH_LABELS: list[str] = [
     "Atelectasis",
@@ -61,6 +62,25 @@ def resolve_class(name: str, labels: list[str]) -> int:
         if label == wanted or label.lower() == name.strip().lower():
             return i
     raise CxrError(f"unknown class {name!r}; the model's classes are: {', '.join(labels)}.{did_you_mean(name, labels)}")
+
+
+def _knows(name: str, labels: list[str]) -> bool:
+    try:
+        resolve_class(name, labels)
+    except CxrError:
+        return False
+    return True
+
+
+def needs_classes(names: list[str]) -> RunNeed:
+    """A run whose model outputs every class in `names` (aliases allowed)."""
+    what = ("the class " if len(names) == 1 else "the classes ") + ", ".join(names)
+    return RunNeed(what, lambda labels: all(_knows(n, labels) for n in names))
+
+
+def needs_any_class(names: list[str], what: str) -> RunNeed:
+    """A run whose model outputs at least one class in `names`; `what` names them in messages."""
+    return RunNeed(what, lambda labels: any(_knows(n, labels) for n in names))
 
 
 def conflicting_rows(keys: pd.Series, values: pd.DataFrame | pd.Series) -> pd.Series:

@@ -25,16 +25,18 @@ import pandas as pd
 import torch
 
 from ..data.cache import PreparedData
+from ..data.labels import needs_any_class
 from ..device import resolve_device
 from ..errors import CxrError
 from ..inference import predict_probs, predictions_table, resolve_data, write_predictions
 from ..models.checkpoint import load_checkpoint, resolve_checkpoint
 from ..progress import info, warn
-from ..runs import atomic_write_json, holds_locks, is_cv_run, resolve_run
+from ..runs import RunNeed, atomic_write_json, holds_locks, is_cv_run, resolve_run
 from .config import EvaluateConfig
 from .cross_validation import evaluate_cv_run
 from .metrics import label_report
 from .outputs import image_keys, prepare_out, score, write_outputs
+from .published import published_results
 from .shortcuts import shortcut_baselines
 from .thresholds import FILE, choose_thresholds, report_at_thresholds, thresholds_document
 
@@ -42,10 +44,20 @@ from .thresholds import FILE, choose_thresholds, report_at_thresholds, threshold
 @holds_locks
 def evaluate_run(cfg: EvaluateConfig) -> dict:
     """Score a run and write its evaluation folder; returns the metrics (as in metrics.json)."""
-    run = resolve_run(cfg.run)
+    run = resolve_run(cfg.run, need=_need(cfg))
     if is_cv_run(run):
         return evaluate_cv_run(cfg, run)
     return _evaluate_model(cfg, run)
+
+
+def _need(cfg: EvaluateConfig) -> RunNeed | None:
+    """With no run given: the newest run that has the published labels or the data's labels asked for."""
+    if cfg.compare is not None:
+        names = sorted({label for result in published_results(cfg.compare) for label in result.auroc})
+        return needs_any_class(names, f"a label of the published {cfg.compare} table")
+    if cfg.data is not None:
+        return needs_any_class(PreparedData(cfg.data).labels, f"a label of {cfg.data}")
+    return None
 
 
 def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:

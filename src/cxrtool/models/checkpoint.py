@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import CxrError
 from ..progress import notice
-from ..runs import current_umask, is_cv_run, resolve_run, to_json
+from ..runs import RunNeed, current_umask, is_cv_run, resolve_run, to_json
 from .backbones import INPUT_CONVENTIONS, XRayClassifier
 from .registry import arch_names, create_model
 
@@ -290,11 +290,11 @@ def load_state(folder: Path) -> dict[str, Any]:
         ) from None
 
 
-def resolve_model_source(run: Path | None) -> Path:
-    """A checkpoint folder or run directory to load; the newest run when None."""
+def resolve_model_source(run: Path | None, need: RunNeed | None = None) -> Path:
+    """A checkpoint folder or run directory to load; the newest run (that fits `need`) when None."""
     if run is not None and (Path(run) / "card.json").is_file():
         return Path(run)
-    return resolve_run(run)
+    return resolve_run(run, need=need)
 
 
 def announce_model(source: Path, which: str, card: dict) -> None:
