@@ -329,12 +329,9 @@ def _report(scores: dict[str, Any]) -> None:
     spaces = scores["spaces"]
     if "latent" in spaces and "pixels" in spaces:
         a, b = spaces["latent"]["full"]["knn_accuracy"], spaces["pixels"]["full"]["knn_accuracy"]
-        verdict = "more" if a > b else "less" if a < b else "as"
+        verdict = "more structured than" if a > b else "less structured than" if a < b else "as structured as"
         where = _split_name(scores["scored_on"], bool(spaces["latent"]["full"].get("in_sample")))
-        result(
-            f"latent space is {verdict} structured than pixels on {where} images: "
-            f"k-NN accuracy {fmt(a)} vs {fmt(b)} (full space)"
-        )
+        result(f"latent space is {verdict} pixels on {where} images: k-NN accuracy {fmt(a)} vs {fmt(b)} (full space)")
     for space, near in scores.get("near_covid", {}).items():
         if near:
             result(f"nearest COVID-19 in {space} space: " + ", ".join(f"{n} ({d:.2f})" for n, d in near))
