@@ -204,3 +204,17 @@ def test_directory_walk_finds_images_and_reports_empty_folders(tmp_path):
     files, skipped = collect_image_files([tmp_path / "a", tmp_path / "empty"])
     assert files == [tmp_path / "a" / "b" / "x.PNG"]
     assert skipped == [(str(tmp_path / "empty"), "folder holds no PNG, JPEG or DICOM files")]
+
+
+def test_a_missing_input_predicts_the_rest_and_exits_1(run, tmp_path, synth_data):
+    Image.fromarray(np.asarray(synth_data.images[0])).save(tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "p.csv"
+    given = [str(tmp_path / "good.png"), str(tmp_path / "broken.png")]
+    res = runner.invoke(app, ["predict", str(run), *given, "--out", str(out), "-q", "--device", "cpu"])
+    assert res.exit_code == 0, res.output  # an unreadable image is skipped and listed, as in a folder
+    res = runner.invoke(
+        app, ["predict", str(run), *given, str(tmp_path / "absent.png"), "--out", str(tmp_path / "q.csv"), "-q"]
+    )
+    assert res.exit_code == 1 and res.output.count("error:") == 1 and "absent.png: not found" in res.output
+    assert len(pd.read_csv(tmp_path / "q.csv")) == 1  # the readable one was still predicted

@@ -16,6 +16,16 @@ class CxrError(Exception):
     exit_code = 2
 
 
+class InputsMissing(CxrError):
+    """Some inputs named on the command line do not exist; the others were processed: exit status 1.
+
+    Like `cat a b`, the work is done for what exists and the status tells a script that not
+    everything it named was there.
+    """
+
+    exit_code = 1
+
+
 def did_you_mean(name: str, choices: list[str]) -> str:
     """Return ' Did you mean X?' for the closest of `choices`, or '' when nothing is close."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)

@@ -115,23 +115,22 @@ def register(app: typer.Typer) -> None:
         """Probability per label (and positive/negative at evaluate's val-chosen operating points) for X-ray files."""
         quiet_option(quiet)
         # lazy: keeps cxrtool --help fast
-        from ..predict.pipeline import PredictConfig, predict_files
+        from ..predict.pipeline import PredictConfig, fail_if_inputs_missing, predict_files
 
         model_source, inputs = split_run_and_paths(run, list(paths))
         if not inputs:
             raise CxrError(f"give image files or folders to predict after the run {model_source}")
-        predict_files(
-            PredictConfig(
-                inputs=inputs,
-                run=model_source,
-                out=out,
-                tta=tta,
-                device=device,
-                batch_size=batch_size,
-                workers=workers,
-                checkpoint=checkpoint,
-                overwrite=overwrite,
-                thresholds=thresholds,
-                operating_point=operating_point,
-            )
+        cfg = PredictConfig(
+            inputs=inputs,
+            run=model_source,
+            out=out,
+            tta=tta,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            checkpoint=checkpoint,
+            overwrite=overwrite,
+            thresholds=thresholds,
+            operating_point=operating_point,
         )
+        fail_if_inputs_missing(cfg, predict_files(cfg))

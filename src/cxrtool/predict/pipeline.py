@@ -24,7 +24,7 @@ import torch
 from ..config import require
 from ..data.walk import collect_image_files
 from ..device import resolve_device
-from ..errors import CxrError
+from ..errors import CxrError, InputsMissing
 from ..evaluate.thresholds import find_thresholds, pick_operating_point
 from ..inference import ArrayDataset, FileDataset, InferenceEngine, predictions_table, write_predictions
 from ..models.checkpoint import announce_model, load_checkpoint, resolve_checkpoint, resolve_model_source
@@ -132,6 +132,16 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
         info(f"wrote {cfg.out}")
     show(table)
     return table
+
+
+def fail_if_inputs_missing(cfg: PredictConfig, table: pd.DataFrame) -> None:
+    """Exit status 1 (after the predictions were shown and written) when a named input does not exist."""
+    missing = [str(p) for p in cfg.inputs if not Path(p).exists()]
+    if missing:
+        raise InputsMissing(
+            f"{missing[0]}: not found ({len(missing)} of {len(cfg.inputs)} input(s) missing); "
+            f"the {len(table)} readable image(s) were predicted"
+        )
 
 
 def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple[dict[str, float], dict]:
