@@ -41,7 +41,7 @@ def test_the_newest_run_with_the_class_is_taken_and_named(tmp_path, capsys, monk
 
 def test_no_run_with_the_class_is_one_line_naming_it(tmp_path):
     fake_run(tmp_path, "finetune-b", ["COVID-19"], 2_000)
-    with pytest.raises(CxrError, match=r"has the class Hernia .*has COVID-19"):
+    with pytest.raises(CxrError, match=r"has the class Hernia .*has COVID-19\)\. Train one"):
         resolve_run(None, tmp_path, need=needs_classes(["Hernia"]))
 
 

@@ -426,11 +426,13 @@ class RunNeed:
     """What a command needs of the run it works on, to pick the newest run that can do it.
 
     `what` names it for messages ("the label Cardiomegaly"); `fits(labels)` says whether a run
-    whose model outputs `labels` will do. The stage that asks builds it (it knows label aliases).
+    whose model outputs `labels` will do; `hint(labels)` adds to the error when no run fits (" Did
+    you mean ...?"). The stage that asks builds it (it knows label aliases).
     """
 
     what: str
     fits: Callable[[list[str]], bool]
+    hint: Callable[[list[str]], str] = lambda labels: ""
 
 
 def run_labels(path: Path) -> list[str]:
@@ -473,10 +475,10 @@ def _newest_that_fits(root: Path, need: RunNeed) -> Path:
             else:
                 info(f"using the newest run: {run}")
             return run
-    newest = ", ".join(run_labels(runs[0])) or "no labels"
+    labels = run_labels(runs[0])
     raise CxrError(
-        f"no run under {root}/ has {need.what} (the newest, {runs[0]}, has {newest}); "
-        "train one, or pass the run to use with --run DIR"
+        f"no run under {root}/ has {need.what} (the newest, {runs[0]}, has {', '.join(labels) or 'no labels'})."
+        f"{need.hint(labels)} Train one, or pass the run to use with --run DIR"
     )
 
 

@@ -215,7 +215,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     per_image, box_scores_csv and per_image_csv; otherwise those are None.
     """
     device = resolve_device(cfg.device)
-    source = resolve_model_source(cfg.run, need=_need(cfg))
+    source = resolve_model_source(cfg.run, need=_need(cfg) if cfg.run is None else None)
     model, card = load_checkpoint(source, cfg.checkpoint, device)
     announce_model(source, cfg.checkpoint, card)
     labels = list(card["labels"])

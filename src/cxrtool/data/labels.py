@@ -75,7 +75,11 @@ def _knows(name: str, labels: list[str]) -> bool:
 def needs_classes(names: list[str]) -> RunNeed:
     """A run whose model outputs every class in `names` (aliases allowed)."""
     what = ("the class " if len(names) == 1 else "the classes ") + ", ".join(names)
-    return RunNeed(what, lambda labels: all(_knows(n, labels) for n in names))
+
+    def hint(labels: list[str]) -> str:
+        return "".join(did_you_mean(n, labels) for n in names if not _knows(n, labels))
+
+    return RunNeed(what, lambda labels: all(_knows(n, labels) for n in names), hint)
 
 
 def needs_any_class(names: list[str], what: str) -> RunNeed:

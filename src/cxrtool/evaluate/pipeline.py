@@ -44,7 +44,7 @@ from .thresholds import FILE, choose_thresholds, report_at_thresholds, threshold
 @holds_locks
 def evaluate_run(cfg: EvaluateConfig) -> dict:
     """Score a run and write its evaluation folder; returns the metrics (as in metrics.json)."""
-    run = resolve_run(cfg.run, need=_need(cfg))
+    run = resolve_run(cfg.run, need=_need(cfg) if cfg.run is None else None)
     if is_cv_run(run):
         return evaluate_cv_run(cfg, run)
     return _evaluate_model(cfg, run)
