@@ -190,19 +190,59 @@ def error(message: str) -> None:
         _console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A rich table on stdout (shown in quiet mode too: it is the command's result)."""
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    # A cell never wraps (an interval "0.62 [0.49, 0.75]" or a number split over two lines is
+    # unreadable); the headings, words, may.
     table = Table(title=title)
     for col in columns:
-        table.add_column(str(col), overflow="fold")
+        table.add_column(str(col), no_wrap=True, overflow="ellipsis")
     for row in rows:
         table.add_row(*["" if v is None else str(v) for v in row])
-    if _out.is_terminal:
-        _out.print(table)
+    return table
+
+
+def _fitting_columns(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], width: int) -> int:
+    """How many leading columns fit `width` at their natural width (no cell cut or wrapped); 0 if not two."""
+    for n in range(len(columns), 1, -1):
+        table = _table(title, columns[:n], [row[:n] for row in rows])
+        if table.__rich_measure__(_out, _out.options.update_width(10_000)).maximum <= width:
+            return n
+    return 0
+
+
+def _print_records(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    # Too narrow for two columns: one block per row, a line per value, so each value stays whole.
+    _out.print(title, markup=False)
+    for row in rows:
+        _out.print("" if row[0] is None else str(row[0]), soft_wrap=True, markup=False)
+        for heading, value in zip(columns[1:], row[1:]):
+            _out.print(f"  {heading}: {'' if value is None else value}", soft_wrap=True, markup=False)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A rich table on stdout (shown in quiet mode too: it is the command's result).
+
+    On a terminal the table fits its width: columns that do not fit are left out from the right
+    and named below the table (the command's output files hold the whole table); narrower than two
+    columns, each row is printed as a block of `heading: value` lines. No cell breaks across lines.
+    In a log file or pipe the table keeps its natural width.
+    """
+    if not _out.is_terminal:
+        table = _table(title, columns, rows)
+        width = max(80, table.__rich_measure__(_out, _out.options.update_width(100_000)).maximum)
+        Console(file=_out.file, width=width, highlight=False, color_system=None).print(table)
         return
-    # In a log file or pipe the table keeps its natural width instead of folding at 80 columns.
-    width = max(80, table.__rich_measure__(_out, _out.options.update_width(100_000)).maximum)
-    Console(file=_out.file, width=width, highlight=False, color_system=None).print(table)
+    shown = _fitting_columns(title, columns, rows, _out.width)
+    if not shown:
+        _print_records(title, columns, rows)
+        return
+    _out.print(_table(title, columns[:shown], [row[:shown] for row in rows]))
+    if shown < len(columns):
+        left_out = ", ".join(str(c) for c in columns[shown:])
+        _out.print(
+            f"(not shown at {_out.width} columns: {left_out}; widen the terminal, or read the output files)",
+            markup=False,
+        )
 
 
 def result(message: str) -> None:
