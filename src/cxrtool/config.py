@@ -6,11 +6,18 @@ then `--config FILE.yaml`, then the options actually given on the command line (
 None are "not given"). YAML values are first checked against the field types (a bool only from
 true/false, an int only from a whole number), every wrong key listed. Validation of values
 lives in each dataclass's `__post_init__` and raises `CxrError` naming the option. `dump_config` writes the resolved config next to a run.
+
+Every YAML document read (`--config`, a run's config.yaml) goes through `read_yaml`, which has
+limits: at most MAX_YAML_BYTES, MAX_YAML_DEPTH levels of nesting and MAX_YAML_NODES values once
+aliases are expanded, all checked on PyYAML's event stream before anything is built, so an alias
+bomb ("billion laughs") or a 2,000-deep document is one line, not a hang or a RecursionError.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 import types
 import typing
 from pathlib import Path
@@ -23,18 +30,79 @@ from .runs import atomic_write_text
 
 C = TypeVar("C")
 
+# Limits on a YAML document: a config file is a few hundred bytes of flat option: value lines.
+MAX_YAML_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000
+
+
+def _check_yaml_events(text: str, path: Path) -> None:
+    """Refuse a document nested deeper than MAX_YAML_DEPTH or over MAX_YAML_NODES values expanded.
+
+    Walks the event stream (the parser is iterative, unlike the composer): each collection's
+    size is its values with aliases counted at the size of what they name, so the check costs
+    one pass whatever the aliases would expand to.
+    """
+    sizes: dict[str, int] = {}  # anchor -> expanded size of the node it names
+    stack: list[list] = [[None, 0]]  # open collections: [anchor, expanded size so far]
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append([event.anchor, 1])
+            if len(stack) - 1 > MAX_YAML_DEPTH:
+                raise CxrError(f"{path}: YAML nested more than {MAX_YAML_DEPTH} levels deep; a config file is flat")
+            continue
+        if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, n = stack.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, n = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, n = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = n
+        stack[-1][1] += n
+        if stack[-1][1] > MAX_YAML_NODES:
+            raise CxrError(
+                f"{path}: YAML expands to over {MAX_YAML_NODES:,} values (aliases counted); "
+                "refused as an alias bomb, a config file is a few option: value lines"
+            )
+
+
+def read_yaml(path: Path, what: str = "YAML file") -> Any:
+    """A YAML document from `path`, within the size, depth and alias limits; CxrError otherwise."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CxrError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise CxrError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CxrError(f"{path}: is a folder; give the {what} itself")
+    if not stat.S_ISREG(st.st_mode):
+        raise CxrError(f"{path}: not a regular file; give the {what} itself")
+    if st.st_size > MAX_YAML_BYTES:
+        raise CxrError(f"{path}: {st.st_size:,} bytes, over the {MAX_YAML_BYTES // 1024} KiB limit for a {what}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CxrError(f"{path}: not UTF-8 text (byte {exc.start}); save the {what} as UTF-8") from None
+    except OSError as exc:
+        raise CxrError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        _check_yaml_events(text, path)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CxrError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
 
 def load_yaml(path: Path | None) -> dict[str, Any]:
     """Read a YAML mapping of option names to values ('-' and '_' both accepted in names)."""
     if path is None:
         return {}
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CxrError(f"{path}: config file not found (--config)") from None
-    except yaml.YAMLError as exc:
-        raise CxrError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, "config file (--config)")
     if data is None:
         return {}
     if not isinstance(data, dict):

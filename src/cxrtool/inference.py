@@ -34,6 +34,7 @@ from .device import amp_dtype, fast_paths
 from .errors import CxrError
 from .progress import info, progress_bar
 from .runs import atomic_write_text, read_manifest
+from .safeio import csv_text
 
 MODES = ("probs", "logits", "features")
 
@@ -312,4 +313,4 @@ def predictions_table(
 
 def write_predictions(path: Path, table: pd.DataFrame) -> None:
     """A predictions table as CSV (written whole or not at all), without the index."""
-    atomic_write_text(path, table.to_csv(index=False))
+    atomic_write_text(path, csv_text(table, index=False))

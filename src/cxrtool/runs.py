@@ -32,6 +32,7 @@ from . import __version__
 from .errors import CxrError
 from .locks import LOCK_NAME, hold_lock
 from .progress import info, warn
+from .safeio import read_json_file
 
 DEFAULT_RUNS_ROOT = Path("runs")
 MANIFEST = "manifest.json"
@@ -165,13 +166,8 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CxrError(f"{path}: file not found") from None
-    except json.JSONDecodeError as exc:
-        raise CxrError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    """A JSON file within safeio's size and depth limits; one line naming the file otherwise."""
+    return read_json_file(path)
 
 
 # ---------------------------------------------------------------- manifests

@@ -33,6 +33,7 @@ from ..inference import FileDataset, InferenceEngine, resolve_data
 from ..models.checkpoint import announce_model, load_checkpoint, resolve_model_source
 from ..progress import info, print_table, result, warn
 from ..runs import RunNeed, RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, lock_output
+from ..safeio import csv_text, restore_cells
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
 from .maps import METHODS, feature_grid, low_res_maps, upsample
 from .overlay import save_overlay
@@ -371,17 +372,17 @@ def _finish(
     index_path = out / INDEX_NAME
     if index_path.is_file() and len(frame):
         # The index describes the folder: keep earlier calls' rows for files this call did not rewrite.
-        old = pd.read_csv(index_path, dtype={"id": str})
+        old = restore_cells(pd.read_csv(index_path, dtype={"id": str}))
         key = ["id", "class", "method"]
         old = old[~old.set_index(key).index.isin(frame.set_index(key).index)]
         frame_all = pd.concat([old, frame], ignore_index=True)
     else:
         frame_all = frame
     if len(frame_all):
-        atomic_write_text(index_path, frame_all.to_csv(index=False))
+        atomic_write_text(index_path, csv_text(frame_all, index=False))
     if images.skipped:
         atomic_write_text(
-            out / SKIPPED_NAME, pd.DataFrame(images.skipped, columns=["path", "reason"]).to_csv(index=False)
+            out / SKIPPED_NAME, csv_text(pd.DataFrame(images.skipped, columns=["path", "reason"]), index=False)
         )
 
     summary = per_image = None
@@ -391,8 +392,8 @@ def _finish(
         summary = summarise(per_image, cfg.thresholds)
         scores_csv, per_image_csv = out / SCORES_NAME, out / PER_IMAGE_NAME
         summary.insert(1, "method", cfg.method)
-        atomic_write_text(scores_csv, summary.round(6).to_csv(index=False))
-        atomic_write_text(per_image_csv, per_image.round(6).to_csv(index=False))
+        atomic_write_text(scores_csv, csv_text(summary.round(6), index=False))
+        atomic_write_text(per_image_csv, csv_text(per_image.round(6), index=False))
         if per_image.empty:
             warn("no map was of a class with a box on its image: nothing scored (check --class against the boxes)")
         else:

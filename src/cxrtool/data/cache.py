@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..errors import CxrError
 from ..runs import atomic_write, atomic_write_bytes, read_json, write_manifest
+from ..safeio import csv_text, restore_cells
 
 IMAGES = "images.u8.npy"
 INDEX = "index.csv"
@@ -145,7 +146,7 @@ def write_cache(
 
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is an unfinished cache
     atomic_write(out / IMAGES, save_images)
-    index_bytes = index.to_csv(index=False).encode()
+    index_bytes = csv_text(index, index=False).encode()
     labels_bytes = (json.dumps({"labels": list(labels)}, indent=2) + "\n").encode()
     atomic_write_bytes(out / INDEX, index_bytes)
     atomic_write_bytes(out / LABELS, labels_bytes)
@@ -154,9 +155,9 @@ def write_cache(
         (duplicates, DUPLICATES, DUPLICATE_COLUMNS),
     ):
         frame = frame if frame is not None else pd.DataFrame(columns=list(cols))
-        atomic_write_bytes(out / name, frame.to_csv(index=False).encode())
+        atomic_write_bytes(out / name, csv_text(frame, index=False).encode())
     if boxes is not None:
-        atomic_write_bytes(out / BOXES, boxes.to_csv(index=False).encode())
+        atomic_write_bytes(out / BOXES, csv_text(boxes, index=False).encode())
     else:
         (out / BOXES).unlink(missing_ok=True)  # a box file of an earlier cache would not match
     fields = dict(manifest or {})
@@ -192,10 +193,12 @@ class PreparedData:
         index_bytes, labels_bytes = (self.root / INDEX).read_bytes(), (self.root / LABELS).read_bytes()
         check_complete(self.root, self.manifest, index_bytes, labels_bytes)
         self.labels: list[str] = list(read_json(self.root / LABELS)["labels"])
-        self.index: pd.DataFrame = pd.read_csv(
-            io.BytesIO(index_bytes),
-            dtype={"id": str, "patient": str, "view": str, "split": str, "source": str, "source_path": str},
-            keep_default_na=True,
+        self.index: pd.DataFrame = restore_cells(  # undo the quote csv_text puts before formula-like text
+            pd.read_csv(
+                io.BytesIO(index_bytes),
+                dtype={"id": str, "patient": str, "view": str, "split": str, "source": str, "source_path": str},
+                keep_default_na=True,
+            )
         )
         for col in ("view", "source"):
             self.index[col] = self.index[col].fillna("")
@@ -257,7 +260,7 @@ class PreparedData:
         path = self.root / BOXES
         if not path.is_file():
             return None
-        return pd.read_csv(path, dtype={"id": str, "label": str})
+        return restore_cells(pd.read_csv(path, dtype={"id": str, "label": str}))
 
     @property
     def data_hash(self) -> str:

@@ -29,6 +29,7 @@ from ..config import require
 from ..errors import CxrError
 from ..progress import info, print_table, result, warn
 from ..runs import atomic_write_bytes, read_json
+from ..safeio import csv_text, restore_cells
 from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
 from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts
 from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
@@ -142,7 +143,7 @@ def split_counts_of(index: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 def write_counts(out: Path, counts: pd.DataFrame) -> None:
     """counts.csv, written before finish_cache: the cache is unfinished until its manifest is back."""
     (out / MANIFEST).unlink(missing_ok=True)
-    atomic_write_bytes(out / COUNTS, counts.to_csv(index=False).encode())
+    atomic_write_bytes(out / COUNTS, csv_text(counts, index=False).encode())
 
 
 def covid_negatives(caches: list[PreparedData], names: list[str], given: list[str] | None) -> set[str]:
@@ -371,7 +372,7 @@ def dedupe(cfg: DedupeConfig) -> DedupeReport:
         f"{len(across)} near-duplicate pair(s) across caches, {len(pairs) - len(across)} within a cache (different patients)"
     )
     if cfg.report is not None:
-        atomic_write_bytes(Path(cfg.report), pairs.to_csv(index=False).encode())
+        atomic_write_bytes(Path(cfg.report), csv_text(pairs, index=False).encode())
     dropped: list[str] = []
     if cfg.drop_from is not None:
         k = [c.root.resolve() for c in caches].index(cfg.drop_from.resolve())
@@ -411,11 +412,15 @@ def _drop_rows(data: PreparedData, name: str, across: pd.DataFrame, names: list[
             "reason": index.loc[gone, "id"].map(reasons),
         }
     )
-    old_skipped = pd.read_csv(data.root / "skipped.csv", dtype=str) if (data.root / "skipped.csv").is_file() else None
+    old_skipped = (
+        restore_cells(pd.read_csv(data.root / "skipped.csv", dtype=str))
+        if (data.root / "skipped.csv").is_file()
+        else None
+    )
     skipped = pd.concat([x for x in (old_skipped, new_skipped) if x is not None], ignore_index=True)
     dup_path = data.root / "duplicates.csv"
     duplicates = (
-        pd.read_csv(dup_path, dtype={"id_a": str, "id_b": str, "patient_a": str, "patient_b": str})
+        restore_cells(pd.read_csv(dup_path, dtype={"id_a": str, "id_b": str, "patient_a": str, "patient_b": str}))
         if dup_path.is_file()
         else pd.DataFrame()
     )

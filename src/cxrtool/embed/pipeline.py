@@ -35,6 +35,7 @@ from ..inference import resolve_data
 from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
 from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, lock_output, read_json, resolve_run
+from ..safeio import csv_text
 from .config import EmbedConfig
 from .features import label_strings, latent_features, pixel_features, primary_findings, reduce_pca, stratified_sample
 from .maps import SMALL_FOR_THREADS, Neighbours, make_map
@@ -139,7 +140,7 @@ def split_scores(x: np.ndarray, images: SampledImages, cfg: EmbedConfig, space: 
 
 
 def _write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> Path:
-    return atomic_write_text(path, frame.to_csv(index=index, float_format="%.5g"))
+    return atomic_write_text(path, csv_text(frame, index=index, float_format="%.5g"))
 
 
 class SampledImages:

@@ -29,6 +29,7 @@ from ..errors import CxrError
 from ..formatting import fmt, fmt_ci, number_or_none
 from ..progress import info, result
 from ..runs import atomic_write_text, read_json
+from ..safeio import csv_text
 from .metrics import mean_and_sd
 from .published import PublishedResult, label_key, published_auroc, published_results
 
@@ -228,6 +229,10 @@ def read_published_csv(title: str, path: Path) -> PublishedResult:
         frame = pd.read_csv(path)
     except FileNotFoundError:
         raise CxrError(f"--published {title}: {path} not found") from None
+    except IsADirectoryError:
+        raise CxrError(f"--published {title}: {path} is a folder; give a CSV file with columns label,auroc") from None
+    except OSError as exc:
+        raise CxrError(f"--published {title}: {path}: cannot read ({exc.strerror or exc})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CxrError(f"--published {title}: {path} is not a readable CSV ({exc})") from None
     if not {"label", "auroc"} <= set(frame.columns):
@@ -394,8 +399,8 @@ def compare(cfg: CompareConfig) -> Path:
             "",
         ]
         text += [f"- {p.name}: {p.citation}; measured on {p.measured_on}." for p in published] + [""]
-        atomic_write_text(out / "findings.csv", findings.to_csv(index=False))
-    atomic_write_text(out / "arms.csv", arms.to_csv(index=False))
+        atomic_write_text(out / "findings.csv", csv_text(findings, index=False))
+    atomic_write_text(out / "arms.csv", csv_text(arms, index=False))
     atomic_write_text(out / "table.md", "\n".join(text))
     result(arms_markdown(arms, cfg.label))
     info(

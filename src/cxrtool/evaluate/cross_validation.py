@@ -21,6 +21,7 @@ from ..errors import CxrError
 from ..inference import predictions_table, resolve_data, write_predictions
 from ..progress import info, warn
 from ..runs import OOF_PREDICTIONS
+from ..safeio import restore_cells
 from .metrics import fold_aurocs
 from .outputs import image_keys, prepare_out, score, write_outputs
 from .shortcuts import cross_fitted_baselines
@@ -29,7 +30,7 @@ from .shortcuts import cross_fitted_baselines
 def read_oof(path: Path) -> tuple[pd.DataFrame, list[str], np.ndarray, np.ndarray]:
     """The OOF table, its labels (prob_ column order), targets (NaN = blank) and probabilities."""
     try:
-        frame = pd.read_csv(path, dtype={"id": str, "patient": str})
+        frame = restore_cells(pd.read_csv(path, dtype={"id": str, "patient": str}))
     except FileNotFoundError:
         raise CxrError(
             f"{path}: not found; the cross-validation run has not finished (no out-of-fold predictions yet)"

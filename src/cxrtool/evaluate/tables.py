@@ -18,6 +18,7 @@ import pandas as pd
 from ..formatting import fmt, fmt_ci
 from ..progress import print_table, result
 from ..runs import atomic_write_text
+from ..safeio import csv_text
 from .metrics import MIN_POSITIVE_PATIENTS
 from .published import published_auroc, published_results
 from .shortcuts import shortcuts_table
@@ -397,16 +398,16 @@ def external_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
 
 def write_tables(out: Path, metrics: dict) -> None:
     """per_label.csv/.md, and shortcuts.csv, external.csv, folds.csv when they apply."""
-    atomic_write_text(out / "per_label.csv", per_label_frame(metrics).to_csv(index=False))
+    atomic_write_text(out / "per_label.csv", csv_text(per_label_frame(metrics), index=False))
     atomic_write_text(out / "per_label.md", markdown_report(metrics))
     if metrics.get("shortcuts"):
         atomic_write_text(
-            out / "shortcuts.csv", shortcuts_table(metrics["shortcuts"], metrics["labels"]).to_csv(index=False)
+            out / "shortcuts.csv", csv_text(shortcuts_table(metrics["shortcuts"], metrics["labels"]), index=False)
         )
     if (ext := external_frame(metrics)) is not None:
-        atomic_write_text(out / "external.csv", ext.to_csv(index=False))
+        atomic_write_text(out / "external.csv", csv_text(ext, index=False))
     if (folds := folds_frame(metrics)) is not None:
-        atomic_write_text(out / "folds.csv", folds.to_csv(index=False))
+        atomic_write_text(out / "folds.csv", csv_text(folds, index=False))
 
 
 def print_tables(metrics: dict) -> None:

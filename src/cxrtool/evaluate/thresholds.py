@@ -13,7 +13,6 @@ which thresholds it uses, where they came from, and refuse ones chosen for other
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..errors import CxrError
 from ..models.checkpoint import WEIGHTS
+from ..safeio import read_json_file
 from .metrics import bootstrap_operating_point, not_computable_reason, sensitivity_point, youden_point
 
 FORMAT = "cxrtool-thresholds/1"
@@ -117,11 +117,9 @@ def thresholds_document(
 
 def read_thresholds(path: Path) -> dict:
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CxrError(f"--thresholds {path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CxrError(f"--thresholds {path}: not valid JSON ({exc})") from None
+        doc = read_json_file(path)  # size and depth limits as every JSON input
+    except CxrError as exc:
+        raise CxrError(f"--thresholds {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CxrError(f"--thresholds {path}: not a thresholds file written by cxrtool evaluate (format {FORMAT})")
     return doc

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CxrError
 from ..progress import notice
 from ..runs import RunNeed, current_umask, is_cv_run, resolve_run, to_json
+from ..safeio import read_json_file
 from .backbones import INPUT_CONVENTIONS, XRayClassifier
 from .registry import arch_names, create_model
 
@@ -174,10 +175,7 @@ def resolve_checkpoint(path: Path, which: str = "best") -> Path:
 
 def read_card(path: Path, which: str = "best") -> dict[str, Any]:
     folder = resolve_checkpoint(path, which)
-    try:
-        card = json.loads((folder / CARD).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CxrError(f"{folder / CARD}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    card = read_json_file(folder / CARD)  # size and depth limits: a planted card is one line
     return validate_card(card, folder / CARD)
 
 
@@ -277,11 +275,9 @@ def load_state(folder: Path) -> dict[str, Any]:
             f"{folder / STATE_TENSORS}: unreadable training state ({exc}); the checkpoint is incomplete"
         ) from None
     try:
-        tree = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CxrError(
-            f"{folder / STATE_JSON}: not valid JSON ({getattr(exc, 'msg', exc)}); the checkpoint is incomplete"
-        ) from None
+        tree = read_json_file(folder / STATE_JSON)
+    except CxrError as exc:
+        raise CxrError(f"{exc}; the checkpoint is incomplete") from None
     try:
         return _unflatten(tree, tensors)
     except (KeyError, TypeError, ValueError) as exc:

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from ..config import read_yaml
 from ..errors import CxrError
 from ..runs import RunPaths, atomic_write_text, read_json, resolve_run
+from ..safeio import restore_cells
 
 MAX_CAM_EXAMPLES = 8
 MAX_TABLE_ROWS = 60
@@ -54,7 +55,7 @@ def _table(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS) -> str:
 
 def _csv(path: Path) -> pd.DataFrame | None:
     try:
-        return pd.read_csv(path) if path.is_file() else None
+        return restore_cells(pd.read_csv(path)) if path.is_file() else None
     except (pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
 
@@ -118,7 +119,7 @@ def _start_of(paths: RunPaths) -> str:
     """How a run without a parent started: ImageNet weights, a weights file, or random initialisation."""
     weights = None
     if paths.config.is_file():
-        weights = (yaml.safe_load(paths.config.read_text()) or {}).get("weights")
+        weights = (read_yaml(paths.config, "run config") or {}).get("weights")
     if weights in (None, "none"):
         return "trained from random initialisation"
     return "started from ImageNet weights" if weights == "imagenet" else f"started from the weights file {weights}"
@@ -146,7 +147,7 @@ def _section_eval(paths: RunPaths) -> str:
         parts.append(f"<h3>{html.escape(folder.name)}</h3>")
         metrics_json = folder / "metrics.json"
         if metrics_json.is_file():
-            data = json.loads(metrics_json.read_text())
+            data = read_json(metrics_json)
             keys = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
             if keys:
                 parts.append(_table(pd.DataFrame([keys])))
@@ -196,7 +197,7 @@ def _section_embed(paths: RunPaths) -> str:
     parts = []
     scores_path = paths.embed / "scores.json"
     if scores_path.is_file():
-        scores = json.loads(scores_path.read_text())
+        scores = read_json(scores_path)
         frame = _embed_scores(scores)
         if len(frame):
             chance = scores.get("knn_chance")

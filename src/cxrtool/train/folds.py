@@ -37,6 +37,7 @@ from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
 from ..runs import OOF_PREDICTIONS as OOF
 from ..runs import atomic_write_json, atomic_write_text, write_manifest
+from ..safeio import csv_text, restore_cells
 from . import distributed as dist_utils
 from .config import FinetuneConfig
 from .steps import finish_training, make_run_dir, select_labels, start_training, train_run
@@ -69,7 +70,7 @@ def leakage_groups(data: PreparedData) -> np.ndarray:
         links += links_from_shared_keys(patients, index["file_hash"].fillna("").astype(str).tolist())
     path = data.root / DUPLICATES
     if path.is_file():
-        pairs = pd.read_csv(path, dtype=str, keep_default_na=False)
+        pairs = restore_cells(pd.read_csv(path, dtype=str, keep_default_na=False))
         if {"id_a", "id_b"} <= set(pairs.columns):
             patient_of = dict(zip(index["id"].astype(str), patients))
             links += [
@@ -134,7 +135,7 @@ def _summary_csv(summary: dict[str, Any], labels: list[str]) -> str:
     rows.append({"fold": "pooled", **{l: pooled.get(l, {}).get("auroc") for l in [*labels, "mean"]}})
     rows.append({"fold": "pooled_low", **{l: pooled.get(l, {}).get("low") for l in [*labels, "mean"]}})
     rows.append({"fold": "pooled_high", **{l: pooled.get(l, {}).get("high") for l in [*labels, "mean"]}})
-    return pd.DataFrame(rows).to_csv(index=False, float_format="%.4f")
+    return csv_text(pd.DataFrame(rows), index=False, float_format="%.4f")
 
 
 def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ()) -> Path:
@@ -232,7 +233,7 @@ def cross_validate(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = ())
             dist_utils.barrier(dinfo)
         if dinfo.is_main:
             oof = pd.concat(oof_parts, ignore_index=True)
-            atomic_write_text(root / OOF, oof.to_csv(index=False, float_format="%.6g"))
+            atomic_write_text(root / OOF, csv_text(oof, index=False, float_format="%.6g"))
             summary = fold_summary(oof, labels, cfg.folds, cfg.seed)
             atomic_write_json(root / "cv_summary.json", summary)
             atomic_write_text(root / "cv_summary.csv", _summary_csv(summary, labels))
