@@ -31,6 +31,7 @@ import pandas as pd
 from ..errors import CxrError
 from ..progress import info, print_table, progress_bar, result, warn
 from ..runs import atomic_write_bytes, write_manifest
+from ..safeio import csv_text
 from .align import FINE
 from .cache import (
     BOX_COLUMNS,
@@ -52,7 +53,7 @@ from .cache import (
 from .cachedir import CACHE_FILES, FINISHING, TMP_DIR, PrepareInterrupted, check_output, writing_cache  # noqa: F401 - re-exported
 from .dedup import drop_training_members, find_pairs
 from .fingerprint import fingerprint
-from .imageio import ImageReadError, read_gray, resize, square_crop
+from .imageio import ImageReadError, open_regular, read_gray_from, resize, square_crop
 from .npyfile import shrink_images
 from .pool import start_pool
 from .sources.base import PrepareOptions, SourceTable
@@ -73,10 +74,10 @@ def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | 
     k, path, size = task
     try:
         digest = hashlib.sha1()
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:  # a FIFO or device is refused here, before any read
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-        square, crop = square_crop(read_gray(path))
+            square, crop = square_crop(read_gray_from(fh, Path(path)))
         img = resize(square, size)
         # The cached image is fingerprinted; below 64 px the crop is, so small caches hash as well.
         fp = fingerprint(img if size >= 64 else square)
@@ -151,16 +152,16 @@ def finish_cache(
     (out / TMP_DIR / FINISHING).touch()  # on failure from here on, the half-replaced files are removed
     (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder is an unfinished cache
     os.replace(tmp_images, out / IMAGES)
-    index_bytes = index.to_csv(index=False).encode()
+    index_bytes = csv_text(index, index=False).encode()
     labels_bytes = (json.dumps({"labels": list(labels)}, indent=2) + "\n").encode()
     atomic_write_bytes(out / INDEX, index_bytes)
     atomic_write_bytes(out / LABELS, labels_bytes)
-    atomic_write_bytes(out / SKIPPED, skipped.reindex(columns=list(SKIPPED_COLUMNS)).to_csv(index=False).encode())
+    atomic_write_bytes(out / SKIPPED, csv_text(skipped.reindex(columns=list(SKIPPED_COLUMNS)), index=False).encode())
     atomic_write_bytes(
-        out / DUPLICATES, duplicates.reindex(columns=list(DUPLICATE_COLUMNS)).to_csv(index=False).encode()
+        out / DUPLICATES, csv_text(duplicates.reindex(columns=list(DUPLICATE_COLUMNS)), index=False).encode()
     )
     if boxes is not None:
-        atomic_write_bytes(out / BOXES, boxes.reindex(columns=list(BOX_COLUMNS)).to_csv(index=False).encode())
+        atomic_write_bytes(out / BOXES, csv_text(boxes.reindex(columns=list(BOX_COLUMNS)), index=False).encode())
     else:
         (out / BOXES).unlink(missing_ok=True)
     size = int(np.load(out / IMAGES, mmap_mode="r").shape[1])

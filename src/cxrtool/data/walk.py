@@ -5,7 +5,8 @@ to one folder can neither hang a command nor list a file twice.
 `walk_files(root)` yields (folder, sorted file names) like `os.walk`, skipping hidden folders; a
 directory is known by its (device, inode), so the same folder reached by two paths is walked once,
 under the first path in sorted order. `collect_image_files(inputs)` turns what a user named
-(files and folders) into the image files to read, for `predict` and `cam`.
+(files and folders) into the image files to read, for `predict` and `cam`; a FIFO, device or
+socket (or a link to one) among them is listed as skipped with what it is, never opened.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .imageio import IMAGE_SUFFIXES, is_dicom
+from .imageio import IMAGE_SUFFIXES, file_problem, is_dicom
 
 
 def walk_files(root: str | Path) -> Iterator[tuple[Path, list[str]]]:
@@ -44,22 +45,31 @@ def collect_image_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str,
     skipped: list[tuple[str, str]] = []
     for item in inputs:
         if item.is_dir():
-            found = sorted(
-                folder / name
-                for folder, names in walk_files(item)
-                for name in names
-                if not name.startswith(".") and _is_image(folder / name)
-            )
-            if not found:
+            found, odd = [], []
+            for folder, names in walk_files(item):
+                for name in names:
+                    path = folder / name
+                    if name.startswith(".") or not _named_like_image(path):
+                        continue
+                    problem = file_problem(path)
+                    if problem is not None:
+                        odd.append((str(path), problem))  # a FIFO named x.png: listed, never opened
+                    elif path.suffix or is_dicom(path):
+                        found.append(path)
+            if not found and not odd:
                 skipped.append((str(item), "folder holds no PNG, JPEG or DICOM files"))
-            files.extend(found)
-        elif item.is_file():
-            files.append(item)
+            files.extend(sorted(found))
+            skipped.extend(sorted(odd))
         else:
-            skipped.append((str(item), "file not found"))
+            problem = file_problem(item)
+            if problem is None:
+                files.append(item)
+            else:
+                skipped.append((str(item), problem))
     return files, skipped
 
 
-def _is_image(path: Path) -> bool:
+def _named_like_image(path: Path) -> bool:
+    """An image extension, or none at all (such a file is kept when it holds DICOM)."""
     suffix = path.suffix.lower()
-    return path.is_file() and (suffix in IMAGE_SUFFIXES or (not suffix and is_dicom(path)))
+    return suffix in IMAGE_SUFFIXES or not suffix

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ...config import parse_list, require
 from ...errors import CxrError
+from ..imageio import file_problem
 from ..labels import COVID_LABEL, NO_FINDING, canonical, count_summary, examples
 from .base import PrepareOptions, SourceTable, unique_ids
 
@@ -155,7 +156,8 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
     )
     source_path = folder + "/" + meta["filename"].str.strip()
     paths = source_path.map(lambda p: root / p)
-    present = paths.map(lambda p: p.is_file())
+    problems = paths.map(file_problem)  # a FIFO or device is named for what it is, never opened
+    present = problems.isna()
     listed = missing_list(root)
     ids = unique_ids(meta["filename"].str.strip(), meta["patientid"].str.strip())
     skipped = pd.DataFrame(
@@ -163,9 +165,12 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
             "source_path": source_path[~present],
             "id": ids[~present],
             "patient": meta["patientid"][~present].str.strip(),
-            "reason": source_path[~present].map(
-                lambda p: f"file not found ({listed[p]} in MISSING_images.txt)" if p in listed else "file not found"
-            ),
+            "reason": [
+                f"file not found ({listed[p]} in MISSING_images.txt)"
+                if p in listed and why == "file not found"
+                else why
+                for p, why in zip(source_path[~present], problems[~present])
+            ],
         }
     )
     rows = pd.DataFrame(
