@@ -18,6 +18,7 @@ from typing import Any
 
 from .cam.run import CamConfig, run_cam
 from .config import require
+from .data.pool import cap_workers
 from .data.prepare import PrepareNihConfig, prepare_nih
 from .data.sources.synthetic import PRETRAIN_FINDINGS, SyntheticConfig, write_raw
 from .embed.config import EmbedConfig
@@ -43,6 +44,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         require(self.workers >= 1, f"--workers: {self.workers}; give 1 or more")
+        self.workers = cap_workers(self.workers)
 
 
 @dataclass(frozen=True)

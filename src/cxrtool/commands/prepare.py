@@ -136,6 +136,9 @@ def register(app: typer.Typer) -> None:
             None, "--root", help="Folder the image paths are relative to (default: the CSV's folder)."
         ),
         name: str | None = typer.Option(None, "--name", help="Dataset name for the `source` column (default: folder)."),
+        allow_outside_root: bool = typer.Option(
+            False, "--allow-outside-root", help="Accept image paths that lead outside --root (../x, /elsewhere/x)."
+        ),
         **shared: Any,
     ) -> None:
         """Any labelled set described by a CSV -> cache."""
@@ -149,6 +152,7 @@ def register(app: typer.Typer) -> None:
             view_col=view_col,
             image_root=root,
             name=name,
+            allow_outside_root=allow_outside_root or None,  # False means "not given": the file may say true
         )
         prepare_folder(_cache_config(PrepareFolderConfig, own, shared))
 

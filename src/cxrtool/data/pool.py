@@ -1,7 +1,9 @@
 """Worker processes: how many to start by default, and pools for decoding images that are quiet on
 Ctrl-C and gone with their parent.
 
-`default_workers` is the one rule for every `--workers` default (prepare, training, inference).
+`default_workers` is the one rule for every `--workers` default (prepare, training, inference);
+`cap_workers` is the one limit on a `--workers` given: at most the usable cores (more processes
+only take turns on them, each with its own memory), with a one-line note when it lowers it.
 
 Ctrl-C in a terminal sends SIGINT to every process of the foreground group, workers included; a
 worker that took it would print its own KeyboardInterrupt traceback while the main process is
@@ -18,6 +20,8 @@ import os
 import signal
 import threading
 import time
+
+from ..progress import notice
 
 # Jobs that `default_workers` knows, with the rule for each (its docstring says why).
 WORKER_JOBS = ("prepare", "decode", "train", "read")
@@ -56,6 +60,15 @@ def default_workers(job: str, device_type: str = "cpu") -> int:
     if job == "read":
         return min(cores, 8) if device_type == "cuda" else 0
     raise ValueError(f"default_workers: unknown job {job!r}; one of {', '.join(WORKER_JOBS)}")
+
+
+def cap_workers(workers: int, option: str = "--workers") -> int:
+    """`workers` lowered to the usable cores, with a one-line note when that lowers it."""
+    cores = usable_cores()
+    if workers > cores:
+        notice(f"{option} {workers}: this process may use {cores} CPU core(s); starting {cores} worker(s)")
+        return cores
+    return workers
 
 
 def _watch_parent(parent: int) -> None:

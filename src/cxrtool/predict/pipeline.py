@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..config import require
+from ..data.pool import cap_workers
 from ..data.walk import collect_image_files
 from ..device import resolve_device
 from ..errors import CxrError, InputsMissing
@@ -60,6 +61,8 @@ class PredictConfig:
         require(len(self.inputs) > 0, "give at least one image file or folder to predict")
         require(self.batch_size >= 1, f"--batch-size: must be at least 1, got {self.batch_size}")
         require(self.workers is None or self.workers >= 0, f"--workers: must be 0 or more, got {self.workers}")
+        if self.workers is not None:
+            self.workers = cap_workers(self.workers)
         require(self.checkpoint in ("best", "last"), f"--checkpoint: choose best or last, got {self.checkpoint!r}")
         if self.out is not None:
             self.out = Path(self.out)

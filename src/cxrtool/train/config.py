@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import require
-from ..data.pool import default_workers
+from ..data.pool import cap_workers, default_workers
 from ..device import DEVICE_CHOICES
 from ..errors import CxrError
 from ..models.registry import get_spec
@@ -97,6 +97,7 @@ class TrainConfig:
         if int(self.workers) < 0:
             self.workers = default_workers("train")
         self.epochs, self.batch_size, self.workers = int(self.epochs), int(self.batch_size), int(self.workers)
+        self.workers = cap_workers(self.workers)
         self.lr, self.weight_decay = float(self.lr), float(self.weight_decay)
 
 

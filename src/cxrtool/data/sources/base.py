@@ -16,7 +16,7 @@ import pandas as pd
 from ...config import config_to_dict, require
 from ..cache import SKIPPED_COLUMNS
 from ..fingerprint import DEFAULT_MAX_DISTANCE
-from ..pool import default_workers
+from ..pool import cap_workers, default_workers
 
 
 @dataclass(kw_only=True)
@@ -38,6 +38,7 @@ class PrepareOptions:
             self.workers = default_workers("prepare")
         require(16 <= self.size <= 4096, f"--size: {self.size} is out of range; give a side between 16 and 4096 pixels")
         require(self.workers >= 1, f"--workers: {self.workers}; give 1 or more")
+        self.workers = cap_workers(self.workers)
         require(0 <= self.val_frac < 1, f"--val-frac: {self.val_frac}; give a fraction in [0, 1)")
         require(0 <= self.test_frac < 1, f"--test-frac: {self.test_frac}; give a fraction in [0, 1)")
         require(self.val_frac + self.test_frac < 1, "--val-frac + --test-frac must leave images for training (sum < 1)")
@@ -49,7 +50,8 @@ class PrepareOptions:
     def settings(self) -> dict[str, Any]:
         """What decides the cache's content (not where it goes or how fast it is made)."""
         values = config_to_dict(self)
-        for key in ("out", "workers", "overwrite"):
+        # allow_outside_root only permits a CSV; what is cached from it is the same either way.
+        for key in ("out", "workers", "overwrite", "allow_outside_root"):
             values.pop(key, None)
         for key, value in values.items():
             if isinstance(value, str) and key in ("root", "csv", "labels_file", "image_root"):

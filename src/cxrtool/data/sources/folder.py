@@ -1,6 +1,9 @@
 """Any labelled X-ray set described by one CSV: an image path column, label columns, a patient column.
 
-Paths are relative to `--root` (the CSV's folder by default) or absolute. Label cells are 1/0
+Paths are relative to `--root` (the CSV's folder by default) or absolute, and must lie under the
+root (`../../etc/passwd` or an absolute path elsewhere is refused unless `--allow-outside-root`;
+the check is on the path as written, so links inside the root may point anywhere). A header that
+names a column twice is refused (pandas would silently rename one). Label cells are 1/0
 (also true/false, yes/no, positive/negative); a blank cell, or -1 (CheXpert's "uncertain"), means
 not annotated (NaN). Without a patient column every image is its own patient, which is only safe
 when each patient has one image: the run says so.
@@ -8,6 +11,7 @@ when each patient has one image: the run says so.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import pandas as pd
 
 from ...config import parse_list, require
 from ...errors import CxrError, did_you_mean
+from ..imageio import file_problem
 from ..labels import canonical, conflicting_rows, examples
 from .base import PrepareOptions, SourceTable, unique_ids
 
@@ -34,6 +39,7 @@ class PrepareFolderConfig(PrepareOptions):
     image_root: Path | None = None  # --root; default: the CSV's folder
     name: str = "folder"
     out: Path = Path("data/folder")
+    allow_outside_root: bool = False  # --allow-outside-root: accept paths that leave --root
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,7 +77,42 @@ def image_path(text: str, root: Path) -> Path:
     return path
 
 
+def outside_root(path: Path, root: Path) -> bool:
+    """Whether `path`, as written (".." folded, links not followed), leaves `root`."""
+    base = os.path.normpath(os.path.abspath(root))
+    full = os.path.normpath(os.path.abspath(path))
+    return os.path.commonpath([base, full]) != base
+
+
+def check_header(csv: Path) -> None:
+    """Refuse a header that names a column twice (pandas would read the second as 'Mass.1')."""
+    try:
+        header = pd.read_csv(csv, dtype=str, header=None, nrows=1, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise CxrError(f"{csv}: cannot read ({str(exc).splitlines()[0]})") from None
+    seen: set[str] = set()
+    for name in header.iloc[0].astype(str) if len(header) else []:
+        if name in seen:
+            raise CxrError(f"{csv}: the column {name!r} appears twice in the header; rename or remove one of them")
+        seen.add(name)
+
+
+def check_inside_root(images: pd.Series, paths: pd.Series, cfg: PrepareFolderConfig) -> None:
+    """Refuse rows whose path leaves --root, unless --allow-outside-root."""
+    if cfg.allow_outside_root:
+        return
+    outside = paths.map(lambda p: outside_root(p, cfg.image_root)).to_numpy(dtype=bool)
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        raise CxrError(
+            f"{cfg.csv}: row {first + 2}: {images.iloc[first]!r} is outside --root {cfg.image_root} "
+            f"({int(outside.sum())} row(s) are); move the files under the root, give another --root, "
+            "or pass --allow-outside-root"
+        )
+
+
 def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
+    check_header(cfg.csv)
     try:
         frame = pd.read_csv(cfg.csv, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -107,7 +148,9 @@ def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
             "no --patient-col: each image is its own patient, so one patient's images may land in different splits"
         )
     paths = images.map(lambda p: image_path(p, cfg.image_root))
-    present = paths.map(lambda p: p.is_file())
+    check_inside_root(images, paths, cfg)
+    problems = paths.map(file_problem)  # a FIFO or device is named for what it is, never opened
+    present = problems.isna()
     ids = unique_ids(images, patients)
     rows = pd.DataFrame(
         {
@@ -128,7 +171,9 @@ def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
             "source_path": images[~present],
             "id": ids[~present],
             "patient": patients[~present],
-            "reason": f"file not found (under {cfg.image_root})",
+            "reason": [
+                f"{why} (under {cfg.image_root})" if why == "file not found" else why for why in problems[~present]
+            ],
         }
     )
     # One file listed twice with different labels: which is right is unknown, so neither is used.
