@@ -72,6 +72,7 @@ def test_card_holds_labels_input_convention_and_provenance(imported, published):
     import hashlib
 
     assert source["sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    assert source["sha256_checked"] == "not checked"  # torchxrayvision's own cache; no hash is published
     assert source["version"] == xrv.__version__ and source["weights"] == NAME
     assert json.loads((imported / "manifest.json").read_text())["kind"] == "import"
 
@@ -282,17 +283,22 @@ def test_a_local_file_under_any_name(published, tmp_path):
     original = published / os.path.basename(xrv.models.model_urls[NAME]["weights_url"])
     copy = tmp_path / "my-weights.pt"
     copy.write_bytes(original.read_bytes())
-    res = runner.invoke(app, ["import", "xrv", NAME, "--weights-file", str(copy), "--out", str(tmp_path / "r")])
+    refused = runner.invoke(app, ["import", "xrv", NAME, "--weights-file", str(copy), "--out", str(tmp_path / "r")])
+    assert refused.exit_code == 2 and "publishes no SHA-256" in refused.output  # no hash to check it against
+    trust = ["--trust-weights-file"]
+    res = runner.invoke(app, ["import", "xrv", NAME, "--weights-file", str(copy), "--out", str(tmp_path / "r"), *trust])
     assert res.exit_code == 0, res.output
-    assert (
-        json.loads((tmp_path / "r" / "checkpoints" / "best" / "card.json").read_text())["source"]["file"]
-        == "my-weights.pt"
+    source = json.loads((tmp_path / "r" / "checkpoints" / "best" / "card.json").read_text())["source"]
+    assert source["file"] == "my-weights.pt" and source["sha256_checked"] == "trusted by the user"
+    again = runner.invoke(
+        app, ["import", "xrv", NAME, "--weights-file", str(copy), "--out", str(tmp_path / "r"), *trust]
     )
-    again = runner.invoke(app, ["import", "xrv", NAME, "--weights-file", str(copy), "--out", str(tmp_path / "r")])
     assert again.exit_code == 2 and "not empty" in again.output  # nothing overwritten
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a pickle")
-    res = runner.invoke(app, ["import", "xrv", NAME, "--weights-file", str(broken), "--out", str(tmp_path / "b")])
+    res = runner.invoke(
+        app, ["import", "xrv", NAME, "--weights-file", str(broken), "--out", str(tmp_path / "b"), *trust]
+    )
     assert res.exit_code == 2 and "could not load" in res.output and not (tmp_path / "b").exists()
 
 

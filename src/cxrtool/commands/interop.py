@@ -31,6 +31,11 @@ def register(app: typer.Typer) -> None:
         download: bool = typer.Option(
             False, "--download", help="Let torchxrayvision download a missing file from its release page."
         ),
+        trust_weights_file: bool = typer.Option(
+            False,
+            "--trust-weights-file",
+            help="Load a --weights-file whose SHA-256 is not the published one (none is published today).",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No notes."),
     ) -> None:
         """A torchxrayvision DenseNet-121 as a run: safetensors, card with its labels, input convention, provenance."""
@@ -39,7 +44,14 @@ def register(app: typer.Typer) -> None:
         from ..interop.xrv import XrvImportConfig, import_xrv
 
         import_xrv(
-            XrvImportConfig(name=name, out=out, weights_file=weights_file, cache_dir=cache_dir, download=download)
+            XrvImportConfig(
+                name=name,
+                out=out,
+                weights_file=weights_file,
+                cache_dir=cache_dir,
+                download=download,
+                trust_weights_file=trust_weights_file,
+            )
         )
 
     @app.command("export")

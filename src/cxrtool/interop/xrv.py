@@ -3,7 +3,14 @@
 torchxrayvision publishes DenseNet-121 networks trained on NIH, CheXpert, MIMIC, PadChest, RSNA
 and all of them together. Their files are pickled whole models: loading one runs code from it.
 So the file is opened only here, only by torchxrayvision's own loader, and only after the user
-named the model (or the file, `--weights_file`); nothing is downloaded unless `download` is set.
+named the model (or the file, `--weights-file`); nothing is downloaded unless `download` is set.
+A `--weights-file` is copied into a private folder while its SHA-256 is computed, and the copy is
+checked before torchxrayvision unpickles it (the bytes checked are the bytes loaded): against
+PUBLISHED_SHA256 when the model has a published hash, refused on a mismatch, and refused when no
+hash is published, unless the user passes `--trust-weights-file`. torchxrayvision (1.5.7) and its
+release page publish no hashes, so today every `--weights-file` needs `--trust-weights-file`; a
+file in torchxrayvision's own cache (where its download puts it) is loaded as torchxrayvision
+itself would load it, and checked too when a hash is known.
 The network becomes an ordinary cxrtool checkpoint: safetensors weights (the torchvision
 DenseNet-121 layout with a one-channel stem) plus a card with the model's own labels (its
 non-empty outputs, in its order), its input convention ("torchxrayvision": one channel, pixel
@@ -38,6 +45,10 @@ CONVENTION = "torchxrayvision"
 INPUT_SIZE = 224
 # Logits may differ by float summation order only (pooling); 1e-5 of the largest logit, at least 1e-5.
 CHECK_RTOL = 1e-5
+# Weight file name (as in torchxrayvision's weights_url) -> its published SHA-256. Empty: neither
+# torchxrayvision's model_urls nor its release page publish one. Fill in only from the publisher:
+# a hash computed from a file found somewhere proves nothing about that file.
+PUBLISHED_SHA256: dict[str, str] = {}
 
 
 @dataclass
@@ -47,6 +58,7 @@ class XrvImportConfig:
     weights_file: Path | None = None  # a local copy of the published file
     cache_dir: Path | None = None  # where torchxrayvision keeps its files; its default when None
     download: bool = False  # let torchxrayvision fetch a missing file
+    trust_weights_file: bool = False  # load a --weights-file whose SHA-256 is not the published one
 
     def __post_init__(self) -> None:
         self.name = str(self.name)
@@ -90,12 +102,47 @@ def resolve_name(xrv, name: str) -> str:
     )
 
 
-def sha256(path: Path) -> str:
+def copy_and_hash(path: Path, dest: Path) -> str:
+    """Copy `path` to `dest` byte for byte, returning the SHA-256 of the bytes copied.
+
+    The copy is what gets loaded, so a file changed after the check cannot slip past it.
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:  # bytes only, to hash them; torchxrayvision does the loading
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as src, open(dest, "wb") as out:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+    except OSError as exc:
+        raise CxrError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()
+
+
+def check_published_hash(xrv, name: str, path: Path, digest: str, local: bool, trusted: bool) -> str:
+    """Refuse weights that are not the published file before anything unpickles them.
+
+    Returns how the file was checked ("published", "trusted by the user", "not checked").
+    `local` is a --weights-file (from anywhere); otherwise the file is in torchxrayvision's cache.
+    """
+    file = os.path.basename(xrv.models.model_urls[name]["weights_url"])
+    known = PUBLISHED_SHA256.get(file)
+    if known is not None and digest == known:
+        return "published"
+    if trusted:
+        return "trusted by the user"
+    unsafe = "it is a pickle (loading it runs any code it holds), so it was not opened"
+    if known is not None:
+        raise CxrError(
+            f"{path}: SHA-256 {digest[:16]}... is not the published {known[:16]}... of {file} ({name}); "
+            f"{unsafe}; pass --trust-weights-file only if you trust this file"
+        )
+    if local:
+        raise CxrError(
+            f"--weights-file {path}: torchxrayvision publishes no SHA-256 for {name}, so the file cannot be "
+            f"checked before it is unpickled; {unsafe}; pass --trust-weights-file if you trust it "
+            "(or use torchxrayvision's own cache: --download)"
+        )
+    return "not checked"
 
 
 def source_file(xrv, name: str, cfg: XrvImportConfig) -> Path:
@@ -123,21 +170,33 @@ def source_file(xrv, name: str, cfg: XrvImportConfig) -> Path:
     return path
 
 
-def load_with_xrv(xrv, name: str, path: Path) -> torch.nn.Module:
-    """torchxrayvision's own loader on `path` (which unpickles it), silenced; its model in eval mode."""
+def load_checked(xrv, name: str, path: Path, cfg: XrvImportConfig) -> tuple[torch.nn.Module, str, str]:
+    """(torchxrayvision's model, SHA-256, how it was checked): the file copied, hashed, checked, loaded.
+
+    torchxrayvision looks for the file under its published name in cache_dir: the copy is put
+    there, so that it reads exactly the bytes hashed and never tries to download.
+    """
     expected = os.path.basename(xrv.models.model_urls[name]["weights_url"])
     with tempfile.TemporaryDirectory(prefix="cxrtool-xrv-") as tmp:
-        # torchxrayvision looks for the file under its published name in cache_dir: link it there,
-        # so that it reads this file and never tries to download.
-        os.symlink(Path(path).resolve(), Path(tmp) / expected)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                model = xrv.models.DenseNet(weights=name, cache_dir=tmp + os.sep)
-        except Exception as exc:
-            raise CxrError(
-                f"{path}: torchxrayvision could not load it as {name} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-            ) from None
+        copy = Path(tmp) / expected
+        digest = copy_and_hash(path, copy)
+        checked = check_published_hash(
+            xrv, name, path, digest, local=cfg.weights_file is not None, trusted=cfg.trust_weights_file
+        )
+        return load_with_xrv(xrv, name, path, Path(tmp)), digest, checked
+
+
+def load_with_xrv(xrv, name: str, path: Path, folder: Path) -> torch.nn.Module:
+    """torchxrayvision's own loader on the file under its published name in `folder` (which
+    unpickles it), silenced; its model in eval mode. `path` names the file in messages."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = xrv.models.DenseNet(weights=name, cache_dir=str(folder) + os.sep)
+    except Exception as exc:
+        raise CxrError(
+            f"{path}: torchxrayvision could not load it as {name} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     return model.eval()
 
 
@@ -192,8 +251,7 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
     try:
         entry = xrv.models.model_urls[name]
         path = source_file(xrv, name, cfg)
-        digest = sha256(path)
-        xrv_model = load_with_xrv(xrv, name, path)
+        xrv_model, digest, checked = load_checked(xrv, name, path, cfg)
         labels_all = list(entry["labels"])
         model, outputs = convert(xrv_model, labels_all)
         diff, tolerance = check_conversion(xrv_model, model, outputs)
@@ -205,6 +263,7 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
             "weights": name,
             "file": path.name,
             "sha256": digest,
+            "sha256_checked": checked,
             "url": entry.get("weights_url"),
             "outputs": outputs,
             "description": entry.get("description"),
