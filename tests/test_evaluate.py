@@ -168,7 +168,7 @@ def test_cross_validation_run_reports_out_of_fold_predictions(trained_run, synth
     metrics = evaluate_run(EvaluateConfig(run=cv, bootstrap=200))
     assert set(metrics["cv"]["folds"]) == {"0", "1", "2"}
     label = "Cardiomegaly"
-    assert metrics["labels"][label]["auroc"] == pytest.approx(roc_auc_score(truth[:, 0], probs[:, 0]))
+    assert metrics["labels"][label]["pooled_auroc"] == pytest.approx(roc_auc_score(truth[:, 0], probs[:, 0]))
     held = (folds == 1).to_numpy()
     assert metrics["cv"]["folds"]["1"]["auroc"][label] == pytest.approx(roc_auc_score(truth[held, 0], probs[held, 0]))
     assert metrics["shortcuts"]["fitted_on"].startswith("the other folds")
@@ -203,3 +203,44 @@ def test_tta_changes_nothing_structural(run):
     metrics = evaluate_run(_cfg(run, tta=True, bootstrap=0, shortcuts=False))
     assert metrics["tta"] is True and np.isfinite(metrics["mean_auroc"])
     assert "thresholds" not in read_card(run)
+
+
+def test_cv_headline_is_the_mean_of_per_fold_aurocs_with_a_t_interval_over_folds(tmp_path):
+    """Three folds that each rank well but whose scores are offset from fold to fold: the pooled
+    out-of-fold AUROC mixes the three calibrations and drops, the headline does not."""
+    from scipy import stats
+
+    from cxrtool.runs import write_manifest
+
+    rng = np.random.default_rng(3)
+    n, k = 90, 3
+    folds = np.repeat(np.arange(k), n)
+    y = (rng.random(n * k) < 0.4).astype(float)
+    offset = np.array([0.0, 2.5, -2.5])[folds]  # each fold's model calibrated differently
+    score = 1.6 * y + rng.normal(0, 1, n * k) + offset
+    prob = 1 / (1 + np.exp(-score))
+    run = tmp_path / "cv-offset"
+    run.mkdir()
+    patients = [f"p{i}" for i in range(n * k)]
+    pd.DataFrame(
+        {"id": patients, "patient": patients, "fold": folds, "prob_Effusion": prob, "true_Effusion": y}
+    ).to_csv(run / "oof_predictions.csv", index=False)
+    write_manifest(run, kind="cv", arch="tiny-cnn")
+    metrics = evaluate_run(EvaluateConfig(run=run, bootstrap=200, shortcuts=False))
+
+    per_fold = [roc_auc_score(y[folds == f], prob[folds == f]) for f in range(k)]
+    pooled = roc_auc_score(y, prob)
+    assert min(per_fold) > 0.8 and pooled < min(per_fold) - 0.1  # the case the pooled number misreads
+    e = metrics["labels"]["Effusion"]
+    assert e["auroc"] == pytest.approx(np.mean(per_fold)) and e["auroc_folds"] == k
+    half = stats.t.ppf(0.975, k - 1) * np.std(per_fold, ddof=1) / np.sqrt(k)
+    assert (e["auroc_low"], e["auroc_high"]) == pytest.approx((np.mean(per_fold) - half, np.mean(per_fold) + half))
+    assert e["pooled_auroc"] == pytest.approx(pooled) and e["pooled_auroc_low"] < pooled < e["pooled_auroc_high"]
+    assert "differently calibrated" in e["pooled_note"]
+    assert metrics["mean_auroc"] == pytest.approx(np.mean(per_fold))  # the headline
+    assert metrics["mean"]["pooled"]["estimate"] == pytest.approx(pooled)
+    table = pd.read_csv(run / "eval" / "per_label.csv").set_index("label")
+    assert table.loc["Effusion", "pooled_auroc"] == pytest.approx(pooled)
+    assert table.loc["mean", "auroc"] == pytest.approx(np.mean(per_fold))
+    md = (run / "eval" / "per_label.md").read_text()
+    assert "AUROC: mean of 3 folds [95% t-interval]" in md and "pools 3 differently calibrated models" in md

@@ -2,8 +2,12 @@
 
 A cross-validation run (`finetune --folds K`) holds `oof_predictions.csv`: every image scored
 once, by the fold model that did not see its patient (columns id, patient, fold, prob_<label>,
-true_<label>). Pooling them gives one AUROC per label over the whole collection, with a patient
-bootstrap interval; the per-fold AUROCs show how much one split's number would have swung.
+true_<label>). The headline AUROC of each label (and of the mean) is the mean of the per-fold
+AUROCs, with a t-interval over the K folds (`fold_interval`): each fold's model ranks only its own
+fold's images. The pooled out-of-fold AUROC (one ranking over every image, with a patient
+bootstrap interval) is kept beside it, labelled: it pools K differently calibrated models, so a
+score offset between folds drags it down (per-fold 0.89, 0.86, 0.86 can pool to 0.69) although
+no single model ranks worse.
 Shortcut baselines are cross-fitted with the same folds (each fold scored by metadata predictors
 fitted on the other folds), so the model and its baselines are compared like for like. There is
 no single model here, so no thresholds are stored and `--external`/`--tta` do not apply.
@@ -16,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from ..errors import CxrError
 from ..inference import predictions_table, resolve_data, write_predictions
 from ..progress import info, warn
 from ..runs import OOF_PREDICTIONS
 from ..safeio import restore_cells
-from .metrics import fold_aurocs
+from .metrics import fold_aurocs, not_estimable_reason
 from .outputs import image_keys, prepare_out, score, write_outputs
 from .shortcuts import cross_fitted_baselines
 
@@ -80,7 +85,8 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
         what=f"out-of-fold predictions of {frame['fold'].nunique()} folds",
         run=run,
     )
-    metrics.update(split="out-of-fold", cv=cv_summary(labels, targets, probs, folds))
+    metrics.update(split="out-of-fold", cv=cv_summary(labels, targets, probs, folds, frame["patient"].to_numpy()))
+    headline_from_folds(metrics, int(frame["fold"].nunique()))
     if cfg.shortcuts is not False:
         metrics["shortcuts"] = _cv_shortcuts(cfg, run, frame, labels, targets, folds, metrics["labels"])
     write_predictions(
@@ -117,15 +123,105 @@ def _cv_shortcuts(
     return result
 
 
-def cv_summary(labels: list[str], targets: np.ndarray, probs: np.ndarray, folds: np.ndarray) -> dict:
-    """metrics.json's "cv": per-fold AUROC per label and mean, and the mean and spread of the fold means."""
+def fold_interval(values, level: float = 0.95) -> dict:
+    """Mean of per-fold values with a t-interval over the folds: mean +- t(K-1) * SD / sqrt(K).
+
+    The folds' models share most of their training patients, so the K values are not independent
+    and no unbiased estimate of this variance exists (Bengio and Grandvalet 2004); the t-interval
+    over folds is the usual approximation and tends to be too narrow rather than too wide. With
+    fewer than two folds there is no interval.
+    """
+    finite = np.array([float(v) for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    out: dict = {"folds": len(finite), "estimate": float(finite.mean()) if len(finite) else None}
+    out["sd"] = float(finite.std(ddof=1)) if len(finite) > 1 else None
+    if len(finite) > 1:
+        half = float(stats.t.ppf(0.5 + level / 2, len(finite) - 1)) * out["sd"] / np.sqrt(len(finite))
+        out["low"], out["high"] = out["estimate"] - half, out["estimate"] + half
+    return out
+
+
+POOLED_NOTE = "pools the out-of-fold scores of {k} differently calibrated fold models"
+
+
+def cv_summary(
+    labels: list[str], targets: np.ndarray, probs: np.ndarray, folds: np.ndarray, patients: np.ndarray | None = None
+) -> dict:
+    """metrics.json's "cv": per-fold AUROC per label, and per label and for the mean the headline,
+    the mean of the per-fold AUROCs with a t-interval over folds (`fold_interval`).
+
+    A label is averaged over the folds where its AUROC is estimable (enough patients of each class
+    in the fold, see MIN_POSITIVE_PATIENTS); the mean over labels uses, in every fold, the labels
+    estimable in every fold, so each fold's mean is over the same labels.
+    """
     per = fold_aurocs(targets, probs, folds)
+    folds = np.asarray(folds)
+    groups = None if patients is None else np.asarray(patients).astype(str)
+    estimable = np.zeros(per.auroc.shape, dtype=bool)
+    for i, fold in enumerate(per.folds):
+        held = folds == fold
+        for j in range(len(labels)):
+            estimable[i, j] = np.isfinite(per.auroc[i, j]) and (
+                not_estimable_reason(targets[held, j], None if groups is None else groups[held]) is None
+            )
+    everywhere = [j for j in range(len(labels)) if estimable[:, j].all()]
+    fold_means = [float(np.mean(per.auroc[i, everywhere])) if everywhere else None for i in range(len(per.folds))]
     out = {}
-    for fold, images, values, mean in zip(per.folds, per.images, per.auroc, per.fold_mean):
+    for i, (fold, images) in enumerate(zip(per.folds, per.images)):
         out[str(fold)] = {
             "images": images,
-            "mean_auroc": float(mean) if np.isfinite(mean) else None,
-            "auroc": {l: (float(v) if np.isfinite(v) else None) for l, v in zip(labels, values)},
+            "mean_auroc": fold_means[i],
+            "auroc": {l: (float(v) if np.isfinite(v) else None) for l, v in zip(labels, per.auroc[i])},
+            "not_estimable": [l for j, l in enumerate(labels) if np.isfinite(per.auroc[i, j]) and not estimable[i, j]],
         }
-    fold_mean, fold_sd = per.mean_spread()
-    return {"folds": out, "fold_mean": fold_mean, "fold_sd": fold_sd}
+    by_label = {l: fold_interval(per.auroc[estimable[:, j], j]) for j, l in enumerate(labels)}
+    headline = fold_interval(fold_means)
+    return {
+        "folds": out,
+        "labels": by_label,
+        "mean": {**headline, "labels": [labels[j] for j in everywhere]},
+        "interval": "t-interval over folds: mean +- t(K-1) * SD / sqrt(K)",
+        # Kept for readers of earlier metrics.json files: the mean and SD of the fold means.
+        "fold_mean": headline["estimate"],
+        "fold_sd": headline["sd"],
+    }
+
+
+def headline_from_folds(metrics: dict, k: int) -> None:
+    """Make the mean of per-fold AUROCs each label's (and the mean's) AUROC; keep the pooled one, labelled."""
+    note = POOLED_NOTE.format(k=k)
+    cv = metrics["cv"]
+    for label, e in metrics["labels"].items():
+        if e.get("not_computable"):
+            continue
+        e["pooled_auroc"], e["pooled_auroc_low"], e["pooled_auroc_high"] = (
+            e.get("auroc"),
+            e.pop("auroc_low", None),
+            e.pop("auroc_high", None),
+        )
+        e["pooled_note"] = note
+        head = cv["labels"].get(label) or {}
+        e["auroc"], e["auroc_folds"] = head.get("estimate"), head.get("folds")
+        if head.get("low") is not None:
+            e["auroc_low"], e["auroc_high"] = head["low"], head["high"]
+        e["auroc_interval"] = "t over folds"
+        if head.get("estimate") is None:
+            e["not_estimable"] = e.get("not_estimable") or "not estimable in any fold"
+    mean = metrics["mean"]
+    mean["pooled"] = {
+        "estimate": mean.get("estimate"),
+        "low": mean.pop("low", None),
+        "high": mean.pop("high", None),
+        "skipped_replicates": mean.pop("skipped_replicates", None),
+        "labels": mean.get("labels"),
+        "note": note,
+    }
+    head = cv["mean"]
+    left_out = mean.setdefault("left_out", {})
+    for label in mean.get("labels") or []:
+        if label not in head["labels"]:  # estimable pooled, but too few patients of a class in some fold
+            n = (cv["labels"].get(label) or {}).get("folds") or 0
+            left_out[label] = f"not estimable in every fold ({n} of {k})"
+    mean.update(estimate=head["estimate"], labels=head["labels"], folds=head["folds"], interval="t over folds")
+    if head.get("low") is not None:
+        mean["low"], mean["high"] = head["low"], head["high"]
+    metrics.update(mean_auroc=mean["estimate"], mean_auroc_low=mean.get("low"), mean_auroc_high=mean.get("high"))

@@ -10,6 +10,7 @@ one with too few patients of a class "not estimable" (no interval, no published 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +57,37 @@ def auroc_cell(e: dict, replicates: int, key: str = "auroc") -> str:
         extra = skipped_text(e.get("skipped_replicates"), replicates)
         return f"not estimable ({e['not_estimable']}); point {fmt(e.get('auroc'))}" + (f", {extra}" if extra else "")
     text = fmt_ci(e.get(key), e.get(f"{key}_low"), e.get(f"{key}_high"))
+    if key == "auroc" and e.get("auroc_interval") == "t over folds":  # no bootstrap: nothing skipped
+        return text + (f" ({e['auroc_folds']} folds)" if e.get("auroc_folds") is not None else "")
     extra = skipped_text(e.get("skipped_replicates"), replicates)
     return f"{text} ({extra})" if extra and e.get(f"{key}_low") is not None else text
 
 
 def mean_cell(mean: dict, replicates: int) -> str:
     text = fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high"))
+    if mean.get("interval") == "t over folds":
+        text += f" ({mean.get('folds')} folds)"
     extra = skipped_text(mean.get("skipped_replicates"), replicates)
     text = f"{text} ({extra})" if extra and mean.get("low") is not None else text
     labels = mean.get("labels")
     return f"{text}; {len(labels)} label{'' if len(labels) == 1 else 's'}" if labels and mean.get("left_out") else text
+
+
+POOLED_KEYS = {"": "estimate", "_low": "low", "_high": "high"}
+
+
+def _cv_columns(e: dict) -> dict:
+    """per_label.csv's columns for a cross-validation run: how the AUROC's interval was made, and the pooled AUROC."""
+    if e.get("auroc_interval") is None:
+        return {}
+    return {
+        "auroc_interval": e.get("auroc_interval"),
+        "auroc_folds": e.get("auroc_folds"),
+        "pooled_auroc": e.get("pooled_auroc"),
+        "pooled_auroc_low": e.get("pooled_auroc_low"),
+        "pooled_auroc_high": e.get("pooled_auroc_high"),
+        "pooled_note": e.get("pooled_note"),
+    }
 
 
 def per_label_frame(metrics: dict) -> pd.DataFrame:
@@ -83,6 +105,7 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
             "auroc": e.get("auroc"),
             "auroc_low": e.get("auroc_low"),
             "auroc_high": e.get("auroc_high"),
+            **_cv_columns(e),
             "pr_auc": e.get("pr_auc"),
             "pr_auc_low": e.get("pr_auc_low"),
             "pr_auc_high": e.get("pr_auc_high"),
@@ -103,6 +126,14 @@ def per_label_frame(metrics: dict) -> pd.DataFrame:
         "auroc": mean.get("estimate"),
         "auroc_low": mean.get("low"),
         "auroc_high": mean.get("high"),
+        **_cv_columns(
+            {
+                "auroc_interval": mean.get("interval"),
+                "auroc_folds": mean.get("folds"),
+                **{f"pooled_auroc{k}": (mean.get("pooled") or {}).get(v) for k, v in POOLED_KEYS.items()},
+                "pooled_note": (mean.get("pooled") or {}).get("note"),
+            }
+        ),
         "skipped_replicates": mean.get("skipped_replicates"),
         "replicates": replicates_of(metrics) if mean.get("skipped_replicates") is not None else None,
         "not_computable": mean.get("not_computable"),
@@ -183,56 +214,69 @@ def compare_entries(name: str | None, entries: dict[str, dict]) -> list[dict]:
     ]
 
 
-def _label_cells(e: dict, names: list[str], replicates: int) -> list[str]:
-    if e.get("not_computable") or e.get("not_estimable"):
-        return [patients_cell(e), auroc_cell(e, replicates), "", *[""] * len(names), ""]
-    ops = e.get("operating_points") or {}
-    return [
-        patients_cell(e),
-        auroc_cell(e, replicates),
-        auroc_cell(e, replicates, "pr_auc"),
-        *[_op_cell(ops.get(n)) for n in names],
-        fmt(e.get("ece")),
-    ]
+def _published_mean(c: dict) -> str:
+    values = [v for v in c["auroc"].values() if v is not None]
+    return fmt(float(np.mean(values))) if values else "-"
 
 
-def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
-    compare = metrics.get("compare") or []
+def _scored(e: dict) -> bool:
+    return not e.get("not_computable") and not e.get("not_estimable")
+
+
+def main_columns(metrics: dict) -> list[tuple[str, Callable[[str, dict], str], Callable[[dict], str]]]:
+    """The terminal and per_label.md table, one column list: (header, cell of a label, cell of the mean)."""
+    replicates = replicates_of(metrics)
     names = operating_point_names(metrics)
     ops = metrics.get("operating_points") or {}
     where = "val thr, in-sample: optimistic" if ops.get("in_sample") else "val thr"
+    cv = metrics.get("cv")
+    k = len((cv or {}).get("folds") or {})
+    blank = lambda *_: ""  # noqa: E731
     columns = [
-        "label",
-        "patients + / - (images)",
-        "AUROC [95% CI]",
-        "PR AUC [95% CI]",
-        *[f"{n} ({where}): sens / spec [95% CI]" for n in names],
-        "ECE",
+        ("label", lambda label, e: label, lambda m: "mean"),
+        ("patients + / - (images)", lambda label, e: patients_cell(e), blank),
+        (
+            f"AUROC: mean of {k} folds [95% t-interval]" if cv else "AUROC [95% CI]",
+            lambda label, e: auroc_cell(e, replicates),
+            lambda m: mean_cell(m, replicates),
+        ),
     ]
-    columns += [f"{c['name']} AUROC" for c in compare]
-    rows = []
-    replicates = replicates_of(metrics)
-    for label, e in metrics["labels"].items():
-        rows.append(
-            [label, *_label_cells(e, names, replicates), *[fmt(c["auroc"].get(label), missing="") for c in compare]]
+    if cv:
+        columns.append(
+            (
+                f"pooled out-of-fold AUROC [95% CI] (pools {k} differently calibrated models)",
+                lambda label, e: auroc_cell(e, replicates, "pooled_auroc") if _scored(e) else "",
+                lambda m: mean_cell(m.get("pooled") or {}, replicates),
+            )
         )
-    mean = metrics["mean"]
-    mean_pub = []
-    for c in compare:
-        values = [v for v in c["auroc"].values() if v is not None]
-        mean_pub.append(fmt(float(np.mean(values))) if values else "-")
-    rows.append(
-        [
-            "mean",
-            "",
-            mean_cell(mean, replicates),
-            "",
-            *[""] * len(names),
-            "",
-            *mean_pub,
-        ]
+    columns.append(
+        ("PR AUC [95% CI]", lambda label, e: auroc_cell(e, replicates, "pr_auc") if _scored(e) else "", blank)
     )
-    return columns, rows
+    for n in names:
+        columns.append(
+            (
+                f"{n} ({where}): sens / spec [95% CI]",
+                lambda label, e, n=n: _op_cell((e.get("operating_points") or {}).get(n)) if _scored(e) else "",
+                blank,
+            )
+        )
+    columns.append(("ECE", lambda label, e: fmt(e.get("ece")) if _scored(e) else "", blank))
+    for c in metrics.get("compare") or []:
+        columns.append(
+            (
+                f"{c['name']} AUROC",
+                lambda label, e, c=c: fmt(c["auroc"].get(label), missing=""),
+                lambda m, c=c: _published_mean(c),
+            )
+        )
+    return columns
+
+
+def main_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    columns = main_columns(metrics)
+    rows = [[cell(label, e) for _, cell, _ in columns] for label, e in metrics["labels"].items()]
+    rows.append([mean(metrics["mean"]) for _, _, mean in columns])
+    return [header for header, _, _ in columns], rows
 
 
 def shortcut_table(metrics: dict) -> tuple[list[str], list[list[str]]] | None:
@@ -321,6 +365,15 @@ def mean_notes(metrics: dict) -> list[str]:
             + "; ".join(f"{l} ({why})" for l, why in mean["left_out"].items())
             + f". An AUROC needs {MIN_POSITIVE_PATIENTS} or more patients of each class to be estimated "
             "(docs/evaluate.md)."
+        )
+    if metrics.get("cv"):
+        k = len(metrics["cv"]["folds"])
+        lines.append(
+            f"AUROC is the mean of the {k} per-fold AUROCs (each fold's model ranks only its own fold), with a "
+            f"95% t-interval over folds (mean +- t({k - 1}) * SD / sqrt({k})); the folds share training patients, "
+            "so the interval is approximate. The pooled out-of-fold AUROC ranks every image in one list and so "
+            f"pools {k} differently calibrated models: a score offset between folds lowers it although no model "
+            "ranks worse. PR AUC, ECE and the shortcut baselines are pooled."
         )
     return lines
 
