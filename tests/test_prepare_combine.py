@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import synthetic_cache
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
@@ -200,10 +201,9 @@ def test_source_shortcut_is_visible_on_the_combined_set(fifteen):
     # Scoring every Cohen image above every NIH image: ties only among Cohen's own negatives.
     expected = ((~from_cohen & (y == 0)).sum() + 0.5 * (from_cohen & (y == 0)).sum()) / (y == 0).sum()
     assert source_auc == pytest.approx(expected, abs=1e-6) and source_auc > 0.7
-    assert any(w.startswith("COVID-19: all") and "(covid)" in w for w in result["confounded"])
-    assert not any(
-        w.startswith("Cardiomegaly") for w in result["confounded"]
-    )  # its positives are NIH only, negatives too
+    assert "every positive comes from one source" in result["source_confounded"]["COVID-19"]
+    assert "positives come from covid" in result["source_confounded"]["COVID-19"]
+    assert "Cardiomegaly" not in result["source_confounded"]  # its positives are NIH only, negatives too
 
 
 def test_evaluate_reports_the_source_shortcut_on_the_combined_set(fifteen, tmp_path):
@@ -221,8 +221,27 @@ def test_evaluate_reports_the_source_shortcut_on_the_combined_set(fifteen, tmp_p
     assert not metrics["labels"]["COVID-19"]["not_computable"]  # both classes in the test split
     shortcuts = metrics["shortcuts"]
     assert shortcuts["predictors"]["source"]["COVID-19"]["auroc"] > 0.7
-    assert any(w.startswith("COVID-19: all") for w in shortcuts["warnings"])
-    assert "COVID-19: all" in res.output and "source" in res.output
+    assert any(w.startswith("COVID-19: ") and "one source" in w for w in shortcuts["warnings"])
+    assert "confounded by source" in res.output and "Within one source" in res.output
+    covid = metrics["labels"]["COVID-19"]
+    assert "source alone" in covid["source_confounded"]
+    # The comparable figure: COVID-19 within the Cohen images only (against Cohen's other pneumonias).
+    test = mix.index.iloc[mix.rows("test")]
+    cohen_test = test[test["source"] == "covid"]
+    within = covid["within_source"]["covid"]
+    assert within["n"] == cohen_test["COVID-19"].notna().sum() < covid["n"]
+    assert within["positives"] == covid["positives"]  # every positive is a Cohen image
+    assert within["negatives"] == (cohen_test["COVID-19"] == 0).sum() < covid["negatives"]
+    preds = pd.read_csv(tmp_path / "eval" / "predictions.csv", dtype={"id": str})
+    own = preds["id"].str.startswith("covid/")
+    assert within["auroc"] == pytest.approx(
+        roc_auc_score(preds.loc[own, "true_COVID-19"], preds.loc[own, "prob_COVID-19"])
+    )
+    # ... and on the Cohen cache's own test split: the patients the binary arms are scored on.
+    cohen = fifteen[1]
+    own_split = covid["source_cache"]["covid"]
+    assert own_split["data"] == str(cohen.root) and own_split["split"] == "test"
+    assert own_split["n"] == np.isfinite(cohen.targets(cohen.rows("test"))[:, cohen.labels.index("COVID-19")]).sum()
 
 
 def test_covid_negative_names_the_pre_pandemic_caches(fifteen, tmp_path):

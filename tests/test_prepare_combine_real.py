@@ -73,4 +73,23 @@ def test_real_source_shortcut_nearly_separates_covid(real_mix):
     )
     source = result["predictors"]["source"]["COVID-19"]
     assert source["auroc"] > 0.85  # metadata that says nothing about the lungs
-    assert any(w.startswith("COVID-19: all") for w in result["warnings"])
+    assert "every positive comes from one source" in result["source_confounded"]["COVID-19"]
+
+
+def test_real_source_warning_fires_where_the_source_predicts_a_label_partly(real_mix):
+    """Pneumonia: about half of its test positives are Cohen films (not all), and nearly none of its
+    negatives; the source alone then predicts it well, and the warning must say so."""
+    from cxrtool.evaluate.shortcuts import SOURCE_AUROC_THRESHOLD, shortcut_baselines
+
+    fit, ev = real_mix.rows("train"), real_mix.rows("test")
+    result = shortcut_baselines(
+        real_mix.index, real_mix.labels, fit, real_mix.targets(fit), ev, real_mix.targets(ev), {}, n_boot=200
+    )
+    test = real_mix.index.iloc[ev]
+    positives = test[test["Pneumonia"] == 1]
+    from_cohen = int((positives["source"] == "covid").sum())
+    assert 0 < from_cohen < len(positives)  # partly: not every positive from one source
+    assert result["predictors"]["source"]["Pneumonia"]["auroc"] >= SOURCE_AUROC_THRESHOLD
+    why = result["source_confounded"]["Pneumonia"]
+    assert f"{from_cohen} of its {len(positives)} positives come from covid" in why
+    assert "every positive" not in why

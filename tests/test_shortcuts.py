@@ -111,3 +111,29 @@ def test_metadata_predicts_covid_on_the_real_cohen_set(cohen_cache):
     combined = result["predictors"][ALL_METADATA]["COVID-19"]
     assert combined["auroc"] > 0.55  # metadata alone carries signal about the label here
     assert combined["auroc_low"] <= combined["auroc"] <= combined["auroc_high"]
+
+
+def test_source_warning_fires_where_the_source_predicts_a_label_partly():
+    """Half the positives from one collection, nearly no negatives: no 'every positive from one
+    source', but the source alone predicts the label, so it is flagged (and a label it does not
+    predict is not)."""
+    from cxrtool.evaluate.shortcuts import SOURCE_AUROC_THRESHOLD, source_confounding
+
+    source = np.array(["cohen"] * 60 + ["nih"] * 140)
+    y = np.zeros((200, 2))
+    y[:58, 0] = 1  # 58 Cohen positives, 2 Cohen negatives
+    y[60:118, 0] = 1  # 58 NIH positives
+    y[::3, 1] = 1  # unrelated to the source
+    frame = pd.DataFrame({"source": source})
+    only_source = {"A": {"auroc": 0.75}, "B": {"auroc": 0.5}}
+    flagged = source_confounding(frame, y, ["A", "B"], only_source, {"B": {"auroc_low": 0.6, "auroc_high": 0.8}})
+    assert only_source["A"]["auroc"] >= SOURCE_AUROC_THRESHOLD
+    assert set(flagged) == {"A"}
+    assert "58 of its 116 positives come from cohen, and 2 of its 84 negatives" in flagged["A"]
+    assert "every positive" not in flagged["A"]
+    # Below the threshold but within the model's interval: flagged too.
+    near = source_confounding(
+        frame, y, ["A", "B"], {"A": {"auroc": 0.65}}, {"A": {"auroc_low": 0.6, "auroc_high": 0.9}}
+    )
+    assert "reaches the model's interval" in near["A"]
+    assert source_confounding(frame, y, ["A", "B"], {"A": {"auroc": 0.65}}, {}) == {}

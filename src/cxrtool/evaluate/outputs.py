@@ -20,6 +20,7 @@ from ..progress import info, warn
 from ..runs import atomic_write_json, lock_output
 from .config import EvaluateConfig
 from .metrics import label_report
+from .shortcuts import mark_source_confounded
 from .tables import compare_entries, print_tables, write_tables
 
 
@@ -82,6 +83,7 @@ def write_outputs(out: Path, metrics: dict, labels: list[str], targets: np.ndarr
     """metrics.json, the tables, roc.png and reliability.png; then print the tables."""
     from .figures import reliability_figure, roc_figure  # lazy: matplotlib, only when figures are drawn
 
+    mark_source_confounded(metrics)
     titles = {**metrics["labels"], "__mean__": metrics["mean"]}
     roc_figure(targets, probs, labels, out / "roc.png", titles, title=f"ROC: {metrics['what']}")
     reliability_figure(

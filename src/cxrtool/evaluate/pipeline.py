@@ -32,6 +32,7 @@ from ..inference import predict_probs, predictions_table, resolve_data, write_pr
 from ..models.checkpoint import load_checkpoint, resolve_checkpoint
 from ..progress import info, warn
 from ..runs import RunNeed, atomic_write_json, holds_locks, is_cv_run, resolve_run
+from .by_source import add_within_source
 from .config import EvaluateConfig
 from .cross_validation import evaluate_cv_run
 from .metrics import label_report
@@ -113,6 +114,7 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
                 f"--shortcuts: {data.root} has no metadata (view, sex, age, source) that varies in its train split; no baselines"
             )
         metrics["shortcuts"] = result
+        add_within_source(cfg, metrics, data, frame, labels, targets, probs, model, card, device)
     if cfg.external is not None:
         metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device)
 

@@ -223,6 +223,41 @@ def _scored(e: dict) -> bool:
     return not e.get("not_computable") and not e.get("not_estimable")
 
 
+def source_only_auroc(metrics: dict, label: str) -> float | None:
+    predictors = ((metrics.get("shortcuts") or {}).get("predictors")) or {}
+    return ((predictors.get("source") or {}).get(label) or {}).get("auroc")
+
+
+def _confounded_text(metrics: dict, label: str, e: dict) -> str:
+    if not e.get("source_confounded"):
+        return ""
+    return f"; confounded by source (source alone {fmt(source_only_auroc(metrics, label))})"
+
+
+def within_source_table(metrics: dict) -> tuple[list[str], list[list[str]]] | None:
+    """The source-confounded labels: the model's AUROC over all sources beside its AUROC within one source."""
+    rows = []
+    replicates = replicates_of(metrics)
+    for label, e in metrics["labels"].items():
+        for name, w in (e.get("within_source") or {}).items():
+            confounded = f"{auroc_cell(e, replicates)} (source alone {fmt(source_only_auroc(metrics, label))})"
+            rows.append([label, f"{name}: evaluated images", patients_cell(w), auroc_cell(w, replicates), confounded])
+            c = (e.get("source_cache") or {}).get(name)
+            if c:
+                where = f"{name}: {c['split']} split of {c['data']} (its own patients)"
+                rows.append([label, where, patients_cell(c), auroc_cell(c, replicates), confounded])
+    if not rows:
+        return None
+    columns = [
+        "label",
+        "scored on",
+        "patients + / - (images)",
+        "model AUROC within the source [95% CI]",
+        "model AUROC, all sources (confounded by source)",
+    ]
+    return columns, rows
+
+
 def main_columns(metrics: dict) -> list[tuple[str, Callable[[str, dict], str], Callable[[dict], str]]]:
     """The terminal and per_label.md table, one column list: (header, cell of a label, cell of the mean)."""
     replicates = replicates_of(metrics)
@@ -237,7 +272,7 @@ def main_columns(metrics: dict) -> list[tuple[str, Callable[[str, dict], str], C
         ("patients + / - (images)", lambda label, e: patients_cell(e), blank),
         (
             f"AUROC: mean of {k} folds [95% t-interval]" if cv else "AUROC [95% CI]",
-            lambda label, e: auroc_cell(e, replicates),
+            lambda label, e: auroc_cell(e, replicates) + _confounded_text(metrics, label, e),
             lambda m: mean_cell(m, replicates),
         ),
     ]
@@ -366,6 +401,12 @@ def mean_notes(metrics: dict) -> list[str]:
             + f". An AUROC needs {MIN_POSITIVE_PATIENTS} or more patients of each class to be estimated "
             "(docs/evaluate.md)."
         )
+    if mean.get("source_confounded"):
+        lines.append(
+            f"The mean includes {len(mean['source_confounded'])} label(s) that the source alone predicts "
+            f"(confounded by source): {', '.join(mean['source_confounded'])}; the mean over the other "
+            f"{len(mean['labels_without_source_confounded'])} is {fmt(mean['estimate_without_source_confounded'])}."
+        )
     if metrics.get("cv"):
         k = len(metrics["cv"]["folds"])
         lines.append(
@@ -408,6 +449,9 @@ def markdown_report(metrics: dict) -> str:
         parts.append(f"\n## Shortcut baselines (metadata only, fitted on {sc['fitted_on']})\n")
         parts.append(_markdown(*table))
         parts += [f"- warning: {w}" for w in sc["warnings"]]
+    if (table := within_source_table(metrics)) is not None:
+        parts.append("\n## Within one source (labels the source alone predicts)\n")
+        parts.append(_markdown(*table))
     ext = external_frame(metrics)
     if ext is not None:
         parts.append(f"\n## External: {metrics['external']['data']}\n")
@@ -470,6 +514,8 @@ def print_tables(metrics: dict) -> None:
         result(line)
     if (table := shortcut_table(metrics)) is not None:
         print_table(f"Shortcut baselines: metadata only, fitted on {metrics['shortcuts']['fitted_on']}", *table)
+    if (table := within_source_table(metrics)) is not None:
+        print_table("Within one source: labels the source alone predicts", *table)
     if metrics.get("external"):
         print_table(f"Internal vs external ({metrics['external']['data']})", *external_table(metrics))
     if metrics.get("cv"):
