@@ -160,10 +160,15 @@ def arm_row(name: str, metrics: dict, label: str, run: str) -> dict:
         shortcut_low=number_or_none(entry.get("auroc_low")),
         shortcut_high=number_or_none(entry.get("auroc_high")),
     )
+    # Left out of "mean of other labels": labels not estimable, and labels the source alone predicts.
     others = [
         l
         for l, v in metrics["labels"].items()
-        if l != label and not v.get("not_computable") and v.get("auroc") is not None
+        if l != label
+        and not v.get("not_computable")
+        and not v.get("not_estimable")
+        and not v.get("source_confounded")
+        and v.get("auroc") is not None
     ]
     if others:
         row.update(other_labels=len(others), other_mean=float(np.mean([metrics["labels"][l]["auroc"] for l in others])))
@@ -183,9 +188,9 @@ def add_cv(row: dict, metrics: dict, label: str, run: str) -> None:
         cv_folds=k,
         cv_mean=mean,
         cv_sd=sd,
-        cv_pooled=number_or_none(e.get("auroc")),
-        cv_pooled_low=number_or_none(e.get("auroc_low")),
-        cv_pooled_high=number_or_none(e.get("auroc_high")),
+        cv_pooled=number_or_none(e.get("pooled_auroc", e.get("auroc"))),  # "auroc" is now the mean of folds
+        cv_pooled_low=number_or_none(e.get("pooled_auroc_low", e.get("auroc_low"))),
+        cv_pooled_high=number_or_none(e.get("pooled_auroc_high", e.get("auroc_high"))),
     )
     if row.get("shortcut") is None:  # a CV-only arm: its cross-fitted shortcut baseline
         shortcut, entry = best_shortcut(metrics, label)
