@@ -53,12 +53,16 @@ def test_rows_hold_the_evaluations_numbers(evaluated, tmp_path):
     assert row["cv_folds"] == 3
     assert row["cv_mean"] == pytest.approx(np.mean(evaluated["per_fold"]))
     assert row["cv_sd"] == pytest.approx(np.std(evaluated["per_fold"], ddof=1))
-    assert row["cv_pooled"] == pytest.approx(evaluated["cv_metrics"]["labels"][LABEL]["auroc"])
+    assert row["cv_pooled"] == pytest.approx(evaluated["cv_metrics"]["labels"][LABEL]["pooled_auroc"])
     # The best metadata shortcut is the strongest of the evaluation's predictors on this label.
     predictors = evaluated["single"]["shortcuts"]["predictors"]
     best = max(predictors, key=lambda n: predictors[n][LABEL]["auroc"] or -1)
     assert row["shortcut"] == best and row["shortcut_auroc"] == pytest.approx(predictors[best][LABEL]["auroc"])
-    others = [v["auroc"] for l, v in evaluated["single"]["labels"].items() if l != LABEL and v.get("auroc") is not None]
+    others = [
+        v["auroc"]
+        for l, v in evaluated["single"]["labels"].items()
+        if l != LABEL and v.get("auroc") is not None and not v.get("not_estimable") and not v.get("source_confounded")
+    ]
     assert row["other_labels"] == len(others) and row["other_mean"] == pytest.approx(np.mean(others))
     assert arms.iloc[1]["status"] == "skipped: weights not in the torch cache"
     text = table_md.read_text()

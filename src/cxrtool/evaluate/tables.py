@@ -331,7 +331,7 @@ def shortcut_table(metrics: dict) -> tuple[list[str], list[list[str]]] | None:
             elif e.get("not_estimable"):  # the reason is in the model's cell
                 cells.append(f"point {fmt(s['auroc'])}")
             else:
-                cells.append(auroc_cell({**e, **s}, replicates))
+                cells.append(auroc_cell({**e, **s, "auroc_interval": None}, replicates))  # a bootstrap interval
         rows.append(cells)
     return columns, rows
 
