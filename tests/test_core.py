@@ -112,7 +112,7 @@ def test_checkpoint_roundtrip_with_training_state(tmp_path):
 def test_run_dirs_refuse_overwrite_and_latest_is_found(tmp_path):
     run = new_run_dir("pretrain", "tiny", out=tmp_path / "r1")
     (run / "x").write_text("keep")
-    with pytest.raises(CxrError, match="not a run's"):
+    with pytest.raises(CxrError, match="holds x, which no cxrtool command wrote"):
         new_run_dir("pretrain", "tiny", out=run)
     assert (run / "x").read_text() == "keep"
     assert latest_run(tmp_path) is None

@@ -10,7 +10,6 @@ so the demo doubles as an end-to-end check. `quick` shrinks everything for CI (a
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,11 @@ from .embed.pipeline import run_embed
 from .errors import CxrError
 from .evaluate.pipeline import EvaluateConfig, evaluate_run
 from .formatting import fmt, fmt_ci
+from .locks import LOCK_NAME
+from .owned import RECORD, note_written
 from .progress import info, print_table, result
 from .report.html_page import ReportConfig, build_report
+from .runs import holds_locks, own_output
 from .train.api import finetune, pretrain
 from .train.config import FinetuneConfig, TrainConfig
 
@@ -68,15 +70,19 @@ class DemoSizes:
 
 
 def _claim_out(cfg: DemoConfig) -> Path:
+    """Lock and claim the demo folder; --overwrite removes only what an earlier demo recorded writing."""
     out = cfg.out
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not out.is_dir():
+        raise CxrError(f"{out}: is a file, not a folder; choose another --out")
+    owned = own_output(out, "demo", "demo")  # a folder holding a file no cxrtool command wrote is refused
+    if any(p.name not in (LOCK_NAME, RECORD) for p in out.iterdir()):
         if not cfg.overwrite:
             raise CxrError(f"{out}: exists and is not empty; pass --overwrite to replace it or choose another --out")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CxrError(f"{out}: cannot create the demo folder ({exc.strerror})") from None
+        owned.clear()
+    # The raw images and the caches are written by other means than the atomic-write helpers:
+    # their folders, which the demo creates, are recorded whole.
+    for folder in ("raw", "data"):
+        note_written(out / folder, folder=True)
     return out
 
 
@@ -89,6 +95,7 @@ def _interval(metrics: dict[str, Any], key: str = "mean_auroc") -> str:
     return fmt_ci(metrics.get(key), metrics.get(f"{key}_low"), metrics.get(f"{key}_high"), missing="not computable")
 
 
+@holds_locks
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage; returns the summary (also printed) with the paths of what was written."""
     sizes = DemoSizes.of(cfg.quick)

@@ -7,7 +7,8 @@ Every file is written to a temporary name and renamed, so an interrupted write n
 half-written artifact behind, and it gets the mode `open()` would give it (the umask decides). A
 command that writes into a run locks the folder it writes (`new_run_dir`, `lock_run`,
 `lock_output`; an OS lock that dies with the process) until its `holds_locks` function returns, so
-a second writer stops at once naming the first.
+a second writer stops at once naming the first. Each folder a command writes is claimed
+(owned.py): the files it writes are recorded there, and `--overwrite` removes only those.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import functools
 import json
 import os
 import platform
-import shutil
+import re
 import subprocess
 import tempfile
 import time
@@ -31,6 +32,7 @@ import numpy as np
 from . import __version__
 from .errors import CxrError
 from .locks import LOCK_NAME, hold_lock
+from .owned import RECORD, OwnedFolder, claim_folder, claims_mark, current_umask, note_written, release_claims
 from .progress import info, warn
 from .safeio import read_json_file
 
@@ -84,20 +86,6 @@ class RunPaths:
 # ---------------------------------------------------------------- atomic writes
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it where the system allows (no race with threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` then rename tmp_path onto `path` (same folder, so rename is atomic).
 
@@ -107,6 +95,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        note_written(path)  # recorded before it appears, so a killed command's files are still its own
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise CxrError(f"{path}: cannot write here ({exc.strerror or exc})") from None
@@ -233,32 +222,70 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- finding runs
 
 
-# Names a run directory may hold; anything else is the user's and is never deleted by a restart.
-RUN_ENTRIES = {
-    CONFIG,
-    MANIFEST,
-    "metrics.csv",
-    "curves.png",
-    "checkpoints",
-    "report.html",
-    "cam",
-    "embed",
-    "oof_predictions.csv",
-    "cv_summary.json",
-    "cv_summary.csv",
-    "tensorboard",
-    "export",
-}
+# What cxrtool wrote into a run and an evaluation folder before folders recorded their files: a
+# folder without a record whose manifest (or metrics.json) proves it is cxrtool's owns these exact
+# names; nothing is taken as ours by a name's prefix (docs/run-directory.md, "Which files are whose").
+LEGACY_RUN_FILES = (CONFIG, MANIFEST, "metrics.csv", "curves.png", "report.html", "cv_summary.json", "cv_summary.csv")
+LEGACY_EVAL_FILES = (
+    "metrics.json",
+    "per_label.csv",
+    "per_label.md",
+    "shortcuts.csv",
+    "external.csv",
+    "folds.csv",
+    "roc.png",
+    "reliability.png",
+    "predictions.csv",
+    "external_predictions.csv",
+    "thresholds.json",
+)
 
 
-def _ours(name: str) -> bool:
-    """A file or folder cxrtool writes into a run (including temporaries of an interrupted save)."""
-    return (
-        name in RUN_ENTRIES
-        or name.startswith(("eval", "fold-"))
-        or name == LOCK_NAME
-        or (name.startswith(".") and (".tmp" in name or ".old-" in name))
-    )
+def _cxrtool_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def legacy_eval_files(folder: Path, prefix: str = "") -> dict[str, str]:
+    """The files an older `evaluate` wrote into `folder`, when its metrics.json shows it was one."""
+    doc = _cxrtool_json(Path(folder) / "metrics.json")
+    if doc is None or not {"bootstrap", "labels", "run"} <= set(doc):
+        return {}
+    return {f"{prefix}{name}": "evaluate" for name in LEGACY_EVAL_FILES if (Path(folder) / name).is_file()}
+
+
+def legacy_run_files(run: Path, prefix: str = "") -> dict[str, str]:
+    """The files an older cxrtool wrote into a run, when its manifest.json shows it made the run."""
+    run = Path(run)
+    doc = _cxrtool_json(run / MANIFEST)
+    if doc is None or not isinstance(doc.get("environment"), dict) or "cxrtool" not in doc["environment"]:
+        return {}
+    kind = str(doc.get("kind") or "pretrain")
+    entries = {
+        f"{prefix}{n}": ("report" if n == "report.html" else kind) for n in LEGACY_RUN_FILES if (run / n).is_file()
+    }
+    if (run / OOF_PREDICTIONS).is_file():
+        entries[prefix + OOF_PREDICTIONS] = kind
+    for which in ("best", "last"):
+        if (run / "checkpoints" / which / "card.json").is_file():
+            entries[f"{prefix}checkpoints/{which}/"] = kind
+    if (run / "checkpoints").is_dir():  # the temporary folders of a save that was killed
+        for tmp in (run / "checkpoints").iterdir():
+            if re.fullmatch(r"\.(best|last)\.(tmp|old)-\d+", tmp.name) and tmp.is_dir():
+                entries[f"{prefix}checkpoints/{tmp.name}/"] = kind
+    logs = run / "tensorboard"
+    if logs.is_dir() and all(p.is_file() and p.name.startswith("events.out.tfevents.") for p in logs.iterdir()):
+        entries[f"{prefix}tensorboard/"] = kind
+    for sub in sorted(run.iterdir()):
+        if sub.is_dir() and not (sub / RECORD).exists():
+            if sub.name.startswith("fold-") and sub.name[5:].isdigit():
+                entries.update(legacy_run_files(sub, f"{prefix}{sub.name}/"))
+            elif sub.name == "eval" or sub.name.startswith("eval-"):
+                entries.update(legacy_eval_files(sub, f"{prefix}{sub.name}/"))
+    return entries
 
 
 def has_finished_epoch(path: Path) -> bool:
@@ -300,14 +327,9 @@ def new_run_dir(
     out = _default_run_name(kind, arch, root) if out is None else Path(out)
     lock_for_call(out, "run")
     _note_training_run(out)
-    entries = sorted(p for p in out.iterdir() if p.name != LOCK_NAME)
-    if not entries:
+    owned = claim_folder(out, kind, legacy=legacy_run_files)  # refuses a folder holding a user's file
+    if not any(p.name not in (LOCK_NAME, RECORD) for p in out.iterdir()):
         return out
-    foreign = [p.name for p in entries if not _ours(p.name)]
-    if foreign:
-        raise CxrError(
-            f"{out}: exists and holds files that are not a run's ({', '.join(foreign[:3])}); choose another --out"
-        )
     if has_finished_epoch(out) and not overwrite:
         if kind not in (
             "pretrain",
@@ -320,8 +342,7 @@ def new_run_dir(
         )
     why = "replacing the finished run (--overwrite)" if has_finished_epoch(out) else "it holds no finished epoch"
     warn(f"{out}: starting this run again: {why}")
-    for p in entries:
-        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    owned.clear()  # every file the record lists (nothing else is there: claim_folder checked)
     return out
 
 
@@ -344,10 +365,11 @@ def holds_locks(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        mark = len(_taken)
+        mark, claimed = len(_taken), claims_mark()
         try:
             return fn(*args, **kwargs)
         finally:
+            release_claims(claimed)
             while len(_taken) > mark:
                 _taken.pop().__exit__(None, None, None)
 
@@ -356,6 +378,7 @@ def holds_locks(fn: Callable) -> Callable:
 
 def release_locks() -> None:
     """Release every lock taken with `lock_for_call` (for callers outside a `holds_locks` function)."""
+    release_claims()
     while _taken:
         _taken.pop().__exit__(None, None, None)
 
@@ -369,9 +392,20 @@ def _note_training_run(run: Path) -> None:
 
 
 def lock_run(run: Path) -> None:
-    """Lock an existing run for a command that trains it further (--resume)."""
+    """Lock an existing run for a command that trains it further (--resume); what it writes is recorded."""
     lock_for_call(run, "run")
     _note_training_run(run)
+    try:
+        kind = str(read_manifest(run).get("kind") or "pretrain")
+    except CxrError:
+        kind = "pretrain"
+    claim_folder(run, kind, check=False, legacy=legacy_run_files)  # resuming replaces only the run's own files
+
+
+def own_output(folder: Path, what: str, by: str, legacy=None) -> OwnedFolder:
+    """Lock and claim the folder a command writes (refused when it holds a file no record lists)."""
+    lock_for_call(folder, what)
+    return claim_folder(folder, by, legacy=legacy)
 
 
 def lock_output(folder: Path, what: str) -> None:

@@ -3,7 +3,9 @@
 For every image and chosen class: `overlays/<image>_<class>_<method>.png` (the X-ray under the
 map, the class and its probability in the title) and `maps/<image>_<class>_<method>.npy` (the
 raw map at cache resolution, float32; CAM values are in logit units). `cams.csv` indexes what the
-folder holds. With boxes (`--boxes FILE`, or a cache's own boxes.csv) each map of a class that
+folder holds. Inputs that share a file name (`a/img.png`, `b/img.png`) get a short hash of their
+path in their maps' names, so no map replaces another. With boxes (`--boxes FILE`, or a cache's
+own boxes.csv) each map of a class that
 has a box on its image is scored: `box_scores_per_image.csv` and `box_scores.csv` (per class and
 overall: pointing-game hit rate, IoU at each threshold). Classes are `--class` names, the `--top`
 K most probable, or by default each image's boxed classes (when there are boxes) or its most
@@ -12,7 +14,9 @@ probable class.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,9 @@ from ..device import resolve_device
 from ..errors import CxrError
 from ..inference import FileDataset, InferenceEngine, resolve_data
 from ..models.checkpoint import announce_model, load_checkpoint, resolve_model_source
+from ..owned import OwnedFolder
 from ..progress import info, print_table, result, warn
-from ..runs import RunNeed, RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, lock_output
+from ..runs import RunNeed, RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, own_output
 from ..safeio import csv_text, restore_cells
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
 from .maps import METHODS, feature_grid, low_res_maps, upsample
@@ -125,12 +130,25 @@ def _stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
 
 
-def _unique(stems: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
+def _unique(stems: list[str], keys: list[str]) -> list[str]:
+    """Distinct file stems: a stem several inputs share gets a short hash of each input's path (or id).
+
+    The hash, unlike a counter, names the same input the same way in every call, so a later call
+    never takes an earlier call's map for its own; a name still taken is numbered.
+    """
+    counts = Counter(stems)
+    hashed = [
+        s if counts[s] == 1 else f"{s}_{hashlib.sha1(k.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+        for s, k in zip(stems, keys)
+    ]
+    taken: set[str] = set()
     out = []
-    for s in stems:
-        seen[s] = seen.get(s, 0) + 1
-        out.append(s if seen[s] == 1 else f"{s}_{seen[s]}")
+    for s in hashed:
+        name, n = s, 2
+        while name in taken:
+            name, n = f"{s}_{n}", n + 1
+        taken.add(name)
+        out.append(name)
     return out
 
 
@@ -146,7 +164,7 @@ def _file_images(cfg: CamConfig, size: int) -> CamImages:
     # of files); a file that cannot be read is listed in `skipped` and left out of its batch.
     return CamImages(
         ids=[p.name for p in files],
-        stems=_unique([_stem(p.name) for p in files]),
+        stems=_unique([_stem(p.name) for p in files], [str(p) for p in files]),
         size=size,
         dataset=FileDataset(files, size),
         skipped=skipped,
@@ -167,7 +185,7 @@ def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]
 
     images = CamImages(
         ids=list(ids[rows]),
-        stems=_unique([_stem(i) for i in ids[rows]]),
+        stems=_unique([_stem(i) for i in ids[rows]], [str(i) for i in ids[rows]]),
         size=data.size,
         dataset=CacheDataset(data, rows),
         truth=truth,
@@ -200,10 +218,18 @@ def _atomic_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-def _claim(path: Path, overwrite: bool) -> Path:
-    if path.exists() and not overwrite:
-        raise CxrError(f"{path}: exists; pass --overwrite to replace it or choose another --out")
-    return path
+class _Names:
+    """The files this call writes: an earlier call's need --overwrite, another command's are never replaced,
+    and no name is written twice in one call (two maps never share a file)."""
+
+    def __init__(self, owned: OwnedFolder, overwrite: bool):
+        self.owned, self.overwrite, self.taken = owned, overwrite, set()
+
+    def claim(self, path: Path) -> Path:
+        if path in self.taken:
+            raise CxrError(f"{path}: two maps of this call would share this file name; map the images in two calls")
+        self.taken.add(path)
+        return self.owned.check_replace(path, self.overwrite)
 
 
 @holds_locks
@@ -224,7 +250,10 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     image_size = int(card["image_size"])
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or image_size)
     out = cfg.out or _default_out(source)
-    lock_output(out, "CAM folder")
+    owned = own_output(out, "CAM folder", "cam")  # a folder holding a file no cxrtool command wrote is refused
+    for fname in (INDEX_NAME, SKIPPED_NAME):  # rewritten by every call, but only cam's own
+        owned.check_replace(out / fname, overwrite=True)
+    names = _Names(owned, cfg.overwrite)
     run_dir = source if is_run_dir(source) else (source.parent.parent if is_run_dir(source.parent.parent) else None)
 
     if cfg.inputs:
@@ -260,72 +289,84 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     scoring = boxes is not None
     if scoring:
         for fname in (SCORES_NAME, PER_IMAGE_NAME):
-            _claim(out / fname, cfg.overwrite)
+            owned.check_replace(out / fname, cfg.overwrite)
     if mode == "given":  # every name is known now: refuse before mapping anything
+        check = _Names(owned, cfg.overwrite)
         for p in positions:
             for c in given:
                 if cfg.overlays:
-                    _claim(out / "overlays" / f"{name(p, c)}.png", cfg.overwrite)
+                    check.claim(out / "overlays" / f"{name(p, c)}.png")
                 if cfg.maps:
-                    _claim(out / "maps" / f"{name(p, c)}.npy", cfg.overwrite)
+                    check.claim(out / "maps" / f"{name(p, c)}.npy")
 
     grid = feature_grid(model, image_size) if cfg.align else None
     engine = InferenceEngine(model, device, image_size)
     pairs, scores = [], []
     read = 0
-    # One engine pass: its loader reads (or decodes) the batches and its bar counts them.
-    for batch in engine.batches(
-        images.dataset, cfg.batch_size, positions=positions, description=f"{cfg.method} maps", skipped=images.skipped
-    ):
-        if batch.x is None:
-            continue
-        chunk, x = batch.positions, batch.x
-        read += len(chunk)
-        probs = engine.forward(x, "probs").cpu().numpy() if mode == "top" else None
-        wanted = [classes_of(int(p), probs[j] if probs is not None else None) for j, p in enumerate(chunk)]
-        union = sorted({c for cs in wanted for c in cs})
-        if not union:
-            continue
-        with engine.autocast():  # CAM needs the cam layer's activations (and gradients): its own pass
-            mb = low_res_maps(engine.model, x, union, cfg.method)
-        probs = mb.probs.cpu().numpy()
-        picks = [(j, union.index(c), c) for j, cs in enumerate(wanted) for c in cs]
-        low = torch.stack([mb.maps[j, k] for j, k, _ in picks]).unsqueeze(1)
-        full = upsample(low, images.size, grid, image_size)[:, 0].cpu().numpy()
-        pixels = batch.images.numpy()
-        for (j, _, c), cam in zip(picks, full):
-            p = int(chunk[j])
-            label, prob = labels[c], float(probs[j, c])
-            own_boxes = boxes.get(images.ids[p], {}).get(label, []) if scoring else []
-            row = {
-                "id": images.ids[p],
-                "class": label,
-                "method": cfg.method,
-                "probability": round(prob, 6),
-                "label": images.truth(p, label) if images.truth else float("nan"),
-                "overlay": "",
-                "map": "",
-            }
-            if cfg.maps:
-                path = _claim(out / "maps" / f"{name(p, c)}.npy", cfg.overwrite)
-                _atomic_npy(path, cam.astype(np.float32))
-                row["map"] = str(path)
-            if cfg.overlays:
-                path = _claim(out / "overlays" / f"{name(p, c)}.png", cfg.overwrite)
-                save_overlay(
-                    path, pixels[j], cam, f"{label}: p = {prob:.2f}", f"{images.ids[p]} · {cfg.method}", own_boxes
-                )
-                row["overlay"] = str(path)
-            pairs.append(row)
-            if own_boxes:
-                scores.append(
-                    {
-                        **{k: row[k] for k in ("id", "class", "method", "probability", "label")},
-                        "boxes": len(own_boxes),
-                        **score_map(cam, own_boxes, cfg.thresholds),
-                    }
-                )
-        del mb, low, full  # free the batch's maps before the next one
+    try:
+        # One engine pass: its loader reads (or decodes) the batches and its bar counts them.
+        for batch in engine.batches(
+            images.dataset,
+            cfg.batch_size,
+            positions=positions,
+            description=f"{cfg.method} maps",
+            skipped=images.skipped,
+        ):
+            if batch.x is None:
+                continue
+            chunk, x = batch.positions, batch.x
+            read += len(chunk)
+            probs = engine.forward(x, "probs").cpu().numpy() if mode == "top" else None
+            wanted = [classes_of(int(p), probs[j] if probs is not None else None) for j, p in enumerate(chunk)]
+            union = sorted({c for cs in wanted for c in cs})
+            if not union:
+                continue
+            with engine.autocast():  # CAM needs the cam layer's activations (and gradients): its own pass
+                mb = low_res_maps(engine.model, x, union, cfg.method)
+            probs = mb.probs.cpu().numpy()
+            picks = [(j, union.index(c), c) for j, cs in enumerate(wanted) for c in cs]
+            low = torch.stack([mb.maps[j, k] for j, k, _ in picks]).unsqueeze(1)
+            full = upsample(low, images.size, grid, image_size)[:, 0].cpu().numpy()
+            pixels = batch.images.numpy()
+            for (j, _, c), cam in zip(picks, full):
+                p = int(chunk[j])
+                label, prob = labels[c], float(probs[j, c])
+                own_boxes = boxes.get(images.ids[p], {}).get(label, []) if scoring else []
+                row = {
+                    "id": images.ids[p],
+                    "class": label,
+                    "method": cfg.method,
+                    "probability": round(prob, 6),
+                    "label": images.truth(p, label) if images.truth else float("nan"),
+                    "overlay": "",
+                    "map": "",
+                }
+                if cfg.maps:
+                    path = names.claim(out / "maps" / f"{name(p, c)}.npy")
+                    _atomic_npy(path, cam.astype(np.float32))
+                    row["map"] = str(path)
+                if cfg.overlays:
+                    path = names.claim(out / "overlays" / f"{name(p, c)}.png")
+                    save_overlay(
+                        path, pixels[j], cam, f"{label}: p = {prob:.2f}", f"{images.ids[p]} · {cfg.method}", own_boxes
+                    )
+                    row["overlay"] = str(path)
+                pairs.append(row)
+                if own_boxes:
+                    scores.append(
+                        {
+                            **{k: row[k] for k in ("id", "class", "method", "probability", "label")},
+                            "boxes": len(own_boxes),
+                            **score_map(cam, own_boxes, cfg.thresholds),
+                        }
+                    )
+            del mb, low, full  # free the batch's maps before the next one
+    except BaseException:
+        # A halfway stop (Ctrl-C, a full disk, a name already taken) still leaves an index of the maps
+        # written so far, so no map in the folder is unlisted.
+        if pairs:
+            _write_index(out, pairs)
+        raise
 
     for path, reason in images.skipped[:10]:
         warn(f"{path}: skipped ({reason})")
@@ -364,22 +405,39 @@ def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | No
     return boxes_by_image(table[table["label"].isin(labels)])
 
 
+INDEX_COLUMNS = ["id", "class", "method", "probability", "label", "overlay", "map"]
+
+
+def _write_index(out: Path, pairs: list[dict]) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """Write cams.csv: this call's rows and an earlier call's rows for maps this call did not rewrite."""
+    out.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(pairs, columns=INDEX_COLUMNS)
+    index_path = out / INDEX_NAME
+    frame_all = frame
+    if index_path.is_file() and len(frame):
+        old = restore_cells(pd.read_csv(index_path, dtype={"id": str}))
+        key = ["id", "class", "method"]
+        if not set(INDEX_COLUMNS) <= set(old.columns):
+            raise CxrError(
+                f"{index_path}: is not a cams.csv cam wrote (no {', '.join(key)} columns); choose another --out"
+            )
+        # An earlier row goes when this call rewrote its file (two inputs sharing a file name have
+        # one id and two maps, so the id alone does not say which row a map replaces).
+        written = (set(frame["map"]) | set(frame["overlay"])) - {""}
+        files = old[["map", "overlay"]].fillna("").astype(str)
+        no_file = (files["map"] == "") & (files["overlay"] == "")
+        same_key = old.set_index(key).index.isin(frame.set_index(key).index)
+        old = old[~(files["map"].isin(written) | files["overlay"].isin(written) | (no_file & same_key))]
+        frame_all = pd.concat([old, frame], ignore_index=True)
+    if len(frame_all):
+        atomic_write_text(index_path, csv_text(frame_all, index=False))
+    return index_path, frame, frame_all
+
+
 def _finish(
     cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], images: CamImages, scoring: bool, mapped: int
 ) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(pairs, columns=["id", "class", "method", "probability", "label", "overlay", "map"])
-    index_path = out / INDEX_NAME
-    if index_path.is_file() and len(frame):
-        # The index describes the folder: keep earlier calls' rows for files this call did not rewrite.
-        old = restore_cells(pd.read_csv(index_path, dtype={"id": str}))
-        key = ["id", "class", "method"]
-        old = old[~old.set_index(key).index.isin(frame.set_index(key).index)]
-        frame_all = pd.concat([old, frame], ignore_index=True)
-    else:
-        frame_all = frame
-    if len(frame_all):
-        atomic_write_text(index_path, csv_text(frame_all, index=False))
+    index_path, frame, frame_all = _write_index(out, pairs)
     if images.skipped:
         atomic_write_text(
             out / SKIPPED_NAME, csv_text(pd.DataFrame(images.skipped, columns=["path", "reason"]), index=False)

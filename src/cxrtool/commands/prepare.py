@@ -206,6 +206,9 @@ def register(app: typer.Typer) -> None:
         ),
         max_distance: int | None = typer.Option(None, "--max-distance", help=DIST_HELP),
         report: Path | None = typer.Option(None, "--report", help="Write every pair found to this CSV."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an existing --report file (never a cache's or a run's own file)."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
     ) -> None:
         """Find near-duplicate radiographs across caches; optionally drop them from one."""
@@ -215,5 +218,13 @@ def register(app: typer.Typer) -> None:
         from ..data.combine import DedupeConfig, dedupe
 
         dedupe(
-            build_config(DedupeConfig, None, data=data, drop_from=drop_from, max_distance=max_distance, report=report)
+            build_config(
+                DedupeConfig,
+                None,
+                data=data,
+                drop_from=drop_from,
+                max_distance=max_distance,
+                report=report,
+                overwrite=overwrite,
+            )
         )

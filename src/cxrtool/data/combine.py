@@ -27,8 +27,9 @@ import pandas as pd
 
 from ..config import require
 from ..errors import CxrError
+from ..owned import claim_file
 from ..progress import info, print_table, result, warn
-from ..runs import atomic_write_bytes, read_json
+from ..runs import atomic_write_bytes, holds_locks, read_json
 from ..safeio import csv_text, restore_cells
 from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
 from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts
@@ -301,6 +302,7 @@ class DedupeConfig:
     drop_from: Path | None = None
     max_distance: int = DEFAULT_MAX_DISTANCE
     report: Path | None = None  # write the pairs as CSV here
+    overwrite: bool = False  # replace an existing --report file (never a cache's or a run's own file)
 
     def __post_init__(self) -> None:
         self.data = [Path(p) for p in self.data]
@@ -327,7 +329,10 @@ class DedupeReport:
 PAIR_COLUMNS = ["data_a", "id_a", "patient_a", "split_a", "data_b", "id_b", "patient_b", "split_b", "distance"]
 
 
+@holds_locks
 def dedupe(cfg: DedupeConfig) -> DedupeReport:
+    if cfg.report is not None:  # refused before the search, not after it
+        claim_file(cfg.report, "dedupe", cfg.overwrite, option="--report")
     caches = _open_all(cfg.data)
     names = _names(caches)
     fps = [fingerprints_of(c) for c in caches]

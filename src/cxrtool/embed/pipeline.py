@@ -33,8 +33,9 @@ from ..errors import CxrError
 from ..formatting import fmt
 from ..inference import resolve_data
 from ..models.checkpoint import load_checkpoint
+from ..owned import OwnedFolder
 from ..progress import info, print_table, result
-from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, lock_output, read_json, resolve_run
+from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, own_output, read_json, resolve_run
 from ..safeio import csv_text
 from .config import EmbedConfig
 from .features import label_strings, latent_features, pixel_features, primary_findings, reduce_pca, stratified_sample
@@ -63,16 +64,18 @@ def _resolve_inputs(cfg: EmbedConfig) -> tuple[Path | None, PreparedData, Path]:
     return run, data, Path(cfg.out) if cfg.out is not None else RunPaths(run).embed
 
 
-def _check_outputs(out: Path, cfg: EmbedConfig) -> None:
-    if cfg.overwrite or not out.exists():
-        return
+def _check_outputs(out: Path, cfg: EmbedConfig, owned: OwnedFolder) -> None:
+    """Refuse before any work: an earlier map without --overwrite, or any file another command wrote."""
+    for name in (SCORES, "config.yaml"):  # merged and rewritten by every embed, but only embed's own
+        owned.check_replace(out / name, overwrite=True)
     for space in cfg.spaces:
         for method in cfg.methods:
             for name in output_files(space, method):
-                if (out / name).exists():
+                if (out / name).exists() and not cfg.overwrite:
                     raise CxrError(
                         f"{out / name}: exists from an earlier embed; pass --overwrite to replace it or choose another --out"
                     )
+                owned.check_replace(out / name, overwrite=True)
 
 
 def _fingerprint(ids: np.ndarray, cfg: EmbedConfig, run: Path | None, data: PreparedData) -> str:
@@ -251,8 +254,8 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     "n_images": int}.
     """
     run, data, out = _resolve_inputs(cfg)
-    lock_output(out, "embedding folder")
-    _check_outputs(out, cfg)
+    owned = own_output(out, "embedding folder", "embed")  # refuses a folder holding a user's file
+    _check_outputs(out, cfg, owned)
     images = SampledImages(data, cfg)
     info(f"mapping {len(images.rows):,} images ({cfg.split}) of {data.root} into {out}")
     out.mkdir(parents=True, exist_ok=True)

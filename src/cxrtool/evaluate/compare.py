@@ -28,7 +28,7 @@ import pandas as pd
 from ..errors import CxrError
 from ..formatting import fmt, fmt_ci, number_or_none
 from ..progress import info, result
-from ..runs import atomic_write_text, read_json
+from ..runs import atomic_write_text, holds_locks, own_output, read_json
 from ..safeio import csv_text
 from .metrics import mean_and_sd
 from .published import PublishedResult, label_key, published_auroc, published_results
@@ -383,10 +383,12 @@ the 15-class NIH + COVID-19 set every COVID-19 positive comes from the COVID-19 
 apart as well as the disease."""
 
 
+@holds_locks
 def compare(cfg: CompareConfig) -> Path:
     """Build the tables and write them under cfg.out; returns the markdown file."""
     out = Path(cfg.out)
-    if (out / "table.md").exists() and not cfg.overwrite:
+    owned = own_output(out, "comparison", "compare")  # refuses a folder holding a user's file
+    if owned.held("compare") and not cfg.overwrite:
         raise CxrError(f"{out}: holds an earlier table; pass --overwrite to replace it or --out DIR")
     arms = arms_table(cfg)
     published = published_columns(cfg.published or ["chexnet"])
@@ -394,7 +396,7 @@ def compare(cfg: CompareConfig) -> Path:
     pretrained = [(name, read_evaluation(Path(run), f"--pretrain {run}")) for name, run in pretrain_runs(cfg.pretrain)]
     if pretrained:
         findings = findings_table(pretrained, published, exclude=cfg.label)
-    out.mkdir(parents=True, exist_ok=True)
+    owned.clear("compare")  # the earlier table's files (a findings.csv this call does not write included)
     text = [f"# {cfg.label}: the arms side by side", "", arms_markdown(arms, cfg.label), "", NOTES, ""]
     if findings is not None:
         text += [

@@ -17,7 +17,7 @@ import pandas as pd
 from ..config import config_to_dict
 from ..errors import CxrError
 from ..progress import info, warn
-from ..runs import atomic_write_json, lock_output
+from ..runs import atomic_write_json, legacy_eval_files, own_output
 from .config import EvaluateConfig
 from .metrics import label_report
 from .shortcuts import mark_source_confounded
@@ -29,14 +29,20 @@ def default_out(run: Path, split: str) -> Path:
 
 
 def prepare_out(cfg: EvaluateConfig, run: Path) -> Path:
-    """The evaluation's output folder, locked and created; an earlier evaluation there needs --overwrite."""
+    """The evaluation's output folder, locked and created; an earlier evaluation there needs --overwrite.
+
+    A folder holding a file no cxrtool command recorded writing is refused (naming it); --overwrite
+    removes only the files an earlier evaluation recorded, so none of them outlives its evaluation.
+    """
     out = Path(cfg.out) if cfg.out else default_out(run, cfg.split)
-    lock_output(out, "evaluation")  # checked and written under one lock: two evaluations never mix
-    if (out / "metrics.json").exists() and not cfg.overwrite:
-        raise CxrError(
-            f"{out}: holds an earlier evaluation; pass --overwrite to replace it or --out DIR to write elsewhere"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    # Checked and written under one lock: two evaluations never mix.
+    owned = own_output(out, "evaluation", "evaluate", legacy=legacy_eval_files)
+    if owned.held("evaluate"):
+        if not cfg.overwrite:
+            raise CxrError(
+                f"{out}: holds an earlier evaluation; pass --overwrite to replace it or --out DIR to write elsewhere"
+            )
+        owned.clear("evaluate")
     return out
 
 

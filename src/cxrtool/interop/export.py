@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import json
 import os
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +33,9 @@ from ..data.cache import PreparedData
 from ..data.tensors import to_model_input
 from ..errors import CxrError, did_you_mean
 from ..models.checkpoint import CARD, load_checkpoint, resolve_checkpoint
+from ..owned import note_written
 from ..progress import info, result
-from ..runs import MANIFEST, atomic_write_json, read_manifest, resolve_run
+from ..runs import MANIFEST, atomic_write_json, holds_locks, own_output, read_manifest, resolve_run
 from . import require_package
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
@@ -164,6 +167,20 @@ def compare(run: Callable[[np.ndarray], np.ndarray], model: torch.nn.Module, x: 
     return {"images": len(x), "max_abs_logit_diff": diff, "tolerance": RTOL * max(1.0, float(np.abs(want).max()))}
 
 
+def _legacy_export(out: Path) -> dict[str, str]:
+    """What an older export wrote into `out` (its card.json says it was one), its killed temporaries included."""
+    try:
+        card = json.loads((out / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(card, dict) or not isinstance(card.get("export"), dict):
+        return {}
+    names = ["card.json", *FORMATS.values()]
+    temporaries = [p.name for p in out.iterdir() if re.fullmatch(r"\.model\.(onnx|pt)\.tmp-\d+", p.name)]
+    return {name: "export" for name in [*names, *temporaries] if (out / name).is_file()}
+
+
+@holds_locks
 def export_run(cfg: ExportConfig) -> Path:
     """Write RUN/export/FORMAT/model.{onnx,pt} + card.json, checked against PyTorch; returns the file."""
     given, folder = _source(cfg)
@@ -171,12 +188,17 @@ def export_run(cfg: ExportConfig) -> Path:
     model = model.float().eval()
     out = Path(cfg.out) if cfg.out else given / "export" / cfg.format
     target, card_path = out / FORMATS[cfg.format], out / "card.json"
+    # One export at a time per folder; a folder holding a file no cxrtool command wrote is refused.
+    owned = own_output(out, "export", "export", legacy=_legacy_export)
+    owned.remove_temporaries()  # a killed export's .model.onnx.tmp-PID: under the lock nobody writes it now
     if (target.exists() or card_path.exists()) and not cfg.overwrite:
         raise CxrError(f"{out}: holds an earlier export ({target.name}); pass --overwrite to replace it or --out DIR")
+    for path in (target, card_path):
+        owned.check_replace(path, overwrite=True)  # never a file another command wrote (--out RUN)
     images, where = check_images(cfg, given, card)
     x = to_model_input(torch.from_numpy(np.ascontiguousarray(images)), int(card["image_size"]))
     write, load = WRITERS[cfg.format]
-    out.mkdir(parents=True, exist_ok=True)
+    note_written(target)  # recorded before its temporary exists, so a killed export's temporary is known as ours
     tmp = out / f".{target.name}.tmp-{os.getpid()}"
     try:
         with warnings.catch_warnings():

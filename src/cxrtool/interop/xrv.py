@@ -36,6 +36,7 @@ import torch
 from ..errors import CxrError, did_you_mean
 from ..models.checkpoint import model_card, save_checkpoint
 from ..models.registry import create_model
+from ..owned import owned_folder
 from ..progress import info, result
 from ..runs import holds_locks, new_run_dir, write_manifest
 from . import require_package
@@ -248,6 +249,7 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
     name = resolve_name(xrv, cfg.name)
     existed = cfg.out is not None and Path(cfg.out).is_dir()
     run_dir = new_run_dir("import", name, cfg.out)  # refuses a non-empty --out before any work
+    owned = owned_folder(run_dir)
     try:
         entry = xrv.models.model_urls[name]
         path = source_file(xrv, name, cfg)
@@ -276,9 +278,12 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
         save_checkpoint(run_dir / "checkpoints" / "best", model, card)
         write_manifest(run_dir, kind="import", arch=ARCH, labels=labels, data=None, source=source)
     except BaseException:
-        # Complete or absent: remove what was made (an --out folder the user made stays, empty).
-        for child in list(run_dir.iterdir()) if existed else [run_dir]:
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+        # Complete or absent: remove what this import wrote, as its record lists (an --out folder the
+        # user made stays, empty); nothing else was there (new_run_dir refused any other file).
+        if owned is not None:
+            owned.abandon()
+        if not existed:  # this import created the folder: none of it is anyone else's
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     result(f"imported {name} ({len(labels)} labels: {', '.join(labels)})")
     result(f"run: {run_dir}  (sha256 {digest[:16]}..., logits match torchxrayvision to {diff:.1e})")

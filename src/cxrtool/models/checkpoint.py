@@ -28,8 +28,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import CxrError
+from ..owned import current_umask, note_written
 from ..progress import notice
-from ..runs import RunNeed, current_umask, is_cv_run, resolve_run, to_json
+from ..runs import RunNeed, is_cv_run, resolve_run, to_json
 from ..safeio import read_json_file
 from .backbones import INPUT_CONVENTIONS, XRayClassifier
 from .registry import arch_names, create_model
@@ -45,6 +46,7 @@ def _write_folder_atomically(target: Path, fill: Callable[[Path], None]) -> Path
     """Fill a temporary sibling folder, then swap it in place of `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    note_written(target, folder=True)  # the folder and its temporaries are the run's (owned.py)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     old = target.parent / f".{target.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -29,8 +29,9 @@ from ..errors import CxrError, InputsMissing
 from ..evaluate.thresholds import find_thresholds, pick_operating_point
 from ..inference import ArrayDataset, FileDataset, InferenceEngine, predictions_table, write_predictions
 from ..models.checkpoint import announce_model, load_checkpoint, resolve_checkpoint, resolve_model_source
+from ..owned import claim_file
 from ..progress import info, print_table, warn
-from ..runs import atomic_write_text, to_json
+from ..runs import atomic_write_text, holds_locks, to_json
 
 OUT_SUFFIXES = (".csv", ".json")
 TABLE_LABELS_MAX = 8  # more labels than this: the printed table lists positives and the top three
@@ -91,6 +92,7 @@ def predict_arrays(
     )
 
 
+@holds_locks
 def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     """Predict every readable file; returns one row per file (file, prob_<label>, pred_<label>).
 
@@ -99,6 +101,8 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     that could not be read, `df.attrs["thresholds"]` the operating points used ({} when no
     evaluation chose any) and `df.attrs["threshold_source"]` where they came from.
     """
+    if cfg.out is not None:  # never a cache's or a run's own file, and another file only with --overwrite
+        claim_file(cfg.out, "predict", cfg.overwrite)
     device = resolve_device(cfg.device)
     source = resolve_model_source(cfg.run)
     model, card = load_checkpoint(source, cfg.checkpoint, device)

@@ -20,7 +20,8 @@ import pandas as pd
 
 from ..config import read_yaml
 from ..errors import CxrError
-from ..runs import RunPaths, atomic_write_text, read_json, resolve_run
+from ..owned import claim_file, claim_folder
+from ..runs import RunPaths, atomic_write_text, holds_locks, legacy_run_files, read_json, resolve_run
 from ..safeio import restore_cells
 
 MAX_CAM_EXAMPLES = 8
@@ -31,6 +32,7 @@ MAX_TABLE_ROWS = 60
 class ReportConfig:
     run: Path | None = None
     out: Path | None = None  # default RUN/report.html
+    overwrite: bool = False  # replace an existing --out file (never a cache's or a run's own file)
 
 
 def _img(path: Path, alt: str, width: str = "100%") -> str:
@@ -223,9 +225,14 @@ figure{margin:0}figcaption{font-size:.75em;color:#666}.note{color:#777;font-styl
 """
 
 
+@holds_locks
 def build_report(cfg: ReportConfig) -> Path:
     """Write RUN/report.html (or cfg.out) and return its path."""
     run = resolve_run(cfg.run)
+    out = Path(cfg.out) if cfg.out else run / "report.html"
+    if cfg.out is None:  # the run's own page, rewritten each time and recorded as the run's
+        claim_folder(run, "report", check=False, legacy=legacy_run_files)
+    claim_file(out, "report", overwrite=cfg.overwrite or cfg.out is None)
     paths = RunPaths(run)
     manifest = read_json(paths.manifest)
     summary = "".join(
@@ -255,6 +262,5 @@ def build_report(cfg: ReportConfig) -> Path:
 <p class=note>Numbers on small test sets are uncertain: read the intervals, not only the estimates.</p>
 </body></html>
 """
-    out = Path(cfg.out) if cfg.out else run / "report.html"
     atomic_write_text(out, page)
     return out

@@ -21,6 +21,7 @@ import torch
 from ..data.augment import augment_batch
 from ..data.tensors import to_model_input
 from ..errors import CxrError
+from ..owned import note_written
 from .samplers import epoch_seed
 
 LOG_DIR = "tensorboard"
@@ -43,6 +44,7 @@ class TensorBoardLogger:
 
         self.labels = list(labels)
         self.log_dir = Path(run_dir) / LOG_DIR
+        note_written(self.log_dir, folder=True)  # TensorBoard names its own files: the folder is the run's
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def add_grid(self, images: torch.Tensor, tag: str = "train/augmented_images", step: int = 0) -> None:
