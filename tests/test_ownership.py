@@ -81,6 +81,18 @@ def test_a_line_cut_short_by_a_crash_is_ignored_and_odd_names_round_trip(tmp_pat
     release_claims()
 
 
+def test_a_file_written_beside_a_record_outside_the_claimed_folder_is_recorded_there(tmp_path):
+    run = tmp_path / "run"
+    claim_folder(run, "pretrain")
+    release_claims()
+    claim_folder(run / "eval", "evaluate")  # the command's own folder
+    atomic_write_text(run / "lineage.json", "{}")  # a file it adds to the run it reads
+    release_claims()
+    assert read_record(run) == {"lineage.json": "evaluate"}
+    assert claim_folder(run, "pretrain").clear() == 1 and not (run / "eval").exists()
+    release_claims()
+
+
 # ---------------------------------------------------------------- item 1: pretrain, finetune, import
 
 

@@ -224,6 +224,13 @@ def note_written(path: Path, folder: bool = False) -> None:
             claim.entries[rel] = claim.by
             _append(Path(claim.root), rel, claim.by)
         return
+    # Outside every claimed folder but beside a record (a file the current command adds to a run it
+    # reads, such as evaluate's next to RUN/eval): recorded there too, as the current command's.
+    parent = os.path.dirname(target)
+    entries = read_record(Path(parent))
+    name = os.path.basename(target) + ("/" if folder else "")
+    if entries is not None and entries.get(name) != _claims[-1].by:
+        _append(Path(parent), name, _claims[-1].by)
 
 
 @dataclass
