@@ -424,7 +424,7 @@ def _write_index(out: Path, pairs: list[dict]) -> tuple[Path, pd.DataFrame, pd.D
         # An earlier row goes when this call rewrote its file (two inputs sharing a file name have
         # one id and two maps, so the id alone does not say which row a map replaces).
         written = (set(frame["map"]) | set(frame["overlay"])) - {""}
-        files = old[["map", "overlay"]].fillna("").astype(str)
+        files = old[["map", "overlay"]].astype(object).fillna("").astype(str)
         no_file = (files["map"] == "") & (files["overlay"] == "")
         same_key = old.set_index(key).index.isin(frame.set_index(key).index)
         old = old[~(files["map"].isin(written) | files["overlay"].isin(written) | (no_file & same_key))]
