@@ -2,12 +2,15 @@
 
 Shared by `evaluate` and anything else that plots per-label curves. matplotlib runs with the Agg
 backend (no display needed); every figure is written atomically as PNG and closed, so long
-sessions do not accumulate open figures.
+sessions do not accumulate open figures. `save_figure` makes every text readable where the PNG is
+shown at its own size (the report shows it so): no text under MIN_TEXT_PX pixels, and a figure
+title wrapped to the figure's width rather than cut at its edges.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,8 +23,11 @@ from sklearn.metrics import roc_curve
 
 from ..runs import atomic_write
 
+# The smallest text, in pixels of the PNG: about 10 px is the least that reads at 100% zoom.
+MIN_TEXT_PX = 11
 
-def panel_grid(n_panels: int, panel_inches: float = 2.8, max_cols: int = 4):
+
+def panel_grid(n_panels: int, panel_inches: float = 2.6, max_cols: int = 4):
     """A figure with n_panels axes in rows of at most `max_cols`; unused axes are hidden."""
     cols = min(max_cols, max(1, n_panels))
     rows = math.ceil(n_panels / cols)
@@ -32,9 +38,31 @@ def panel_grid(n_panels: int, panel_inches: float = 2.8, max_cols: int = 4):
     return fig, flat[:n_panels]
 
 
+def make_readable(fig, dpi: int) -> None:
+    """Raise every text below MIN_TEXT_PX (at `dpi`) to it; wrap figure-level titles to the width.
+
+    Panels set small sizes to fit; enforcing the floor in one place keeps every figure above it.
+    A long title (a data folder's path) is wrapped at the width its font allows, so that it is
+    never cut at the figure's edges.
+    """
+    from matplotlib.text import Text  # lazy: only where a figure is saved (matplotlib is loaded by then)
+
+    fig.canvas.draw()  # tick labels exist only once drawn
+    floor = MIN_TEXT_PX * 72 / dpi
+    for text in fig.findobj(Text):
+        if text.get_text() and text.get_fontsize() < floor:
+            text.set_fontsize(floor)
+    width_px = fig.get_figwidth() * dpi
+    for text in fig.texts:  # suptitle and other figure-level text
+        chars = max(12, int(width_px * 0.92 / (text.get_fontsize() * dpi / 72 * 0.6)))
+        lines = text.get_text().splitlines() or [""]
+        text.set_text("\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in lines))
+
+
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Write a figure as PNG atomically and close it."""
     try:
+        make_readable(fig, dpi)
         fig.tight_layout()
         atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     finally:
