@@ -31,7 +31,7 @@ ALLOWED.update(
         "cam": BASE | {"data", "models", "inference"},
         "embed": BASE | {"data", "models", "inference"},
         "interop": BASE | {"data", "models", "inference"},
-        "report": BASE | {"data", "models"},
+        "report": BASE | {"data", "models", "evaluate.published"},
         "demo": BASE | {"data", "models", "inference", "train", "evaluate", "predict", "cam", "embed", "report"},
     }
 )

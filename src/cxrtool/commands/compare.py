@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
             "--published",
             help="chexnet (default), wang, or TITLE=FILE.csv (columns label,auroc), e.g. the report's Table 1.",
         ),
-        out: Path = typer.Option(Path("results"), "--out", help="Folder for table.md, arms.csv and findings.csv."),
+        out: Path = typer.Option(
+            Path("results"), "--out", help="Folder for table.md, arms.csv, findings.csv and report.html."
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier table in --out."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table."),
     ) -> None:
@@ -42,6 +44,7 @@ def register(app: typer.Typer) -> None:
         # lazy: keeps cxrtool --help fast
         from ..evaluate.compare import CompareConfig
         from ..evaluate.compare import compare as build
+        from ..report.compare_page import write_compare_page
 
         build(
             CompareConfig(
@@ -53,5 +56,6 @@ def register(app: typer.Typer) -> None:
                 published=list(published),
                 out=out,
                 overwrite=overwrite,
-            )
+            ),
+            page=write_compare_page,
         )

@@ -19,6 +19,7 @@ disagree with them. Written to `--out`: table.md, arms.csv and (with `--pretrain
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -384,8 +385,13 @@ apart as well as the disease."""
 
 
 @holds_locks
-def compare(cfg: CompareConfig) -> Path:
-    """Build the tables and write them under cfg.out; returns the markdown file."""
+def compare(cfg: CompareConfig, page: Callable[[Path], Path] | None = None) -> Path:
+    """Build the tables and write them under cfg.out; returns the markdown file.
+
+    `page` (the command passes report.compare_page's writer, which this layer may not import)
+    writes a page of those tables into cfg.out, while the folder is still this call's (so it is
+    recorded as compare's own file, like the tables).
+    """
     out = Path(cfg.out)
     owned = own_output(out, "comparison", "compare")  # refuses a folder holding a user's file
     if owned.held("compare") and not cfg.overwrite:
@@ -409,8 +415,12 @@ def compare(cfg: CompareConfig) -> Path:
         atomic_write_text(out / "findings.csv", csv_text(findings, index=False))
     atomic_write_text(out / "arms.csv", csv_text(arms, index=False))
     atomic_write_text(out / "table.md", "\n".join(text))
+    if page is not None:
+        page(out)
     result(arms_markdown(arms, cfg.label))
     info(
-        f"wrote {out / 'table.md'}, {out / 'arms.csv'}" + (f", {out / 'findings.csv'}" if findings is not None else "")
+        f"wrote {out / 'table.md'}, {out / 'arms.csv'}"
+        + (f", {out / 'findings.csv'}" if findings is not None else "")
+        + (f", {out / 'report.html'}" if page is not None else "")
     )
     return out / "table.md"
