@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.text import Text
 from sklearn.metrics import roc_curve
 
 from ..runs import atomic_write
@@ -45,18 +46,27 @@ def make_readable(fig, dpi: int) -> None:
     A long title (a data folder's path) is wrapped at the width its font allows, so that it is
     never cut at the figure's edges.
     """
-    from matplotlib.text import Text  # lazy: only where a figure is saved (matplotlib is loaded by then)
-
     fig.canvas.draw()  # tick labels exist only once drawn
     floor = MIN_TEXT_PX * 72 / dpi
     for text in fig.findobj(Text):
         if text.get_text() and text.get_fontsize() < floor:
             text.set_fontsize(floor)
     width_px = fig.get_figwidth() * dpi
-    for text in fig.texts:  # suptitle and other figure-level text
+    renderer = fig.canvas.get_renderer()
+    for text in fig.texts:  # suptitle and other figure-level text: wrapped at spaces
         chars = max(12, int(width_px * 0.92 / (text.get_fontsize() * dpi / 72 * 0.6)))
         lines = text.get_text().splitlines() or [""]
-        text.set_text("\n".join(textwrap.fill(line, chars, break_on_hyphens=False) for line in lines))
+        wrapped = "\n".join(
+            textwrap.fill(line, chars, break_long_words=False, break_on_hyphens=False) for line in lines
+        )
+        added = wrapped.count("\n") - text.get_text().count("\n")
+        text.set_text(wrapped)
+        if added > 0:  # the panels keep their height: the figure grows by the title's new lines
+            fig.set_figheight(fig.get_figheight() + added * text.get_fontsize() * 1.3 / 72)
+        # A word longer than the figure (a path) widens the figure rather than being cut.
+        needed = text.get_window_extent(renderer).width / fig.dpi + 0.3
+        if needed > fig.get_figwidth():
+            fig.set_figwidth(needed)
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:

@@ -25,9 +25,15 @@ def _unscored(e: dict) -> bool:
     return bool(e.get("not_computable") or e.get("not_estimable"))
 
 
+def _published_columns(ev: Evaluation) -> list[dict]:
+    """The evaluation's `--compare` entries that have a number for at least one of its labels."""
+    entries = [c for c in ev.metrics.get("compare") or [] if isinstance(c, dict)]
+    return [c for c in entries if any(number_or_none(v) is not None for v in (c.get("auroc") or {}).values())]
+
+
 def label_table(ev: Evaluation) -> str:
     m = ev.metrics
-    compare = [c for c in m.get("compare") or [] if isinstance(c, dict)]
+    compare = _published_columns(ev)
     sc = m.get("shortcuts")
     columns = ["Label", "Patients + / − (images)", "AUROC [95% CI]", "PR AUC [95% CI]", "Calibration error (ECE)"]
     if sc:
@@ -187,7 +193,7 @@ def section(ev: Evaluation, page: Path) -> str:
     if (ev.metrics.get("mean") or {}).get("left_out"):
         left = "; ".join(f"{k} ({v})" for k, v in ev.metrics["mean"]["left_out"].items())
         parts.append(note(f"The mean leaves out: {left}."))
-    for c in ev.metrics.get("compare") or []:
+    for c in _published_columns(ev):
         parts.append(note(f"{c.get('name')}: {c.get('citation')}; measured on {c.get('measured_on')}."))
     if (ops := operating_points_table(ev)) is not None:
         parts.append(ops)

@@ -91,7 +91,7 @@ h3{font-size:1.1em;margin-top:1.4em}h4{font-size:1em;margin:1.2em 0 .3em}
 table.t{border-collapse:collapse;font-size:14px;margin:.4em 0}
 table.t td,table.t th{border:1px solid #ddd;padding:3px 8px;text-align:right;vertical-align:top}
 table.t th{background:#f2f2f2;font-weight:600}table.t .l{text-align:left}
-table.t td{font-variant-numeric:tabular-nums;white-space:nowrap}table.t td.l{white-space:normal}
+table.t td{font-variant-numeric:tabular-nums;white-space:nowrap}table.t td.l{white-space:normal}table.t td:first-child{white-space:nowrap}
 details{margin:.5em 0}summary{cursor:pointer;color:#1f4f82}
 pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:13px;max-height:480px}
 figure.fig{margin:.6em 0;display:inline-block;vertical-align:top;max-width:100%}

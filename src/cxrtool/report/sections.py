@@ -59,6 +59,8 @@ def _cell(column: str, value: Any) -> str:
         return fmt_sci(value)
     if column in ("epoch", "fold", "images"):
         return fmt_count(value)
+    if "auroc" in column or "accuracy" in column:  # scores in [0, 1]: three decimals, as everywhere
+        return fmt(value)
     if isinstance(value, float):
         return fmt_sig(value)
     return "" if value is None else str(value)
