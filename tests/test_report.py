@@ -95,7 +95,12 @@ def _eval_run(tmp_path, trained_run, doc: dict, name: str = "eval"):
 def _page(run) -> str:
     result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
-    return (run / "report.html").read_text()
+    return _text(run / "report.html")
+
+
+def _text(path) -> str:
+    """The page's HTML, with the non-breaking spaces that hold an interval together read as spaces."""
+    return path.read_text().replace("&nbsp;", " ")
 
 
 def test_page_opens_with_the_answer_and_its_warnings(tmp_path, trained_run):
@@ -108,7 +113,10 @@ def test_page_opens_with_the_answer_and_its_warnings(tmp_path, trained_run):
     block = page[first : page.index("</section>", first)]
     assert "Mean AUROC over 2 of 3 labels: 0.889 [0.800, 0.940]" in block
     assert "60 images of 31 patients" in block
-    assert "Metadata alone reaches the model's interval" in block and "Mass (view 0.740" in block
+    assert (
+        "Metadata alone reaches the model's interval" in block
+        and "Mass: view alone 0.740 [0.600, 0.850], the model 0.877 [0.710, 0.950]" in block
+    )
     assert "Not estimable:</b> Hernia (1 positive patient, fewer than 5)" in block
     # A forest plot and the ROC figure are inlined; nothing is fetched from outside the file.
     assert page.count("data:image/png;base64,") == 2  # the forest plot and the ROC figure
@@ -116,7 +124,8 @@ def test_page_opens_with_the_answer_and_its_warnings(tmp_path, trained_run):
     # Human headings and intervals in one cell; no snake_case column names.
     assert "<th>AUROC [95% CI]</th>" in page and "auroc_low" not in page
     assert "<td>0.877 [0.710, 0.950]</td>" in page
-    assert "0.620 (not estimable: 1 positive patient, fewer than 5)" in page
+    assert "<td>0.620 (not estimable)</td>" in page
+    assert "No interval for Hernia: not estimable (1 positive patient, fewer than 5)." in page
     # The best shortcut beside the model, the full table folded away.
     assert "view: 0.740 [0.600, 0.850] (reaches the model)" in page
     assert "<summary>Every metadata-only predictor</summary>" in page
@@ -225,7 +234,7 @@ def _arms(tmp_path, with_diff: bool):
 @pytest.mark.parametrize("with_diff", [False, True])
 def test_compare_page_plots_the_arms_and_their_paired_differences(tmp_path, with_diff):
     out = _arms(tmp_path / "cmp", with_diff)
-    page = write_compare_page(out).read_text()
+    page = _text(write_compare_page(out))
     assert "Highest COVID-19 test AUROC: transfer 0.900 [0.800, 0.960]" in page
     assert "Metadata alone reaches scratch's interval" in page and "imagenet</b>: skipped" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
@@ -242,5 +251,5 @@ def test_compare_writes_its_page_beside_its_tables(tmp_path, trained_run):
     (run / "eval" / "metrics.json").write_text(json.dumps(doc))
     result = CliRunner().invoke(app, ["compare", "--arm", f"a={run}", "--label", "Mass", "--out", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
-    page = (tmp_path / "c" / "report.html").read_text()
+    page = _text(tmp_path / "c" / "report.html")
     assert "Highest Mass test AUROC: a 0.800 [0.700, 0.900]" in page and 'href="arms.csv"' in page

@@ -21,6 +21,18 @@ def _ci(e: dict, key: str = "auroc") -> str:
     return fmt_ci(e.get(key), e.get(f"{key}_low"), e.get(f"{key}_high"), missing="-")
 
 
+def _ci2(e: dict) -> str:
+    return fmt_ci(e.get("auroc"), e.get("auroc_low"), e.get("auroc_high"), digits=2, missing="-")
+
+
+def _reason(e: dict) -> str | None:
+    if e.get("not_computable"):
+        return f"not computable ({e['not_computable']})"
+    if e.get("not_estimable"):
+        return f"not estimable ({e['not_estimable']})"
+    return None
+
+
 def _unscored(e: dict) -> bool:
     return bool(e.get("not_computable") or e.get("not_estimable"))
 
@@ -35,13 +47,24 @@ def label_table(ev: Evaluation) -> str:
     m = ev.metrics
     compare = _published_columns(ev)
     sc = m.get("shortcuts")
-    columns = ["Label", "Patients + / − (images)", "AUROC [95% CI]", "PR AUC [95% CI]", "Calibration error (ECE)"]
+    patients = (
+        "Patients + / − (images)"
+        if any(e.get("positive_patients") is not None for e in ev.labels.values())
+        else "Images + / −"
+    )
+    columns = ["Label", patients, "AUROC [95% CI]", "PR AUC [95% CI]", "ECE"]
     if sc:
         columns.append("Best metadata-only AUROC [95% CI]")
-    columns += [f"{c.get('name', c.get('key'))} (published)" for c in compare]
+    columns += [str(c.get("name", c.get("key"))) for c in compare]
     rows = []
     for label, e in ev.labels.items():
-        row = [label, patients_cell(e), auroc_cell(e), "" if _unscored(e) else _ci(e, "pr_auc"), fmt(e.get("ece"))]
+        row = [
+            label,
+            patients_cell(e),
+            auroc_cell(e, False),
+            "" if _unscored(e) else _ci(e, "pr_auc"),
+            fmt(e.get("ece")),
+        ]
         if sc:
             name, s = best_shortcut(m, label)
             row.append(f"{name}: {_ci(s)}" + (" (reaches the model)" if reaches(e, s) else "") if name else "-")
@@ -54,7 +77,7 @@ def label_table(ev: Evaluation) -> str:
         if over is not None and len(over) < len(ev.labels):
             mean_text += f" ({len(over)} of {len(ev.labels)} labels)"
         rows.append(["mean", "", mean_text, "", "", *([""] if sc else []), *[""] * len(compare)])
-    return table(columns, rows)
+    return table(columns, rows, text=(5,) if sc else ())
 
 
 def operating_points_table(ev: Evaluation) -> str | None:
@@ -95,8 +118,11 @@ def shortcuts_tables(ev: Evaluation) -> str:
     for label, e in ev.labels.items():
         name, s = best_shortcut(m, label)
         verdict = "-" if not name else "yes" if reaches(e, s) else "no"
-        summary_rows.append([label, auroc_cell(e), name or "-", _ci(s) if name else "-", verdict])
-        full_rows.append([label, auroc_cell(e), *[_ci((p or {}).get(label) or {}) for p in predictors.values()]])
+        summary_rows.append([label, auroc_cell(e, False), name or "-", _ci(s) if name else "-", verdict])
+        # Two decimals: one column per predictor must fit the page.
+        full_rows.append(
+            [label, auroc_cell(e, False), *[_ci2((p or {}).get(label) or {}) for p in predictors.values()]]
+        )
     columns = sc.get("columns") or []
     intro = (
         f"<p>Logistic regressions that see only metadata ({esc(', '.join(columns))}; no pixels), fitted on "
@@ -128,7 +154,7 @@ def external_table(ev: Evaluation) -> str:
     rows = []
     for label, e in ext["labels"].items():
         inside = ev.labels.get(label) or {}
-        rows.append([label, auroc_cell(inside), patients_cell(e), auroc_cell(e)])
+        rows.append([label, auroc_cell(inside, False), patients_cell(e), auroc_cell(e, False)])
     im, em = ext.get("internal_mean") or {}, ext.get("mean") or {}
     rows.append(
         [
@@ -139,7 +165,7 @@ def external_table(ev: Evaluation) -> str:
         ]
     )
     return f"<h4>External: {esc(ext.get('data', ''))}</h4>" + table(
-        ["Label", "Internal AUROC [95% CI]", "External patients + / − (images)", "External AUROC [95% CI]"], rows
+        ["Label", "Internal AUROC [95% CI]", "External + / − (images)", "External AUROC [95% CI]"], rows
     )
 
 
@@ -190,11 +216,24 @@ def section(ev: Evaluation, page: Path) -> str:
             )
         )
     parts.append("<h4>AUROC by label</h4>" + label_table(ev))
-    if (ev.metrics.get("mean") or {}).get("left_out"):
-        left = "; ".join(f"{k} ({v})" for k, v in ev.metrics["mean"]["left_out"].items())
-        parts.append(note(f"The mean leaves out: {left}."))
+    replicates = (ev.metrics.get("bootstrap") or {}).get("replicates")
+    skipped = [f"{l} {fmt_count(e['skipped_replicates'])}" for l, e in ev.labels.items() if e.get("skipped_replicates")]
+    if skipped and replicates:
+        parts.append(
+            note(
+                f"Bootstrap replicates that drew one class only, skipped (of {fmt_count(replicates)}): "
+                + ", ".join(skipped)
+                + "; the interval is over the others."
+            )
+        )
+    unscored = [f"{label}: {why}" for label, e in ev.labels.items() if (why := _reason(e))]
+    if unscored:
+        parts.append(note("No interval for " + "; ".join(unscored) + "."))
+    left_out = (ev.metrics.get("mean") or {}).get("left_out") or {}
+    if left_out and len(ev.labels) > 1:
+        parts.append(note(f"The mean leaves out {', '.join(left_out)}."))
     for c in _published_columns(ev):
-        parts.append(note(f"{c.get('name')}: {c.get('citation')}; measured on {c.get('measured_on')}."))
+        parts.append(note(f"{c.get('name')} (published): {c.get('citation')}; measured on {c.get('measured_on')}."))
     if (ops := operating_points_table(ev)) is not None:
         parts.append(ops)
     parts += [shortcuts_tables(ev), external_table(ev), folds_table(ev)]

@@ -67,21 +67,24 @@ def _status(e: dict) -> str | None:
     return None
 
 
-def auroc_cell(e: dict) -> str:
+def auroc_cell(e: dict, reason: bool = True) -> str:
+    """The AUROC with its interval; a label without one says why (`reason=False`: only the word,
+    where a table lists the reasons under it)."""
     why = _status(e)
+    if why and not reason:
+        why = why.split(":")[0]
     if why and number_or_none(e.get("auroc")) is not None:
         return f"{fmt(e.get('auroc'))} ({why})"
     return why or _ci(e)
 
 
 def patients_cell(e: dict) -> str:
-    """'12 / 40 patients (130 images)' when patients per class are known, else images per class."""
+    """'12 / 40 (130)': positive / negative patients (images) when known, else images per class."""
     if e.get("positive_patients") is not None:
         return (
-            f"{fmt_count(e['positive_patients'])} / {fmt_count(e.get('negative_patients'))} "
-            f"({fmt_count(e.get('n'))} images)"
+            f"{fmt_count(e['positive_patients'])} / {fmt_count(e.get('negative_patients'))} ({fmt_count(e.get('n'))})"
         )
-    return f"{fmt_count(e.get('positives'))} / {fmt_count(e.get('negatives'))} images"
+    return f"{fmt_count(e.get('positives'))} / {fmt_count(e.get('negatives'))}"
 
 
 def best_shortcut(metrics: dict, label: str) -> tuple[str | None, dict]:
@@ -122,25 +125,62 @@ def published_markers(ev: Evaluation) -> dict[str, dict[str, float]]:
     return out
 
 
+def _over_folds(entry: dict) -> bool:
+    """Whether an AUROC is the mean of per-fold AUROCs (a cross-validated run's headline)."""
+    return str(entry.get("auroc_interval") or entry.get("interval") or "").startswith("t over folds")
+
+
 def main_result(ev: Evaluation) -> tuple[str, str]:
-    """(what the number is, the number with its interval): one label's AUROC, or the mean's."""
+    """(what the number is, the number with its interval): one label's AUROC, or the mean's.
+
+    For a cross-validated run evaluate makes the mean of the per-fold AUROCs the headline (with a
+    t-interval over folds); an older evaluation of one has only the pooled AUROC and the folds'
+    mean and SD, and says which it shows.
+    """
     m = ev.metrics
     labels = ev.labels
+    cv = m.get("cv") or {}
     if len(labels) == 1:
         label, e = next(iter(labels.items()))
-        return f"{label} AUROC", auroc_cell(e)
+        what = f"{label} AUROC" + (", mean of the folds" if _over_folds(e) else ", pooled out-of-fold" if cv else "")
+        return what, auroc_cell(e)
     mean = m.get("mean") or {}
     over = mean.get("labels") or [l for l, e in labels.items() if not _status(e)]
-    cv = m.get("cv") or {}
-    if number_or_none(cv.get("fold_mean")) is not None and cv.get("headline") != "pooled":
-        folds = len(cv.get("folds") or {})
-        sd = f" ± {fmt(cv['fold_sd'])} (SD over {folds} folds)" if number_or_none(cv.get("fold_sd")) else ""
-        return f"Mean AUROC over {len(over)} labels, mean of the folds", f"{fmt(cv['fold_mean'])}{sd}"
+    count = f"{len(over)} labels" if len(over) == len(labels) else f"{len(over)} of {len(labels)} labels"
     text = fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high"), missing="not computable")
     if mean.get("not_computable") and number_or_none(mean.get("estimate")) is None:
         text = f"not computable: {mean['not_computable']}"
-    count = f"{len(over)} labels" if len(over) == len(labels) else f"{len(over)} of {len(labels)} labels"
-    return f"Mean AUROC over {count}", text
+    if _over_folds(mean):
+        return f"Mean AUROC over {count}, mean of the folds", text
+    return f"Mean AUROC over {count}" + (", pooled out-of-fold" if cv else ""), text
+
+
+def facts(ev: Evaluation) -> list[str]:
+    """What the number stands on: images and patients, where the interval comes from, what else to know."""
+    m = ev.metrics
+    out = [f"{fmt_count(m.get('images'))} images of {fmt_count(m.get('patients'))} patients"]
+    mean = m.get("mean") or {}
+    boot = m.get("bootstrap") or {}
+    if _over_folds(mean) or (len(ev.labels) == 1 and _over_folds(next(iter(ev.labels.values())))):
+        out.append(
+            f"95% t-intervals over {fmt_count(mean.get('folds') or len(m.get('cv', {}).get('folds') or {}))} folds"
+        )
+        pooled = mean.get("pooled") or {}
+        if len(ev.labels) > 1 and number_or_none(pooled.get("estimate")) is not None:
+            out.append(f"pooled out-of-fold {fmt_ci(pooled['estimate'], pooled.get('low'), pooled.get('high'))}")
+    elif boot.get("replicates"):
+        out.append(
+            f"95% intervals from {fmt_count(boot['replicates'])} {boot.get('unit', 'patient')}-bootstrap replicates"
+        )
+    cv = m.get("cv") or {}
+    if not _over_folds(mean) and number_or_none(cv.get("fold_mean")) is not None:
+        out.append(f"mean of the folds {fmt(cv['fold_mean'])} ± {fmt(cv.get('fold_sd'))} (SD)")
+    if number_or_none(mean.get("estimate_without_source_confounded")) is not None:
+        flagged = ", ".join(mean.get("source_confounded") or [])
+        out.append(f"without {flagged} (confounded by source): {fmt(mean['estimate_without_source_confounded'])}")
+    if m.get("checkpoint"):
+        out.append(f"checkpoint {m['checkpoint']}")
+    return out
 
 
 def warnings(ev: Evaluation) -> list[str]:
@@ -167,12 +207,14 @@ def warnings(ev: Evaluation) -> list[str]:
     for label, e in ev.labels.items():
         name, s = best_shortcut(m, label)
         if name and not _status(e) and reaches(e, s):
-            reached.append(f"{esc(label)} ({esc(name)} {fmt(s['auroc'])} vs the model's {_ci(e)})")
+            reached.append(f"{esc(label)}: {esc(name)} alone {_ci(s)}, the model {_ci(e)}")
     if reached:
         out.append(
-            "<b>Metadata alone reaches the model's interval</b> on "
-            + ("; ".join(reached))
-            + ": there the model is not shown to use more than how and of whom the image was taken."
+            f"<b>Metadata alone reaches the model's interval</b> on {len(reached)} of {len(ev.labels)} "
+            f"label{'' if len(ev.labels) == 1 else 's'}: there the model is not shown to use more than how and of whom the image was taken."
+            + "<ul>"
+            + "".join(f"<li>{r}</li>" for r in reached)
+            + "</ul>"
         )
     for kind in ("not_computable", "not_estimable"):
         hit = [f"{esc(l)} ({esc(e[kind])})" for l, e in ev.labels.items() if e.get(kind)]
@@ -192,14 +234,6 @@ def headline(ev: Evaluation) -> str:
     """The answer block: what was scored, the main AUROC with its interval, the warnings in words."""
     m = ev.metrics
     what, value = main_result(ev)
-    boot = m.get("bootstrap") or {}
-    facts = [f"{fmt_count(m.get('images'))} images of {fmt_count(m.get('patients'))} patients"]
-    if boot.get("replicates"):
-        facts.append(
-            f"95% intervals from {fmt_count(boot['replicates'])} {boot.get('unit', 'patient')}-bootstrap replicates"
-        )
-    if m.get("checkpoint"):
-        facts.append(f"checkpoint {m['checkpoint']}")
     ext = m.get("external") or {}
     extra = ""
     if ext.get("mean"):
@@ -219,7 +253,7 @@ def headline(ev: Evaluation) -> str:
     return (
         f"<section class=headline id='{esc(ev.anchor)}-headline'><h2>{esc(ev.title)}</h2>"
         f"<p class=answer>{esc(what)}: {esc(value)}</p>"
-        f"<p class=sub>{esc('; '.join(facts))}. <a href='#{esc(ev.anchor)}'>Details</a></p>{extra}{warn_html}</section>"
+        f"<p class=sub>{esc('; '.join(facts(ev)))}. <a href='#{esc(ev.anchor)}'>Details</a></p>{extra}{warn_html}</section>"
     )
 
 

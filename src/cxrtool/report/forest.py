@@ -66,7 +66,7 @@ def forest_png(
         xlim = (low - pad, high + pad)
     names = sorted({n for r in rows for n in r.others})
     legend_rows = 1 + (len(names) + 2) // 4
-    top_in, row_in, bottom_in = 0.55, 0.36, 0.75 + 0.3 * legend_rows
+    top_in, row_in, bottom_in = 0.45, 0.36, 0.75 + 0.3 * legend_rows
     height = top_in + row_in * len(rows) + bottom_in
     fig, ax = plt.subplots(figsize=(10.5, height), dpi=DPI)
     from matplotlib.lines import Line2D  # lazy: beside pyplot, only when a plot is drawn

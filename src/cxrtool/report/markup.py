@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,15 +21,23 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+# "0.871 [0.822, 0.915]": an interval is never broken over lines (its spaces become non-breaking).
+INTERVAL = re.compile(r"-?\d[\d.,]*(?:e-?\d+)? \[-?[\d.]+(?:e-?\d+)?, -?[\d.]+(?:e-?\d+)?\]")
+
+
+def cell(value: object) -> str:
+    return INTERVAL.sub(lambda m: m.group(0).replace(" ", "&nbsp;"), esc(value))
+
+
 def table(
     columns: Sequence[str], rows: Sequence[Sequence[object]], cls: str = "t", left: int = 1, text: Sequence[int] = ()
 ) -> str:
     """A table with escaped headings and cells; the first `left` columns and those in `text` are
-    left-aligned (names, words), the others right-aligned (numbers)."""
+    left-aligned (names, words: they may wrap), the others right-aligned (numbers: they do not)."""
     at_left = set(range(left)) | set(text)
     head = "".join(f"<th{' class=l' if i in at_left else ''}>{esc(c)}</th>" for i, c in enumerate(columns))
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=l' if i in at_left else ''}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>"
+        "<tr>" + "".join(f"<td{' class=l' if i in at_left else ''}>{cell(c)}</td>" for i, c in enumerate(row)) + "</tr>"
         for row in rows
     )
     return f"<div class=wide><table class={cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
