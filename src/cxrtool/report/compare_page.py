@@ -70,7 +70,7 @@ def arm_rows(arms: list[dict]) -> list[ForestRow]:
                 )
             )
         else:
-            rows.append(ForestRow(str(r["arm"]), note=str(r.get("status") or "no AUROC")[:60]))
+            rows.append(ForestRow(str(r["arm"]), note=str(r.get("status") or "no AUROC")))
     return rows
 
 

@@ -12,6 +12,7 @@ own pixel size, no text is under about 12 px.
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,11 +40,17 @@ class ForestRow:
     others: dict[str, float] = field(default_factory=dict)  # marker name -> value (published numbers)
 
 
+NOTE_CHARS = 30  # what the column right of the plot holds on one line at FONT
+
+
 def _text(row: ForestRow, digits: int) -> str:
+    """The numbers (or the note) right of a row: at most two lines, shortened rather than cut off."""
     if row.note and row.estimate is None:
-        return row.note
-    text = fmt_ci(row.estimate, row.low, row.high, digits=digits)
-    return f"{text} ({row.note})" if row.note else text
+        text = row.note
+    else:
+        text = fmt_ci(row.estimate, row.low, row.high, digits=digits)
+        text = f"{text} ({row.note})" if row.note else text
+    return textwrap.fill(textwrap.shorten(text, 2 * NOTE_CHARS - 2, placeholder="…"), NOTE_CHARS)
 
 
 def forest_png(
