@@ -44,6 +44,17 @@ def _ci(r: dict, key: str, low: str, high: str) -> str:
     return fmt_ci(r.get(key), r.get(low), r.get(high), missing="")
 
 
+def _p(value: Any) -> str:
+    """A p-value as people write it: '<0.001' below 0.001; text (as a table wrote it) as it is."""
+    try:
+        number = number_or_none(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if number is None:
+        return ""
+    return "<0.001" if number < 0.001 else fmt(number)
+
+
 def _has_diff(arms: list[dict]) -> bool:
     return any(number_or_none(r.get("diff")) is not None for r in arms)
 
@@ -136,7 +147,7 @@ def arms_table(arms: list[dict], label: str) -> str:
             if r.get("arm") == reference:
                 row += ["reference", ""]
             else:
-                row += [_ci(r, "diff", "diff_low", "diff_high"), fmt(r.get("diff_p"), missing="")]
+                row += [_ci(r, "diff", "diff_low", "diff_high"), _p(r.get("diff_p"))]
         shortcut = (
             f"{r['shortcut']}: {_ci(r, 'shortcut_auroc', 'shortcut_low', 'shortcut_high')}" if r.get("shortcut") else ""
         )
