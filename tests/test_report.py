@@ -185,6 +185,15 @@ def test_hostile_names_are_shown_as_text(tmp_path, trained_run):
     assert page.count("<script>") == 1  # the page's own zoom script only
 
 
+def test_a_damaged_evaluation_is_named_and_the_others_shown(tmp_path, trained_run):
+    run = _eval_run(tmp_path, trained_run, metrics_doc())
+    (run / "eval-val").mkdir()
+    (run / "eval-val" / "metrics.json").write_text('{"labels": [[[')
+    page = _page(run)
+    assert "Mean AUROC over 2 of 3 labels" in page  # eval/ still answers
+    assert "Not shown: " in page and "eval-val/metrics.json: not valid JSON" in page
+
+
 def test_report_without_evaluation_says_so_and_lists_missing_sections(tmp_path, trained_run):
     run = shutil.copytree(trained_run, tmp_path / "run")
     page = _page(run)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..formatting import fmt, fmt_ci, fmt_count, number_or_none
 from ..runs import atomic_write_text
+from ..safeio import restore_cells
 from .forest import ForestRow, forest_png
 from .markup import details, esc, file_link, page, png_figure, table
 
@@ -27,7 +28,7 @@ PAGE = "report.html"
 
 def _records(path: Path) -> list[dict[str, Any]]:
     try:
-        frame = pd.read_csv(path)
+        frame = restore_cells(pd.read_csv(path))  # compare quotes text cells a spreadsheet would run
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return []
     return [

@@ -14,13 +14,14 @@ their absence is not an error, so a report can be made of an older evaluation.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import CxrError
 from ..evaluate.published import CHEXNET_2017, WANG_2017, published_auroc
 from ..formatting import fmt, fmt_ci, fmt_count, number_or_none
+from ..runs import read_json
 from .forest import ForestRow
 from .markup import esc
 
@@ -34,11 +35,13 @@ class Evaluation:
 
     @classmethod
     def read(cls, folder: Path) -> Evaluation | None:
-        try:
-            metrics = json.loads((folder / "metrics.json").read_text())
-        except (OSError, ValueError):
+        """The evaluation in `folder`; None when it has no metrics.json, CxrError when that is unreadable."""
+        if not (folder / "metrics.json").is_file():
             return None
-        return cls(folder, metrics) if isinstance(metrics, dict) and isinstance(metrics.get("labels"), dict) else None
+        metrics = read_json(folder / "metrics.json")  # within safeio's limits; one line otherwise
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("labels"), dict):
+            raise CxrError(f"{folder / 'metrics.json'}: not an evaluation written by cxrtool evaluate")
+        return cls(folder, metrics)
 
     @property
     def labels(self) -> dict[str, dict]:

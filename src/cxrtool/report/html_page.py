@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..config import read_yaml
 from ..errors import CxrError
 from ..formatting import fmt, fmt_sig
 from ..owned import claim_file, claim_folder
@@ -25,7 +24,7 @@ from ..runs import RunPaths, atomic_write_text, holds_locks, legacy_run_files, r
 from . import sections
 from .eval_section import section as eval_section
 from .evaluation import Evaluation, headline
-from .markup import details, esc, key_values, missing, page
+from .markup import details, esc, key_values, missing, note, page
 
 
 @dataclass
@@ -79,16 +78,23 @@ def _start_of(paths: RunPaths) -> str:
     """How a run without a parent started: ImageNet weights, a weights file, or random initialisation."""
     weights = None
     if paths.config.is_file():
-        weights = (yaml.safe_load(paths.config.read_text()) or {}).get("weights")
+        weights = (read_yaml(paths.config, "run config") or {}).get("weights")
     if weights in (None, "none"):
         return "trained from random initialisation"
     return "started from ImageNet weights" if weights == "imagenet" else f"started from the weights file {weights}"
 
 
-def evaluations(paths: RunPaths) -> list[Evaluation]:
-    """The run's evaluations (eval/, eval-<split>/), the test split's first."""
+def evaluations(paths: RunPaths) -> tuple[list[Evaluation], list[str]]:
+    """The run's evaluations (eval/, eval-<split>/), the test split's first, and why any could not be read."""
     folders = sorted((p for p in paths.root.glob("eval*") if p.is_dir()), key=lambda p: (p.name != "eval", p.name))
-    return [ev for f in folders if (ev := Evaluation.read(f)) is not None]
+    found, problems = [], []
+    for folder in folders:
+        try:
+            if (ev := Evaluation.read(folder)) is not None:
+                found.append(ev)
+        except CxrError as exc:  # one damaged folder does not hide the rest of the run
+            problems.append(str(exc))
+    return found, problems
 
 
 def _no_evaluation(paths: RunPaths) -> str:
@@ -121,8 +127,9 @@ def render(run: Path, out: Path) -> str:
     """The page (HTML text) of the run, as it would be written to `out` (links are relative to it)."""
     paths = RunPaths(run)
     manifest = read_json(paths.manifest)
-    evals = evaluations(paths)
+    evals, problems = evaluations(paths)
     answer = "".join(headline(ev) for ev in evals) or _no_evaluation(paths)
+    answer += "".join(note(f"Not shown: {why}") for why in problems)
     lead = (
         f"{manifest.get('kind', 'run')} of {manifest.get('arch', '?')} on {manifest.get('data', '?')}, "
         f"created {manifest.get('created', '?')}"

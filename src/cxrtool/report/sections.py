@@ -8,14 +8,15 @@ says so and names the command.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..errors import CxrError
 from ..formatting import fmt, fmt_count, fmt_sci, fmt_sig
-from ..runs import RunPaths
+from ..runs import RunPaths, read_json
+from ..safeio import restore_cells
 from .markup import details, esc, file_figure, file_link, missing, note, table
 
 MAX_CAM_EXAMPLES = 8
@@ -24,7 +25,7 @@ SHOWN_EPOCHS = 12  # longer per-epoch tables are folded away
 
 def read_csv(path: Path) -> pd.DataFrame | None:
     try:
-        return pd.read_csv(path) if path.is_file() else None
+        return restore_cells(pd.read_csv(path)) if path.is_file() else None  # cells quoted against formulas
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return None
 
@@ -174,10 +175,13 @@ def embed(paths: RunPaths) -> str:
     if not paths.embed.is_dir():
         return missing("Embedding maps", "cxrtool embed --method all")
     parts = []
-    try:
-        scores = json.loads((paths.embed / "scores.json").read_text())
-    except (OSError, ValueError):
-        scores = {}
+    scores: dict[str, Any] = {}
+    if (paths.embed / "scores.json").is_file():
+        try:
+            loaded = read_json(paths.embed / "scores.json")
+            scores = loaded if isinstance(loaded, dict) else {}
+        except CxrError as exc:
+            parts.append(note(f"Cluster scores not shown: {exc}"))
     if rows := embed_scores(scores):
         chance = scores.get("knn_chance")
         extra = f"; a k-NN accuracy of {fmt(chance)} is chance (the commonest finding's share)" if chance else ""
