@@ -148,12 +148,14 @@ def test_headline_says_an_in_sample_score(tmp_path, overrides, words):
 def test_headline_says_a_confounded_source_and_a_single_label_answer(tmp_path):
     doc = metrics_doc(labels={"COVID-19": _entry(0.99, 0.97, 1.0)}, mean={"estimate": 0.99, "labels": ["COVID-19"]})
     doc["shortcuts"]["confounded"] = ["COVID-19: all 20 positives come from one source (covid)"]
+    doc["labels"]["COVID-19"]["within_source"] = {"covid": _entry(0.71, 0.55, 0.84)}
     doc["shortcuts"]["predictors"] = {}
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(doc))
     block = headline(Evaluation.read(tmp_path / "eval"))
     assert "COVID-19 AUROC: 0.990 [0.970, 1.000]" in block
     assert "Confounded source:</b> COVID-19: all 20 positives come from one source (covid)" in block
+    assert "COVID-19 within covid&#x27;s images: 0.710 [0.550, 0.840]" in block
 
 
 def test_numbers_are_written_for_people(tmp_path, trained_run):

@@ -186,6 +186,18 @@ def facts(ev: Evaluation) -> list[str]:
     return out
 
 
+def _within_source(ev: Evaluation) -> str:
+    """The source-confounded labels' AUROC within one source, where the source explains nothing (HTML list)."""
+    items = []
+    for label, e in ev.labels.items():
+        for name, w in (e.get("within_source") or {}).items():
+            items.append(f"{esc(label)} within {esc(name)}'s images: {esc(auroc_cell(w or {}, False))}")
+        for name, c in (e.get("source_cache") or {}).items():
+            where = f"the {c.get('split', '?')} split of {c.get('data', name)}"
+            items.append(f"{esc(label)} on {esc(where)}: {esc(auroc_cell(c or {}, False))}")
+    return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else ""
+
+
 def warnings(ev: Evaluation) -> list[str]:
     """The warnings that matter, in words (HTML, escaped), most serious first."""
     m, out = ev.metrics, []
@@ -204,8 +216,11 @@ def warnings(ev: Evaluation) -> list[str]:
     ops = m.get("operating_points") or {}
     if ops.get("in_sample") and split not in ("val", "all"):
         out.append("<b>In-sample thresholds:</b> " + esc(ops.get("note") or "chosen on the split they are scored on"))
-    for sentence in (m.get("shortcuts") or {}).get("confounded") or []:
+    confounded = (m.get("shortcuts") or {}).get("confounded") or []
+    for sentence in confounded:
         out.append(f"<b>Confounded source:</b> {esc(sentence)}.")
+    if confounded:
+        out[-1] += _within_source(ev)  # the AUROC within one source, once under the last of them
     reached = []
     for label, e in ev.labels.items():
         name, s = best_shortcut(m, label)
