@@ -12,7 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formatting import fmt, fmt_ci, fmt_count, number_or_none
-from .evaluation import Evaluation, auroc_cell, best_shortcut, forest_rows, patients_cell, published_markers, reaches
+from .evaluation import (
+    Evaluation,
+    auroc_cell,
+    best_shortcut,
+    forest_rows,
+    over_folds,
+    patients_cell,
+    published_markers,
+    reaches,
+)
 from .forest import forest_png
 from .markup import details, esc, file_figure, file_link, note, png_figure, table
 
@@ -210,8 +219,12 @@ def section(ev: Evaluation, page: Path) -> str:
             png_figure(
                 png,
                 "forest plot of every label's AUROC",
-                "Squares: AUROC with its 95% patient-bootstrap interval; open circle: not estimable (no interval); "
-                "diamond: the mean."
+                (
+                    "Squares: mean of the per-fold AUROCs with its 95% t-interval over folds; "
+                    if over_folds(ev.metrics.get("mean") or {})
+                    else "Squares: AUROC with its 95% patient-bootstrap interval; "
+                )
+                + "open circle: not estimable (no interval); diamond: the mean."
                 + (" Open markers: published numbers where the run has the label." if markers else ""),
             )
         )

@@ -128,7 +128,7 @@ def published_markers(ev: Evaluation) -> dict[str, dict[str, float]]:
     return out
 
 
-def _over_folds(entry: dict) -> bool:
+def over_folds(entry: dict) -> bool:
     """Whether an AUROC is the mean of per-fold AUROCs (a cross-validated run's headline)."""
     return str(entry.get("auroc_interval") or entry.get("interval") or "").startswith("t over folds")
 
@@ -145,7 +145,7 @@ def main_result(ev: Evaluation) -> tuple[str, str]:
     cv = m.get("cv") or {}
     if len(labels) == 1:
         label, e = next(iter(labels.items()))
-        what = f"{label} AUROC" + (", mean of the folds" if _over_folds(e) else ", pooled out-of-fold" if cv else "")
+        what = f"{label} AUROC" + (", mean of the folds" if over_folds(e) else ", pooled out-of-fold" if cv else "")
         return what, auroc_cell(e)
     mean = m.get("mean") or {}
     over = mean.get("labels") or [l for l, e in labels.items() if not _status(e)]
@@ -153,7 +153,7 @@ def main_result(ev: Evaluation) -> tuple[str, str]:
     text = fmt_ci(mean.get("estimate"), mean.get("low"), mean.get("high"), missing="not computable")
     if mean.get("not_computable") and number_or_none(mean.get("estimate")) is None:
         text = f"not computable: {mean['not_computable']}"
-    if _over_folds(mean):
+    if over_folds(mean):
         return f"Mean AUROC over {count}, mean of the folds", text
     return f"Mean AUROC over {count}" + (", pooled out-of-fold" if cv else ""), text
 
@@ -164,7 +164,7 @@ def facts(ev: Evaluation) -> list[str]:
     out = [f"{fmt_count(m.get('images'))} images of {fmt_count(m.get('patients'))} patients"]
     mean = m.get("mean") or {}
     boot = m.get("bootstrap") or {}
-    if _over_folds(mean) or (len(ev.labels) == 1 and _over_folds(next(iter(ev.labels.values())))):
+    if over_folds(mean) or (len(ev.labels) == 1 and over_folds(next(iter(ev.labels.values())))):
         out.append(
             f"95% t-intervals over {fmt_count(mean.get('folds') or len(m.get('cv', {}).get('folds') or {}))} folds"
         )
@@ -176,7 +176,7 @@ def facts(ev: Evaluation) -> list[str]:
             f"95% intervals from {fmt_count(boot['replicates'])} {boot.get('unit', 'patient')}-bootstrap replicates"
         )
     cv = m.get("cv") or {}
-    if not _over_folds(mean) and number_or_none(cv.get("fold_mean")) is not None:
+    if not over_folds(mean) and number_or_none(cv.get("fold_mean")) is not None:
         out.append(f"mean of the folds {fmt(cv['fold_mean'])} ± {fmt(cv.get('fold_sd'))} (SD)")
     if number_or_none(mean.get("estimate_without_source_confounded")) is not None:
         flagged = ", ".join(mean.get("source_confounded") or [])
