@@ -155,7 +155,7 @@ def test_headline_says_a_confounded_source_and_a_single_label_answer(tmp_path):
     block = headline(Evaluation.read(tmp_path / "eval"))
     assert "COVID-19 AUROC: 0.990 [0.970, 1.000]" in block
     assert "Confounded source:</b> COVID-19: all 20 positives come from one source (covid)" in block
-    assert "COVID-19 within covid&#x27;s images: 0.710 [0.550, 0.840]" in block
+    assert "COVID-19 within covid's images: 0.710 [0.550, 0.840]" in block
 
 
 def test_numbers_are_written_for_people(tmp_path, trained_run):
