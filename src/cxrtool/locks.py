@@ -14,20 +14,27 @@ Details that matter:
 - Taking the same directory's lock again inside the same process is a no-op (nested writers such as a
   command that calls a library function which locks too).
 - Where `fcntl` does not exist (Windows) the lock is not taken.
+- A folder where the lock file cannot be made (a read-only file system, no permission, a full
+  disk) is one line saying why and what to do (`FolderNotWritable`), never a traceback; a reader
+  that needs no lock there (a cache prepared with the same settings) catches it and goes on.
+`require_writable(folder, option)` is the check a command makes of an output folder before its
+work starts: a file where a folder is expected, a read-only or unwritable folder, one line.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from .errors import CxrError
+from .errors import CxrError, fs_error
 from .progress import warn
 
 try:
@@ -38,6 +45,13 @@ except ImportError:  # pragma: no cover - Windows
 LOCK_NAME = ".cxrtool.lock"
 
 _held: dict[str, list[int]] = {}  # real path of the directory -> [fd, depth]
+
+# The errors that mean "nobody (or not this user) can write here now", as opposed to a bug.
+_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class FolderNotWritable(CxrError):
+    """The lock file (or a probe file) cannot be written in a folder: read-only, no permission, full."""
 
 
 def _close_in_child() -> None:
@@ -102,7 +116,7 @@ def _open_locked(path: Path, directory: Path, what: str) -> int:
             ) from None
         except OSError as exc:  # e.g. a file system without flock support
             os.close(fd)
-            raise CxrError(f"{directory}: cannot lock this {what} ({exc.strerror or exc})") from None
+            raise fs_error(directory, exc, f"cannot lock this {what}") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -124,7 +138,7 @@ def hold_lock(directory: str | Path, what: str = "cache") -> Iterator[dict[str, 
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CxrError(f"{directory}: cannot create this folder ({exc.strerror or exc})") from None
+        raise _unwritable(directory, exc, "cannot create this folder") from None
     key = os.path.realpath(directory)
     if fcntl is None:
         yield None
@@ -139,8 +153,8 @@ def hold_lock(directory: str | Path, what: str = "cache") -> Iterator[dict[str, 
     path = directory / LOCK_NAME
     try:
         fd = _open_locked(path, directory, what)
-    except PermissionError as exc:
-        raise CxrError(f"{directory}: cannot lock this {what} ({exc.strerror or exc})") from None
+    except OSError as exc:  # the lock file cannot be created: read-only, no permission, full
+        raise _unwritable(directory, exc, f"cannot lock this {what}") from None
     stale = read_holder(directory)
     if stale is not None:
         warn(f"{directory}: taking over the lock of an earlier writer that is no longer running ({describe(stale)})")
@@ -150,8 +164,14 @@ def hold_lock(directory: str | Path, what: str = "cache") -> Iterator[dict[str, 
         "command": _command_line(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+    except OSError as exc:  # a full disk: the lock file exists but its holder cannot be written
+        with suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+        raise _unwritable(directory, exc, f"cannot lock this {what}") from None
     _held[key] = [fd, 1]
     try:
         yield stale
@@ -160,3 +180,30 @@ def hold_lock(directory: str | Path, what: str = "cache") -> Iterator[dict[str, 
         with suppress(OSError):
             os.unlink(path)  # while still locked: a waiting writer re-checks the inode (see above)
         os.close(fd)
+
+
+def _unwritable(directory: Path, exc: OSError, doing: str) -> CxrError:
+    error = fs_error(directory, exc, doing)
+    return FolderNotWritable(str(error)) if exc.errno in _UNWRITABLE else error
+
+
+def require_writable(folder: str | Path, option: str = "--out") -> Path:
+    """Create `folder` if absent and check that a file can be written in it; else one line naming it.
+
+    A probe file is made and removed (permission bits alone do not tell: root ignores them, and a
+    read-only mount or a full disk shows only when writing).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CxrError(f"{folder}: is a file, not a folder ({option}); give a folder (new or empty)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        try:
+            os.write(fd, b"\n")  # a full disk may still create an empty file
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise _unwritable(folder, exc, f"cannot write here ({option})") from None
+    return folder

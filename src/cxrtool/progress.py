@@ -38,6 +38,20 @@ _console = Console(stderr=True, highlight=False)
 _out = Console(highlight=False)
 
 
+def printable(text: object) -> str:
+    """`text` with any byte of a file name that is not UTF-8 (a lone surrogate) shown as U+FFFD.
+
+    Python reads such names with surrogateescape; printed as they are, they stop the command with
+    UnicodeEncodeError on a UTF-8 terminal or log file.
+    """
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = bool(quiet)
@@ -171,22 +185,22 @@ def track(items: Iterable[T], description: str, total: int | None = None, unit: 
 def info(message: str) -> None:
     """An informational line; silenced by quiet mode."""
     if not _quiet:
-        _console.print(message, soft_wrap=True)
+        _console.print(printable(message), soft_wrap=True)
 
 
 def notice(message: str) -> None:
     """A line that is shown even in quiet mode, on stderr (e.g. which model a prediction used)."""
-    _console.print(escape(message), soft_wrap=True)
+    _console.print(escape(printable(message)), soft_wrap=True)
 
 
 def warn(message: str) -> None:
     """A warning line; always shown."""
-    _console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+    _console.print(f"[yellow]warning:[/yellow] {escape(printable(message))}", soft_wrap=True)
 
 
 def error(message: str) -> None:
     """An error line (one per line of `message`); always shown, never wrapped (scripts grep it)."""
-    for line in str(message).splitlines() or [""]:
+    for line in printable(message).splitlines() or [""]:
         _console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
 
 
@@ -197,7 +211,7 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]])
     for col in columns:
         table.add_column(str(col), no_wrap=True, overflow="ellipsis")
     for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*["" if v is None else printable(v) for v in row])
     return table
 
 
@@ -214,9 +228,9 @@ def _print_records(title: str, columns: Sequence[str], rows: Sequence[Sequence[o
     # Too narrow for two columns: one block per row, a line per value, so each value stays whole.
     _out.print(title, markup=False)
     for row in rows:
-        _out.print("" if row[0] is None else str(row[0]), soft_wrap=True, markup=False)
+        _out.print("" if row[0] is None else printable(row[0]), soft_wrap=True, markup=False)
         for heading, value in zip(columns[1:], row[1:]):
-            _out.print(f"  {heading}: {'' if value is None else value}", soft_wrap=True, markup=False)
+            _out.print(f"  {heading}: {'' if value is None else printable(value)}", soft_wrap=True, markup=False)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -247,4 +261,4 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
 
 def result(message: str) -> None:
     """A line of the command's result on stdout (shown in quiet mode too)."""
-    _out.print(message, soft_wrap=True)
+    _out.print(printable(message), soft_wrap=True)

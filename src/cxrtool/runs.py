@@ -116,7 +116,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+    # surrogateescape: a file name that is not UTF-8 (read from the disk as lone surrogates) is
+    # written back as its own bytes, so a CSV names the real file instead of failing to be written.
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8", errors="surrogateescape"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -413,23 +415,24 @@ def lock_output(folder: Path, what: str) -> None:
     lock_for_call(folder, what)
 
 
-def interrupted_message() -> str:
-    """What is true after Ctrl-C: for a command that was training a run, whether and how to continue it."""
+def interrupted_message(cause: str = "interrupted") -> str:
+    """What is true after Ctrl-C (or SIGTERM, `cause` "stopped by SIGTERM"): for a command that was
+    training a run, whether and how to continue it."""
     if not _training_run:
-        return "interrupted; files written so far are complete and nothing half-written was kept: run the command again to finish"
+        return f"{cause}; files written so far are complete and nothing half-written was kept: run the command again to finish"
     run = _training_run[0]
     if not has_finished_epoch(run):
         return (
-            f"interrupted before the first epoch of {run} finished, so there is nothing to resume: "
+            f"{cause} before the first epoch of {run} finished, so there is nothing to resume: "
             "run the same command again to start it over"
         )
     if any(run.glob("fold-*")):
-        return f"interrupted; a cross-validation run cannot be resumed: start it again with another --out (or delete {run})"
+        return f"{cause}; a cross-validation run cannot be resumed: start it again with another --out (or delete {run})"
     try:
         kind = read_manifest(run).get("kind") or "pretrain"
     except CxrError:
         kind = "pretrain"
-    return f"interrupted; the finished epochs are saved: continue with `cxrtool {kind} {run} --resume`"
+    return f"{cause}; the finished epochs are saved: continue with `cxrtool {kind} {run} --resume`"
 
 
 OOF_PREDICTIONS = "oof_predictions.csv"  # what a cross-validation run holds instead of one checkpoint

@@ -415,7 +415,7 @@ def _write_index(out: Path, pairs: list[dict]) -> tuple[Path, pd.DataFrame, pd.D
     index_path = out / INDEX_NAME
     frame_all = frame
     if index_path.is_file() and len(frame):
-        old = restore_cells(pd.read_csv(index_path, dtype={"id": str}))
+        old = restore_cells(pd.read_csv(index_path, dtype={"id": str}, encoding_errors="surrogateescape"))
         key = ["id", "class", "method"]
         if not set(INDEX_COLUMNS) <= set(old.columns):
             raise CxrError(

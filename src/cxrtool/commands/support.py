@@ -21,26 +21,49 @@ RUN_MARKERS = ("manifest.json", "config.yaml", "checkpoints", "card.json", "mode
 
 
 def user_errors(fn: F) -> F:
-    """Turn a CxrError into one 'error: ...' line and exit status 2 (no traceback)."""
+    """Turn a CxrError into one 'error: ...' line and exit status 2 (no traceback).
+
+    Ctrl-C and SIGTERM (what a cluster scheduler sends) end the same way: one line saying what
+    was kept and how to go on, exit status 130 or 143. A file-system error of the user's machine
+    (a full disk, a read-only mount) is one line naming the path, never a traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         # lazy: keeps cxrtool --help fast
+        from ..errors import FS_ERRNOS, fs_error
         from ..progress import error
         from ..runs import forget_training_run, interrupted_message, release_locks
+        from ..signals import SIGTERM_EXIT, Terminated, sigterm_as_interrupt, was_terminated
+
+        def stopped(terminated: bool) -> typer.Exit:
+            # What is true depends on the command: only training runs can be resumed.
+            error(interrupted_message("stopped by SIGTERM" if terminated else "interrupted"))
+            return typer.Exit(SIGTERM_EXIT if terminated else 130)
 
         forget_training_run()
         try:
-            return fn(*args, **kwargs)
+            with sigterm_as_interrupt():
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    release_locks()  # inside: a SIGTERM now still finds the handler, not a default death
         except CxrError as exc:
             error(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            # What is true depends on the command: only training runs can be resumed.
-            error(interrupted_message())
-            raise typer.Exit(130) from None
-        finally:
-            release_locks()
+        except KeyboardInterrupt as exc:
+            raise stopped(isinstance(exc, Terminated) or was_terminated()) from None
+        except OSError as exc:
+            if was_terminated():
+                raise stopped(True) from None
+            if exc.errno not in FS_ERRNOS:
+                raise
+            error(str(fs_error(exc.filename or "a file", exc)))
+            raise typer.Exit(CxrError.exit_code) from None
+        except Exception:
+            if was_terminated():  # e.g. a DataLoader worker killed by the same SIGTERM failed the loop first
+                raise stopped(True) from None
+            raise
 
     return wrapper  # type: ignore[return-value]
 

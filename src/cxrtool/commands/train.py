@@ -7,7 +7,8 @@ Options left out stay None so that values from `--config FILE.yaml` are not over
 defaults; `cxrtool.train.config` holds the defaults and the checks. `--resume [RUN]` continues an
 interrupted run (the run given, else `--out`, else the newest run of that kind). An `--out` that
 holds no finished epoch is started again; one with finished epochs needs `--resume` or
-`--overwrite`.
+`--overwrite`. With `--resume`, only `--epochs`, `--workers` and `--device` may differ from the
+run's config.yaml; any other option given must equal it (train/resume_options.py).
 """
 
 from __future__ import annotations
@@ -163,12 +164,7 @@ def run_training(kind: str, run: Path | None, own_config: dict[str, Any], shared
     from ..train import FinetuneConfig, TrainConfig, finetune, pretrain
 
     quiet_option(shared["quiet"])
-    if (
-        _resume_or_none(
-            kind, shared["resume"], run, shared["out"], shared["epochs"], shared["workers"], shared["device"]
-        )
-        is not None
-    ):
+    if _resume_or_none(kind, run, own_config, shared) is not None:
         return
     options = config_values(SHARED_OPTIONS, shared)
     if options["labels"]:
@@ -178,20 +174,32 @@ def run_training(kind: str, run: Path | None, own_config: dict[str, Any], shared
     train(build_config(cls, shared["config"], **own_config, **options), overwrite=shared["overwrite"])
 
 
-def _resume_or_none(
-    kind: str, resume: bool, run: Path | None, out: Path | None, epochs, workers, device
-) -> Path | None:
+def _resume_or_none(kind: str, run: Path | None, own_config: dict[str, Any], shared: dict[str, Any]) -> Path | None:
     from ..errors import CxrError
 
-    if not resume:
+    if not shared["resume"]:
         if run is not None:
             raise CxrError(
                 f"{run}: a run directory is given only with --resume (to continue it); use --out for a new run"
             )
         return None
-    from ..train import resume as resume_run  # lazy: keeps cxrtool --help fast
+    # lazy: keeps cxrtool --help fast
+    from ..train import resume as resume_run
+    from ..train.resume_options import given_options
 
-    return resume_run(run or out, kind=kind, epochs=epochs, workers=workers, device=device)
+    options = {**config_values(SHARED_OPTIONS, shared), **own_config}
+    options["allow_partial"] = options["allow_partial"] or None  # False means "not given"
+    given = given_options(options, shared["config"])
+    may_change = {name: given.pop(name, None) for name in ("epochs", "workers", "device")}
+    target = run or given.get("out")
+    if run is None:
+        given.pop("out", None)  # --out (or the --config file's out) names the run to continue
+    return resume_run(
+        target,
+        kind=kind,
+        **may_change,
+        given=given,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -8,9 +8,13 @@ Three promises, kept here for every writer of a cache:
   holds files and is not a cxrtool cache, even when they are called index.csv or labels.json. A
   folder is a cache when it has a manifest, or when it holds the temporary folder of an
   interrupted prepare (then its cache files are this tool's own, left unfinished).
-- Complete or absent: whatever stops a writer (an error, Ctrl-C) removes its temporary folder, and
-  if it had begun to replace the cache files (the manifest is then gone) removes those too. Ctrl-C
-  becomes one line saying so (`PrepareInterrupted`, exit status 130).
+- Complete or absent: whatever stops a writer (an error, a full disk, Ctrl-C, SIGTERM) removes its
+  temporary folder, and if it had begun to replace the cache files (the manifest is then gone)
+  removes those too. Ctrl-C becomes one line saying so (`PrepareInterrupted`, exit status 130;
+  143 after SIGTERM).
+- A cache on a read-only file system (or in a folder this user cannot write) that was prepared
+  with the same settings is used as it is (`ready_unwritable`): no lock is needed where nobody
+  can write; anything else there is refused with one line.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CxrError
-from ..locks import hold_lock
+from ..locks import FolderNotWritable, hold_lock
 from ..progress import result, warn
 from ..runs import read_json
+from ..signals import SIGTERM_EXIT, Terminated
 from .cache import BOXES, DUPLICATES, IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, PreparedData
 
 TMP_DIR = ".prepare-tmp"
@@ -60,12 +65,15 @@ def writing_cache(out: Path, what: str = "prepare") -> Iterator[None]:
         with hold_lock(out, what="cache"):
             try:
                 yield
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 discard_unfinished(out)
-                raise PrepareInterrupted(
-                    f"{what} was interrupted; nothing was kept in {out} (its temporary folder is removed): "
-                    "run the same command again"
-                ) from None
+                stop = PrepareInterrupted(
+                    f"{what} was {'stopped by SIGTERM' if isinstance(exc, Terminated) else 'interrupted'}; "
+                    f"nothing was kept in {out} (its temporary folder is removed): run the same command again"
+                )
+                if isinstance(exc, Terminated):
+                    stop.exit_code = SIGTERM_EXIT
+                raise stop from None
             except BaseException:
                 discard_unfinished(out)
                 raise
@@ -73,6 +81,21 @@ def writing_cache(out: Path, what: str = "prepare") -> Iterator[None]:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a folder this command made and left empty
         raise
+
+
+def ready_unwritable(out: Path, settings: dict[str, Any], source: str, problem: FolderNotWritable) -> PreparedData:
+    """A cache in a folder that cannot be locked (read-only, no permission, full): used as it is when
+    it was prepared with these settings, else `problem` (or check_output's own line) is raised.
+
+    No lock is needed to read where this process cannot write; check_output tells "ready" from
+    "other settings" from "not a cache" exactly as it does with the lock held.
+    """
+    if not (out / MANIFEST).is_file():
+        raise problem
+    ready = check_output(out, settings, source, overwrite=False)
+    if ready is None:
+        raise problem
+    return ready
 
 
 def _is_ours(out: Path) -> bool:

@@ -35,7 +35,7 @@ from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
 from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts
 from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
 from .labels import COVID_LABEL, NIH_LABELS, canonical
-from .npyfile import write_images_subset
+from .npyfile import open_images, write_images_subset
 from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, writing_cache
 from .splits import patient_groups, unify_splits
 
@@ -227,9 +227,7 @@ def _combine(cfg: CombineConfig) -> PreparedData:
     tmp = cfg.out / TMP_DIR
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    target = np.lib.format.open_memmap(
-        tmp / IMAGES, mode="w+", dtype=np.uint8, shape=(len(picked), caches[0].size, caches[0].size)
-    )
+    target = open_images(tmp / IMAGES, (len(picked), caches[0].size, caches[0].size))
     start = 0
     for k, data in enumerate(caches):
         src_rows = picked.loc[picked["_cache"] == k, "_row"].to_numpy()

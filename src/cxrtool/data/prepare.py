@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrError
+from ..locks import FolderNotWritable
 from ..progress import info, print_table, progress_bar, result, warn
 from ..runs import atomic_write_bytes, write_manifest
 from ..safeio import csv_text
@@ -50,11 +51,19 @@ from .cache import (
     split_counts,
     split_hash,
 )
-from .cachedir import CACHE_FILES, FINISHING, TMP_DIR, PrepareInterrupted, check_output, writing_cache  # noqa: F401 - re-exported
+from .cachedir import (  # noqa: F401 - re-exported
+    CACHE_FILES,
+    FINISHING,
+    TMP_DIR,
+    PrepareInterrupted,
+    check_output,
+    ready_unwritable,
+    writing_cache,
+)
 from .dedup import drop_training_members, find_pairs
 from .fingerprint import fingerprint
 from .imageio import ImageReadError, open_regular, read_gray_from, resize, square_crop
-from .npyfile import shrink_images
+from .npyfile import open_images, shrink_images
 from .pool import start_pool
 from .sources.base import PrepareOptions, SourceTable
 from .sources.covid import PrepareCovidConfig, read_covid
@@ -98,12 +107,9 @@ def decode_all(
     there, in the same order. Returns (number decoded, per input path: (slot or -1, crop,
     fingerprint, hash, reason)).
     """
-    images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=(max(1, len(paths)), size, size))
-    thumbs = None
-    if thumbs_path is not None:
-        thumbs = np.lib.format.open_memmap(
-            thumbs_path, mode="w+", dtype=np.uint8, shape=(max(1, len(paths)), FINE, FINE)
-        )
+    # Space checked and reserved first: a full disk is one line, not SIGBUS (data/npyfile.py).
+    images = open_images(images_path, (max(1, len(paths)), size, size))
+    thumbs = open_images(thumbs_path, (max(1, len(paths)), FINE, FINE)) if thumbs_path is not None else None
     results: list[tuple] = [None] * len(paths)  # type: ignore[list-item]
     tasks = [(k, p, size) for k, p in enumerate(paths)]
     slot = 0
@@ -370,11 +376,16 @@ def print_summary(
 
 
 def _run(cfg: PrepareOptions, source: str, make_table) -> PreparedData:
-    with writing_cache(cfg.out):
-        ready = check_output(cfg.out, cfg.settings(), source, cfg.overwrite)
-        if ready is not None:
-            return ready
-        return build_cache(make_table(cfg), cfg)
+    try:
+        with writing_cache(cfg.out):
+            ready = check_output(cfg.out, cfg.settings(), source, cfg.overwrite)
+            if ready is not None:
+                return ready
+            return build_cache(make_table(cfg), cfg)
+    except FolderNotWritable as problem:  # a read-only cache made with these settings needs no write
+        if cfg.overwrite:
+            raise
+        return ready_unwritable(cfg.out, cfg.settings(), source, problem)
 
 
 def prepare_nih(cfg: PrepareNihConfig) -> PreparedData:

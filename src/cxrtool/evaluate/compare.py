@@ -28,6 +28,7 @@ import pandas as pd
 
 from ..errors import CxrError
 from ..formatting import fmt, fmt_ci, number_or_none
+from ..locks import require_writable
 from ..progress import info, result
 from ..runs import atomic_write_text, holds_locks, own_output, read_json
 from ..safeio import csv_text
@@ -393,6 +394,7 @@ def compare(cfg: CompareConfig, page: Callable[[Path], Path] | None = None) -> P
     recorded as compare's own file, like the tables).
     """
     out = Path(cfg.out)
+    require_writable(out, "--out")  # a file, a read-only or full disk: one line before any work
     owned = own_output(out, "comparison", "compare")  # refuses a folder holding a user's file
     if owned.held("compare") and not cfg.overwrite:
         raise CxrError(f"{out}: holds an earlier table; pass --overwrite to replace it or --out DIR")

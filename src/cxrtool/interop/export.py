@@ -32,6 +32,7 @@ from ..config import require
 from ..data.cache import PreparedData
 from ..data.tensors import to_model_input
 from ..errors import CxrError, did_you_mean
+from ..locks import require_writable
 from ..models.checkpoint import CARD, load_checkpoint, resolve_checkpoint
 from ..owned import note_written
 from ..progress import info, result
@@ -187,6 +188,7 @@ def export_run(cfg: ExportConfig) -> Path:
     model, card = load_checkpoint(folder)
     model = model.float().eval()
     out = Path(cfg.out) if cfg.out else given / "export" / cfg.format
+    require_writable(out, "--out" if cfg.out else "the run's export folder; choose another with --out")
     target, card_path = out / FORMATS[cfg.format], out / "card.json"
     # One export at a time per folder; a folder holding a file no cxrtool command wrote is refused.
     owned = own_output(out, "export", "export", legacy=_legacy_export)

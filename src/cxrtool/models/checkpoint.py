@@ -15,6 +15,7 @@ beside it, so a checkpoint truncated later (a copy cut short, a full disk) is re
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -25,13 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CxrError
+from ..errors import CxrError, fs_reason
 from ..owned import current_umask, note_written
 from ..progress import notice
 from ..runs import RunNeed, is_cv_run, resolve_run, to_json
 from ..safeio import read_json_file
+from ..signals import signals_deferred
 from .backbones import INPUT_CONVENTIONS, XRayClassifier
 from .registry import arch_names, create_model
 
@@ -43,23 +46,51 @@ CARD_FORMAT = "cxrtool-checkpoint/1"
 
 
 def _write_folder_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Fill a temporary sibling folder, then swap it in place of `target`."""
+    """Fill a temporary sibling folder, then swap it in place of `target`.
+
+    Whatever stops the fill (a full disk, Ctrl-C, SIGTERM) removes the temporary folder and
+    leaves the previous `target` as it was; a full or read-only disk is one line naming the folder
+    (safetensors reports it as its own error type, not an OSError). The two renames of the swap run
+    with interrupts held back, so that no signal lands between them and leaves no `target`.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    note_written(target, folder=True)  # the folder and its temporaries are the run's (owned.py)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
     old = target.parent / f".{target.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        note_written(target, folder=True)  # the folder and its temporaries are the run's (owned.py)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         fill(tmp)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+        with signals_deferred():
+            if target.exists():
+                os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if old.exists() and not target.exists():
+                    os.replace(old, target)  # put the previous checkpoint back
+                raise
+    except OSError as exc:
+        raise _save_error(target, exc) from None
+    except SafetensorError as exc:
+        raise _save_error(target, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _save_error(target: Path, exc: Exception) -> CxrError:
+    """One line for a checkpoint that could not be saved: why, and that the previous one is kept."""
+    if isinstance(exc, OSError):
+        reason = fs_reason(exc)
+    else:  # safetensors' message carries the OS error: "... No space left on device (os error 28)"
+        text = str(exc)
+        full = "No space left" in text or "os error 28" in text or "StorageFull" in text
+        reason = fs_reason(OSError(errno.ENOSPC, "")) if full else text.splitlines()[0] if text else type(exc).__name__
+    kept = " (the previous one is kept)" if target.exists() else ""
+    return CxrError(f"{target}: the checkpoint could not be saved{kept}: {reason}")
 
 
 def model_card(

@@ -30,17 +30,37 @@ class ArchSpec:
     description: str
     build_body: Callable[[], tuple[nn.Module, int]]  # () -> (randomly initialised body, num_features)
     imagenet: str | None  # torchvision weights enum name, when ImageNet weights exist
+    # The smallest input side (px) the body runs on, measured: a training step at batch 2 and an
+    # inference at batch 1 (tests/test_disk_errors.py checks it, and for densenet121 that one pixel less fails).
+    min_image_size: int = 8
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
+IMAGE_SIZE_RANGE = (16, 2048)  # what --image-size accepts for any architecture
 
 
-def register(name: str, description: str, imagenet: str | None = None):
+def register(name: str, description: str, imagenet: str | None = None, min_image_size: int = 8):
     def deco(fn: Callable[[], tuple[nn.Module, int]]):
-        _REGISTRY[name] = ArchSpec(name, description, fn, imagenet)
+        _REGISTRY[name] = ArchSpec(name, description, fn, imagenet, min_image_size)
         return fn
 
     return deco
+
+
+def check_image_size(arch: str | None, image_size: int, option: str = "--image-size") -> None:
+    """Refuse an input side outside IMAGE_SIZE_RANGE or below what `arch` runs on, naming the option.
+
+    `arch` None (not known yet: a finetune takes its parent's) checks the range only.
+    """
+    low, high = IMAGE_SIZE_RANGE
+    if not low <= int(image_size) <= high:
+        raise CxrError(f"{option}: must be between {low} and {high} pixels (got {image_size})")
+    smallest = max(low, get_spec(arch).min_image_size) if arch is not None else low
+    if int(image_size) < smallest:
+        raise CxrError(
+            f"{option}: {arch} needs at least {smallest} pixels (its pooling leaves nothing of a smaller "
+            f"image; got {image_size}); give --image-size {smallest} or more, or another --arch"
+        )
 
 
 def arch_names() -> list[str]:
@@ -56,7 +76,10 @@ def get_spec(arch: str) -> ArchSpec:
 
 
 @register(
-    "densenet121", "DenseNet-121 (torchvision), as CheXNet; 7x7 features at 224", "DenseNet121_Weights.IMAGENET1K_V1"
+    "densenet121",
+    "DenseNet-121 (torchvision), as CheXNet; 7x7 features at 224",
+    "DenseNet121_Weights.IMAGENET1K_V1",
+    min_image_size=29,  # below, the last transition's 2x2 average pool gets a 1x1 map
 )
 def _densenet121():
     # lazy: torchvision, only for the architectures built from it

@@ -25,7 +25,8 @@ SHOWN_EPOCHS = 12  # longer per-epoch tables are folded away
 
 def read_csv(path: Path) -> pd.DataFrame | None:
     try:
-        return restore_cells(pd.read_csv(path)) if path.is_file() else None  # cells quoted against formulas
+        # cells quoted against formulas; file names that are not UTF-8 are their bytes (runs.atomic_write_text)
+        return restore_cells(pd.read_csv(path, encoding_errors="surrogateescape")) if path.is_file() else None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return None
 

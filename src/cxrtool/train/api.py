@@ -41,6 +41,7 @@ from ..runs import (
 from .config import FinetuneConfig, TrainConfig
 from .curves import read_metrics
 from .folds import cross_validate
+from .resume_options import check_resume_options
 from .steps import finish_training, make_run_dir, select_labels, start_training, train_run
 from .tensorboard import tensorboard_callbacks
 from .trainer import EpochCallback, TrainPlan, fit
@@ -135,8 +136,13 @@ def resume(
     workers: int | None = None,
     device: str | None = None,
     callbacks: Sequence[EpochCallback] = (),
+    given: dict[str, Any] | None = None,
 ) -> Path:
-    """Continue an interrupted run from its checkpoints/last (optionally for more `epochs`)."""
+    """Continue an interrupted run from its checkpoints/last (optionally for more `epochs`).
+
+    `given`: the other options the user passed with --resume (field name -> value); each must
+    equal the run's config.yaml, else one line names those that differ (train/resume_options.py).
+    """
     run_dir = resolve_run(Path(run) if run is not None else _newest(kind))
     lock_run(run_dir)  # one writer at a time; dies with the process
     paths = RunPaths(run_dir)
@@ -146,6 +152,8 @@ def resume(
     cls = FinetuneConfig if manifest.get("kind") == "finetune" else TrainConfig
     if not paths.config.is_file():
         raise CxrError(f"{run_dir}: no config.yaml to resume from")
+    if given:
+        check_resume_options(run_dir, paths.config, given, manifest, {f.name for f in dataclasses.fields(cls)})
     last = resolve_checkpoint(run_dir, "last")
     state = load_state(last)
     # The parent's weights are already in checkpoints/last: do not ask for them again.

@@ -16,7 +16,7 @@ from ..config import require
 from ..data.pool import cap_workers, default_workers
 from ..device import DEVICE_CHOICES
 from ..errors import CxrError
-from ..models.registry import get_spec
+from ..models.registry import check_image_size, get_spec
 from .tensorboard import require_tensorboard
 
 SELECT_CHOICES = ("loss", "auroc", "last")
@@ -84,10 +84,9 @@ class TrainConfig:
             f"--augment: choose one of {', '.join(AUGMENT_CHOICES)} (got {self.augment!r})",
         )
         if self.image_size is not None:
-            require(
-                16 <= int(self.image_size) <= 2048,
-                f"--image-size: must be between 16 and 2048 pixels (got {self.image_size})",
-            )
+            # The architecture's own minimum too (densenet121: 29 px). A finetune's arch may come from
+            # its parent: transfer.py resolves it with dataclasses.replace, which checks again.
+            check_image_size(self.arch, int(self.image_size))
         require(
             str(self.device).split(":")[0] in DEVICE_CHOICES,
             f"--device: choose one of {', '.join(DEVICE_CHOICES)} (got {self.device!r})",
