@@ -188,17 +188,21 @@ def _unwritable(directory: Path, exc: OSError, doing: str) -> CxrError:
 
 
 def require_writable(folder: str | Path, option: str = "--out") -> Path:
-    """Create `folder` if absent and check that a file can be written in it; else one line naming it.
+    """Check that files can be written in `folder` (or, while it does not exist, in the folder that
+    would hold it) before a command's work starts; else one line naming it and `option`.
 
     A probe file is made and removed (permission bits alone do not tell: root ignores them, and a
-    read-only mount or a full disk shows only when writing).
+    read-only mount or a full disk shows only when writing). Nothing is created for good: a command
+    that then fails for another reason leaves no empty folder behind.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CxrError(f"{folder}: is a file, not a folder ({option}); give a folder (new or empty)")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise CxrError(f"{folder}: {existing} is a file, not a folder ({option}); give another path")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
         try:
             os.write(fd, b"\n")  # a full disk may still create an empty file
         finally:
