@@ -105,12 +105,12 @@ SLOW_DECODE = textwrap.dedent(r"""
     import os, signal, sys, time
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     import cxrtool.data.imageio as imageio
-    real = imageio.read_gray
-    def slow(path):  # runs in the decoding workers (forked after this patch)
+    real = imageio.read_gray_from
+    def slow(fh, path):  # runs in the decoding workers (forked after this patch)
         os.write(1, b"decoding\n")
         time.sleep(60)
-        return real(path)
-    imageio.read_gray = slow
+        return real(fh, path)
+    imageio.read_gray_from = slow
     from cxrtool.cli import app
     app(sys.argv[1:], prog_name="cxrtool")
 """)
