@@ -30,6 +30,7 @@ from ..data.cache import SPLITS, PreparedData
 from ..data.dataset import CacheDataset
 from ..data.imageio import IMAGE_SUFFIXES
 from ..data.labels import needs_any_class, needs_classes, resolve_class
+from ..data.lineage import ALLOW_SEEN, check_data_hash, check_seen, content_keys, file_keys, read_lineage, scored_rows
 from ..data.walk import collect_image_files
 from ..device import resolve_device
 from ..errors import CxrError
@@ -70,6 +71,7 @@ class CamConfig:
     overlays: bool = True
     maps: bool = True
     overwrite: bool = False
+    allow_seen: bool = False  # map images the run's lineage trained or validated on (labelled in-sample)
 
     def __post_init__(self) -> None:
         self.inputs = [Path(p) for p in self.inputs]
@@ -123,6 +125,8 @@ class CamImages:
     dataset: Any  # a FileDataset or CacheDataset the inference engine reads, position by position
     truth: Any = None  # callable (position, class name) -> 1.0 / 0.0 / nan
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    keys: Any = None  # lineage keys (data.lineage), position by position
+    what: str = ""  # the images, in words (for the lineage check's message)
 
 
 def _stem(name: str) -> str:
@@ -168,14 +172,18 @@ def _file_images(cfg: CamConfig, size: int) -> CamImages:
         size=size,
         dataset=FileDataset(files, size),
         skipped=skipped,
+        keys=file_keys(files),
+        what=f"{len(files)} image file(s)",
     )
 
 
-def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]:
+def _cache_images(cfg: CamConfig, run_dir: Path | None, lineage) -> tuple[CamImages, Any]:
     if cfg.data is None and run_dir is None:
         raise CxrError(f"{cfg.run}: a checkpoint folder records no data; pass --data DIR or image files")
     data = PreparedData(cfg.data) if cfg.data is not None else resolve_data(None, run_dir)
-    rows = data.require_rows(cfg.split)
+    if cfg.data is None:
+        check_data_hash(run_dir, data, lineage)
+    rows, scored = scored_rows(lineage, data, cfg.split)  # a fold's run: its own held-out fold
     ids = data.index["id"].astype(str).to_numpy()
 
     def truth(position: int, label: str) -> float:
@@ -189,6 +197,8 @@ def _cache_images(cfg: CamConfig, run_dir: Path | None) -> tuple[CamImages, Any]
         size=data.size,
         dataset=CacheDataset(data, rows),
         truth=truth,
+        keys=content_keys(data, rows),
+        what=f"the {scored} of {data.root}",
     )
     return images, data
 
@@ -256,10 +266,12 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     names = _Names(owned, cfg.overwrite)
     run_dir = source if is_run_dir(source) else (source.parent.parent if is_run_dir(source.parent.parent) else None)
 
+    lineage = read_lineage(run_dir)
     if cfg.inputs:
         images, data = _file_images(cfg, cache_size), None
     else:
-        images, data = _cache_images(cfg, run_dir)
+        images, data = _cache_images(cfg, run_dir, lineage)
+    seen_entry, seen = check_seen(lineage, images.keys, cfg.allow_seen, f"cam {source}: {images.what}")
     boxes = _load_boxes(cfg, images.size, data, labels)
     mode = "given" if given else ("top" if cfg.top else ("boxes" if boxes is not None else "top"))
     top = cfg.top or 1
@@ -340,6 +352,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                     "label": images.truth(p, label) if images.truth else float("nan"),
                     "overlay": "",
                     "map": "",
+                    "in_sample": int(seen[p]),
                 }
                 if cfg.maps:
                     path = names.claim(out / "maps" / f"{name(p, c)}.npy")
@@ -347,15 +360,21 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                     row["map"] = str(path)
                 if cfg.overlays:
                     path = names.claim(out / "overlays" / f"{name(p, c)}.png")
+                    seen_note = f" · seen in training ({ALLOW_SEEN})" if seen[p] else ""
                     save_overlay(
-                        path, pixels[j], cam, f"{label}: p = {prob:.2f}", f"{images.ids[p]} · {cfg.method}", own_boxes
+                        path,
+                        pixels[j],
+                        cam,
+                        f"{label}: p = {prob:.2f}",
+                        f"{images.ids[p]} · {cfg.method}{seen_note}",
+                        own_boxes,
                     )
                     row["overlay"] = str(path)
                 pairs.append(row)
                 if own_boxes:
                     scores.append(
                         {
-                            **{k: row[k] for k in ("id", "class", "method", "probability", "label")},
+                            **{k: row[k] for k in ("id", "class", "method", "probability", "label", "in_sample")},
                             "boxes": len(own_boxes),
                             **score_map(cam, own_boxes, cfg.thresholds),
                         }
@@ -375,7 +394,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     if not read:
         first = f" ({images.skipped[0][0]}: {images.skipped[0][1]})" if images.skipped else ""
         raise CxrError(f"none of the {len(positions)} input(s) could be read as an X-ray image{first}")
-    return _finish(cfg, out, pairs, scores, images, scoring, read)
+    return {**_finish(cfg, out, pairs, scores, images, scoring, read), "lineage": seen_entry}
 
 
 def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | None:
@@ -411,7 +430,8 @@ INDEX_COLUMNS = ["id", "class", "method", "probability", "label", "overlay", "ma
 def _write_index(out: Path, pairs: list[dict]) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     """Write cams.csv: this call's rows and an earlier call's rows for maps this call did not rewrite."""
     out.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(pairs, columns=INDEX_COLUMNS)
+    # in_sample (data.lineage) is not required of an earlier index: older cams.csv files lack it.
+    frame = pd.DataFrame(pairs, columns=[*INDEX_COLUMNS, "in_sample"])
     index_path = out / INDEX_NAME
     frame_all = frame
     if index_path.is_file() and len(frame):

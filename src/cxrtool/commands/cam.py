@@ -60,6 +60,11 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace maps and scores already in the output folder."
         ),
+        allow_seen: bool = typer.Option(
+            False,
+            "--allow-seen",
+            help="Score images the run (or a run it was finetuned from) trained or validated on, labelled in-sample.",
+        ),
         config: Path | None = typer.Option(None, "--config", help="YAML file of option values."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; tables still print."),
     ) -> None:
@@ -91,5 +96,6 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             device=device,
             overwrite=overwrite or None,
+            allow_seen=allow_seen or None,
         )
         run_cam(cfg)

@@ -37,6 +37,12 @@ def register(app: typer.Typer) -> None:
             Path("results"), "--out", help="Folder for table.md, arms.csv, findings.csv and report.html."
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier table in --out."),
+        allow_stale: bool = typer.Option(
+            False, "--allow-stale", help="Tabulate evaluations of earlier weights than the run's, labelled stale."
+        ),
+        allow_seen: bool = typer.Option(
+            False, "--allow-seen", help="Tabulate evaluations of images the run had seen, labelled in-sample."
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table."),
     ) -> None:
         """Test AUROC with intervals, k-fold spread, external score and shortcut baseline per arm, in one table."""
@@ -56,6 +62,8 @@ def register(app: typer.Typer) -> None:
                 published=list(published),
                 out=out,
                 overwrite=overwrite,
+                allow_stale=allow_stale,
+                allow_seen=allow_seen,
             ),
             page=write_compare_page,
         )

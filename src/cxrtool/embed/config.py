@@ -59,6 +59,7 @@ class EmbedConfig:
     run: Path | None = None  # run directory (None: the newest under ./runs)
     data: Path | None = None  # prepared cache (None: the one the run was trained on)
     split: str = "test"  # train / val / test / all (all: mapped together, scored per split)
+    allow_seen: bool = False  # map and score images the run's lineage saw (latent scores labelled in-sample)
     space: str = "both"  # latent, pixels, both (or "latent,pixels")
     method: str = "all"  # som, tsne, umap, all (or "som,tsne")
     max_images: int = 10000  # stratified, seeded sample; 0 = every image

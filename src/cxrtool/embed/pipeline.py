@@ -28,6 +28,16 @@ from threadpoolctl import threadpool_limits
 from ..config import dump_config
 from ..data.cache import PreparedData
 from ..data.labels import COVID_LABEL
+from ..data.lineage import (
+    Lineage,
+    check_data_hash,
+    check_seen,
+    content_keys,
+    fold_split_names,
+    read_lineage,
+    scored_rows,
+    seen_mask,
+)
 from ..device import resolve_device
 from ..errors import CxrError
 from ..formatting import fmt
@@ -61,6 +71,8 @@ def _resolve_inputs(cfg: EmbedConfig) -> tuple[Path | None, PreparedData, Path]:
         return None, PreparedData(cfg.data), Path(cfg.out)
     run = resolve_run(cfg.run)
     data = resolve_data(cfg.data, run)
+    if cfg.data is None and "latent" in cfg.spaces:
+        check_data_hash(run, data, read_lineage(run))
     return run, data, Path(cfg.out) if cfg.out is not None else RunPaths(run).embed
 
 
@@ -101,9 +113,14 @@ def _compute_space(space: str, run: Path | None, data: PreparedData, rows: np.nd
 SPLIT_ORDER = ("test", "val", "train")
 
 
-def _in_sample(split: str, space: str) -> bool:
-    """The network was fitted to the train split; pixels involve no network, so nothing is in-sample."""
-    return space == "latent" and split == "train"
+def _in_sample(split: str, space: str, images: SampledImages) -> bool:
+    """Whether the network saw some of the split's images (by its lineage: a run that records none
+    is taken to have fitted its train split); pixels involve no network, so nothing is in-sample."""
+    if space != "latent":
+        return False
+    if images.seen is None:
+        return split == "train"
+    return bool(images.seen[images.splits == split].any()) if split != "all" else bool(images.seen.any())
 
 
 def split_scores(x: np.ndarray, images: SampledImages, cfg: EmbedConfig, space: str) -> dict[str, Any]:
@@ -115,7 +132,7 @@ def split_scores(x: np.ndarray, images: SampledImages, cfg: EmbedConfig, space: 
     """
     if cfg.split != "all":
         scores = structure_scores(x, images.classes, cfg.knn, images.patients, cfg.seed)
-        return {**scores, "scored_on": cfg.split, "in_sample": _in_sample(cfg.split, space)}
+        return {**scores, "scored_on": cfg.split, "in_sample": _in_sample(cfg.split, space, images)}
     by_split: dict[str, Any] = {}
     for name in SPLIT_ORDER:
         member = images.splits == name
@@ -126,7 +143,7 @@ def split_scores(x: np.ndarray, images: SampledImages, cfg: EmbedConfig, space: 
             **scores,
             "images": int(member.sum()),
             "knn_chance": chance_accuracy(images.classes[member]),
-            "in_sample": _in_sample(name, space),
+            "in_sample": _in_sample(name, space, images),
         }
     head = next(iter(by_split), None)
     headline = (
@@ -150,8 +167,11 @@ class SampledImages:
     """The images a map is drawn for: a sample of the cache stratified by finding and source, and
     what is known about them (ids, patients, sources, findings)."""
 
-    def __init__(self, data: PreparedData, cfg: EmbedConfig):
-        rows = data.require_rows(None if cfg.split == "all" else cfg.split)
+    def __init__(self, data: PreparedData, cfg: EmbedConfig, lineage: Lineage | None = None):
+        if lineage is not None and cfg.split != "all":
+            rows = scored_rows(lineage, data, cfg.split)[0]  # a fold's run: its own held-out fold
+        else:
+            rows = data.require_rows(None if cfg.split == "all" else cfg.split)
         targets = data.targets(rows)
         classes = primary_findings(targets, data.labels, cfg.multi_label)
         sources = data.index["source"].iloc[rows].astype(str).to_numpy()
@@ -166,7 +186,11 @@ class SampledImages:
         index = data.index.iloc[self.rows]
         self.ids = index["id"].astype(str).to_numpy()
         self.patients = index["patient"].astype(str).to_numpy()
-        self.splits = index["split"].astype(str).to_numpy()
+        self.splits = (
+            fold_split_names(lineage, data)[self.rows] if lineage is not None else index["split"].astype(str).to_numpy()
+        )
+        # Which images the network (or an ancestor) saw; None: not known (no lineage, or pixels only).
+        self.seen = seen_mask(lineage, content_keys(data, self.rows)) if lineage is not None else None
         self.labels_text = label_strings(self.targets, data.labels)
         covid = data.labels.index(COVID_LABEL) if COVID_LABEL in data.labels else None
         self.covid = (np.nan_to_num(self.targets[:, covid]) > 0.5) if covid is not None else None
@@ -256,7 +280,18 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     run, data, out = _resolve_inputs(cfg)
     owned = own_output(out, "embedding folder", "embed")  # refuses a folder holding a user's file
     _check_outputs(out, cfg, owned)
-    images = SampledImages(data, cfg)
+    lineage = read_lineage(run) if run is not None and "latent" in cfg.spaces else None
+    images = SampledImages(data, cfg, lineage)
+    if lineage is not None:
+        # The headline scores (the split asked for; with `all`, the test split's) must be of unseen
+        # images; with `all` the other splits are mapped too and their scores labelled in-sample.
+        headline = images.splits == "test" if cfg.split == "all" else np.ones(len(images.rows), dtype=bool)
+        check_seen(
+            lineage,
+            content_keys(data, images.rows[headline]),
+            cfg.allow_seen,
+            f"embed {run}: {cfg.split} images of {data.root}",
+        )
     info(f"mapping {len(images.rows):,} images ({cfg.split}) of {data.root} into {out}")
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(images.ids, cfg, run, data)

@@ -34,6 +34,7 @@ from ..runs import atomic_write_text, holds_locks, own_output, read_json
 from ..safeio import csv_text
 from .metrics import mean_and_sd
 from .published import PublishedResult, label_key, published_auroc, published_results
+from .trust import check_evaluations
 
 ARM_COLUMNS = [
     "arm",
@@ -75,6 +76,8 @@ class CompareConfig:
     published: list[str] = field(default_factory=list)  # "chexnet", "wang", or "TITLE=FILE.csv" (label,auroc)
     out: Path = Path("results")
     overwrite: bool = False
+    allow_stale: bool = False  # tabulate evaluations of earlier weights (labelled stale)
+    allow_seen: bool = False  # tabulate in-sample evaluations (evaluate --allow-seen; labelled in-sample)
 
 
 def parse_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
@@ -398,7 +401,16 @@ def compare(cfg: CompareConfig, page: Callable[[Path], Path] | None = None) -> P
     owned = own_output(out, "comparison", "compare")  # refuses a folder holding a user's file
     if owned.held("compare") and not cfg.overwrite:
         raise CxrError(f"{out}: holds an earlier table; pass --overwrite to replace it or --out DIR")
+    # Stale or in-sample evaluations are refused, or (when allowed) their arm's status says so.
+    flagged = check_evaluations(
+        [(n, r, f"--arm {n}") for n, r in parse_pairs(cfg.arms, "--arm")]
+        + [(n, r, f"--cv {n}") for n, r in parse_pairs(cfg.cv, "--cv")]
+        + [(n, r, f"--pretrain {r}") for n, r in pretrain_runs(cfg.pretrain)],
+        cfg.allow_stale,
+        cfg.allow_seen,
+    )
     arms = arms_table(cfg)
+    arms["status"] = [f"{s}; {flagged[a]}" if a in flagged else s for a, s in zip(arms["arm"], arms["status"])]
     published = published_columns(cfg.published or ["chexnet"])
     findings = None
     pretrained = [(name, read_evaluation(Path(run), f"--pretrain {run}")) for name, run in pretrain_runs(cfg.pretrain)]

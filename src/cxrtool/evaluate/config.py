@@ -32,6 +32,7 @@ class EvaluateConfig:
     checkpoint: str = "best"
     overwrite: bool = False
     sensitivity: float = 0.9  # the fixed-sensitivity operating point, chosen on val
+    allow_seen: bool = False  # score images the run's lineage trained or validated on (labelled in-sample)
 
     def __post_init__(self) -> None:
         require(

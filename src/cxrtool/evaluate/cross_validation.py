@@ -24,6 +24,7 @@ from scipy import stats
 
 from ..errors import CxrError
 from ..inference import predictions_table, resolve_data, write_predictions
+from ..models.provenance import file_sha256
 from ..progress import info, warn
 from ..runs import OOF_PREDICTIONS
 from ..safeio import restore_cells
@@ -64,7 +65,7 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
     if cfg.external is not None:
         raise CxrError(
             f"--external: {run} is a cross-validation run with one model per fold; "
-            "evaluate one fold's own run (e.g. RUN/fold-1) against the external data"
+            "evaluate one fold's own run (e.g. RUN/fold-1: it scores its own held-out fold) against the external data"
         )
     if cfg.tta:
         warn("--tta: ignored for a cross-validation run (its out-of-fold probabilities are already computed)")
@@ -85,7 +86,12 @@ def evaluate_cv_run(cfg, run: Path) -> dict:
         what=f"out-of-fold predictions of {frame['fold'].nunique()} folds",
         run=run,
     )
-    metrics.update(split="out-of-fold", cv=cv_summary(labels, targets, probs, folds, frame["patient"].to_numpy()))
+    # The predictions' hash: report and compare tell an evaluation of an earlier CV run (evaluation_status).
+    metrics.update(
+        split="out-of-fold",
+        oof_sha256=file_sha256(run / OOF_PREDICTIONS),
+        cv=cv_summary(labels, targets, probs, folds, frame["patient"].to_numpy()),
+    )
     headline_from_folds(metrics, int(frame["fold"].nunique()))
     if cfg.shortcuts is not False:
         metrics["shortcuts"] = _cv_shortcuts(cfg, run, frame, labels, targets, folds, metrics["labels"])

@@ -26,17 +26,20 @@ import torch
 
 from ..data.cache import PreparedData
 from ..data.labels import needs_any_class
+from ..data.lineage import Lineage, check_data_hash, check_seen, content_keys, read_lineage, scored_rows
 from ..device import resolve_device
 from ..errors import CxrError
 from ..inference import predict_probs, predictions_table, resolve_data, write_predictions
 from ..models.checkpoint import load_checkpoint, resolve_checkpoint
+from ..models.provenance import weights_record
 from ..progress import info, warn
 from ..runs import RunNeed, atomic_write_json, holds_locks, is_cv_run, resolve_run
 from .by_source import add_within_source
 from .config import EvaluateConfig
 from .cross_validation import evaluate_cv_run
 from .metrics import label_report
-from .outputs import image_keys, prepare_out, score, write_outputs
+from .outputs import image_keys as frame_keys
+from .outputs import prepare_out, score, write_outputs
 from .published import published_results
 from .shortcuts import shortcut_baselines
 from .thresholds import FILE, choose_thresholds, report_at_thresholds, thresholds_document
@@ -66,11 +69,16 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
     out = prepare_out(cfg, run)
     model, card = load_checkpoint(run, cfg.checkpoint, device)
     data = resolve_data(cfg.data, run)
+    lineage = read_lineage(run)
+    data_changed = check_data_hash(run, data, lineage) if cfg.data is None else False
+    rows, scored = scored_rows(lineage, data, cfg.split)
+    seen, seen_mask = check_seen(
+        lineage, content_keys(data, rows), cfg.allow_seen, f"evaluate {run}: its {scored} of {data.root}"
+    )
     labels, unmatched = match_labels(list(card["labels"]), data, run, imported=bool(card.get("source")))
     if labels != list(card["labels"]):
         model = only_outputs(model, [list(card["labels"]).index(l) for l in labels])
     cols = data.require_labels(labels, f"the model in {run}")
-    rows = data.require_rows(cfg.split)
     targets = data.targets(rows)[:, cols]
     image_size = int(card["image_size"])
     trained_size = (card.get("preprocessing") or {}).get("cache_size")
@@ -83,19 +91,42 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
         model, data, rows, image_size, cfg.batch_size, device, cfg.tta, description=f"evaluate {cfg.split}"
     )
     frame = data.index.iloc[rows]
-    metrics = score(
-        cfg, labels, targets, probs, frame["patient"].to_numpy(), what=f"{cfg.split} split of {data.root}", run=run
+    what = f"{scored} of {data.root}" + (
+        f" (in-sample: {seen['seen']} images seen in training)" if seen["in_sample"] else ""
     )
+    metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(), what=what, run=run)
     metrics.update(
-        checkpoint=cfg.checkpoint, data=str(data.root), data_hash=data.data_hash, split=cfg.split, tta=cfg.tta
+        checkpoint=cfg.checkpoint,
+        weights=weights_record(resolve_checkpoint(run, cfg.checkpoint), cfg.checkpoint),
+        data=str(data.root),
+        data_hash=data.data_hash,
+        data_changed=data_changed,
+        split=cfg.split,
+        scored=scored,
+        in_sample=seen["in_sample"],
+        lineage=seen,
+        tta=cfg.tta,
     )
     metrics["operating_points"] = operating_points(
-        cfg, run, out, model, card, data, cols, labels, metrics, targets, probs, frame["patient"].to_numpy(), device
+        cfg,
+        run,
+        out,
+        model,
+        card,
+        data,
+        cols,
+        labels,
+        metrics,
+        targets,
+        probs,
+        frame["patient"].to_numpy(),
+        device,
+        part_rows(lineage, data, "val"),
     )
 
     shortcuts = cfg.shortcuts
     if shortcuts is not False:
-        fit_rows = data.rows("train")
+        fit_rows = part_rows(lineage, data, "train")
         result = None
         if len(fit_rows):
             result = shortcut_baselines(
@@ -116,10 +147,11 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
         metrics["shortcuts"] = result
         add_within_source(cfg, metrics, data, frame, labels, targets, probs, model, card, device)
     if cfg.external is not None:
-        metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device)
+        metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device, lineage)
 
     metrics["labels"].update(unmatched_entries(unmatched, data, rows))
-    write_predictions(out / "predictions.csv", predictions_table(image_keys(frame), labels, probs, targets=targets))
+    keys = {**frame_keys(frame), **({"seen": seen_mask.astype(int)} if seen["in_sample"] else {})}
+    write_predictions(out / "predictions.csv", predictions_table(keys, labels, probs, targets=targets))
     write_outputs(out, metrics, labels, targets, probs)  # metrics.json is written once, complete
     return metrics
 
@@ -187,6 +219,7 @@ def operating_points(
     probs: np.ndarray,
     patients: np.ndarray,
     device,
+    val_rows: np.ndarray,
 ) -> dict:
     """Choose thresholds on the val split, write out/thresholds.json, and report them on this split.
 
@@ -194,7 +227,6 @@ def operating_points(
     patient-bootstrap intervals at the val-chosen thresholds); the return value says where the
     thresholds come from and whether the reported split contains the one they were chosen on.
     """
-    val_rows = data.rows("val")
     if len(val_rows) == 0:
         warn(f"{data.root}: no val split to choose operating points on; none are reported or written")
         return {"chosen_on": None, "reason": f"{data.root} has no val split"}
@@ -261,9 +293,11 @@ def _external(
     probs: np.ndarray,
     frame: pd.DataFrame,
     device,
+    lineage: Lineage,
 ) -> dict:
     """Score the model on every image of another prepared collection, on the labels both share."""
     ext = PreparedData(cfg.external)
+    ext_seen, ext_mask = check_seen(lineage, content_keys(ext), cfg.allow_seen, f"--external {ext.root}")
     shared = [l for l in labels if l in ext.labels]
     if not shared:
         raise CxrError(
@@ -290,7 +324,12 @@ def _external(
     )["mean"]
     write_predictions(
         out / "external_predictions.csv",
-        predictions_table(image_keys(ext_frame), shared, ext_probs, targets=ext_targets),
+        predictions_table(
+            {**frame_keys(ext_frame), **({"seen": ext_mask.astype(int)} if ext_seen["in_sample"] else {})},
+            shared,
+            ext_probs,
+            targets=ext_targets,
+        ),
     )
     for e in rep["labels"].values():
         e.pop("calibration", None)
@@ -303,4 +342,17 @@ def _external(
         "mean": rep["mean"],
         "internal_mean": internal,
         "split": "all",
+        "in_sample": ext_seen["in_sample"],
+        "lineage": ext_seen,
     }
+
+
+def part_rows(lineage: Lineage, data, role: str) -> np.ndarray:
+    """The rows of the run's own `role` part (val: thresholds; train: shortcut baselines).
+
+    A fold's run has its own validation and training parts inside the cache it was cut from; any
+    other run (or a cache it was not cut from) uses the cache's split of that name.
+    """
+    if lineage.fold is None or data.data_hash != lineage.data_hash or not lineage.recorded:
+        return data.rows(role)
+    return scored_rows(lineage, data, role, announce=False)[0]

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from ..data.lineage import unknown_lineage
 from ..errors import CxrError, did_you_mean
 from ..models.checkpoint import model_card, save_checkpoint
 from ..models.registry import create_model
@@ -276,7 +277,11 @@ def import_xrv(cfg: XrvImportConfig) -> Path:
         }
         card = model_card(model, labels, image_size=INPUT_SIZE, cache_size=INPUT_SIZE, data_hash=None, source=source)
         save_checkpoint(run_dir / "checkpoints" / "best", model, card)
-        write_manifest(run_dir, kind="import", arch=ARCH, labels=labels, data=None, source=source)
+        # Trained elsewhere on public collections (NIH among them): its images are not known one by one.
+        lineage = unknown_lineage(
+            f"torchxrayvision's {name} weights: trained on {entry.get('description') or 'public collections'}"
+        )
+        write_manifest(run_dir, kind="import", arch=ARCH, labels=labels, data=None, source=source, lineage=lineage)
     except BaseException:
         # Complete or absent: remove what this import wrote, as its record lists (an --out folder the
         # user made stays, empty); nothing else was there (new_run_dir refused any other file).

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..config import require
+from ..data.lineage import file_keys, read_lineage, run_of_checkpoint, seen_mask
 from ..data.pool import cap_workers
 from ..data.walk import collect_image_files
 from ..device import resolve_device
@@ -128,7 +129,11 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     if not read:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
-    table = predictions_table({"file": [str(p) for p in read]}, labels, probs[readable], thresholds=thresholds)
+    keys: dict = {"file": [str(p) for p in read]}
+    seen = _seen_files(source, read)
+    if seen is not None:
+        keys["in_sample"] = seen.astype(int)
+    table = predictions_table(keys, labels, probs[readable], thresholds=thresholds)
     table["thresholds"] = origin["text"]
     table.attrs["skipped"] = skipped
     table.attrs["thresholds"] = thresholds
@@ -155,7 +160,8 @@ def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple
     """The operating points to call positives with, and where they come from (said on stderr)."""
     path, doc, note = find_thresholds(source, resolve_checkpoint(source, cfg.checkpoint), cfg.thresholds)
     if doc is None:
-        info(f"thresholds: none; {note}")
+        # Thresholds of an evaluation of earlier weights are never used; say so even with --quiet.
+        (warn if "earlier weights" in note else info)(f"thresholds: none; {note}")
         return {}, {"file": None, "text": "none (probabilities only)", "note": note}
     thresholds = pick_operating_point(doc, cfg.operating_point, labels, path)
     info(f"thresholds: {cfg.operating_point} {note}")
@@ -169,6 +175,22 @@ def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple
     }
 
 
+def _seen_files(source: Path, files: list[Path]) -> np.ndarray | None:
+    """Which files the run (or an ancestor) trained or validated on (their bytes' hash), when any.
+
+    predict scores nothing, so these are not refused: they are said and marked `in_sample`.
+    """
+    run = run_of_checkpoint(source)
+    if run is None:
+        return None
+    lineage = read_lineage(run)
+    mask = seen_mask(lineage, file_keys(files)) if lineage.recorded else None
+    if mask is None or not mask.any():
+        return None
+    warn(f"{int(mask.sum())} of {len(files)} files were trained or validated on by {run}'s lineage: in_sample = 1")
+    return mask
+
+
 def write_output(path: Path, table: pd.DataFrame) -> None:
     """CSV (one row per file) or JSON (records with probabilities, calls, and the skipped files)."""
     if path.suffix.lower() == ".csv":
@@ -180,6 +202,8 @@ def write_output(path: Path, table: pd.DataFrame) -> None:
         rec = {"file": row["file"], "probabilities": {l: row[f"prob_{l}"] for l in labels}}
         if thresholds:
             rec["positive"] = {l: bool(row[f"pred_{l}"]) for l in thresholds}
+        if "in_sample" in row:
+            rec["in_sample"] = bool(row["in_sample"])
         records.append(rec)
     origin = {k: v for k, v in table.attrs["threshold_source"].items() if k != "text"}
     payload = {

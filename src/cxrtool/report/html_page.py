@@ -19,7 +19,9 @@ from typing import Any
 from ..config import read_yaml
 from ..errors import CxrError
 from ..formatting import fmt, fmt_sig
+from ..models.provenance import CURRENT, evaluation_status
 from ..owned import claim_file, claim_folder
+from ..progress import warn
 from ..runs import RunPaths, atomic_write_text, holds_locks, legacy_run_files, read_json, resolve_run
 from . import sections
 from .eval_section import section as eval_section
@@ -92,6 +94,11 @@ def evaluations(paths: RunPaths) -> tuple[list[Evaluation], list[str]]:
         try:
             if (ev := Evaluation.read(folder)) is not None:
                 found.append(ev)
+                # An evaluation of earlier weights (the run was trained further) is named as stale.
+                state, why = evaluation_status(folder, ev.metrics)
+                if state != CURRENT:
+                    warn(why)
+                    problems.append(why)
         except CxrError as exc:  # one damaged folder does not hide the rest of the run
             problems.append(str(exc))
     return found, problems
@@ -129,7 +136,8 @@ def render(run: Path, out: Path) -> str:
     manifest = read_json(paths.manifest)
     evals, problems = evaluations(paths)
     answer = "".join(headline(ev) for ev in evals) or _no_evaluation(paths)
-    answer += "".join(note(f"Not shown: {why}") for why in problems)
+    # A stale evaluation is shown, and its note says so; an unreadable one is not shown.
+    answer += "".join(note(why if ": stale: " in why else f"Not shown: {why}") for why in problems)
     lead = (
         f"{manifest.get('kind', 'run')} of {manifest.get('arch', '?')} on {manifest.get('data', '?')}, "
         f"created {manifest.get('created', '?')}"

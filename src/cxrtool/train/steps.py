@@ -18,6 +18,7 @@ import torch
 
 from ..config import dump_config
 from ..data.cache import PreparedData
+from ..data.lineage import record_training
 from ..device import resolve_device
 from ..errors import CxrError
 from ..models.backbones import XRayClassifier
@@ -109,6 +110,8 @@ def train_run(
     )
     if dinfo.is_main:
         dump_config(cfg, RunPaths(run_dir).config)
+        # The images this run (and, copied from its parent, every ancestor) trains and validates on.
+        lineage = record_training(run_dir, data, train_rows, val_rows, manifest.get("parent"), cfg.weights)
         write_manifest(
             run_dir,
             kind=kind,
@@ -123,6 +126,7 @@ def train_run(
             val_images=len(val_rows),
             world_size=dinfo.world_size,
             weights_load=model.weights_report,
+            lineage=lineage,
             **manifest,
         )
     dist_utils.barrier(dinfo)
