@@ -105,7 +105,8 @@ def record_training(
         parent_run = run_of_checkpoint(parent)
         inherited = read_lineage(parent_run) if parent_run is not None else None
         if inherited is None or not inherited.recorded:
-            unknown.append({"run": str(parent), "reason": "the parent records no images it trained on"})
+            why = inherited.why_unrecorded if inherited is not None else "a checkpoint folder outside a run"
+            unknown.append({"run": str(parent), "reason": f"the parent records no images it trained on ({why})"})
         else:
             parts.append(inherited.table.assign(run=inherited.table["run"] + 1))
             runs += inherited.runs

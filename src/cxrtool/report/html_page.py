@@ -19,7 +19,7 @@ from typing import Any
 from ..config import read_yaml
 from ..errors import CxrError
 from ..formatting import fmt, fmt_sig
-from ..models.provenance import CURRENT, evaluation_status
+from ..models.provenance import STALE, evaluation_status
 from ..owned import claim_file, claim_folder
 from ..progress import warn
 from ..runs import RunPaths, atomic_write_text, holds_locks, legacy_run_files, read_json, resolve_run
@@ -96,7 +96,7 @@ def evaluations(paths: RunPaths) -> tuple[list[Evaluation], list[str]]:
                 found.append(ev)
                 # An evaluation of earlier weights (the run was trained further) is named as stale.
                 state, why = evaluation_status(folder, ev.metrics)
-                if state != CURRENT:
+                if state == STALE:
                     warn(why)
                     problems.append(why)
         except CxrError as exc:  # one damaged folder does not hide the rest of the run
