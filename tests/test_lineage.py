@@ -22,11 +22,14 @@ from cxrtool.cam import CamConfig, run_cam
 from cxrtool.cli import app
 from cxrtool.data.cache import PreparedData, write_cache
 from cxrtool.data.lineage import SEEN, content_keys, read_lineage
+from cxrtool.data.prepare import PrepareNihConfig, prepare_nih
+from cxrtool.data.sources.synthetic import PRETRAIN_FINDINGS, SyntheticConfig, write_raw
 from cxrtool.embed import EmbedConfig, run_embed
 from cxrtool.errors import CxrError
 from cxrtool.evaluate.compare import CompareConfig, compare
 from cxrtool.evaluate.pipeline import EvaluateConfig, evaluate_run
 from cxrtool.models.checkpoint import load_checkpoint, save_checkpoint
+from cxrtool.predict.pipeline import PredictConfig, predict_files
 from cxrtool.report.html_page import ReportConfig, build_report
 from cxrtool.train import FinetuneConfig, TrainConfig, finetune, pretrain
 
@@ -194,3 +197,27 @@ def test_a_run_without_a_record_is_warned_about_not_refused(trained_run, tmp_pat
     assert metrics["lineage"]["checked"] is False and metrics["in_sample"] is False
     manifest = json.loads((trained_run / "manifest.json").read_text())
     assert "lineage" not in manifest
+
+
+def test_a_film_is_recognised_in_another_cache_size_and_as_a_loose_copy(tmp_path):
+    raw = tmp_path / "raw"
+    write_raw(raw, SyntheticConfig(n_patients=20, size=64, seed=5))
+    findings = ",".join(PRETRAIN_FINDINGS)
+    small = prepare_nih(PrepareNihConfig(root=raw, out=tmp_path / "c32", size=32, findings=findings, workers=1))
+    other = prepare_nih(PrepareNihConfig(root=raw, out=tmp_path / "c48", size=48, findings=findings, workers=1))
+    run = pretrain(TrainConfig(data=small.root, weights="none", out=tmp_path / "run", **TINY))
+    seen = int(small.index["split"].isin(["train", "val"]).sum())
+    # The same files prepared at another size: other pixels, the same bytes, so the same keys.
+    with pytest.raises(CxrError, match=rf"{seen} of {len(other)} images were trained or validated on"):
+        _eval(run, data=other.root, split="all")
+    # A training film copied into another folder, given as a loose file.
+    name = small.index.loc[small.index["split"] == "train", "id"].iloc[0]
+    copy = tmp_path / "elsewhere" / "copy.png"
+    copy.parent.mkdir()
+    copy.write_bytes((raw / "images" / name).read_bytes())
+    with pytest.raises(CxrError, match=r"1 of 1 images were trained or validated on"):
+        run_cam(CamConfig(inputs=[copy], run=run, out=tmp_path / "cam", device="cpu"))
+    cams = run_cam(CamConfig(inputs=[copy], run=run, out=tmp_path / "cam", device="cpu", allow_seen=True))
+    assert cams["pairs"]["in_sample"].eq(1).all() and cams["lineage"]["in_sample"] is True
+    table = predict_files(PredictConfig(inputs=[copy], run=run, device="cpu", workers=0))
+    assert table["in_sample"].tolist() == [1]
