@@ -120,6 +120,15 @@ def test_a_cache_split_in_batches_with_the_caches_boxes(workdir, synth_data):
     summary = pd.read_csv(workdir / "split" / "box_scores.csv").set_index("class")
     assert summary.loc["all", "images"] == len(per_image)
     assert summary.loc["all", "pointing_hit_rate"] == pytest.approx(per_image["hit"].mean())
+    # Beside the two baselines, each rate inside its own 95% interval.
+    assert summary.loc["all", "prior_hit_rate"] == pytest.approx(per_image["prior_hit"].mean())
+    for rate in ("pointing_hit_rate", "prior_hit_rate", "box_fraction"):
+        assert (summary[f"{rate}_low"] <= summary[rate] + 1e-9).all() and (
+            summary[rate] <= summary[f"{rate}_high"] + 1e-9
+        ).all()
+    patients = dict(zip(synth_data.index["id"].astype(str), synth_data.index["patient"].astype(str)))
+    assert per_image["patient"].astype(str).tolist() == [patients[i] for i in per_image["id"]]
+    assert set(per_image["method"]) == {"cam"}
     assert not (workdir / "split" / "overlays").exists()
     assert len(list((workdir / "split" / "maps").glob("*.npy"))) == len(per_image)
 

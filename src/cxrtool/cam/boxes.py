@@ -10,7 +10,8 @@ Two scores per image and class, against the union of that class's boxes on the i
   a box; a flat map points nowhere and misses;
 - IoU of the thresholded map (pixels at or above t of the map's range, min-max scaled) with the
   boxes, at a few thresholds t.
-`summarise` turns the per-image rows into per-class rates and an overall ('all') row.
+`summarise` turns the per-image rows into per-class rates and an overall ('all') row, beside the
+uniform and the location-prior pointers, each rate with a 95% interval (baselines.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pandas as pd
 
 from ..data.boxes import NIH_BOX_SPACE, box_label, is_nih_box_header, read_nih_boxes
 from ..errors import CxrError
+from .baselines import rate_intervals
 from .maps import normalise
 
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -127,19 +129,34 @@ def iou_column(t: float) -> str:
 
 
 def summarise(per_image: pd.DataFrame, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> pd.DataFrame:
-    """Per class and overall: images scored, pointing-game hit rate, mean IoU at each threshold.
+    """Per class and overall: maps and patients scored, pointing-game hit rate, mean IoU at each
+    threshold, and the two baselines, each rate with its 95% interval (cam/baselines.py).
 
-    'box_fraction' is the mean share of the image the boxes cover: the hit rate a map that points
-    at random would reach, the baseline to read the hit rate against.
+    'box_fraction' is the mean share of the image the boxes cover: the hit rate of a uniformly
+    random pointer. 'prior_hit_rate' (when `per_image` has `prior_hit`, see baselines.with_prior)
+    is that of the location-prior pointer, which aims where other patients' boxes of the finding
+    are densest. A map that points well beats both.
     """
-    cols = ["class", "images", "pointing_hit_rate", *[iou_column(t) for t in thresholds], "box_fraction"]
+    has_prior = "prior_hit" in per_image.columns
+    rates = ["pointing_hit_rate", *(["prior_hit_rate"] if has_prior else []), "box_fraction"]
+    cols = [
+        "class",
+        "images",
+        "patients",
+        *[c for r in rates for c in (r, f"{r}_low", f"{r}_high")],
+        "interval",
+        *[iou_column(t) for t in thresholds],
+    ]
     if per_image.empty:
         return pd.DataFrame(columns=cols)
 
     def row(name: str, part: pd.DataFrame) -> dict:
         r = {"class": name, "images": len(part), "pointing_hit_rate": float(part["hit"].mean())}
-        r.update({iou_column(t): float(part[iou_column(t)].mean()) for t in thresholds})
+        if has_prior:
+            r["prior_hit_rate"] = float(part["prior_hit"].mean())
         r["box_fraction"] = float(part["box_fraction"].mean())
+        r.update(rate_intervals(part))
+        r.update({iou_column(t): float(part[iou_column(t)].mean()) for t in thresholds})
         return r
 
     rows = [row(c, part) for c, part in per_image.groupby("class", sort=True)]

@@ -40,6 +40,7 @@ from ..owned import OwnedFolder
 from ..progress import info, print_table, result, warn
 from ..runs import RunNeed, RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, own_output
 from ..safeio import csv_text, restore_cells
+from .baselines import patient_finder, with_prior
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
 from .maps import METHODS, feature_grid, low_res_maps, upsample
 from .overlay import save_overlay
@@ -272,7 +273,10 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     else:
         images, data = _cache_images(cfg, run_dir, lineage)
     seen_entry, seen = check_seen(lineage, images.keys, cfg.allow_seen, f"cam {source}: {images.what}")
-    boxes = _load_boxes(cfg, images.size, data, labels)
+    boxes, box_table = _load_boxes(cfg, images.size, data, labels)
+    # The prior pointer learns from every box of the table, leaving each scored image's patient out.
+    patients = dict(zip(data.index["id"].astype(str), data.index["patient"].astype(str))) if data is not None else None
+    prior = (box_table, images.size, patient_finder(patients))
     mode = "given" if given else ("top" if cfg.top else ("boxes" if boxes is not None else "top"))
     top = cfg.top or 1
     positions = np.arange(len(images.ids))
@@ -394,11 +398,12 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     if not read:
         first = f" ({images.skipped[0][0]}: {images.skipped[0][1]})" if images.skipped else ""
         raise CxrError(f"none of the {len(positions)} input(s) could be read as an X-ray image{first}")
-    return {**_finish(cfg, out, pairs, scores, images, scoring, read), "lineage": seen_entry}
+    return {**_finish(cfg, out, pairs, scores, images, scoring, read, prior), "lineage": seen_entry}
 
 
-def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | None:
-    """{id: {class: [boxes]}} for classes the model knows, or None when no boxes are in play."""
+def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> tuple[dict | None, pd.DataFrame | None]:
+    """({id: {class: [boxes]}}, the box table) for classes the model knows, or (None, None) when
+    no boxes are in play."""
     if cfg.boxes is not None:
         table = read_box_file(cfg.boxes, size)
         where = str(cfg.boxes)
@@ -414,14 +419,15 @@ def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> dict | No
         if not table["label"].isin(labels).any():
             # A cache whose boxes.csv holds none of the model's classes (or no row at all) has
             # nothing to score: map each image's most probable class, as for a cache without boxes.
-            return None
+            return None, None
         info(f"scoring maps against the cache's boxes ({where})")
     else:
-        return None
+        return None, None
     unknown = sorted(set(table["label"]) - set(labels))
     if unknown:
         info(f"{where}: boxes of {', '.join(unknown)} are not scored (the model has no such class)")
-    return boxes_by_image(table[table["label"].isin(labels)])
+    table = table[table["label"].isin(labels)]
+    return boxes_by_image(table), table
 
 
 INDEX_COLUMNS = ["id", "class", "method", "probability", "label", "overlay", "map"]
@@ -455,7 +461,14 @@ def _write_index(out: Path, pairs: list[dict]) -> tuple[Path, pd.DataFrame, pd.D
 
 
 def _finish(
-    cfg: CamConfig, out: Path, pairs: list[dict], scores: list[dict], images: CamImages, scoring: bool, mapped: int
+    cfg: CamConfig,
+    out: Path,
+    pairs: list[dict],
+    scores: list[dict],
+    images: CamImages,
+    scoring: bool,
+    mapped: int,
+    prior: tuple,
 ) -> dict[str, Any]:
     index_path, frame, frame_all = _write_index(out, pairs)
     if images.skipped:
@@ -466,7 +479,7 @@ def _finish(
     summary = per_image = None
     scores_csv = per_image_csv = None
     if scoring:
-        per_image = pd.DataFrame(scores)
+        per_image = with_prior(pd.DataFrame(scores), *prior)
         summary = summarise(per_image, cfg.thresholds)
         scores_csv, per_image_csv = out / SCORES_NAME, out / PER_IMAGE_NAME
         summary.insert(1, "method", cfg.method)
@@ -476,16 +489,22 @@ def _finish(
             warn("no map was of a class with a box on its image: nothing scored (check --class against the boxes)")
         else:
             iou_cols = [c for c in summary.columns if c.startswith("iou@")]
+
+            def ci(r: dict, k: str) -> str:
+                return f"{r[k]:.3f} [{r[k + '_low']:.2f}, {r[k + '_high']:.2f}]"
+
             print_table(
-                f"Box scores ({cfg.method}): pointing-game hit rate, mean IoU; chance = the boxes' share of the image",
-                ["class", "n", "hit rate", *[c.replace("iou", "IoU") for c in iou_cols], "chance"],
+                f"Box scores ({cfg.method}): pointing-game hit rate [95% interval] beside a pointer aimed where "
+                "other patients' boxes are densest (prior) and a uniformly random one (chance); mean IoU",
+                ["class", "n", "hit rate", "prior", "chance", *[c.replace("iou", "IoU") for c in iou_cols]],
                 [
                     [
                         r["class"],
                         r["images"],
-                        f"{r['pointing_hit_rate']:.3f}",
+                        ci(r, "pointing_hit_rate"),
+                        ci(r, "prior_hit_rate"),
+                        ci(r, "box_fraction"),
                         *[f"{r[c]:.3f}" for c in iou_cols],
-                        f"{r['box_fraction']:.3f}",
                     ]
                     for r in summary.to_dict("records")
                 ],

@@ -105,8 +105,17 @@ BOX_HEADINGS = {
     "class": "Class",
     "method": "Method",
     "images": "Images",
+    "patients": "Patients",
     "pointing_hit_rate": "Pointing-game hit rate",
+    "pointing_hit_rate_low": "low",
+    "pointing_hit_rate_high": "high",
+    "prior_hit_rate": "Prior pointer (other patients' densest boxes)",
+    "prior_hit_rate_low": "low",
+    "prior_hit_rate_high": "high",
     "box_fraction": "Box share of the image (chance)",
+    "box_fraction_low": "low",
+    "box_fraction_high": "high",
+    "interval": "95% interval",
 }
 
 
