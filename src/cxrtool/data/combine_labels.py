@@ -9,7 +9,10 @@ known for both classes. The rules, in one place:
   existed (by default the caches whose manifest says `source: nih`; `--covid-negative` names
   them instead, e.g. when an NIH-layout folder holds generated COVID-19 phantoms).
 - COVID-19 for a Cohen image is the cache's own column: 1 exactly when the finding is COVID-19,
-  flat (`COVID-19`, `COVID-19, ARDS`) or hierarchical (`Pneumonia/Viral/COVID-19`); 0 otherwise.
+  flat (`COVID-19`, `COVID-19, ARDS`) or hierarchical (`Pneumonia/Viral/COVID-19`); 0 for any other
+  diagnosis; unknown (NaN) when the finding says nothing about it (`todo`, `Unknown`, blank). A
+  cache prepared before that rule (where such findings were 0) is read by it too, from its
+  `finding` column.
 - An NIH finding for a Cohen image is filled when the finding names it (read from the `finding`
   column that `prepare covid` keeps): Pneumonia is 1 for every pneumonia (viral, bacterial,
   fungal, COVID-19 included, as the hierarchical vocabulary files it) and 0 for `No Finding`;
@@ -57,6 +60,12 @@ def fill_labels(
     for label in labels:
         if label in cache_labels:
             frame[label] = frame[label].astype(float)
+            if label == COVID_LABEL and has_finding:
+                # Older caches stored 0 for 'Unknown': a finding that says nothing leaves COVID-19 unknown.
+                # (A blank cell reads back as NaN: an image of another source, e.g. NIH's in a combined set.)
+                text = frame["finding"]
+                silent = text.notna() & text.astype(str).map(lambda f: np.isnan(label_value(f, COVID_LABEL)))
+                frame.loc[silent.to_numpy(), label] = np.nan
         elif label == COVID_LABEL and covid_negative:
             frame[label] = 0.0
         elif label in NIH_LABELS and COVID_LABEL in cache_labels and has_finding:

@@ -32,6 +32,7 @@ NIH_LABELS: list[str] = [
 ]
 COVID_LABEL = "COVID-19"
 NO_FINDING = "No Finding"
+UNKNOWN_CLASS = "unknown"  # an image whose findings nobody has said (every label NaN, a Cohen `todo`)
 
 # Spellings seen in other collections, mapped to the NIH names.
 ALIASES = {

@@ -6,18 +6,25 @@ average-pooled (what the classification head sees). `pixels` is the image itself
 by PCA (50 dimensions by default) before any map, which removes noise and makes t-SNE, UMAP and
 the SOM fast; the cluster scores are computed in this reduced "full" space and in each 2-D map.
 
-Each image also gets a primary finding for colouring and scoring: its one positive label,
-"No Finding" when it has none, and "multiple" (or its first positive, by option) when several.
-Labels a source does not annotate (NaN) count as not positive.
+Each image also gets a primary finding for colouring and scoring: its one positive label, and
+"multiple" (or its first positive, by option) when several. An image with no positive label is
+classed by what its source says: a Cohen image by its own finding, kept in the cache's `finding`
+column (SARS, Streptococcus, Pneumocystis, ...; "No Finding" only where the finding says so;
+"unknown" for `todo`), any other image "No Finding" (NIH's label file says so for an image with
+none of its findings), or "unknown" when every label is NaN. Labels a source does not annotate
+(NaN) count as not positive.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..data.cache import PreparedData
-from ..data.labels import NO_FINDING
+from ..data.labels import NO_FINDING, UNKNOWN_CLASS
+from ..data.sources.covid import finding_class
 from ..data.tensors import to_model_input
 from ..inference import extract_features, iter_batches
 from ..progress import progress_bar
@@ -25,22 +32,42 @@ from ..progress import progress_bar
 MULTIPLE = "multiple"
 
 
-def primary_findings(targets: np.ndarray, labels: list[str], multi_label: str = "multiple") -> np.ndarray:
-    """One class name per image: its single positive label, 'No Finding', or 'multiple'/the first."""
+def negative_classes(targets: np.ndarray, findings: Sequence | None = None) -> np.ndarray:
+    """What each image is when none of its labels is positive (see the module docstring): its
+    source's finding where `findings` gives one (Cohen's column; NaN or None for another
+    source's image), 'unknown' when every label is NaN, else 'No Finding'."""
+    targets = np.asarray(targets, dtype=float).reshape(len(targets), -1)
+    names = np.full(len(targets), NO_FINDING, dtype=object)
+    names[np.isnan(targets).all(axis=1)] = UNKNOWN_CLASS
+    if findings is not None:
+        for i, text in enumerate(findings):
+            if isinstance(text, str):
+                names[i] = finding_class(text)
+    return names
+
+
+def primary_findings(
+    targets: np.ndarray, labels: list[str], multi_label: str = "multiple", findings: Sequence | None = None
+) -> np.ndarray:
+    """One class name per image: its single positive label, 'multiple'/the first, or (with no
+    positive) `negative_classes`."""
     positive = np.nan_to_num(targets, nan=0.0) > 0.5
     count = positive.sum(axis=1)
     first = positive.argmax(axis=1)
     names = np.array(labels, dtype=object)[first]
-    names[count == 0] = NO_FINDING
+    names[count == 0] = negative_classes(targets, findings)[count == 0]
     if multi_label == "multiple":
         names[count > 1] = MULTIPLE
     return names.astype(str)
 
 
-def label_strings(targets: np.ndarray, labels: list[str]) -> list[str]:
-    """'Effusion|Mass' per image (positives joined as in NIH's label file), 'No Finding' for none."""
+def label_strings(targets: np.ndarray, labels: list[str], negatives: Sequence | None = None) -> list[str]:
+    """'Effusion|Mass' per image (positives joined as in NIH's label file); for none, the image's
+    entry of `negatives` (default 'No Finding')."""
     positive = np.nan_to_num(targets, nan=0.0) > 0.5
-    return ["|".join(l for l, p in zip(labels, row) if p) or NO_FINDING for row in positive]
+    if negatives is None:
+        negatives = [NO_FINDING] * len(positive)
+    return ["|".join(l for l, p in zip(labels, row) if p) or str(n) for row, n in zip(positive, negatives)]
 
 
 def stratified_sample(strata: np.ndarray, n: int, seed: int) -> np.ndarray:

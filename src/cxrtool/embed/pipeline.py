@@ -48,7 +48,15 @@ from ..progress import info, print_table, result
 from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, own_output, read_json, resolve_run
 from ..safeio import csv_text
 from .config import EmbedConfig
-from .features import label_strings, latent_features, pixel_features, primary_findings, reduce_pca, stratified_sample
+from .features import (
+    label_strings,
+    latent_features,
+    negative_classes,
+    pixel_features,
+    primary_findings,
+    reduce_pca,
+    stratified_sample,
+)
 from .maps import SMALL_FOR_THREADS, Neighbours, make_map
 from .plots import class_colours, class_order, scatter_plot, som_plot
 from .scores import centroid_distances, chance_accuracy, nearest_findings, structure_scores
@@ -173,12 +181,15 @@ class SampledImages:
         else:
             rows = data.require_rows(None if cfg.split == "all" else cfg.split)
         targets = data.targets(rows)
-        classes = primary_findings(targets, data.labels, cfg.multi_label)
+        # A Cohen image with no positive label is its own finding (SARS, ...), not "No Finding".
+        findings = data.index["finding"].iloc[rows].to_numpy() if "finding" in data.index.columns else None
+        classes = primary_findings(targets, data.labels, cfg.multi_label, findings)
         sources = data.index["source"].iloc[rows].astype(str).to_numpy()
         # Stratify by finding and source so a sample keeps rare findings and every dataset's share.
         strata = np.array([f"{c}|{s}" for c, s in zip(classes, sources)])
         pick = stratified_sample(strata, cfg.max_images, cfg.seed)
         self.rows, self.targets, self.classes, self.sources = rows[pick], targets[pick], classes[pick], sources[pick]
+        self.negatives = negative_classes(self.targets, findings[pick] if findings is not None else None)
         if len(self.rows) < 10:
             raise CxrError(
                 f"{data.root}: the {cfg.split} split has {len(self.rows)} images; a map needs at least 10 (try --split all)"
@@ -191,7 +202,7 @@ class SampledImages:
         )
         # Which images the network (or an ancestor) saw; None: not known (no lineage, or pixels only).
         self.seen = seen_mask(lineage, content_keys(data, self.rows)) if lineage is not None else None
-        self.labels_text = label_strings(self.targets, data.labels)
+        self.labels_text = label_strings(self.targets, data.labels, self.negatives)
         covid = data.labels.index(COVID_LABEL) if COVID_LABEL in data.labels else None
         self.covid = (np.nan_to_num(self.targets[:, covid]) > 0.5) if covid is not None else None
 
@@ -235,7 +246,7 @@ def _map_space(
         **split_scores(reduced, images, cfg, space),
         "seconds": time.perf_counter() - started,
     }
-    table = centroid_distances(feats, images.targets, data.labels)
+    table = centroid_distances(feats, images.targets, data.labels, negatives=images.negatives)
     files.append(_write_csv(out / f"centroids_{space}.csv", table.round(4), index=True))
     colours = class_colours(class_order(classes))
     neighbours = Neighbours(cfg.seed)  # large inputs: one neighbour graph for t-SNE and UMAP

@@ -7,8 +7,12 @@
   one patient look alike and share findings, so counting them would reward remembering patients
   rather than grouping diseases. `knn_chance` (the most common finding's share) is the floor.
 - centroid distances: the distance between the mean feature vectors of every pair of findings
-  (an image counts for each finding it has; "No Finding" for none), in units of the mean
-  distance of an image to the overall centroid, so spaces of different scale compare.
+  (an image counts for each finding it has; one with none for its class from features.py, e.g.
+  "No Finding" or a Cohen finding such as SARS), in units of the mean distance of an image to
+  the overall centroid, so spaces of different scale compare.
+
+Images of class "unknown" (nobody has said what they show) are mapped but left out of every
+score: as a class of their own they would reward or punish grouping by nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data.labels import NO_FINDING
+from ..data.labels import NO_FINDING, UNKNOWN_CLASS
 
 SILHOUETTE_SAMPLE = 5000
 
@@ -70,6 +74,8 @@ def silhouette(x: np.ndarray, classes: np.ndarray, seed: int = 0) -> float:
 
 def chance_accuracy(classes: np.ndarray) -> float:
     """The share of the most common class: what a k-NN that ignores the features would get."""
+    classes = np.asarray(classes)
+    classes = classes[classes != UNKNOWN_CLASS]
     if len(classes) == 0:
         return float("nan")
     _, counts = np.unique(classes, return_counts=True)
@@ -79,21 +85,36 @@ def chance_accuracy(classes: np.ndarray) -> float:
 def structure_scores(
     x: np.ndarray, classes: np.ndarray, k: int, groups: np.ndarray | None, seed: int
 ) -> dict[str, float]:
+    known = np.asarray(classes) != UNKNOWN_CLASS
+    if not known.all():
+        x, classes = x[known], np.asarray(classes)[known]
+        groups = None if groups is None else np.asarray(groups)[known]
     return {"silhouette": silhouette(x, classes, seed), "knn_accuracy": knn_accuracy(x, classes, k, groups)}
 
 
 def centroid_distances(
-    features: np.ndarray, targets: np.ndarray, labels: list[str], min_images: int = 1
+    features: np.ndarray,
+    targets: np.ndarray,
+    labels: list[str],
+    min_images: int = 1,
+    negatives: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Square table (findings x findings) of centroid distances, relative to the mean spread.
 
-    Rows and columns are the findings with at least `min_images` positive images, plus
-    "No Finding"; a finding's centroid is the mean of every image that has it.
+    Rows and columns are the findings with at least `min_images` positive images, plus the
+    classes of the images with no positive label (`negatives`, one name per image: "No Finding"
+    by default, a Cohen finding such as SARS; "unknown" is left out); a finding's centroid is the
+    mean of every image that has it.
     """
     x = np.asarray(features, dtype=np.float64)
     positive = np.nan_to_num(targets, nan=0.0) > 0.5
     members = {label: positive[:, i] for i, label in enumerate(labels)}
-    members[NO_FINDING] = ~positive.any(axis=1)
+    none = ~positive.any(axis=1)
+    negatives = np.full(len(x), NO_FINDING, dtype=object) if negatives is None else np.asarray(negatives, dtype=object)
+    for name in dict.fromkeys(negatives[none]):
+        if name != UNKNOWN_CLASS:
+            member = none & (negatives == name)
+            members[name] = members[name] | member if name in members else member
     members = {name: m for name, m in members.items() if m.sum() >= min_images}
     centre = x.mean(axis=0)
     spread = float(np.linalg.norm(x - centre, axis=1).mean()) or 1.0

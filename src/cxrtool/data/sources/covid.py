@@ -1,12 +1,17 @@
 """The Cohen/Dao COVID-19 image data collection (ieee8023/covid-chestxray-dataset layout).
 
 `metadata.csv` has one row per image: patientid, finding, view, modality, folder, filename, sex,
-age. Kept: X-rays in frontal views (PA, AP, AP Supine by default), with a finding that is not
-`todo` (not yet labelled upstream). COVID-19 is read from both vocabularies the collection has
-used: flat (`COVID-19`, `COVID-19, ARDS`) and hierarchical (`Pneumonia/Viral/COVID-19`).
-`Pneumonia` can be asked for too (any infectious finding; `No Finding` is 0, anything else not
-annotated). Files are decoded by content (some `.jpg` files hold PNG data). A row whose file is
-absent is listed as skipped, with the reason MISSING_images.txt gives when it lists the file.
+age. Kept: X-rays in frontal views (PA, AP, AP Supine by default). COVID-19 is read from both
+vocabularies the collection has used: flat (`COVID-19`, `COVID-19, ARDS`) and hierarchical
+(`Pneumonia/Viral/COVID-19`): 1 when a part of the finding is COVID-19, 0 when the finding is
+another diagnosis (or `No Finding`), and unknown (NaN) when it says nothing about COVID-19:
+`todo` (not yet labelled upstream), `Unknown`, blank, or a part `Unknown` without COVID-19
+(`Pneumonia/Viral/Unknown`). Such rows are kept, labels unknown, so that they still join the
+patient split and the near-duplicate search. `Pneumonia` can be asked for too (any infectious
+finding; `No Finding` is 0, anything else not annotated). The finding itself is kept in the
+index (`finding`): `prepare combine` maps it to NIH findings and `embed` classes images by it.
+Files are decoded by content (some `.jpg` files hold PNG data). A row whose file is absent is
+listed as skipped, with the reason MISSING_images.txt gives when it lists the file.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pandas as pd
 from ...config import parse_list, require
 from ...errors import CxrError
 from ..imageio import file_problem
-from ..labels import COVID_LABEL, NO_FINDING, canonical, count_summary, examples
+from ..labels import COVID_LABEL, NO_FINDING, UNKNOWN_CLASS, canonical, count_summary, examples
 from .base import PrepareOptions, SourceTable, unique_ids
 
 DEFAULT_VIEWS = ["PA", "AP", "AP Supine"]
@@ -98,10 +103,38 @@ def finding_tokens(finding: str) -> list[str]:
     return [t.strip().lower() for part in str(finding).split(",") for t in part.split("/") if t.strip()]
 
 
+# Parts of a finding that say nothing about the diagnosis.
+UNINFORMATIVE = {"todo", "unknown"}
+
+
+def says_nothing(finding: str) -> bool:
+    """Whether a finding cell names no diagnosis at all: blank, `todo`, `Unknown`."""
+    return all(t in UNINFORMATIVE for t in finding_tokens(finding))
+
+
+def finding_class(finding: str) -> str:
+    """The class an image of this finding belongs to when none of a cache's labels is positive:
+    'SARS', 'Streptococcus', 'COVID-19, ARDS', the last part of a hierarchical finding
+    ('Pneumonia/Bacterial/Klebsiella' -> 'Klebsiella'), 'No Finding' only when it says so, and
+    'unknown' when it says nothing (todo, Unknown, blank)."""
+    if says_nothing(finding):
+        return UNKNOWN_CLASS
+    if str(finding).strip().lower() == NO_FINDING.lower():
+        return NO_FINDING
+    named = [
+        [t.strip() for t in p.split("/") if t.strip() and t.strip().lower() not in UNINFORMATIVE]
+        for p in str(finding).split(",")
+    ]
+    return ", ".join(canonical(p[-1]) for p in named if p)
+
+
 def label_value(finding: str, label: str) -> float:
     tokens = finding_tokens(finding)
     if label == COVID_LABEL:
-        return float(any(canonical(t) == COVID_LABEL for t in tokens))
+        if any(canonical(t) == COVID_LABEL for t in tokens):
+            return 1.0
+        # 'todo', 'Unknown', blank, 'Pneumonia/Viral/Unknown': the cause is not said, so COVID-19 is not 0.
+        return np.nan if not tokens or any(t in UNINFORMATIVE for t in tokens) else 0.0
     if label == "Pneumonia":
         if any(t in PNEUMONIAS or canonical(t) == COVID_LABEL for t in tokens):
             return 1.0
@@ -141,12 +174,12 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
     xray = meta["modality"].str.strip().str.lower() == "x-ray"
     frontal = meta["view"].str.strip().str.lower().isin(views)
     finding = meta["finding"].str.strip()
-    labelled = ~finding.str.lower().isin(["todo", ""])
-    keep = xray & frontal & labelled
+    unlabelled = finding.map(says_nothing)
+    keep = xray & frontal
     notes = [
         f"{meta_path}: {len(meta)} rows; kept {int(keep.sum())} X-rays in views {', '.join(cfg.views)} "
-        f"({int((~xray).sum())} other modalities, {int((xray & ~frontal).sum())} other or blank views, "
-        f"{int((xray & frontal & ~labelled).sum())} not yet labelled)"
+        f"({int((~xray).sum())} other modalities, {int((xray & ~frontal).sum())} other or blank views left out); "
+        f"{int((keep & unlabelled).sum())} of them name no finding yet (todo, Unknown or blank): labels unknown"
     ]
     meta = meta[keep].reset_index(drop=True)
     folder = (
