@@ -8,7 +8,7 @@
 #   NIH_ROOT:   ChestX-ray14 (Data_Entry_2017*.csv, images, optional BBox and official lists)
 #   COVID_ROOT: a clone of ieee8023/covid-chestxray-dataset (metadata.csv, images/)
 #   --external: a prepared cache of another COVID-19 collection (cxrtool prepare folder ...): every
-#               COVID-19 arm is also scored on it
+#               COVID-19 arm is also scored on it, less its copies of the arm's NIH/Cohen images
 #   --small:    the same arms with a small network (ResNet-18) on 64-pixel images, few epochs; the
 #               data defaults to ../shared/data beside the repository (the sample in the repo's CI)
 #
@@ -54,6 +54,9 @@ fi
 case "$external" in ""|/*) ;; *) external="$PWD/$external" ;; esac
 nih="$(cd "$nih" && pwd)"; covid="$(cd "$covid" && pwd)"
 mkdir -p "$work" && cd "$work"
+# No dedupe step for the external set: `evaluate --external` itself drops (and lists, in the arm's
+# eval/external_duplicates.csv) every external image that copies an image of a cache in the arm's
+# lineage: data/covid and, for the NIH-pretrained arm, data/nih too.
 ext_opt=(); [ -n "$external" ] && ext_opt=(--external "$external")
 
 step() { echo; echo "== $*"; }
@@ -73,6 +76,7 @@ start=imagenet; [ "$imagenet" = 1 ] || start=none
 step "1. Data: decoded once, patient splits, near-duplicates grouped"
 done_or data/nih/manifest.json cxrtool prepare nih "$nih" --out data/nih --size "$size" --quiet
 done_or data/covid/manifest.json cxrtool prepare covid "$covid" --out data/covid --size "$size" --quiet
+# NIH films re-hosted in the Cohen set would sit in both pretraining and COVID-19 test data.
 done_or data/covid/.deduped cxrtool prepare dedupe data/nih data/covid --drop-from data/covid --quiet
 touch data/covid/.deduped
 done_or data/nih-covid15/manifest.json cxrtool prepare combine data/nih data/covid --out data/nih-covid15 --per-class "$per_class" --quiet

@@ -6,12 +6,13 @@ patient bootstrap, the mean AUROC with its interval, sensitivity and specificity
 at operating points chosen on the validation split (`cxrtool.evaluate.thresholds`), calibration (ECE and
 a reliability plot). Beside them, optionally: published AUROCs
 (`--compare chexnet`), metadata-only shortcut baselines (on by default where the index has
-metadata), and the same model scored on another collection (`--external DATA`). A cross-validation
+metadata), and the same model scored on another collection (`--external DATA`, without its copies
+of the images of the run's lineage: evaluate/external.py). A cross-validation
 run (one holding `oof_predictions.csv`) is scored from its out-of-fold predictions instead.
 
 Everything goes to `RUN/eval/` (`RUN/eval-<split>/` for other splits; `--out` to choose):
 metrics.json, thresholds.json, per_label.csv/.md, predictions.csv, roc.png, reliability.png, and
-shortcuts.csv, external.csv, external_predictions.csv, folds.csv where they apply. The training
+shortcuts.csv, external.csv, external_predictions.csv, external_duplicates.csv, folds.csv where they apply. The training
 checkpoint is only read: `cxrtool predict` finds the thresholds in thresholds.json. The folder and
 what goes in it are shared with cross-validation runs (evaluate/outputs.py).
 """
@@ -37,6 +38,7 @@ from ..runs import RunNeed, atomic_write_json, holds_locks, is_cv_run, resolve_r
 from .by_source import add_within_source
 from .config import EvaluateConfig
 from .cross_validation import evaluate_cv_run
+from .external import drop_lineage_copies
 from .metrics import label_report
 from .outputs import image_keys as frame_keys
 from .outputs import prepare_out, score, write_outputs
@@ -147,7 +149,9 @@ def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
         metrics["shortcuts"] = result
         add_within_source(cfg, metrics, data, frame, labels, targets, probs, model, card, device)
     if cfg.external is not None:
-        metrics["external"] = _external(cfg, model, card, data, out, labels, targets, probs, frame, device, lineage)
+        metrics["external"] = _external(
+            cfg, run, model, card, data, out, labels, targets, probs, frame, device, lineage
+        )
 
     metrics["labels"].update(unmatched_entries(unmatched, data, rows))
     keys = {**frame_keys(frame), **({"seen": seen_mask.astype(int)} if seen["in_sample"] else {})}
@@ -284,6 +288,7 @@ def operating_points(
 
 def _external(
     cfg: EvaluateConfig,
+    run: Path,
     model,
     card: dict,
     data,
@@ -295,9 +300,9 @@ def _external(
     device,
     lineage: Lineage,
 ) -> dict:
-    """Score the model on every image of another prepared collection, on the labels both share."""
+    """Score the model on every image of another prepared collection that is not a copy of an
+    image in the run's lineage (evaluate/external.py), on the labels both share."""
     ext = PreparedData(cfg.external)
-    ext_seen, ext_mask = check_seen(lineage, content_keys(ext), cfg.allow_seen, f"--external {ext.root}")
     shared = [l for l in labels if l in ext.labels]
     if not shared:
         raise CxrError(
@@ -309,9 +314,11 @@ def _external(
     if len(shared) < len(labels):
         info(f"--external: scoring the {len(shared)} shared label(s): {', '.join(shared)}")
     model_cols = [labels.index(l) for l in shared]
-    ext_rows = np.arange(len(ext))
-    if len(ext_rows) == 0:
+    if len(ext) == 0:
         raise CxrError(f"{ext.root}: holds no images (--external)")
+    ext_rows, copies = drop_lineage_copies(ext, run, out)
+    # Copies found by the search are dropped first; the seen-image check then covers what is left.
+    ext_seen, ext_mask = check_seen(lineage, content_keys(ext, ext_rows), cfg.allow_seen, f"--external {ext.root}")
     ext_probs = predict_probs(
         model, ext, ext_rows, int(card["image_size"]), cfg.batch_size, device, cfg.tta, description="evaluate external"
     )[:, model_cols]
@@ -344,6 +351,7 @@ def _external(
         "split": "all",
         "in_sample": ext_seen["in_sample"],
         "lineage": ext_seen,
+        **copies,
     }
 
 
