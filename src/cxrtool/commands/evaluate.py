@@ -37,7 +37,10 @@ def register(app: typer.Typer) -> None:
             help="Metadata-only baselines (default: on where the index has view/sex/age/source).",
         ),
         external: Path | None = typer.Option(
-            None, "--external", help="Another prepared collection: report internal vs external AUROC."
+            None,
+            "--external",
+            help="Another prepared collection: report internal vs external AUROC "
+            "(its copies of images in the run's lineage are dropped first and listed).",
         ),
         out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/eval, or RUN/eval-<split>)."),
         checkpoint: str | None = typer.Option(None, "--checkpoint", help="best (default) or last."),
