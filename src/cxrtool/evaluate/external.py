@@ -32,6 +32,7 @@ from ..errors import CxrError
 from ..models.checkpoint import read_card
 from ..progress import info, warn
 from ..runs import atomic_write_text, is_run_dir, read_manifest
+from ..safeio import csv_text
 
 DUPLICATES_FILE = "external_duplicates.csv"
 COLUMNS = [
@@ -160,7 +161,7 @@ def drop_lineage_copies(ext: PreparedData, run: Path, out: Path) -> tuple[np.nda
     """The external rows left to score once copies of the lineage's images are dropped, and what
     was done (for metrics.json). Writes out/external_duplicates.csv and says how many on one line."""
     table, checked = lineage_copies(ext, run)
-    path = atomic_write_text(out / DUPLICATES_FILE, table.to_csv(index=False))
+    path = atomic_write_text(out / DUPLICATES_FILE, csv_text(table, index=False))
     keep = np.setdiff1d(np.arange(len(ext)), table.index.to_numpy(dtype=int))
     where = ", ".join(checked) if checked else "no cache (the run records none that still exists)"
     if len(table) == len(ext):
