@@ -260,6 +260,8 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     given = [resolve_class(c, labels) for c in cfg.classes]  # unknown names fail before any work
     image_size = int(card["image_size"])
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or image_size)
+    if cfg.boxes is not None:
+        _refuse_boxes_of_other_classes(cfg.boxes, read_box_file(cfg.boxes, cache_size), labels)
     out = cfg.out or _default_out(source)
     owned = own_output(out, "CAM folder", "cam")  # a folder holding a file no cxrtool command wrote is refused
     for fname in (INDEX_NAME, SKIPPED_NAME):  # rewritten by every call, but only cam's own
@@ -401,18 +403,22 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     return {**_finish(cfg, out, pairs, scores, images, scoring, read, prior), "lineage": seen_entry}
 
 
+def _refuse_boxes_of_other_classes(where: Path, table: pd.DataFrame, labels: list[str]) -> None:
+    # Maps of other classes would be written and none scored: refused before the output folder
+    # is claimed, so nothing is written into the run.
+    if len(table) and not table["label"].isin(labels).any():
+        raise CxrError(
+            f"{where}: none of its boxes is of a class the model outputs ({', '.join(labels)}), so nothing "
+            f"would be scored; give a run trained on {', '.join(sorted(set(table['label'])))} with --run"
+        )
+
+
 def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> tuple[dict | None, pd.DataFrame | None]:
     """({id: {class: [boxes]}}, the box table) for classes the model knows, or (None, None) when
     no boxes are in play."""
     if cfg.boxes is not None:
         table = read_box_file(cfg.boxes, size)
         where = str(cfg.boxes)
-        if len(table) and not table["label"].isin(labels).any():
-            # Maps of other classes would be written and none scored: refuse before any work.
-            raise CxrError(
-                f"{where}: none of its boxes is of a class the model outputs ({', '.join(labels)}), so nothing "
-                f"would be scored; give a run trained on {', '.join(sorted(set(table['label'])))} with --run"
-            )
     elif data is not None and data.boxes() is not None:
         table = clean_boxes(data.boxes())
         where = str(data.root / "boxes.csv")
