@@ -129,3 +129,140 @@ def test_cli_errors_are_one_line(evaluated, tmp_path):
     )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "o" / "table.md").is_file() and not (tmp_path / "o" / "findings.csv").exists()
+
+
+# ---------------------------------------------------------------- arms paired on the same patients
+
+
+def altered_evaluation(folder, dest, seed: int, mix: float = 0.5, drop_patients: int = 0):
+    """A copy of an evaluation folder whose probabilities are partly replaced by noise (another
+    "arm" scored on the same images), optionally without the images of its first patients."""
+    shutil.copytree(folder, dest)
+    pred = pd.read_csv(dest / "predictions.csv", dtype={"id": str, "patient": str})
+    rng = np.random.default_rng(seed)
+    for c in [c for c in pred.columns if c.startswith("prob_")]:
+        pred[c] = (1 - mix) * pred[c] + mix * rng.random(len(pred))
+    if drop_patients:
+        pred = pred[~pred["patient"].isin(sorted(pred["patient"].unique())[:drop_patients])]
+    pred.to_csv(dest / "predictions.csv", index=False)
+    return dest
+
+
+def paired_arrays(a, b, label):
+    pa = pd.read_csv(a / "predictions.csv", dtype={"id": str, "patient": str}).set_index("id")
+    pb = pd.read_csv(b / "predictions.csv", dtype={"id": str, "patient": str}).set_index("id").loc[pa.index]
+    keep = pa[f"true_{label}"].notna().to_numpy()
+    return (
+        pa[f"true_{label}"].to_numpy(float)[keep],
+        pa[f"prob_{label}"].to_numpy(float)[keep],
+        pb[f"prob_{label}"].to_numpy(float)[keep],
+        pa["patient"].to_numpy()[keep],
+        pa,
+        pb,
+    )
+
+
+def test_each_arm_is_paired_with_the_reference_on_the_same_patients(evaluated, tmp_path):
+    from cxrtool.evaluate.paired import delong
+
+    ref = evaluated["run"] / "eval"
+    other = altered_evaluation(ref, tmp_path / "noisy", seed=1)
+    cfg = CompareConfig(arms=[f"A={evaluated['run']}", f"B={other}"], label=LABEL, out=tmp_path / "t", bootstrap=300)
+    compare(cfg)
+    diffs = pd.read_csv(tmp_path / "t" / "differences.csv")
+    row = diffs[(diffs["arm"] == "B") & (diffs["label"] == LABEL)].iloc[0]
+    y, p_ref, p_arm, patients, pa, pb = paired_arrays(ref, other, LABEL)
+    assert row["reference"] == "A" and row["kind"] == "test split" and row["status"] == "ok"
+    assert row["diff"] == pytest.approx(roc_auc_score(y, p_arm) - roc_auc_score(y, p_ref))
+    assert row["low"] < row["diff"] < row["high"] and 0 <= row["p"] <= 1
+    test = delong(y, p_ref, p_arm, patients)
+    assert row["delong_p"] == pytest.approx(test["p"]) and row["delong_low"] == pytest.approx(test["low"])
+    # Every label the arms share has a row (or says why not), and the mean over the estimable ones.
+    labels = set(diffs[diffs["arm"] == "B"]["label"])
+    assert {*evaluated["single"]["labels"], "mean"} <= labels
+    mean = diffs[(diffs["arm"] == "B") & (diffs["label"] == "mean")].iloc[0]
+    ok = diffs[(diffs["arm"] == "B") & (diffs["label"] != "mean") & (diffs["status"] == "ok")]
+    assert mean["diff"] == pytest.approx(ok["diff"].mean()) and mean["labels"] == len(ok)
+    # arms.csv carries the compared label's difference and both rows the same test set.
+    arms = pd.read_csv(tmp_path / "t" / "arms.csv").set_index("arm")
+    assert arms.loc["B", "diff"] == pytest.approx(row["diff"]) and np.isnan(arms.loc["A", "diff"])
+    assert arms.loc["A", "test_set"] == arms.loc["B", "test_set"] == row["test_set"]
+    text = (tmp_path / "t" / "table.md").read_text()
+    assert "each arm against A, on the same patients" in text
+    assert f"{row['diff']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" in text
+    # --reference B: the difference changes sign.
+    compare(CompareConfig(arms=cfg.arms, label=LABEL, out=tmp_path / "r", bootstrap=300, reference="B"))
+    flipped = pd.read_csv(tmp_path / "r" / "differences.csv")
+    back = flipped[(flipped["arm"] == "A") & (flipped["label"] == LABEL)].iloc[0]
+    assert back["diff"] == pytest.approx(-row["diff"]) and back["reference"] == "B"
+
+
+def test_arms_on_different_test_sets_are_refused_unless_allowed(evaluated, tmp_path):
+    ref = evaluated["run"] / "eval"
+    fewer = altered_evaluation(ref, tmp_path / "fewer", seed=2, drop_patients=3)
+    cfg = CompareConfig(arms=[f"A={evaluated['run']}", f"B={fewer}"], label=LABEL, out=tmp_path / "t", bootstrap=200)
+    with pytest.raises(
+        CxrError, match=r"--arm B and --arm A were scored on different test sets \(\d+ vs \d+ test patients"
+    ):
+        compare(cfg)
+    other_cache = altered_evaluation(ref, tmp_path / "hash", seed=3)
+    metrics = (other_cache / "metrics.json").read_text().replace(evaluated["single"]["data_hash"], "0" * 16)
+    (other_cache / "metrics.json").write_text(metrics)
+    with pytest.raises(CxrError, match="data hash"):
+        compare(CompareConfig(arms=[f"A={evaluated['run']}", f"C={other_cache}"], label=LABEL, out=tmp_path / "u"))
+    cfg.allow_different_test_sets = True
+    compare(cfg)
+    diffs = pd.read_csv(tmp_path / "t" / "differences.csv")
+    assert list(diffs["status"]) == [diffs["status"].iloc[0]] and diffs["status"].iloc[0].startswith("not paired")
+    arms = pd.read_csv(tmp_path / "t" / "arms.csv").set_index("arm")
+    assert arms.loc["A", "test_set"] != arms.loc["B", "test_set"]
+    text = (tmp_path / "t" / "table.md").read_text()
+    assert arms.loc["A", "test_set"] in text and arms.loc["B", "test_set"] in text
+    res = runner.invoke(
+        app,
+        [
+            "compare",
+            "--arm",
+            f"A={evaluated['run']}",
+            "--arm",
+            f"B={fewer}",
+            "--label",
+            LABEL,
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert res.exit_code == 2 and "--allow-different-test-sets" in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+    res = runner.invoke(app, ["compare", "--arm", f"A={evaluated['run']}", "--reference", "Z", "--label", LABEL])
+    assert res.exit_code == 2 and "--reference Z: no arm of that name" in res.output
+
+
+def test_k_fold_twins_are_paired_fold_by_fold(evaluated, tmp_path):
+    cv_eval = evaluated["cv"] / "eval"
+    twin = altered_evaluation(cv_eval, tmp_path / "twin", seed=4)
+    cfg = CompareConfig(cv=[f"A={evaluated['cv']}", f"B={twin}"], label=LABEL, out=tmp_path / "t", bootstrap=200)
+    compare(cfg)
+    diffs = pd.read_csv(tmp_path / "t" / "differences.csv")
+    row = diffs[(diffs["arm"] == "B") & (diffs["kind"] == "k-fold") & (diffs["label"] == LABEL)].iloc[0]
+    _, _, _, _, pa, pb = paired_arrays(cv_eval, twin, LABEL)
+    per_fold = []
+    for fold in sorted(pa["fold"].unique()):
+        f = (pa["fold"] == fold).to_numpy()
+        y = pa[f"true_{LABEL}"].to_numpy(float)[f]
+        per_fold.append(
+            roc_auc_score(y, pb[f"prob_{LABEL}"].to_numpy()[f]) - roc_auc_score(y, pa[f"prob_{LABEL}"].to_numpy()[f])
+        )
+    assert row["folds"] == 3 and row["diff"] == pytest.approx(np.mean(per_fold))
+    half = row["high"] - row["diff"]
+    from scipy import stats
+
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * np.std(per_fold, ddof=1) / np.sqrt(3))
+    # The same images in other folds are not paired fold by fold.
+    moved = pd.read_csv(twin / "predictions.csv", dtype={"id": str, "patient": str})
+    first = moved["patient"] == moved["patient"].iloc[0]
+    moved.loc[first, "fold"] = (moved.loc[first, "fold"] + 1) % 3  # one patient's images in another fold
+    moved.to_csv(twin / "predictions.csv", index=False)
+    compare(CompareConfig(cv=cfg.cv, label=LABEL, out=tmp_path / "u", bootstrap=200))
+    diffs = pd.read_csv(tmp_path / "u" / "differences.csv")
+    assert "different folds" in diffs["status"].iloc[0]

@@ -33,8 +33,20 @@ def register(app: typer.Typer) -> None:
             "--published",
             help="chexnet (default), wang, or TITLE=FILE.csv (columns label,auroc), e.g. the report's Table 1.",
         ),
+        reference: str | None = typer.Option(
+            None, "--reference", help="The arm every other arm is paired with (default: the first arm given)."
+        ),
+        allow_different_test_sets: bool = typer.Option(
+            False,
+            "--allow-different-test-sets",
+            help="List arms scored on other test sets (each row names its set) instead of refusing; they are not paired.",
+        ),
+        bootstrap: int = typer.Option(1000, "--bootstrap", help="Replicates of the paired patient bootstrap."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap."),
         out: Path = typer.Option(
-            Path("results"), "--out", help="Folder for table.md, arms.csv, findings.csv and report.html."
+            Path("results"),
+            "--out",
+            help="Folder for table.md, arms.csv, differences.csv, findings.csv and report.html.",
         ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier table in --out."),
         allow_stale: bool = typer.Option(
@@ -45,7 +57,7 @@ def register(app: typer.Typer) -> None:
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table."),
     ) -> None:
-        """Test AUROC with intervals, k-fold spread, external score and shortcut baseline per arm, in one table."""
+        """Test AUROC with intervals, k-fold spread, shortcut baseline per arm, and each arm paired with the reference."""
         quiet_option(quiet)
         # lazy: keeps cxrtool --help fast
         from ..evaluate.compare import CompareConfig
@@ -64,6 +76,10 @@ def register(app: typer.Typer) -> None:
                 overwrite=overwrite,
                 allow_stale=allow_stale,
                 allow_seen=allow_seen,
+                reference=reference,
+                allow_different_test_sets=allow_different_test_sets,
+                bootstrap=bootstrap,
+                seed=seed,
             ),
             page=write_compare_page,
         )

@@ -12,8 +12,13 @@ not run are listed with the reason instead of silently missing.
 A second table puts a pretraining run's per-finding NIH AUROC beside published numbers (CheXNet,
 Wang et al., and any table the user supplies as a CSV, such as the report's own Table 1).
 
-Nothing is recomputed here: every number is read from the evaluations, so the table can never
-disagree with them. Written to `--out`: table.md, arms.csv and (with `--pretrain`) findings.csv.
+The arms' own numbers are read from the evaluations, so the table can never disagree with them.
+What is computed here is each arm against the reference (`--reference`, default the first arm):
+the paired difference in AUROC on the same test patients, read image by image from the
+evaluations' predictions.csv (evaluate/pairing.py, evaluate/paired.py). Arms scored on different
+test sets are refused unless `--allow-different-test-sets`. An arm trained with `finetune --seeds
+N` also shows the spread of its AUROC over the seeds. Written to `--out`: table.md, arms.csv,
+differences.csv and (with `--pretrain`) findings.csv.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ..progress import info, result
 from ..runs import atomic_write_text, holds_locks, own_output, read_json
 from ..safeio import csv_text
 from .metrics import mean_and_sd
+from .pairing import against_markdown, headline, pair_arms
 from .published import PublishedResult, label_key, published_auroc, published_results
 from .trust import check_evaluations
 
@@ -63,6 +69,24 @@ ARM_COLUMNS = [
     "shortcut_high",
     "other_labels",
     "other_mean",
+    "test_set",
+    "cv_test_set",
+    "reference",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "diff_p",
+    "diff_delong_p",
+    "diff_skipped_replicates",
+    "cv_diff",
+    "cv_diff_low",
+    "cv_diff_high",
+    "cv_diff_p",
+    "seeds",
+    "seeds_mean",
+    "seeds_sd",
+    "seeds_min",
+    "seeds_max",
 ]
 
 
@@ -78,6 +102,15 @@ class CompareConfig:
     overwrite: bool = False
     allow_stale: bool = False  # tabulate evaluations of earlier weights (labelled stale)
     allow_seen: bool = False  # tabulate in-sample evaluations (evaluate --allow-seen; labelled in-sample)
+    reference: str | None = None  # the arm every other arm is paired with (default: the first)
+    allow_different_test_sets: bool = False  # list such arms unpaired instead of refusing
+    bootstrap: int = 1000  # replicates of the paired patient bootstrap
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.bootstrap) < 100:
+            raise CxrError(f"--bootstrap: give at least 100 replicates (got {self.bootstrap})")
+        self.bootstrap = int(self.bootstrap)
 
 
 def parse_pairs(values: list[str], option: str) -> list[tuple[str, str]]:
@@ -177,6 +210,15 @@ def arm_row(name: str, metrics: dict, label: str, run: str) -> dict:
     ]
     if others:
         row.update(other_labels=len(others), other_mean=float(np.mean([metrics["labels"][l]["auroc"] for l in others])))
+    spread = ((metrics.get("seeds") or {}).get("spread") or {}).get(label) or {}
+    if spread.get("n"):
+        row.update(
+            seeds=spread["n"],
+            seeds_mean=spread.get("mean"),
+            seeds_sd=spread.get("sd"),
+            seeds_min=spread.get("min"),
+            seeds_max=spread.get("max"),
+        )
     return row
 
 
@@ -312,13 +354,14 @@ def findings_table(
 def arms_markdown(table: pd.DataFrame, label: str) -> str:
     head = (
         f"| arm | {label} test AUROC [95% CI] | test patients (pos/neg images) | k-fold mean ± SD | "
-        f"pooled out-of-fold [95% CI] | external [95% CI] | best metadata shortcut [95% CI] | mean of other labels |"
+        f"pooled out-of-fold [95% CI] | external [95% CI] | best metadata shortcut [95% CI] | mean of other labels | "
+        "test set |"
     )
-    lines = [head, "| " + " | ".join(["---"] * 8) + " |"]
+    lines = [head, "| " + " | ".join(["---"] * 9) + " |"]
     for r in table.to_dict("records"):
         r = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
         if str(r["status"]).startswith("skipped"):
-            lines.append(f"| {r['arm']} | {r['status']} |  |  |  |  |  |  |")
+            lines.append(f"| {r['arm']} | {r['status']} |  |  |  |  |  |  |  |")
             continue
         counts = ""
         if r.get("test_patients") is not None:
@@ -349,7 +392,12 @@ def arms_markdown(table: pd.DataFrame, label: str) -> str:
             if r.get("other_mean") is not None
             else ""
         )
-        lines.append(f"| {r['arm']} | {test} | {counts} | {cv} | {pooled} | {external} | {shortcut} | {other} |")
+        sets = " / ".join(
+            f"{what}{r[key]}" for key, what in (("test_set", ""), ("cv_test_set", "k-fold: ")) if r.get(key)
+        )
+        lines.append(
+            f"| {r['arm']} | {test} | {counts} | {cv} | {pooled} | {external} | {shortcut} | {other} | {sets} |"
+        )
     return "\n".join(lines)
 
 
@@ -388,6 +436,47 @@ the 15-class NIH + COVID-19 set every COVID-19 positive comes from the COVID-19 
 apart as well as the disease."""
 
 
+PAIRED_NOTES = """\
+How to read it: Δ is the arm's AUROC minus the reference's on the same test patients (paired image
+by image). Its 95% interval is a patient bootstrap that draws the same patients for both arms
+(replicates in which a label had one class are skipped and counted); p is two-sided, from that
+bootstrap and from DeLong's test for correlated ROC curves (clustered by patient). The k-fold Δ
+is the mean over folds of the per-fold difference between cross-validated twins on the same
+folds, with a t-interval over the folds. A label with fewer than 5 positive (or negative) patients
+is not estimable. The seeds column is the spread of the test AUROC over runs that differ only in
+their seed (`finetune --seeds N`): training randomness, which the bootstrap interval (sampling of
+patients, for one trained model) does not include. Test sets are named by a short id (a hash of
+the cache's data hash and the image ids)."""
+
+
+def add_differences(cfg: CompareConfig, arms: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
+    """Pair every arm with the reference; fill the arms' test-set and difference columns."""
+    split = [(n, run, read_evaluation(Path(run), f"--arm {n}")) for n, run in parse_pairs(cfg.arms, "--arm")]
+    cv = [(n, run, read_evaluation(Path(run), f"--cv {n}")) for n, run in parse_pairs(cfg.cv, "--cv")]
+    reference, diffs, split_sets, cv_sets = pair_arms(
+        split, cv, cfg.reference, cfg.allow_different_test_sets, cfg.bootstrap, cfg.seed
+    )
+    arms["test_set"] = arms["arm"].map(split_sets)
+    arms["cv_test_set"] = arms["arm"].map(cv_sets)
+    arms["reference"] = reference
+    for i, name in arms["arm"].items():
+        d = headline(diffs, name, "test split", cfg.label) if len(diffs) else {}
+        if d.get("status") == "ok":
+            arms.loc[i, ["diff", "diff_low", "diff_high", "diff_p", "diff_delong_p", "diff_skipped_replicates"]] = [
+                _nan(d.get(k)) for k in ("diff", "low", "high", "p", "delong_p", "skipped_replicates")
+            ]
+        c = headline(diffs, name, "k-fold", cfg.label) if len(diffs) else {}
+        if c.get("status") == "ok":
+            arms.loc[i, ["cv_diff", "cv_diff_low", "cv_diff_high", "cv_diff_p"]] = [
+                _nan(c.get(k)) for k in ("diff", "low", "high", "p")
+            ]
+    return reference, diffs
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
 @holds_locks
 def compare(cfg: CompareConfig, page: Callable[[Path], Path] | None = None) -> Path:
     """Build the tables and write them under cfg.out; returns the markdown file.
@@ -411,13 +500,24 @@ def compare(cfg: CompareConfig, page: Callable[[Path], Path] | None = None) -> P
     )
     arms = arms_table(cfg)
     arms["status"] = [f"{s}; {flagged[a]}" if a in flagged else s for a, s in zip(arms["arm"], arms["status"])]
+    reference, diffs = add_differences(cfg, arms)
     published = published_columns(cfg.published or ["chexnet"])
     findings = None
     pretrained = [(name, read_evaluation(Path(run), f"--pretrain {run}")) for name, run in pretrain_runs(cfg.pretrain)]
     if pretrained:
         findings = findings_table(pretrained, published, exclude=cfg.label)
     owned.clear("compare")  # the earlier table's files (a findings.csv this call does not write included)
+    against = against_markdown(arms, diffs, reference, cfg.label) if reference else ""
     text = [f"# {cfg.label}: the arms side by side", "", arms_markdown(arms, cfg.label), "", NOTES, ""]
+    if reference:
+        text += [
+            f"# {cfg.label}: each arm against {reference}, on the same patients",
+            "",
+            against,
+            "",
+            PAIRED_NOTES,
+            "",
+        ]
     if findings is not None:
         text += [
             "# Pretraining on NIH: per-finding AUROC",
@@ -428,12 +528,16 @@ def compare(cfg: CompareConfig, page: Callable[[Path], Path] | None = None) -> P
         text += [f"- {p.name}: {p.citation}; measured on {p.measured_on}." for p in published] + [""]
         atomic_write_text(out / "findings.csv", csv_text(findings, index=False))
     atomic_write_text(out / "arms.csv", csv_text(arms, index=False))
+    atomic_write_text(out / "differences.csv", csv_text(diffs, index=False))
     atomic_write_text(out / "table.md", "\n".join(text))
     if page is not None:
         page(out)
     result(arms_markdown(arms, cfg.label))
+    if reference:
+        result("")
+        result(against)
     info(
-        f"wrote {out / 'table.md'}, {out / 'arms.csv'}"
+        f"wrote {out / 'table.md'}, {out / 'arms.csv'}, {out / 'differences.csv'}"
         + (f", {out / 'findings.csv'}" if findings is not None else "")
         + (f", {out / 'report.html'}" if page is not None else "")
     )

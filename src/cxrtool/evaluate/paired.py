@@ -193,7 +193,7 @@ def bootstrap_summary(replicates: np.ndarray, level: float = LEVEL) -> dict:
         "low": low,
         "high": high,
         "p": bootstrap_p(replicates),
-        "replicates": int(len(replicates)),
+        "replicates": len(replicates),
         "skipped_replicates": int((~np.isfinite(replicates)).sum()),
     }
 
@@ -282,7 +282,7 @@ def fold_difference(ref: np.ndarray, arm: np.ndarray, level: float = LEVEL) -> d
     """Mean over folds of AUROC(arm) - AUROC(ref) per fold, a t-interval and a paired t-test over folds."""
     d = np.asarray(arm, dtype=np.float64) - np.asarray(ref, dtype=np.float64)
     d = d[np.isfinite(d)]
-    out: dict = {"folds": int(len(d))}
+    out: dict = {"folds": len(d)}
     if len(d) == 0:
         return {**out, "not_estimable": "no fold where both arms have an AUROC"}
     out["diff"] = float(d.mean())
@@ -303,7 +303,7 @@ def spread(values) -> dict:
     if len(v) == 0:
         return {"n": 0}
     return {
-        "n": int(len(v)),
+        "n": len(v),
         "mean": float(v.mean()),
         "sd": float(v.std(ddof=1)) if len(v) > 1 else None,
         "min": float(v.min()),
