@@ -171,7 +171,7 @@ def test_each_arm_is_paired_with_the_reference_on_the_same_patients(evaluated, t
     compare(cfg)
     diffs = pd.read_csv(tmp_path / "t" / "differences.csv")
     row = diffs[(diffs["arm"] == "B") & (diffs["label"] == LABEL)].iloc[0]
-    y, p_ref, p_arm, patients, pa, pb = paired_arrays(ref, other, LABEL)
+    y, p_ref, p_arm, patients, _, _ = paired_arrays(ref, other, LABEL)
     assert row["reference"] == "A" and row["kind"] == "test split" and row["status"] == "ok"
     assert row["diff"] == pytest.approx(roc_auc_score(y, p_arm) - roc_auc_score(y, p_ref))
     assert row["low"] < row["diff"] < row["high"] and 0 <= row["p"] <= 1

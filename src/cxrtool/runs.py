@@ -295,9 +295,9 @@ def has_finished_epoch(path: Path) -> bool:
     path = Path(path)
     if any((path / "checkpoints" / which / "card.json").is_file() for which in ("last", "best")):
         return True
-    if (path / OOF_PREDICTIONS).is_file():
+    if (path / OOF_PREDICTIONS).is_file() or (path / SEEDS_SUMMARY).is_file():
         return True
-    return any(has_finished_epoch(p) for p in path.glob("fold-*") if p.is_dir())
+    return any(has_finished_epoch(p) for pattern in ("fold-*", "seed-*") for p in path.glob(pattern) if p.is_dir())
 
 
 def _default_run_name(kind: str, arch: str, root: Path) -> Path:
@@ -436,6 +436,7 @@ def interrupted_message(cause: str = "interrupted") -> str:
 
 
 OOF_PREDICTIONS = "oof_predictions.csv"  # what a cross-validation run holds instead of one checkpoint
+SEEDS_SUMMARY = "seeds.json"  # what a run trained once per seed (finetune --seeds N) holds
 
 
 def is_complete_run(path: Path) -> bool:
@@ -444,14 +445,21 @@ def is_complete_run(path: Path) -> bool:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A training run (checkpoints/) or a cross-validation run (one sub-run per fold)."""
+    """A training run (checkpoints/), a cross-validation run (one sub-run per fold) or a seeds run."""
     path = Path(path)
-    return (path / MANIFEST).is_file() and ((path / "checkpoints").is_dir() or (path / OOF_PREDICTIONS).is_file())
+    return (path / MANIFEST).is_file() and (
+        (path / "checkpoints").is_dir() or (path / OOF_PREDICTIONS).is_file() or (path / SEEDS_SUMMARY).is_file()
+    )
 
 
 def is_cv_run(path: Path) -> bool:
     """A cross-validation run: out-of-fold predictions and no single checkpoint of its own."""
     return (Path(path) / OOF_PREDICTIONS).is_file() and not (Path(path) / "checkpoints").is_dir()
+
+
+def is_seeds_run(path: Path) -> bool:
+    """A run trained once per seed (finetune --seeds N): one sub-run seed-k each, no checkpoint of its own."""
+    return (Path(path) / SEEDS_SUMMARY).is_file() and not (Path(path) / "checkpoints").is_dir()
 
 
 @dataclass(frozen=True)
@@ -469,9 +477,13 @@ class RunNeed:
 
 
 def run_labels(path: Path) -> list[str]:
-    """The labels a run's model outputs: its best checkpoint's card (a CV run's: its first fold's)."""
+    """The labels a run's model outputs: its best checkpoint's card (a CV or seeds run's: its first sub-run's)."""
     path = Path(path)
-    cards = [path / "checkpoints" / "best" / "card.json", *sorted(path.glob("fold-*/checkpoints/best/card.json"))]
+    cards = [
+        path / "checkpoints" / "best" / "card.json",
+        *sorted(path.glob("fold-*/checkpoints/best/card.json")),
+        *sorted(path.glob("seed-*/checkpoints/best/card.json")),
+    ]
     for card in cards:
         if card.is_file():
             try:

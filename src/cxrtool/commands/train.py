@@ -238,12 +238,17 @@ def register(app: typer.Typer) -> None:
             "--val-frac",
             help="With --folds: share of each fold's training patients kept for validation. (default: 0.2)",
         ),
+        seeds: int | None = typer.Option(
+            None,
+            "--seeds",
+            help="Train N times with seeds --seed, --seed+1, ... into RUN/seed-1..N (training variance). (default: 1)",
+        ),
         **shared: Any,
     ) -> None:
         """Transfer a trained network to new labels (e.g. COVID-19), or train from scratch / ImageNet."""
         run_training(
             "finetune",
             run,
-            dict(parent=parent, freeze_backbone=freeze_backbone, folds=folds, val_frac=val_frac),
+            dict(parent=parent, freeze_backbone=freeze_backbone, folds=folds, val_frac=val_frac, seeds=seeds),
             shared,
         )

@@ -8,7 +8,8 @@ a reliability plot). Beside them, optionally: published AUROCs
 (`--compare chexnet`), metadata-only shortcut baselines (on by default where the index has
 metadata), and the same model scored on another collection (`--external DATA`, without its copies
 of the images of the run's lineage: evaluate/external.py). A cross-validation
-run (one holding `oof_predictions.csv`) is scored from its out-of-fold predictions instead.
+run (one holding `oof_predictions.csv`) is scored from its out-of-fold predictions instead, and a
+run trained once per seed (`finetune --seeds N`) seed by seed, with the spread (evaluate/seeds.py).
 
 Everything goes to `RUN/eval/` (`RUN/eval-<split>/` for other splits; `--out` to choose):
 metrics.json, thresholds.json, per_label.csv/.md, predictions.csv, roc.png, reliability.png, and
@@ -34,7 +35,7 @@ from ..inference import predict_probs, predictions_table, resolve_data, write_pr
 from ..models.checkpoint import load_checkpoint, resolve_checkpoint
 from ..models.provenance import weights_record
 from ..progress import info, warn
-from ..runs import RunNeed, atomic_write_json, holds_locks, is_cv_run, resolve_run
+from ..runs import RunNeed, atomic_write_json, holds_locks, is_cv_run, is_seeds_run, resolve_run
 from .by_source import add_within_source
 from .config import EvaluateConfig
 from .cross_validation import evaluate_cv_run
@@ -43,6 +44,7 @@ from .metrics import label_report
 from .outputs import image_keys as frame_keys
 from .outputs import prepare_out, score, write_outputs
 from .published import published_results
+from .seeds import evaluate_seeds_run
 from .shortcuts import shortcut_baselines
 from .thresholds import FILE, choose_thresholds, report_at_thresholds, thresholds_document
 
@@ -53,6 +55,8 @@ def evaluate_run(cfg: EvaluateConfig) -> dict:
     run = resolve_run(cfg.run, need=_need(cfg) if cfg.run is None else None)
     if is_cv_run(run):
         return evaluate_cv_run(cfg, run)
+    if is_seeds_run(run):
+        return evaluate_seeds_run(cfg, run, _evaluate_model)
     return _evaluate_model(cfg, run)
 
 

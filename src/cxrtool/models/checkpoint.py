@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CxrError, fs_reason
 from ..owned import current_umask, note_written
 from ..progress import notice
-from ..runs import RunNeed, is_cv_run, resolve_run, to_json
+from ..runs import RunNeed, is_cv_run, is_seeds_run, resolve_run, to_json
 from ..safeio import read_json_file
 from ..signals import signals_deferred
 from .backbones import INPUT_CONVENTIONS, XRayClassifier
@@ -203,6 +203,8 @@ def resolve_checkpoint(path: Path, which: str = "best") -> Path:
             f"{path}: a cross-validation run has one model per fold; give one of its fold runs, "
             f"e.g. {path / (folds[0] if folds else 'fold-1')}"
         )
+    if is_seeds_run(path):
+        raise CxrError(f"{path}: a run trained once per seed has one model per seed; give one, e.g. {path / 'seed-1'}")
     raise CxrError(f"{path}: not a run directory or checkpoint (no {CARD})")
 
 

@@ -42,6 +42,7 @@ from .config import FinetuneConfig, TrainConfig
 from .curves import read_metrics
 from .folds import cross_validate
 from .resume_options import check_resume_options
+from .seeds import train_seeds
 from .steps import finish_training, make_run_dir, select_labels, start_training, train_run
 from .tensorboard import tensorboard_callbacks
 from .trainer import EpochCallback, TrainPlan, fit
@@ -69,9 +70,14 @@ def pretrain(cfg: TrainConfig, callbacks: Sequence[EpochCallback] = (), overwrit
 
 @holds_locks
 def finetune(cfg: FinetuneConfig, callbacks: Sequence[EpochCallback] = (), overwrite: bool = False) -> Path:
-    """Transfer a parent network to the data's labels (or cross-validate with cfg.folds); returns the run."""
+    """Transfer a parent network to the data's labels (or cross-validate with cfg.folds, or train
+    once per seed with cfg.seeds); returns the run."""
     if cfg.folds:
         return cross_validate(cfg, callbacks)
+    if cfg.seeds > 1:
+        return train_seeds(
+            cfg, lambda one: _train_new_run(one, "finetune", _transferred_model, callbacks, overwrite), overwrite
+        )
     return _train_new_run(cfg, "finetune", _transferred_model, callbacks, overwrite)
 
 
@@ -149,6 +155,8 @@ def resume(
     manifest = read_manifest(run_dir)
     if manifest.get("kind") == "cv" or "fold" in manifest:
         raise CxrError(f"{run_dir}: resuming a cross-validation run is not supported; start it again")
+    if manifest.get("kind") == "seeds":
+        raise CxrError(f"{run_dir}: resume one of its seed runs (e.g. {run_dir / 'seed-1'}), or start it again")
     cls = FinetuneConfig if manifest.get("kind") == "finetune" else TrainConfig
     if not paths.config.is_file():
         raise CxrError(f"{run_dir}: no config.yaml to resume from")

@@ -1,7 +1,8 @@
 """Options of `cxrtool pretrain` and `cxrtool finetune`, validated where they are made.
 
 `TrainConfig` holds everything one training run needs; `FinetuneConfig` adds where the weights
-come from (`--from`), freezing, oversampling and patient cross-validation (`--folds`), and
+come from (`--from`), freezing, oversampling, patient cross-validation (`--folds`) and one run per
+seed (`--seeds`), and
 changes the defaults to the report's transfer settings (up to 100 epochs, best epoch by
 validation AUROC, early stopping after 10 epochs without improvement). Each check raises a
 one-line `CxrError` naming the option, so a typo fails before any data is read.
@@ -115,6 +116,7 @@ class FinetuneConfig(TrainConfig):
     early_stop: int = 10
     select: str = "auroc"
     folds: int = 0  # >= 2: patient cross-validation over all images of the data
+    seeds: int = 1  # >= 2: train the arm once per seed (seed, seed+1, ...) in RUN/seed-1..N
     val_frac: float = 0.2  # the validation carve-out of each fold's training part
 
     def __post_init__(self) -> None:
@@ -125,6 +127,10 @@ class FinetuneConfig(TrainConfig):
         )
         require(0.05 <= float(self.val_frac) <= 0.5, f"--val-frac: must be between 0.05 and 0.5 (got {self.val_frac})")
         self.folds = int(self.folds)
+        require(int(self.seeds) >= 1, f"--seeds: give 1 or more runs (got {self.seeds})")
+        self.seeds = int(self.seeds)
+        if self.seeds > 1 and self.folds:
+            raise CxrError("--seeds with --folds: not supported; cross-validate once per seed with --seed S instead")
         if self.parent is not None:
             self.parent = str(self.parent)
         if self.parent not in (None, "none") and self.weights not in ("none",):
