@@ -38,7 +38,8 @@ from ..progress import info, result
 from ..runs import atomic_write_text, holds_locks, own_output, read_json
 from ..safeio import csv_text
 from .metrics import mean_and_sd
-from .pairing import against_markdown, headline, pair_arms
+from .paired_tables import PAIRED_NOTES, against_markdown
+from .pairing import PAIRING_COLUMNS, fill_differences, pair_arms
 from .published import PublishedResult, label_key, published_auroc, published_results
 from .trust import check_evaluations
 
@@ -69,24 +70,7 @@ ARM_COLUMNS = [
     "shortcut_high",
     "other_labels",
     "other_mean",
-    "test_set",
-    "cv_test_set",
-    "reference",
-    "diff",
-    "diff_low",
-    "diff_high",
-    "diff_p",
-    "diff_delong_p",
-    "diff_skipped_replicates",
-    "cv_diff",
-    "cv_diff_low",
-    "cv_diff_high",
-    "cv_diff_p",
-    "seeds",
-    "seeds_mean",
-    "seeds_sd",
-    "seeds_min",
-    "seeds_max",
+    *PAIRING_COLUMNS,
 ]
 
 
@@ -436,19 +420,6 @@ the 15-class NIH + COVID-19 set every COVID-19 positive comes from the COVID-19 
 apart as well as the disease."""
 
 
-PAIRED_NOTES = """\
-How to read it: Δ is the arm's AUROC minus the reference's on the same test patients (paired image
-by image). Its 95% interval is a patient bootstrap that draws the same patients for both arms
-(replicates in which a label had one class are skipped and counted); p is two-sided, from that
-bootstrap and from DeLong's test for correlated ROC curves (clustered by patient). The k-fold Δ
-is the mean over folds of the per-fold difference between cross-validated twins on the same
-folds, with a t-interval over the folds. A label with fewer than 5 positive (or negative) patients
-is not estimable. The seeds column is the spread of the test AUROC over runs that differ only in
-their seed (`finetune --seeds N`): training randomness, which the bootstrap interval (sampling of
-patients, for one trained model) does not include. Test sets are named by a short id (a hash of
-the cache's data hash and the image ids)."""
-
-
 def add_differences(cfg: CompareConfig, arms: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
     """Pair every arm with the reference; fill the arms' test-set and difference columns."""
     split = [(n, run, read_evaluation(Path(run), f"--arm {n}")) for n, run in parse_pairs(cfg.arms, "--arm")]
@@ -456,25 +427,8 @@ def add_differences(cfg: CompareConfig, arms: pd.DataFrame) -> tuple[str | None,
     reference, diffs, split_sets, cv_sets = pair_arms(
         split, cv, cfg.reference, cfg.allow_different_test_sets, cfg.bootstrap, cfg.seed
     )
-    arms["test_set"] = arms["arm"].map(split_sets)
-    arms["cv_test_set"] = arms["arm"].map(cv_sets)
-    arms["reference"] = reference
-    for i, name in arms["arm"].items():
-        d = headline(diffs, name, "test split", cfg.label) if len(diffs) else {}
-        if d.get("status") == "ok":
-            arms.loc[i, ["diff", "diff_low", "diff_high", "diff_p", "diff_delong_p", "diff_skipped_replicates"]] = [
-                _nan(d.get(k)) for k in ("diff", "low", "high", "p", "delong_p", "skipped_replicates")
-            ]
-        c = headline(diffs, name, "k-fold", cfg.label) if len(diffs) else {}
-        if c.get("status") == "ok":
-            arms.loc[i, ["cv_diff", "cv_diff_low", "cv_diff_high", "cv_diff_p"]] = [
-                _nan(c.get(k)) for k in ("diff", "low", "high", "p")
-            ]
+    fill_differences(arms, diffs, split_sets, cv_sets, reference, cfg.label)
     return reference, diffs
-
-
-def _nan(value) -> float:
-    return float("nan") if value is None else float(value)
 
 
 @holds_locks

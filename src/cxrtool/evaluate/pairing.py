@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CxrError
-from ..formatting import fmt, fmt_ci
 from ..runs import read_manifest
 from ..safeio import restore_cells
 from .metrics import fold_aurocs
@@ -59,6 +58,27 @@ DIFF_COLUMNS = [
     "labels",
 ]
 MEAN = "mean"  # the row of the mean over the estimable labels
+# The columns compare's arms.csv gets from the pairing (the compared label's differences).
+PAIRING_COLUMNS = [
+    "test_set",
+    "cv_test_set",
+    "reference",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "diff_p",
+    "diff_delong_p",
+    "diff_skipped_replicates",
+    "cv_diff",
+    "cv_diff_low",
+    "cv_diff_high",
+    "cv_diff_p",
+    "seeds",
+    "seeds_mean",
+    "seeds_sd",
+    "seeds_min",
+    "seeds_max",
+]
 
 
 @dataclass
@@ -272,67 +292,6 @@ def headline(diffs: pd.DataFrame, arm: str, kind: str, label: str) -> dict:
     return {}
 
 
-def _difference_cell(d: dict, p_field: str = "p") -> str:
-    if not d:
-        return ""
-    if d.get("status") != "ok":
-        return str(d.get("status"))
-    cell = fmt_ci(d.get("diff"), d.get("low"), d.get("high"), missing="n/a")
-    if d.get("skipped_replicates"):
-        cell += f" ({int(d['skipped_replicates'])} of {int(d['replicates'])} replicates skipped)"
-    return cell
-
-
-def _p_cell(d: dict) -> str:
-    if not d or d.get("status") != "ok" or d.get("p") is None:
-        return ""
-    return f"{fmt(d['p'])} / {fmt(d['delong_p'])}" if d.get("delong_p") is not None else fmt(d["p"])
-
-
-def against_markdown(arms: pd.DataFrame, diffs: pd.DataFrame, reference: str, label: str) -> str:
-    """The table of every arm against the reference: paired differences and the seeds' spread."""
-    means = diffs[(diffs["label"] == MEAN) & (diffs["labels"].fillna(1) > 1)]
-    show_mean = len(means) > 0
-    head = [
-        "arm",
-        "test set",
-        f"{label} AUROC [95% CI]",
-        f"Δ {label} vs {reference} [95% CI]",
-        "p (bootstrap / DeLong)",
-        *(["Δ mean of labels [95% CI] (p)"] if show_mean else []),
-        "k-fold Δ, mean of folds [95% t-CI] (p)",
-        "seeds: mean ± SD (min-max)",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] * len(head)) + " |"]
-    for r in arms.to_dict("records"):
-        r = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-        if str(r["status"]).startswith("skipped"):
-            continue
-        test = fmt_ci(r.get("test_auroc"), r.get("test_low"), r.get("test_high"), missing="") if r.get("run") else ""
-        if r["arm"] == reference:
-            cells = ["reference", ""]
-            mean_cell, cv_cell = "reference", ("reference" if r.get("cv_run") else "")
-        else:
-            d = headline(diffs, r["arm"], "test split", label)
-            cells = [_difference_cell(d), _p_cell(d)]
-            m = headline(diffs, r["arm"], "test split", MEAN) if show_mean else {}
-            mean_cell = _difference_cell(m) + (f" ({fmt(m['p'])})" if m.get("status") == "ok" else "")
-            c = headline(diffs, r["arm"], "k-fold", label)
-            cv_cell = _difference_cell(c) + (f" ({fmt(c['p'])})" if c.get("status") == "ok" and c.get("p") else "")
-        seeds = ""
-        if r.get("seeds"):
-            seeds = (
-                f"{fmt(r['seeds_mean'])} ± {fmt(r['seeds_sd'], missing='n/a')} "
-                f"({fmt(r['seeds_min'])}-{fmt(r['seeds_max'])}; {int(r['seeds'])} seeds)"
-            )
-        sets = r.get("test_set") or ""
-        if r.get("cv_test_set"):
-            sets = f"{sets} (k-fold: {r['cv_test_set']})" if sets else f"k-fold: {r['cv_test_set']}"
-        row = [r["arm"], sets, test, *cells, *([mean_cell] if show_mean else []), cv_cell, seeds]
-        lines.append("| " + " | ".join(str(c) for c in row) + " |")
-    return "\n".join(lines)
-
-
 def pair_arms(
     split: list[tuple[str, str, dict]],
     cv: list[tuple[str, str, dict]],
@@ -369,3 +328,32 @@ def pair_arms(
         else:
             rows += fold_differences(ref, others, differ)
     return reference, differences_table(rows), set_ids[0], set_ids[1]
+
+
+def fill_differences(
+    arms: pd.DataFrame,
+    diffs: pd.DataFrame,
+    split_sets: dict[str, str],
+    cv_sets: dict[str, str],
+    reference: str | None,
+    label: str,
+) -> None:
+    """Fill the arms table's test-set and difference columns (PAIRING_COLUMNS) for `label`."""
+    arms["test_set"] = arms["arm"].map(split_sets)
+    arms["cv_test_set"] = arms["arm"].map(cv_sets)
+    arms["reference"] = reference
+    for i, name in arms["arm"].items():
+        d = headline(diffs, name, "test split", label) if len(diffs) else {}
+        if d.get("status") == "ok":
+            arms.loc[i, ["diff", "diff_low", "diff_high", "diff_p", "diff_delong_p", "diff_skipped_replicates"]] = [
+                _nan(d.get(k)) for k in ("diff", "low", "high", "p", "delong_p", "skipped_replicates")
+            ]
+        c = headline(diffs, name, "k-fold", label) if len(diffs) else {}
+        if c.get("status") == "ok":
+            arms.loc[i, ["cv_diff", "cv_diff_low", "cv_diff_high", "cv_diff_p"]] = [
+                _nan(c.get(k)) for k in ("diff", "low", "high", "p")
+            ]
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
