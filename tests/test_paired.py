@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from cxrtool.evaluate.metrics import MIN_POSITIVE_PATIENTS
 from cxrtool.evaluate.paired import (
-    MIN_POSITIVE_PATIENTS,
     bootstrap_p,
     delong,
     delong_mean,

@@ -19,9 +19,9 @@ have in common cancels):
 - `fold_difference`: for two cross-validated arms on the same folds, the per-fold difference,
   its mean over folds and a t-interval (K-1 degrees of freedom) and paired t-test over folds.
 
-A label is compared only when it has at least MIN_POSITIVE_PATIENTS positive and as many negative
-patients; below that its difference is "not estimable" (an interval from two or three patients
-is a statement about those patients, not about the model). `spread` summarises training runs
+A label is compared only when it has at least MIN_POSITIVE_PATIENTS (evaluate/metrics.py) positive
+and as many negative patients; below that its difference is "not estimable" (an interval from two
+or three patients is a statement about those patients, not about the model). `spread` summarises training runs
 that differ only in their seed (mean, SD, min, max).
 """
 
@@ -30,9 +30,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from .metrics import bootstrap_counts, group_codes, percentile_interval, weighted_auroc
+from .metrics import (
+    MIN_POSITIVE_PATIENTS,
+    bootstrap_counts,
+    class_patients,
+    group_codes,
+    not_estimable_reason,
+    percentile_interval,
+    weighted_auroc,
+)
 
-MIN_POSITIVE_PATIENTS = 5  # fewer positive (or negative) patients than this: not estimable
 LEVEL = 0.95
 
 
@@ -203,19 +210,15 @@ def bootstrap_summary(replicates: np.ndarray, level: float = LEVEL) -> dict:
 
 def patient_counts(y: np.ndarray, patients: np.ndarray) -> tuple[int, int]:
     """Patients with a positive image and patients with a negative image of one label (NaN skipped)."""
-    y = np.asarray(y, dtype=np.float64)
-    keep = ~np.isnan(y)
-    patients = np.asarray(patients).astype(str)[keep]
-    y = y[keep]
-    return len(np.unique(patients[y == 1])), len(np.unique(patients[y == 0]))
+    return class_patients(y, np.asarray(patients).astype(str))
 
 
 def not_estimable(y: np.ndarray, patients: np.ndarray, minimum: int = MIN_POSITIVE_PATIENTS) -> str | None:
-    """Why a label's paired difference is not estimable on these images (None when it is)."""
-    pos, neg = patient_counts(y, patients)
-    if pos < minimum or neg < minimum:
-        return f"not estimable: {pos} positive and {neg} negative patients (fewer than {minimum} of either)"
-    return None
+    """Why a label's paired difference is not estimable on these images (None when it is): the
+    same rule as a single AUROC's (evaluate/metrics.py), so a label is compared exactly where
+    each arm's own AUROC has an interval."""
+    why = not_estimable_reason(y, np.asarray(patients).astype(str), minimum)
+    return f"not estimable: {why}" if why else None
 
 
 def paired_report(
