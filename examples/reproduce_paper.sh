@@ -120,7 +120,7 @@ done_or runs/nih-pretrain/eval/metrics.json bash -c "
   cxrtool pretrain --data data/nih --arch $arch --weights $start --out runs/nih-pretrain ${pre_epochs[*]} ${common[*]} &&
   cxrtool evaluate runs/nih-pretrain --compare chexnet ${bootstrap[*]} --quiet"
 pretrains=(--pretrain "$arch ($start start)=runs/nih-pretrain")
-if [ "$small" = 0 ]; then
+if [ "$small" = 0 ] && [ "$generated" = 0 ]; then
   # The report's other two pretrainings: ResNet-50 from ImageNet and our own ResNet-50 from scratch.
   for spec in "resnet50 imagenet" "cxr-resnet50 none"; do
     set -- $spec

@@ -69,6 +69,7 @@ def against_markdown(arms: pd.DataFrame, diffs: pd.DataFrame, reference: str, la
     for r in arms.to_dict("records"):
         r = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
         if str(r["status"]).startswith("skipped"):
+            lines.append(f"| {r['arm']} | {r['status']} |" + " |" * (len(head) - 2))
             continue
         test = fmt_ci(r.get("test_auroc"), r.get("test_low"), r.get("test_high"), missing="") if r.get("run") else ""
         if r["arm"] == reference:
