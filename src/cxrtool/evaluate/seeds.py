@@ -56,7 +56,15 @@ def seeds_frame(section: dict) -> pd.DataFrame:
     columns = {**section["spread"], "mean": section["mean_spread"]}
     for stat in ("mean", "sd", "min", "max"):
         rows.append({"run": stat, "seed": None, **{l: s.get(stat) for l, s in columns.items()}})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["seed"] = frame["seed"].astype("Int64")  # whole seeds, blank on the summary rows
+    return frame
+
+
+def _cell(value) -> str:
+    if value is None or value is pd.NA:
+        return ""
+    return fmt(value) if isinstance(value, float) else str(value)
 
 
 def seeds_markdown(metrics: dict) -> str:
@@ -109,10 +117,7 @@ def evaluate_seeds_run(cfg: EvaluateConfig, run: Path, evaluate_one: Callable[[E
     print_table(
         f"Test AUROC over {len(names)} seeds (training variance; the intervals above are {names[0]}'s)",
         list(frame.columns),
-        [
-            [fmt(v) if isinstance(v, float) else ("" if v is None else str(v)) for v in r]
-            for r in frame.itertuples(index=False)
-        ],
+        [[_cell(v) for v in r] for r in frame.itertuples(index=False)],
     )
     info(f"wrote {out}")
     return metrics
