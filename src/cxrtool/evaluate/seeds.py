@@ -22,6 +22,7 @@ from ..errors import CxrError
 from ..formatting import fmt, fmt_ci
 from ..progress import info, print_table
 from ..runs import atomic_write_json, atomic_write_text, read_manifest
+from ..safeio import csv_text
 from .config import EvaluateConfig
 from .outputs import default_out, prepare_out
 from .paired import spread
@@ -108,7 +109,7 @@ def evaluate_seeds_run(cfg: EvaluateConfig, run: Path, evaluate_one: Callable[[E
     metrics["seeds"] = section
     atomic_write_text(out / "predictions.csv", (first_out / "predictions.csv").read_text())
     frame = seeds_frame(section)
-    atomic_write_text(out / "seeds.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "seeds.csv", csv_text(frame, index=False))
     write_tables(out, metrics)
     with open(out / "per_label.md", "a", encoding="utf-8") as md:  # per_label.md was just written by write_tables
         md.write("\n" + seeds_markdown(metrics) + "\n")
