@@ -69,9 +69,10 @@ def test_evaluate_reports_the_spread_over_seeds_beside_seed_1s_interval(seeds_ru
     assert s["mean"] == pytest.approx(np.mean(values)) and s["sd"] == pytest.approx(np.std(values, ddof=1))
     assert (s["min"], s["max"]) == (pytest.approx(min(values)), pytest.approx(max(values)))
     # The headline numbers and predictions are seed-1's: one trained model behind every interval.
-    assert metrics["labels"][LABEL] == per_seed[0]["labels"][LABEL]
-    top = pd.read_csv(run / "eval" / "predictions.csv")
-    assert top.equals(pd.read_csv(run / "seed-1" / "eval" / "predictions.csv"))
+    top = json.loads((run / "eval" / "metrics.json").read_text())
+    assert top["labels"][LABEL] == per_seed[0]["labels"][LABEL] and top["seeds"]["headline"] == "seed-1"
+    predictions = pd.read_csv(run / "eval" / "predictions.csv")
+    assert predictions.equals(pd.read_csv(run / "seed-1" / "eval" / "predictions.csv"))
     table = pd.read_csv(run / "eval" / "seeds.csv").set_index("run")
     assert table.loc["sd", LABEL] == pytest.approx(s["sd"]) and list(table.index[:3]) == ["seed-1", "seed-2", "seed-3"]
     assert "Spread over 3 seeds" in (run / "eval" / "per_label.md").read_text()
