@@ -86,7 +86,7 @@ done_or() { local file="$1"; shift; if [ -e "$file" ]; then echo "   (done: $fil
 # when the file is already in the torch cache, and is listed as skipped otherwise.
 imagenet=1
 if [ "$generated" = 1 ]; then
-  imagenet=0; weights_file="(none: tiny-cnn has no ImageNet weights)"
+  imagenet=0; weights_file=""
 else
 weights_file="$(python -c "import os, torch; from torchvision.models import get_model_weights as w; print(os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(w('$arch').IMAGENET1K_V1.url)))")"
 if [ "$small" = 1 ] && [ ! -f "$weights_file" ]; then
@@ -159,7 +159,9 @@ arms=(--arm "From scratch=runs/covid-scratch" --cv "From scratch=runs/covid-scra
 if [ "$imagenet" = 1 ]; then
   arms+=(--arm "ImageNet only=runs/covid-imagenet" --cv "ImageNet only=runs/covid-imagenet-cv")
 else
-  arms+=(--skipped "ImageNet only=ImageNet weights not in the torch cache ($weights_file)")
+  why="ImageNet weights not in the torch cache ($weights_file)"
+  [ "$generated" = 1 ] && why="tiny-cnn has no ImageNet weights"
+  arms+=(--skipped "ImageNet only=$why")
 fi
 arms+=(--arm "NIH-pretrained ($start start)=runs/covid-from-nih" --cv "NIH-pretrained ($start start)=runs/covid-from-nih-cv")
 if [ "$generated" = 0 ]; then

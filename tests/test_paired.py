@@ -146,6 +146,7 @@ def test_report_skips_labels_with_too_few_positive_patients_and_counts_skipped_r
     assert rep["labels"]["B"]["positive_patients"] == few
     assert "not estimable" in rep["labels"]["B"]["not_estimable"] and "diff" not in rep["labels"]["B"]
     assert rep["mean"]["labels"] == ["A"] and rep["mean"]["diff"] == pytest.approx(rep["labels"]["A"]["diff"])
+    assert rep["mean"]["arm_auroc"] == pytest.approx(rep["labels"]["A"]["arm_auroc"])
     a = rep["labels"]["A"]
     assert a["low"] < a["diff"] < a["high"] and 0 <= a["p"] <= 1 and a["skipped_replicates"] == 0
     # Exactly MIN_POSITIVE_PATIENTS positive patients: estimable, and replicates drawing none are counted.

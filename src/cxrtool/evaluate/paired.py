@@ -258,9 +258,9 @@ def paired_report(
     arms = [out["labels"][labels[j]]["arm_auroc"] for j in estimable]
     out["mean"] = {
         "labels": [labels[j] for j in estimable],
+        **_entry(test, mean_reps),
         "ref_auroc": float(np.mean(refs)),
         "arm_auroc": float(np.mean(arms)),
-        **_entry(test, mean_reps),
     }
     return out
 
