@@ -310,10 +310,12 @@ def pair_arms(
     if reference is not None and reference not in names:
         raise CxrError(f"--reference {reference}: no arm of that name (the arms: {', '.join(names)})")
     rows: list[dict] = []
-    set_ids: list[dict[str, str]] = []
-    for kind, given, option in (("test split", split, "--arm"), ("k-fold", cv, "--cv")):
+    set_ids: list[dict[str, str]] = [{}, {}]
+    for i, (kind, given, option) in enumerate((("test split", split, "--arm"), ("k-fold", cv, "--cv"))):
+        if len(given) == 1 and not (evaluation_dir(Path(given[0][1])) / "predictions.csv").is_file():
+            continue  # nothing to pair it with: an arm alone needs no predictions (and gets no set id)
         sets = [read_scored_set(n, f"{option} {n}", Path(run), m) for n, run, m in given]
-        set_ids.append({s.arm: s.set_id for s in sets})
+        set_ids[i] = {s.arm: s.set_id for s in sets}
         if not sets:
             continue
         ref = next((s for s in sets if s.arm == reference), None)
