@@ -93,3 +93,25 @@ def test_real_source_warning_fires_where_the_source_predicts_a_label_partly(real
     why = result["source_confounded"]["Pneumonia"]
     assert f"{from_cohen} of its {len(positives)} positives come from covid" in why
     assert "every positive" not in why
+
+
+def test_the_counts_docs_prepare_md_quotes_are_what_combine_makes(real_mix):
+    import re
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "prepare.md").read_text().split())
+    found = re.search(
+        r"gives ([\d,]+) images \((\d+) train, (\d+) val, (\d+) test\); COVID-19 positives/negatives "
+        r"(\d+)/(\d+) \(train\), (\d+)/(\d+) \(val\), (\d+)/(\d+) \(test\)\. The sample is short of some "
+        r"findings \(Hernia (\d+), Fibrosis (\d+), Pleural_Thickening (\d+) positives in all",
+        text,
+    )
+    assert found, "docs/prepare.md no longer quotes the combined set's counts in the form this test reads"
+    quoted = [int(n.replace(",", "")) for n in found.groups()]
+    index = real_mix.index
+    made = [len(index), *(int((index["split"] == s).sum()) for s in ("train", "val", "test"))]
+    for split in ("train", "val", "test"):
+        covid = index.loc[index["split"] == split, "COVID-19"]
+        made += [int((covid == 1).sum()), int((covid == 0).sum())]
+    made += [int((index[label] == 1).sum()) for label in ("Hernia", "Fibrosis", "Pleural_Thickening")]
+    assert quoted == made
