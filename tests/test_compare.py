@@ -266,3 +266,15 @@ def test_k_fold_twins_are_paired_fold_by_fold(evaluated, tmp_path):
     compare(CompareConfig(cv=cfg.cv, label=LABEL, out=tmp_path / "u", bootstrap=200))
     diffs = pd.read_csv(tmp_path / "u" / "differences.csv")
     assert "different folds" in diffs["status"].iloc[0]
+
+
+def test_no_arm_is_said_before_anything_about_the_output_folder(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cxrtool.cli import app
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "mine.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["compare"])
+    assert res.exit_code == 2 and "--arm" in res.output and "mine.txt" not in res.output

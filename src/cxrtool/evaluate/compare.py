@@ -92,6 +92,9 @@ class CompareConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # Said first: with no arm, nothing else (such as the state of --out) matters yet.
+        if not (self.arms or self.cv or self.skipped):
+            raise CxrError("give at least one --arm NAME=RUN (an evaluated run) or --cv NAME=RUN")
         if int(self.bootstrap) < 100:
             raise CxrError(f"--bootstrap: give at least 100 replicates (got {self.bootstrap})")
         self.bootstrap = int(self.bootstrap)
