@@ -77,3 +77,32 @@ def test_boxes_of_classes_the_model_lacks_are_refused_before_any_map(tmp_path, t
     assert res.exit_code != 0 and "nothing" in res.output and "would be scored" in res.output
     written = [p for p in (run / "cam").rglob("*") if p.is_file()] if (run / "cam").exists() else []
     assert written == []
+
+
+def test_a_class_with_no_box_on_the_images_is_refused_before_any_map(tmp_path, trained_run, synth_data):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    boxed = synth_data.boxes()
+    boxed = boxed[boxed["label"].isin(synth_data.labels)].iloc[:1]
+    other = next(l for l in synth_data.labels if l != boxed["label"].iloc[0])
+    boxes = tmp_path / "boxes.csv"
+    boxed.to_csv(boxes, index=False)
+    args = [
+        "cam",
+        "--run",
+        str(run),
+        "--data",
+        str(synth_data.root),
+        "--split",
+        "all",
+        "--boxes",
+        str(boxes),
+        "--allow-seen",
+        "-q",
+    ]
+    res = runner.invoke(app, [*args, "--class", other, "--device", "cpu"])
+    assert res.exit_code == 2 and "nothing would be scored" in res.output
+    assert not (run / "cam").exists()
+    res = runner.invoke(app, [*args, "--class", boxed["label"].iloc[0], "--device", "cpu", "--max-images", "400"])
+    assert res.exit_code == 0, res.output
+    assert (run / "cam" / "box_scores.csv").is_file()

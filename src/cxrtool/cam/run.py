@@ -262,11 +262,6 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or image_size)
     if cfg.boxes is not None:
         _refuse_boxes_of_other_classes(cfg.boxes, read_box_file(cfg.boxes, cache_size), labels)
-    out = cfg.out or _default_out(source)
-    owned = own_output(out, "CAM folder", "cam")  # a folder holding a file no cxrtool command wrote is refused
-    for fname in (INDEX_NAME, SKIPPED_NAME):  # rewritten by every call, but only cam's own
-        owned.check_replace(out / fname, overwrite=True)
-    names = _Names(owned, cfg.overwrite)
     run_dir = source if is_run_dir(source) else (source.parent.parent if is_run_dir(source.parent.parent) else None)
 
     lineage = read_lineage(run_dir)
@@ -291,6 +286,22 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
             )
     if cfg.max_images is not None and data is not None:
         positions = positions[: cfg.max_images]
+    if (
+        cfg.boxes is not None
+        and mode == "given"
+        and not any(labels[c] in boxes.get(images.ids[p], {}) for p in positions for c in given)
+    ):
+        # Box scoring was asked for and no map would be scored: refused before anything is written.
+        raise CxrError(
+            f"{cfg.boxes}: no box of {', '.join(labels[c] for c in given)} falls on the {len(positions)} image(s) "
+            "mapped, so nothing would be scored; check --class against the boxes"
+        )
+    # The output folder is claimed only now: a call refused above writes nothing into the run.
+    out = cfg.out or _default_out(source)
+    owned = own_output(out, "CAM folder", "cam")  # a folder holding a file no cxrtool command wrote is refused
+    for fname in (INDEX_NAME, SKIPPED_NAME):  # rewritten by every call, but only cam's own
+        owned.check_replace(out / fname, overwrite=True)
+    names = _Names(owned, cfg.overwrite)
 
     def classes_of(position: int, probs: np.ndarray) -> list[int]:
         if mode == "given":
@@ -491,6 +502,12 @@ def _finish(
         summary.insert(1, "method", cfg.method)
         atomic_write_text(scores_csv, csv_text(summary.round(6), index=False))
         atomic_write_text(per_image_csv, csv_text(per_image.round(6), index=False))
+        if per_image.empty and cfg.boxes is not None:
+            # --top K chose classes without a box: known only after the maps were made.
+            raise CxrError(
+                f"{cfg.boxes}: no map was of a class with a box on its image, so nothing was scored "
+                f"(the maps are in {out}); pass --class with a boxed class, or no --top to map each image's boxed classes"
+            )
         if per_image.empty:
             warn("no map was of a class with a box on its image: nothing scored (check --class against the boxes)")
         else:
