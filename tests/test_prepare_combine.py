@@ -290,3 +290,19 @@ def test_dedupe_of_a_combined_set_keeps_its_counts_true(fifteen, tmp_path):
             and counts.loc[(split, "COVID-19"), "positive"] == 0
         )
         assert mix.manifest["class_counts"][split]["COVID-19"]["negative"] == (y == 0).sum()
+
+
+def test_the_15_class_model_scores_the_cohen_caches_own_test_patients_as_an_arm(fifteen, tmp_path):
+    """reproduce_paper.sh's comparable 15-class arm: the model evaluated on the COVID-19 cache itself."""
+    from helpers import quick_train
+
+    _, cohen, mix, _ = fifteen
+    run = quick_train(mix, tmp_path / "run", epochs=1)
+    out = run / "eval-covid"  # inside the run, as the script writes it
+    args = ["evaluate", str(run), "--data", str(cohen.root), "--bootstrap", "100", "--device", "cpu", "--out", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    preds = pd.read_csv(out / "predictions.csv", dtype={"id": str})
+    test = cohen.index.iloc[cohen.rows("test")]
+    assert sorted(preds["id"]) == sorted(test["id"].astype(str))  # the binary arms' test patients, no NIH image
+    assert "true_COVID-19" in preds.columns
