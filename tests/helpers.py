@@ -146,3 +146,16 @@ def pretrain_cli(data: PreparedData, out: Path, *extra: str, epochs: int = 1):
     return CliRunner().invoke(
         app, ["pretrain", "--data", str(data.root), "--out", str(out), "--epochs", str(epochs), *TINY_PRETRAIN, *extra]
     )
+
+
+def cli(*args):
+    """`cxrtool ARGS...` through the CliRunner (paths and numbers given as they are)."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line(res) -> str:
+    """The single line a user mistake prints (asserted: one line, no traceback, a clean exit)."""
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    return lines[0]

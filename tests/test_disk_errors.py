@@ -20,26 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_PRETRAIN, pretrain_cli
-from typer.testing import CliRunner
+from helpers import TINY_PRETRAIN, cli, one_line, pretrain_cli
 
-from cxrtool.cli import app
 from cxrtool.data.cache import PreparedData
 from cxrtool.data.sources.synthetic import SyntheticConfig, write_raw
 from cxrtool.models.registry import arch_names, create_model, get_spec
-
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(res) -> str:
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
-    return lines[0]
 
 
 def prepare(raw, out, *extra):

@@ -14,25 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import cli, one_line
 from PIL import Image
-from typer.testing import CliRunner
 
-from cxrtool.cli import app
 from cxrtool.data.cache import PreparedData
 from cxrtool.data.sources.synthetic import SyntheticConfig, write_raw
 from cxrtool.errors import CxrError
-
-runner = CliRunner()
-
-
-def cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(res) -> str:
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    return lines[0]
 
 
 def fifo_and_zero(folder: Path) -> tuple[Path, Path]:

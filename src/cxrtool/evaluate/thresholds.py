@@ -12,14 +12,13 @@ which thresholds it uses, where they came from, and refuse ones chosen for other
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import CxrError
-from ..models.checkpoint import WEIGHTS
+from ..models.provenance import weights_sha256
 from ..safeio import read_json_file
 from .metrics import bootstrap_operating_point, not_computable_reason, sensitivity_point, youden_point
 
@@ -69,15 +68,6 @@ def report_at_thresholds(
     return out
 
 
-def model_sha256(checkpoint: Path) -> str:
-    """Hash of a checkpoint's weights file: thresholds belong to exactly these weights."""
-    digest = hashlib.sha256()
-    with open(Path(checkpoint) / WEIGHTS, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def thresholds_document(
     chosen: dict,
     reasons: dict,
@@ -96,7 +86,7 @@ def thresholds_document(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run": str(run),
         "checkpoint": checkpoint,
-        "model_sha256": model_sha256(checkpoint_dir),
+        "model_sha256": weights_sha256(checkpoint_dir),
         "chosen_on": split,
         "data": str(data.root),
         "data_hash": data.data_hash,
@@ -141,7 +131,7 @@ def find_thresholds(
     `explicit` (--thresholds FILE) must belong to the same weights. Otherwise the newest
     RUN/eval*/thresholds.json chosen on the validation split for these weights is used.
     """
-    sha = model_sha256(checkpoint_dir)
+    sha = weights_sha256(checkpoint_dir)
     if explicit is not None:
         doc = read_thresholds(explicit)
         if doc.get("model_sha256") != sha:
