@@ -429,3 +429,22 @@ def test_workers_of_a_killed_prepare_exit_quietly(raw, tmp_path):
     res = prepare(raw, tmp_path / "c")  # the next prepare takes over and finishes
     assert res.exit_code == 0, res.output
     assert not (tmp_path / "c" / ".prepare-tmp").exists()
+
+
+def _sigterm_disposition():
+    return signal.getsignal(signal.SIGTERM)
+
+
+def test_decoding_workers_die_of_sigterm_even_under_the_commands_handler():
+    """Pool.terminate sends SIGTERM: a worker that kept the command's Python handler could hang it."""
+    from cxrtool.data.pool import start_pool
+    from cxrtool.signals import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)  # the command's handler
+        pool = start_pool(1)
+        try:
+            assert pool.apply(_sigterm_disposition) == signal.SIG_DFL
+        finally:
+            pool.terminate()
+            pool.join()

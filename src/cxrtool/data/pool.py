@@ -79,8 +79,12 @@ def _watch_parent(parent: int) -> None:
 
 
 def worker_init(parent: int) -> None:
-    """Pool initializer: ignore SIGINT, die quietly on a broken pipe, exit when orphaned."""
+    """Pool initializer: ignore SIGINT, die of SIGTERM, die quietly on a broken pipe, exit when orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The parent's SIGTERM handler (signals.py) is inherited through fork. A worker must die of the
+    # signal Pool.terminate sends it; with a Python handler, a SIGTERM delivered to the watcher
+    # thread below never interrupts the main thread waiting for a task, and terminate hangs.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
