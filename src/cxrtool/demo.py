@@ -5,7 +5,7 @@ pretraining; the held-back "COVID-19" pattern for transfer), pretrains a small n
 it to COVID-19, evaluates both with patient-bootstrap intervals, draws and scores class activation
 maps against the known lesion boxes, maps the latent and pixel spaces, writes an HTML report per
 run, and prints a summary. Each step is an ordinary library call, the same one a command makes,
-so the demo doubles as an end-to-end check. `quick` shrinks everything for CI (about 2 minutes on a busy 2-core machine).
+so the demo doubles as an end-to-end check. `quick` shrinks everything for CI (about 15 s on an idle 2-core machine; docs/performance.md).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def demo(
         out: Path = typer.Option(Path("cxrtool-demo"), "--out", help="Folder for the demo's data, runs and reports."),
-        quick: bool = typer.Option(False, "--quick", help="A smaller run for CI (about 2 minutes on 2 cores)."),
+        quick: bool = typer.Option(False, "--quick", help="A smaller run for CI (about 15 s on 2 idle cores)."),
         seed: int = typer.Option(0, "--seed", help="Random seed for the data and the training."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
         workers: int = typer.Option(2, "--workers", help="Processes for decoding images in prepare."),
