@@ -159,3 +159,23 @@ def one_line(res) -> str:
     assert len(lines) == 1 and "Traceback" not in res.output, res.output
     assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
     return lines[0]
+
+
+def slow_decoding_child(signal_setup: str) -> str:
+    """A `python -c` script: `cxrtool ARGV` whose decoding workers print "decoding" and then stall.
+
+    `signal_setup` is a line run first (the signal disposition the test needs the child to start
+    with); the patch is made before the pool forks, so the workers inherit it.
+    """
+    return f"""import os, signal, sys, time
+{signal_setup}
+import cxrtool.data.imageio as imageio
+real = imageio.read_gray_from
+def slow(fh, path):
+    os.write(1, b"decoding\\n")
+    time.sleep(60)
+    return real(fh, path)
+imageio.read_gray_from = slow
+from cxrtool.cli import app
+app(sys.argv[1:], prog_name="cxrtool")
+"""

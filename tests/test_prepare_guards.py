@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import slow_decoding_child
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
@@ -357,21 +357,9 @@ def test_directory_link_loops_under_the_root_are_walked_once(raw, tmp_path):
 
 # ---------------------------------------------------------------- 6. Ctrl-C and killed prepares
 
-SLOW_PREPARE = textwrap.dedent(r"""
-    import os, signal, sys, time
-    # Ctrl-C as in a terminal's foreground job: a shell starts background jobs (a suite run
-    # with `&`) with SIGINT ignored, and this child would inherit that.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    import cxrtool.data.imageio as imageio
-    real = imageio.read_gray_from
-    def slow(fh, path):  # runs in the decoding workers (forked after this patch)
-        os.write(1, b"decoding\n")
-        time.sleep(60)
-        return real(fh, path)
-    imageio.read_gray_from = slow
-    from cxrtool.cli import app
-    app(sys.argv[1:], prog_name="cxrtool")
-""")
+# Ctrl-C as in a terminal's foreground job: a shell starts background jobs (a suite run with `&`)
+# with SIGINT ignored, and this child would inherit that.
+SLOW_PREPARE = slow_decoding_child("signal.signal(signal.SIGINT, signal.default_int_handler)")
 
 
 def start_slow_prepare(raw, out):

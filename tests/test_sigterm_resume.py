@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import typer
-from helpers import TINY_PRETRAIN, pretrain_cli
+from helpers import TINY_PRETRAIN, pretrain_cli, slow_decoding_child
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
@@ -101,19 +101,7 @@ def test_sigterm_during_pretrain_keeps_finished_epochs_and_resume_continues(synt
     assert json.loads(card.read_text())["epoch"] == done + 1
 
 
-SLOW_DECODE = textwrap.dedent(r"""
-    import os, signal, sys, time
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    import cxrtool.data.imageio as imageio
-    real = imageio.read_gray_from
-    def slow(fh, path):  # runs in the decoding workers (forked after this patch)
-        os.write(1, b"decoding\n")
-        time.sleep(60)
-        return real(fh, path)
-    imageio.read_gray_from = slow
-    from cxrtool.cli import app
-    app(sys.argv[1:], prog_name="cxrtool")
-""")
+SLOW_DECODE = slow_decoding_child("signal.signal(signal.SIGTERM, signal.SIG_DFL)")
 
 
 def test_sigterm_during_prepare_is_one_line_and_keeps_nothing(tmp_path):
