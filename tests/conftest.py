@@ -27,7 +27,7 @@ def _quiet():
 def _release_run_locks():
     """Locks a test took by calling a library function directly (outside `holds_locks`) end with it."""
     yield
-    from cxrtool.runs import release_locks
+    from cxrtool.run_locks import release_locks
 
     release_locks()
 

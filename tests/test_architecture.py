@@ -14,7 +14,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cxrtool"
 
-FOUNDATION = ["errors", "signals", "formatting", "safeio", "progress", "locks", "owned", "runs", "config", "device"]
+FOUNDATION = [
+    *("errors", "signals", "formatting", "safeio", "progress", "locks", "owned"),
+    *("atomic", "environment", "runs", "run_locks", "config", "device"),
+]
 # unit -> the units it may import besides itself. The foundation modules may import those before
 # them in FOUNDATION (and the package's `__init__`, which holds only the version).
 ALLOWED: dict[str, set[str]] = {name: {"cxrtool", *FOUNDATION[:i]} for i, name in enumerate(FOUNDATION)}

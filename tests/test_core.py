@@ -18,7 +18,8 @@ from cxrtool.models import create_model
 from cxrtool.models.checkpoint import load_checkpoint, load_state, model_card, read_card, save_checkpoint
 from cxrtool.models.registry import arch_names
 from cxrtool.models.resnet import ResNet50
-from cxrtool.runs import latest_run, new_run_dir, resolve_run
+from cxrtool.run_locks import new_run_dir
+from cxrtool.runs import latest_run, resolve_run
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -85,16 +85,16 @@ def test_too_little_free_space_is_refused_before_the_images_are_created(raw, tmp
 
 
 def test_full_disk_while_writing_the_index_removes_the_temporary_folder(raw, tmp_path, monkeypatch):
-    import cxrtool.runs as runs
+    import cxrtool.atomic as atomic
 
-    real = runs.atomic_write
+    real = atomic.atomic_write
 
     def full(path, write):
         if Path(path).name == "index.csv":
             return real(path, lambda p: enospc())
         return real(path, write)
 
-    monkeypatch.setattr(runs, "atomic_write", full)
+    monkeypatch.setattr(atomic, "atomic_write", full)
     out = tmp_path / "c"
     res = prepare(raw, out)
     assert res.exit_code == 2

@@ -82,9 +82,9 @@ def test_yaml_accepts_what_a_dumped_config_holds(tmp_path):
 def test_artifacts_follow_the_umask(tmp_path, umask, mode):
     import torch
 
+    from cxrtool.atomic import atomic_write_json
     from cxrtool.models import create_model
     from cxrtool.models.checkpoint import model_card, save_checkpoint
-    from cxrtool.runs import atomic_write_json
 
     old = os.umask(umask)
     try:
@@ -100,7 +100,7 @@ def test_artifacts_follow_the_umask(tmp_path, umask, mode):
 
 
 def test_every_file_of_a_run_has_the_mode_open_would_give(finished_run):
-    from cxrtool.runs import current_umask
+    from cxrtool.owned import current_umask
 
     files = [p for p in finished_run.rglob("*") if p.is_file()]
     assert len(files) >= 8  # config, manifest, metrics, curves, and two checkpoints' files
@@ -327,7 +327,7 @@ def test_ctrl_c_outside_training_does_not_talk_about_resume(name):
 
 
 def test_ctrl_c_in_training_says_what_is_true_of_the_run(tmp_path, finished_run):
-    from cxrtool.runs import _note_training_run, forget_training_run, interrupted_message
+    from cxrtool.run_locks import _note_training_run, forget_training_run, interrupted_message
 
     _note_training_run(finished_run)
     assert f"cxrtool pretrain {finished_run} --resume" in interrupted_message()

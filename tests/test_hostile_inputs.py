@@ -168,9 +168,9 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
 def test_deeply_nested_yaml_and_json_are_one_line(tmp_path, trained_run):
     import shutil
 
+    from cxrtool.atomic import read_json
     from cxrtool.config import load_yaml
     from cxrtool.models.checkpoint import read_card
-    from cxrtool.runs import read_json
 
     deep = tmp_path / "deep.yaml"
     deep.write_text("epochs: " + "[" * 2000 + "]" * 2000 + "\n")

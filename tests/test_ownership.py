@@ -23,10 +23,11 @@ from helpers import pretrain_cli
 from PIL import Image
 from typer.testing import CliRunner
 
+from cxrtool.atomic import atomic_write_text
 from cxrtool.cli import app
 from cxrtool.errors import CxrError
 from cxrtool.owned import RECORD, claim_folder, read_record, release_claims
-from cxrtool.runs import atomic_write_text, new_run_dir, release_locks
+from cxrtool.run_locks import new_run_dir, release_locks
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from cxrtool.runs import git_commit
+from cxrtool.environment import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_the_commit_is_cxrtools_own_not_the_repository_it_is_installed_in(tmp_pa
     subprocess.run([*git, "add", "notes.txt"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "user's work"], check=True)
     users_commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    probe = "import cxrtool.runs as r; print(r.__file__); print(r.git_commit())"
+    probe = "import cxrtool.environment as r; print(r.__file__); print(r.git_commit())"
     out = subprocess.run(
         [sys.executable, "-c", probe],
         env={**os.environ, "PYTHONPATH": str(site)},

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .atomic import atomic_write_text
 from .errors import CxrError, did_you_mean
-from .runs import atomic_write_text
 
 C = TypeVar("C")
 

@@ -29,7 +29,7 @@ from .locks import LOCK_NAME
 from .owned import RECORD, note_written
 from .progress import info, print_table, result
 from .report.html_page import ReportConfig, build_report
-from .runs import holds_locks, own_output
+from .run_locks import holds_locks, own_output
 from .train.api import finetune, pretrain
 from .train.config import FinetuneConfig, TrainConfig
 

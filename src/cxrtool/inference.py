@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .atomic import atomic_write_text
 from .data.cache import PreparedData
 from .data.dataset import CacheDataset, collate_batch
 from .data.imageio import ImageReadError, load_preprocessed
@@ -33,7 +34,7 @@ from .data.tensors import to_model_input
 from .device import amp_dtype, fast_paths
 from .errors import CxrError
 from .progress import info, progress_bar
-from .runs import atomic_write_text, read_manifest
+from .runs import read_manifest
 from .safeio import csv_text
 
 MODES = ("probs", "logits", "features")

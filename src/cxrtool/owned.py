@@ -18,8 +18,8 @@ What the record decides:
 A folder entry (a path ending in `/`) owns everything under it: it is used for folders a command
 created and filled whole by other means (checkpoint folders, TensorBoard logs, the demo's data).
 Folders made before records existed have none: a caller may pass `legacy`, which lists the exact
-names the old version wrote there once the folder's own files prove it is cxrtool's (runs.py,
-evaluate); anything else in such a folder is the user's. docs/run-directory.md has the format.
+names the old version wrote there once the folder's own files prove it is cxrtool's (runs.py's
+legacy_run_files, evaluate); anything else in such a folder is the user's. docs/run-directory.md has the format.
 """
 
 from __future__ import annotations

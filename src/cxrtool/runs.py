@@ -1,40 +1,28 @@
-"""Run directories: create, find, describe and write into them safely.
+"""Run directories: their paths, their manifests, and finding the run a command works on.
 
 A run directory holds everything one command produced: `config.yaml`, `manifest.json`,
 `metrics.csv`, `checkpoints/{best,last}/`, and sub-folders written by later stages (`eval/`,
-`cam/`, `embed/`). Commands given no run use the newest one under `./runs` and say which.
-Every file is written to a temporary name and renamed, so an interrupted write never leaves a
-half-written artifact behind, and it gets the mode `open()` would give it (the umask decides). A
-command that writes into a run locks the folder it writes (`new_run_dir`, `lock_run`,
-`lock_output`; an OS lock that dies with the process) until its `holds_locks` function returns, so
-a second writer stops at once naming the first. Each folder a command writes is claimed
-(owned.py): the files it writes are recorded there, and `--overwrite` removes only those.
+`cam/`, `embed/`). Commands given no run use the newest one under `./runs` that can do what was
+asked, and say which. Files are written atomically (atomic.py); the folders a command writes are
+locked and claimed while it runs (run_locks.py); the software environment every manifest records
+comes from environment.py.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import platform
 import re
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from . import __version__
+from .atomic import atomic_write_json, read_json
+from .environment import environment
 from .errors import CxrError
-from .locks import LOCK_NAME, hold_lock
-from .owned import RECORD, OwnedFolder, claim_folder, claims_mark, current_umask, note_written, release_claims
-from .progress import info, warn
-from .safeio import read_json_file
+from .owned import RECORD
+from .progress import info
 
 DEFAULT_RUNS_ROOT = Path("runs")
 MANIFEST = "manifest.json"
@@ -83,132 +71,7 @@ class RunPaths:
         return self.root / "embed"
 
 
-# ---------------------------------------------------------------- atomic writes
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` then rename tmp_path onto `path` (same folder, so rename is atomic).
-
-    mkstemp creates its file 0600; it is given the mode `open()` would have used (0666 less the
-    umask) so that a lab group reads our artifacts exactly as it reads the user's other files.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        note_written(path)  # recorded before it appears, so a killed command's files are still its own
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise CxrError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-    finally:
-        os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except OSError as exc:  # a full disk or a vanished folder: the old file (if any) is untouched
-        raise CxrError(f"{path}: could not be written ({exc.strerror or exc})") from None
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    # surrogateescape: a file name that is not UTF-8 (read from the disk as lone surrogates) is
-    # written back as its own bytes, so a CSV names the real file instead of failing to be written.
-    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8", errors="surrogateescape"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    return atomic_write(path, lambda p: p.write_bytes(data))
-
-
-def _json_default(obj: Any):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return None if np.isnan(obj) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _nan_to_none(obj: Any) -> Any:
-    """JSON has no NaN: write null so every JSON reader accepts our files."""
-    if isinstance(obj, float) and obj != obj:
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
-
-
-def to_json(obj: Any) -> str:
-    return json.dumps(_nan_to_none(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
-
-
-def atomic_write_json(path: Path, obj: Any) -> Path:
-    return atomic_write_text(path, to_json(obj))
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file within safeio's size and depth limits; one line naming the file otherwise."""
-    return read_json_file(path)
-
-
 # ---------------------------------------------------------------- manifests
-
-
-def _git(here: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def git_commit() -> str | None:
-    """cxrtool's own commit: its source checkout's, or the one pip recorded when installing from git.
-
-    An installed copy can sit inside the user's own repository (a venv in their project): asking git
-    from there would name the user's commit, so git is asked only when this package is the
-    checkout's own `src/cxrtool`; otherwise pip's record of the install (PEP 610 direct_url.json)
-    is read, and a release installed from an index has no commit.
-    """
-    here = Path(__file__).resolve().parent
-    top = _git(here, "rev-parse", "--show-toplevel")
-    if top is not None and Path(top).resolve() / "src" / "cxrtool" == here:
-        return _git(here, "rev-parse", "HEAD")
-    try:
-        recorded = json.loads(metadata.distribution("cxrtool").read_text("direct_url.json") or "{}")
-    except (metadata.PackageNotFoundError, ValueError):
-        return None
-    return recorded.get("vcs_info", {}).get("commit_id")
-
-
-def environment() -> dict[str, Any]:
-    """Versions that decide whether a result can be reproduced (read without importing torch)."""
-
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "cxrtool": __version__,
-        "git_commit": git_commit(),
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "torchvision": version("torchvision"),
-        "numpy": version("numpy"),
-        "platform": platform.platform(),
-    }
 
 
 def write_manifest(directory: Path, **fields: Any) -> Path:
@@ -219,6 +82,18 @@ def write_manifest(directory: Path, **fields: Any) -> Path:
 
 def read_manifest(directory: Path) -> dict[str, Any]:
     return read_json(Path(directory) / MANIFEST)
+
+
+def run_of(path: str | Path | None) -> Path | None:
+    """The run directory of a run or of one of its checkpoint folders (RUN/checkpoints/best -> RUN), else None."""
+    if not path:
+        return None
+    path = Path(path)
+    if path.parent.name == "checkpoints" and (path.parent.parent / MANIFEST).is_file():
+        return path.parent.parent
+    if (path / MANIFEST).is_file():
+        return path
+    return None
 
 
 # ---------------------------------------------------------------- finding runs
@@ -298,141 +173,6 @@ def has_finished_epoch(path: Path) -> bool:
     if (path / OOF_PREDICTIONS).is_file() or (path / SEEDS_SUMMARY).is_file():
         return True
     return any(has_finished_epoch(p) for pattern in ("fold-*", "seed-*") for p in path.glob(pattern) if p.is_dir())
-
-
-def _default_run_name(kind: str, arch: str, root: Path) -> Path:
-    """runs/KIND-ARCH-TIME, reserved by creating it (two runs started in the same second get -2, -3)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1, 1000):
-        out = Path(root) / (f"{kind}-{arch}-{stamp}" + (f"-{n}" if n > 1 else ""))
-        try:
-            out.mkdir(parents=True)
-            return out
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise CxrError(f"{out}: cannot create run directory ({exc.strerror})") from None
-    raise CxrError(f"{root}: too many runs named {kind}-{arch}-{stamp}")
-
-
-def new_run_dir(
-    kind: str, arch: str, out: Path | None = None, root: Path = DEFAULT_RUNS_ROOT, overwrite: bool = False
-) -> Path:
-    """Create and lock a run directory: `out` if given, else runs/KIND-ARCH-TIME.
-
-    The lock (see locks.py) is taken before the folder is checked, so two commands given the same
-    --out cannot both start; it is held until the calling function decorated with `holds_locks`
-    returns. A folder that holds no finished epoch (a start killed during its first epoch) is
-    cleared and restarted, saying so; a finished run is replaced only with `overwrite`; files that
-    are not a run's are never deleted.
-    """
-    out = _default_run_name(kind, arch, root) if out is None else Path(out)
-    lock_for_call(out, "run")
-    _note_training_run(out)
-    owned = claim_folder(out, kind, legacy=legacy_run_files)  # refuses a folder holding a user's file
-    if not any(p.name not in (LOCK_NAME, RECORD) for p in out.iterdir()):
-        return out
-    if has_finished_epoch(out) and not overwrite:
-        if kind not in (
-            "pretrain",
-            "finetune",
-        ):  # cross-validation and imported runs are neither resumed nor overwritten
-            raise CxrError(f"{out}: is not empty (it holds a finished {kind} run); choose another --out")
-        raise CxrError(
-            f"{out}: holds a run with finished epochs; pass --resume to continue it, --overwrite to start "
-            "it again from scratch, or choose another --out"
-        )
-    why = "replacing the finished run (--overwrite)" if has_finished_epoch(out) else "it holds no finished epoch"
-    warn(f"{out}: starting this run again: {why}")
-    owned.clear()  # every file the record lists (nothing else is there: claim_folder checked)
-    return out
-
-
-# ---------------------------------------------------------------- locks held for one call
-
-
-_taken: list[Any] = []  # entered hold_lock contexts, innermost last
-_training_run: list[Path] = []  # the run the current command trains (for the Ctrl-C message)
-
-
-def lock_for_call(directory: Path, what: str) -> None:
-    """Lock `directory` (an output folder a command writes) until the `holds_locks` function returns."""
-    context = hold_lock(directory, what=what)
-    context.__enter__()
-    _taken.append(context)
-
-
-def holds_locks(fn: Callable) -> Callable:
-    """Release the locks `fn` took with `lock_for_call` when it returns or raises."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        mark, claimed = len(_taken), claims_mark()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            release_claims(claimed)
-            while len(_taken) > mark:
-                _taken.pop().__exit__(None, None, None)
-
-    return wrapper
-
-
-def release_locks() -> None:
-    """Release every lock taken with `lock_for_call` (for callers outside a `holds_locks` function)."""
-    release_claims()
-    while _taken:
-        _taken.pop().__exit__(None, None, None)
-
-
-def forget_training_run() -> None:
-    _training_run.clear()
-
-
-def _note_training_run(run: Path) -> None:
-    _training_run[:] = [Path(run)]
-
-
-def lock_run(run: Path) -> None:
-    """Lock an existing run for a command that trains it further (--resume); what it writes is recorded."""
-    lock_for_call(run, "run")
-    _note_training_run(run)
-    try:
-        kind = str(read_manifest(run).get("kind") or "pretrain")
-    except CxrError:
-        kind = "pretrain"
-    claim_folder(run, kind, check=False, legacy=legacy_run_files)  # resuming replaces only the run's own files
-
-
-def own_output(folder: Path, what: str, by: str, legacy=None) -> OwnedFolder:
-    """Lock and claim the folder a command writes (refused when it holds a file no record lists)."""
-    lock_for_call(folder, what)
-    return claim_folder(folder, by, legacy=legacy)
-
-
-def lock_output(folder: Path, what: str) -> None:
-    """Lock the folder a command writes its results into (RUN/eval, RUN/cam, RUN/embed)."""
-    lock_for_call(folder, what)
-
-
-def interrupted_message(cause: str = "interrupted") -> str:
-    """What is true after Ctrl-C (or SIGTERM, `cause` "stopped by SIGTERM"): for a command that was
-    training a run, whether and how to continue it."""
-    if not _training_run:
-        return f"{cause}; files written so far are complete and nothing half-written was kept: run the command again to finish"
-    run = _training_run[0]
-    if not has_finished_epoch(run):
-        return (
-            f"{cause} before the first epoch of {run} finished, so there is nothing to resume: "
-            "run the same command again to start it over"
-        )
-    if any(run.glob("fold-*")):
-        return f"{cause}; a cross-validation run cannot be resumed: start it again with another --out (or delete {run})"
-    try:
-        kind = read_manifest(run).get("kind") or "pretrain"
-    except CxrError:
-        kind = "pretrain"
-    return f"{cause}; the finished epochs are saved: continue with `cxrtool {kind} {run} --resume`"
 
 
 OOF_PREDICTIONS = "oof_predictions.csv"  # what a cross-validation run holds instead of one checkpoint

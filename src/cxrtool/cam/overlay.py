@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..runs import atomic_write
+from ..atomic import atomic_write
 from .maps import normalise
 
 ALPHA = 0.45  # enough colour to read the map, enough grey to read the anatomy under it

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic import atomic_write, atomic_write_text
 from ..config import parse_list, require
 from ..data.cache import SPLITS, PreparedData
 from ..data.dataset import CacheDataset
@@ -38,7 +39,8 @@ from ..inference import FileDataset, InferenceEngine, resolve_data
 from ..models.checkpoint import announce_model, load_checkpoint, resolve_model_source
 from ..owned import OwnedFolder
 from ..progress import info, print_table, result, warn
-from ..runs import RunNeed, RunPaths, atomic_write, atomic_write_text, holds_locks, is_run_dir, own_output
+from ..run_locks import holds_locks, own_output
+from ..runs import RunNeed, RunPaths, run_of
 from ..safeio import csv_text, restore_cells
 from .baselines import patient_finder, with_prior
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
@@ -214,11 +216,8 @@ def _need(cfg: CamConfig) -> RunNeed | None:
 
 
 def _default_out(source: Path) -> Path:
-    if is_run_dir(source):
-        return RunPaths(source).cam
-    if is_run_dir(source.parent.parent):  # RUN/checkpoints/best
-        return RunPaths(source.parent.parent).cam
-    return source / "cam"
+    run = run_of(source)  # a run, or RUN/checkpoints/best
+    return RunPaths(run).cam if run is not None else source / "cam"
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
@@ -262,7 +261,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     cache_size = int((card.get("preprocessing") or {}).get("cache_size") or image_size)
     if cfg.boxes is not None:
         _refuse_boxes_of_other_classes(cfg.boxes, read_box_file(cfg.boxes, cache_size), labels)
-    run_dir = source if is_run_dir(source) else (source.parent.parent if is_run_dir(source.parent.parent) else None)
+    run_dir = run_of(source)
 
     lineage = read_lineage(run_dir)
     if cfg.inputs:

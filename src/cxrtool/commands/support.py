@@ -33,7 +33,7 @@ def user_errors(fn: F) -> F:
         # lazy: keeps cxrtool --help fast
         from ..errors import FS_ERRNOS, fs_error
         from ..progress import error
-        from ..runs import forget_training_run, interrupted_message, release_locks
+        from ..run_locks import forget_training_run, interrupted_message, release_locks
         from ..signals import SIGTERM_EXIT, Terminated, sigterm_as_interrupt, was_terminated
 
         def stopped(terminated: bool) -> typer.Exit:

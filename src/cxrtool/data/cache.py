@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write, atomic_write_bytes, read_json
 from ..errors import CxrError
-from ..runs import atomic_write, atomic_write_bytes, read_json, write_manifest
+from ..runs import write_manifest
 from ..safeio import csv_text, restore_cells
 
 IMAGES = "images.u8.npy"

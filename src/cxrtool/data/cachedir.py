@@ -25,10 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..atomic import read_json
 from ..errors import CxrError
 from ..locks import FolderNotWritable, hold_lock
 from ..progress import result, warn
-from ..runs import read_json
 from ..signals import SIGTERM_EXIT, Terminated
 from .cache import BOXES, DUPLICATES, IMAGES, INDEX, LABELS, MANIFEST, SKIPPED, PreparedData
 

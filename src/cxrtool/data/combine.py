@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_bytes, read_json
 from ..config import require
 from ..errors import CxrError
 from ..owned import claim_file
 from ..progress import info, print_table, result, warn
-from ..runs import atomic_write_bytes, holds_locks, read_json
+from ..run_locks import holds_locks
 from ..safeio import csv_text, restore_cells
 from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
 from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts

@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_text
 from ..errors import CxrError
 from ..progress import info, warn
-from ..runs import atomic_write_text, read_manifest
+from ..runs import read_manifest, run_of
 from .cache import PreparedData
 
 SEEN = "seen_images.csv"
@@ -75,18 +76,6 @@ def file_keys(paths: list[Path]) -> np.ndarray:
 # ---------------------------------------------------------------- writing a run's record
 
 
-def run_of_checkpoint(path: str | Path | None) -> Path | None:
-    """The run directory a checkpoint folder belongs to (RUN/checkpoints/best -> RUN), else None."""
-    if not path:
-        return None
-    path = Path(path)
-    if path.parent.name == "checkpoints" and (path.parent.parent / "manifest.json").is_file():
-        return path.parent.parent
-    if (path / "manifest.json").is_file():
-        return path
-    return None
-
-
 def record_training(
     run_dir: Path, data: PreparedData, train_rows: np.ndarray, val_rows: np.ndarray, parent: str | None, weights: str
 ) -> dict[str, Any]:
@@ -102,7 +91,7 @@ def record_training(
     unknown: list[dict[str, str]] = []
     parts = [own]
     if parent:
-        parent_run = run_of_checkpoint(parent)
+        parent_run = run_of(parent)
         inherited = read_lineage(parent_run) if parent_run is not None else None
         if inherited is None or not inherited.recorded:
             why = inherited.why_unrecorded if inherited is not None else "a checkpoint folder outside a run"

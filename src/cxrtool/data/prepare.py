@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_bytes
 from ..errors import CxrError
 from ..locks import FolderNotWritable
 from ..progress import info, print_table, progress_bar, result, warn
-from ..runs import atomic_write_bytes, write_manifest
+from ..runs import write_manifest
 from ..safeio import csv_text
 from .align import FINE
 from .cache import (

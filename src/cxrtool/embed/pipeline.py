@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from ..atomic import atomic_write_json, atomic_write_text, read_json
 from ..config import dump_config
 from ..data.cache import PreparedData
 from ..data.labels import COVID_LABEL
@@ -45,7 +46,8 @@ from ..inference import resolve_data
 from ..models.checkpoint import load_checkpoint
 from ..owned import OwnedFolder
 from ..progress import info, print_table, result
-from ..runs import RunPaths, atomic_write_json, atomic_write_text, holds_locks, own_output, read_json, resolve_run
+from ..run_locks import holds_locks, own_output
+from ..runs import RunPaths, resolve_run
 from ..safeio import csv_text
 from .config import EmbedConfig
 from .features import (

@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
+from ..atomic import atomic_write
 from ..data.labels import NO_FINDING
-from ..runs import atomic_write
 from .features import MULTIPLE
 
 _GREY = (0.72, 0.72, 0.72, 1.0)

@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_text, read_json
 from ..errors import CxrError
 from ..formatting import fmt, fmt_ci, number_or_none
 from ..locks import require_writable
 from ..progress import info, result
-from ..runs import atomic_write_text, holds_locks, own_output, read_json
+from ..run_locks import holds_locks, own_output
 from ..safeio import csv_text
 from .metrics import mean_and_sd
 from .paired_tables import PAIRED_NOTES, against_markdown

@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_text
 from ..data.cache import PreparedData
 from ..data.combine import fingerprints_of
 from ..data.fingerprint import DEFAULT_MAX_DISTANCE, IDENTICAL, near_duplicates
 from ..errors import CxrError
 from ..models.checkpoint import read_card
 from ..progress import info, warn
-from ..runs import atomic_write_text, is_run_dir, read_manifest
+from ..runs import is_run_dir, read_manifest, run_of
 from ..safeio import csv_text
 
 DUPLICATES_FILE = "external_duplicates.csv"
@@ -54,9 +55,7 @@ def _model_dir(path: Path) -> Path:
     path = Path(path)
     if path.is_file():
         path = path.parent
-    if not is_run_dir(path) and is_run_dir(path.parent.parent):
-        return path.parent.parent
-    return path
+    return run_of(path) or path
 
 
 def _record(source: Path) -> tuple[str | None, str | None]:

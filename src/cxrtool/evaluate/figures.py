@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.text import Text
 from sklearn.metrics import roc_curve
 
-from ..runs import atomic_write
+from ..atomic import atomic_write
 
 # The smallest text, in pixels of the PNG: about 10 px is the least that reads at 100% zoom.
 MIN_TEXT_PX = 11

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_json
 from ..config import config_to_dict
 from ..errors import CxrError
 from ..progress import info, warn
-from ..runs import atomic_write_json, legacy_eval_files, own_output
+from ..run_locks import own_output
+from ..runs import legacy_eval_files
 from .config import EvaluateConfig
 from .metrics import label_report
 from .shortcuts import mark_source_confounded

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic import atomic_write_json
 from ..data.cache import PreparedData
 from ..data.labels import needs_any_class
 from ..data.lineage import Lineage, check_data_hash, check_seen, content_keys, read_lineage, scored_rows
@@ -35,7 +36,8 @@ from ..inference import predict_probs, predictions_table, resolve_data, write_pr
 from ..models.checkpoint import load_checkpoint, resolve_checkpoint
 from ..models.provenance import weights_record
 from ..progress import info, warn
-from ..runs import RunNeed, atomic_write_json, holds_locks, is_cv_run, is_seeds_run, resolve_run
+from ..run_locks import holds_locks
+from ..runs import RunNeed, is_cv_run, is_seeds_run, resolve_run
 from .by_source import add_within_source
 from .config import EvaluateConfig
 from .cross_validation import evaluate_cv_run

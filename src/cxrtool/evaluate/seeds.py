@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..errors import CxrError
 from ..formatting import fmt, fmt_ci
 from ..progress import info, print_table
-from ..runs import atomic_write_json, atomic_write_text, read_manifest
+from ..runs import read_manifest
 from ..safeio import csv_text
 from .config import EvaluateConfig
 from .outputs import default_out, prepare_out

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_text
 from ..formatting import fmt, fmt_ci
 from ..progress import print_table, result
-from ..runs import atomic_write_text
 from ..safeio import csv_text
 from .metrics import MIN_POSITIVE_PATIENTS
 from .published import published_auroc, published_results

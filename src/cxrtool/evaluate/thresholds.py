@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import CxrError
 from ..models.provenance import weights_sha256
+from ..runs import run_of
 from ..safeio import read_json_file
 from .metrics import bootstrap_operating_point, not_computable_reason, sensitivity_point, youden_point
 
@@ -115,14 +116,6 @@ def read_thresholds(path: Path) -> dict:
     return doc
 
 
-def _run_of(source: Path) -> Path:
-    """The run directory of a run or of one of its checkpoint folders (runs/R/checkpoints/best)."""
-    source = Path(source)
-    if (source / "card.json").is_file() and source.parent.name == "checkpoints":
-        return source.parent.parent
-    return source
-
-
 def find_thresholds(
     source: Path, checkpoint_dir: Path, explicit: Path | None = None
 ) -> tuple[Path | None, dict | None, str]:
@@ -140,7 +133,7 @@ def find_thresholds(
                 f"evaluate this model to get its own"
             )
         return Path(explicit), doc, f"from {explicit}, chosen on the {doc.get('chosen_on')} split of {doc.get('data')}"
-    run = _run_of(source)
+    run = run_of(source) or Path(source)
     found, stale = [], []
     for path in run.glob(f"eval*/{FILE}"):
         try:

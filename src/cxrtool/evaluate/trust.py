@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..atomic import read_json
 from ..errors import CxrError
 from ..models.provenance import STALE, UNKNOWN, evaluation_status
 from ..progress import warn
-from ..runs import read_json
 
 
 def evaluation_folder(path: Path) -> Path | None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_write_json
 from ..config import require
 from ..data.cache import PreparedData
 from ..data.tensors import to_model_input
@@ -36,7 +37,8 @@ from ..locks import require_writable
 from ..models.checkpoint import CARD, load_checkpoint, resolve_checkpoint
 from ..owned import note_written
 from ..progress import info, result
-from ..runs import MANIFEST, atomic_write_json, holds_locks, own_output, read_manifest, resolve_run
+from ..run_locks import holds_locks, own_output
+from ..runs import MANIFEST, read_manifest, resolve_run
 from . import require_package
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}

@@ -39,7 +39,8 @@ from ..models.checkpoint import model_card, save_checkpoint
 from ..models.registry import create_model
 from ..owned import owned_folder
 from ..progress import info, result
-from ..runs import holds_locks, new_run_dir, write_manifest
+from ..run_locks import holds_locks, new_run_dir
+from ..runs import write_manifest
 from . import require_package
 
 ARCH = "densenet121"

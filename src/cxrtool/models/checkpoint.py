@@ -29,10 +29,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import to_json
 from ..errors import CxrError, fs_reason
 from ..owned import current_umask, note_written
 from ..progress import notice
-from ..runs import RunNeed, is_cv_run, is_seeds_run, resolve_run, to_json
+from ..runs import RunNeed, is_cv_run, is_seeds_run, resolve_run
 from ..safeio import read_json_file
 from ..signals import signals_deferred
 from .backbones import INPUT_CONVENTIONS, XRayClassifier

@@ -14,8 +14,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from ..atomic import read_json
 from ..errors import CxrError
-from ..runs import read_json
 from .checkpoint import WEIGHTS
 
 CURRENT, STALE, UNKNOWN = "current", "stale", "unknown"

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic import atomic_write_text, to_json
 from ..config import require
-from ..data.lineage import file_keys, read_lineage, run_of_checkpoint, seen_mask
+from ..data.lineage import file_keys, read_lineage, seen_mask
 from ..data.pool import cap_workers
 from ..data.walk import collect_image_files
 from ..device import resolve_device
@@ -32,7 +33,8 @@ from ..inference import ArrayDataset, FileDataset, InferenceEngine, predictions_
 from ..models.checkpoint import announce_model, load_checkpoint, resolve_checkpoint, resolve_model_source
 from ..owned import claim_file
 from ..progress import info, print_table, warn
-from ..runs import atomic_write_text, holds_locks, to_json
+from ..run_locks import holds_locks
+from ..runs import run_of
 
 OUT_SUFFIXES = (".csv", ".json")
 TABLE_LABELS_MAX = 8  # more labels than this: the printed table lists positives and the top three
@@ -180,7 +182,7 @@ def _seen_files(source: Path, files: list[Path]) -> np.ndarray | None:
 
     predict scores nothing, so these are not refused: they are said and marked `in_sample`.
     """
-    run = run_of_checkpoint(source)
+    run = run_of(source)
     if run is None:
         return None
     lineage = read_lineage(run)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..atomic import atomic_write_text
 from ..formatting import fmt, fmt_ci, fmt_count, number_or_none
-from ..runs import atomic_write_text
 from ..safeio import restore_cells
 from .forest import ForestRow, forest_png
 from .markup import details, esc, file_link, page, png_figure, table

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import read_json
 from ..errors import CxrError
 from ..evaluate.published import CHEXNET_2017, WANG_2017, published_auroc
 from ..formatting import fmt, fmt_ci, fmt_count, number_or_none
-from ..runs import read_json
 from .forest import ForestRow
 from .markup import esc
 

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text, read_json
 from ..config import read_yaml
 from ..errors import CxrError
 from ..formatting import fmt, fmt_sig
 from ..models.provenance import STALE, evaluation_status
 from ..owned import claim_file, claim_folder
 from ..progress import warn
-from ..runs import RunPaths, atomic_write_text, holds_locks, legacy_run_files, read_json, resolve_run
+from ..run_locks import holds_locks
+from ..runs import RunPaths, legacy_run_files, resolve_run, run_of
 from . import sections
 from .eval_section import section as eval_section
 from .evaluation import Evaluation, headline
@@ -64,8 +66,9 @@ def _parents(manifest: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     while parent and parent not in seen and len(chain) < 10:
         seen.add(parent)
         parent_dir = Path(parent)
-        if parent_dir.is_file() or (parent_dir / "card.json").is_file():  # a checkpoint: its run is two up
-            parent_dir = parent_dir.parent.parent if parent_dir.name in ("best", "last") else parent_dir.parent
+        if parent_dir.is_file():  # a weights file: its checkpoint folder
+            parent_dir = parent_dir.parent
+        parent_dir = run_of(parent_dir) or parent_dir
         try:
             pm = read_json(parent_dir / "manifest.json")
         except CxrError:

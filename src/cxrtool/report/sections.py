@@ -13,9 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..atomic import read_json
 from ..errors import CxrError
 from ..formatting import fmt, fmt_count, fmt_sci, fmt_sig
-from ..runs import RunPaths, read_json
+from ..runs import RunPaths
 from ..safeio import restore_cells
 from .markup import details, esc, file_figure, file_link, missing, note, table
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from ..atomic import atomic_write_json
 from ..config import build_config, dump_config
 from ..data.cache import PreparedData
 from ..errors import CxrError
@@ -28,16 +29,8 @@ from ..models.backbones import XRayClassifier
 from ..models.checkpoint import load_checkpoint, load_state, resolve_checkpoint
 from ..models.registry import create_model
 from ..progress import info, result
-from ..runs import (
-    DEFAULT_RUNS_ROOT,
-    RunPaths,
-    atomic_write_json,
-    holds_locks,
-    is_run_dir,
-    lock_run,
-    read_manifest,
-    resolve_run,
-)
+from ..run_locks import holds_locks, lock_run
+from ..runs import DEFAULT_RUNS_ROOT, RunPaths, is_run_dir, read_manifest, resolve_run
 from .config import FinetuneConfig, TrainConfig
 from .curves import read_metrics
 from .folds import cross_validate

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..runs import atomic_write, atomic_write_text
+from ..atomic import atomic_write, atomic_write_text
 
 
 def metric_columns(labels: list[str]) -> list[str]:

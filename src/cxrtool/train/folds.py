@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_json, atomic_write_text
 from ..config import dump_config
 from ..data.cache import DUPLICATES, PreparedData
 from ..data.splits import links_from_shared_keys, patient_groups
@@ -36,7 +37,7 @@ from ..inference import predict_probs
 from ..models.checkpoint import load_checkpoint
 from ..progress import info, print_table, result
 from ..runs import OOF_PREDICTIONS as OOF
-from ..runs import atomic_write_json, atomic_write_text, write_manifest
+from ..runs import write_manifest
 from ..safeio import csv_text, restore_cells
 from . import distributed as dist_utils
 from .config import FinetuneConfig

@@ -18,10 +18,12 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic import atomic_write_json
 from ..config import dump_config
 from ..errors import CxrError
 from ..progress import info, result
-from ..runs import SEEDS_SUMMARY, RunPaths, atomic_write_json, new_run_dir, read_manifest, write_manifest
+from ..run_locks import new_run_dir
+from ..runs import SEEDS_SUMMARY, RunPaths, read_manifest, write_manifest
 from . import distributed as dist_utils
 from .config import FinetuneConfig
 

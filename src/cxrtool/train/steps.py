@@ -23,7 +23,8 @@ from ..device import resolve_device
 from ..errors import CxrError
 from ..models.backbones import XRayClassifier
 from ..progress import set_quiet, warn
-from ..runs import RunPaths, new_run_dir, write_manifest
+from ..run_locks import new_run_dir
+from ..runs import RunPaths, write_manifest
 from . import distributed as dist_utils
 from .config import TrainConfig
 from .tensorboard import tensorboard_callbacks
