@@ -98,7 +98,7 @@ def test_evaluate_refuses_to_overwrite_and_never_writes_into_the_checkpoint(run)
 
 def test_operating_points_are_chosen_on_val_and_applied_to_test(run, synth_data, monkeypatch):
     """Val and test are built so that their best thresholds differ: the test figures must use val's."""
-    import cxrtool.evaluate.pipeline
+    import cxrtool.evaluate.inputs
 
     rng = np.random.default_rng(0)
     targets = np.nan_to_num(synth_data.targets())
@@ -113,7 +113,7 @@ def test_operating_points_are_chosen_on_val_and_applied_to_test(run, synth_data,
         np.where(low[test], rng.uniform(0.40, 0.55, targets[test].shape), rng.uniform(0.65, 0.9, targets[test].shape)),
         rng.uniform(0.0, 0.3, targets[test].shape),
     )
-    monkeypatch.setattr(cxrtool.evaluate.pipeline, "predict_probs", lambda model, data, rows, *a, **k: probs[rows])
+    monkeypatch.setattr(cxrtool.evaluate.inputs, "predict_probs", lambda model, data, rows, *a, **k: probs[rows])
     metrics = evaluate_run(_cfg(run, shortcuts=False))
     chosen = json.loads((run / "eval" / "thresholds.json").read_text())["labels"]
     val = split == "val"

@@ -23,8 +23,8 @@ import pandas as pd
 
 from ..data.cache import PreparedData
 from ..errors import CxrError
-from ..inference import predict_probs
 from ..progress import info
+from .inputs import EvaluationInputs, Scores
 from .metrics import label_report
 
 KEEP = (
@@ -97,12 +97,11 @@ def source_cache_rows(data: PreparedData, cache: PreparedData, name: str, split:
     return rows[~moved]
 
 
-def add_within_source(
-    cfg, metrics: dict, data: PreparedData, frame: pd.DataFrame, labels, targets, probs, model, card, device
-) -> None:
+def add_within_source(inputs: EvaluationInputs, scores: Scores, metrics: dict) -> None:
     """Write each source-confounded label's `within_source` (and, for a combined set, `source_cache`) entries."""
+    cfg, data, labels = inputs.cfg, inputs.data, scores.labels
     flagged = ((metrics.get("shortcuts") or {}).get("source_confounded")) or {}
-    found = within_source(frame, labels, targets, probs, flagged, cfg.bootstrap, cfg.seed)
+    found = within_source(scores.frame, labels, scores.targets, scores.probs, flagged, cfg.bootstrap, cfg.seed)
     for label, by_source in found.items():
         entry = metrics["labels"][label]
         entry["within_source"] = by_source
@@ -116,16 +115,7 @@ def add_within_source(
             if len(rows) == 0 or not ((y == 1).any() and (y == 0).any()):
                 continue
             info(f"{label}: scoring the model on the {cfg.split} split of {cache.root} as well (within {name})")
-            p = predict_probs(
-                model,
-                cache,
-                rows,
-                int(card["image_size"]),
-                cfg.batch_size,
-                device,
-                cfg.tta,
-                description=f"evaluate {name}",
-            )[:, labels.index(label)]
+            p = inputs.model.probs(cache, rows, f"evaluate {name}")[:, labels.index(label)]
             patients = cache.index["patient"].iloc[rows].to_numpy()
             entry.setdefault("source_cache", {})[name] = {
                 "source": name,

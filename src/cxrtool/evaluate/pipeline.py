@@ -23,17 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 
 from ..atomic import atomic_write_json
 from ..data.cache import PreparedData
 from ..data.labels import needs_any_class
-from ..data.lineage import Lineage, check_data_hash, check_seen, content_keys, read_lineage, scored_rows
-from ..device import resolve_device
+from ..data.lineage import check_seen, content_keys
 from ..errors import CxrError
-from ..inference import predict_probs, predictions_table, resolve_data, write_predictions
-from ..models.checkpoint import load_checkpoint, resolve_checkpoint
+from ..inference import predictions_table, write_predictions
 from ..models.provenance import weights_record
 from ..progress import info, warn
 from ..run_locks import holds_locks
@@ -42,9 +38,10 @@ from .by_source import add_within_source
 from .config import EvaluateConfig
 from .cross_validation import evaluate_cv_run
 from .external import drop_lineage_copies
+from .inputs import EvaluationInputs, Scores, resolve_evaluation
 from .metrics import label_report
 from .outputs import image_keys as frame_keys
-from .outputs import prepare_out, score, write_outputs
+from .outputs import score, write_outputs
 from .published import published_results
 from .seeds import evaluate_seeds_run
 from .shortcuts import shortcut_baselines
@@ -73,131 +70,62 @@ def _need(cfg: EvaluateConfig) -> RunNeed | None:
 
 
 def _evaluate_model(cfg: EvaluateConfig, run: Path) -> dict:
-    device = resolve_device(cfg.device)
-    out = prepare_out(cfg, run)
-    model, card = load_checkpoint(run, cfg.checkpoint, device)
-    data = resolve_data(cfg.data, run)
-    lineage = read_lineage(run)
-    data_changed = check_data_hash(run, data, lineage) if cfg.data is None else False
-    rows, scored = scored_rows(lineage, data, cfg.split)
-    seen, seen_mask = check_seen(
-        lineage, content_keys(data, rows), cfg.allow_seen, f"evaluate {run}: its {scored} of {data.root}"
-    )
-    labels, unmatched = match_labels(list(card["labels"]), data, run, imported=bool(card.get("source")))
-    if labels != list(card["labels"]):
-        model = only_outputs(model, [list(card["labels"]).index(l) for l in labels])
-    cols = data.require_labels(labels, f"the model in {run}")
-    targets = data.targets(rows)[:, cols]
-    image_size = int(card["image_size"])
-    trained_size = (card.get("preprocessing") or {}).get("cache_size")
-    if trained_size and int(trained_size) != data.size:
-        warn(
-            f"{data.root}: cached at {data.size} px but the model was trained on a {trained_size}-px cache; "
-            f"images are resized to {image_size} px either way, but detail differs (prepare with --size {trained_size})"
-        )
-    probs = predict_probs(
-        model, data, rows, image_size, cfg.batch_size, device, cfg.tta, description=f"evaluate {cfg.split}"
-    )
-    frame = data.index.iloc[rows]
-    what = f"{scored} of {data.root}" + (
+    inputs = resolve_evaluation(cfg, run)  # everything below reads this, never the run's files
+    data, out, seen = inputs.data, inputs.out, inputs.seen
+    probs = inputs.model.probs(data, inputs.rows, f"evaluate {cfg.split}")
+    scores = Scores(inputs.labels, inputs.targets, probs, inputs.frame)
+    what = f"{inputs.scored} of {data.root}" + (
         f" (in-sample: {seen['seen']} images seen in training)" if seen["in_sample"] else ""
     )
-    metrics = score(cfg, labels, targets, probs, frame["patient"].to_numpy(), what=what, run=run)
+    metrics = score(cfg, scores.labels, scores.targets, probs, scores.patients, what=what, run=run)
     metrics.update(
         checkpoint=cfg.checkpoint,
-        weights=weights_record(resolve_checkpoint(run, cfg.checkpoint), cfg.checkpoint),
+        weights=weights_record(inputs.model.loaded.folder, cfg.checkpoint),
         data=str(data.root),
         data_hash=data.data_hash,
-        data_changed=data_changed,
+        data_changed=inputs.data_changed,
         split=cfg.split,
-        scored=scored,
+        scored=inputs.scored,
         in_sample=seen["in_sample"],
         lineage=seen,
         tta=cfg.tta,
     )
-    metrics["operating_points"] = operating_points(
-        cfg,
-        run,
-        out,
-        model,
-        card,
-        data,
-        cols,
-        labels,
-        metrics,
-        targets,
-        probs,
-        frame["patient"].to_numpy(),
-        device,
-        part_rows(lineage, data, "val"),
-    )
-
-    shortcuts = cfg.shortcuts
-    if shortcuts is not False:
-        fit_rows = part_rows(lineage, data, "train")
-        result = None
-        if len(fit_rows):
-            result = shortcut_baselines(
-                data.index,
-                labels,
-                fit_rows,
-                data.targets(fit_rows)[:, cols],
-                rows,
-                targets,
-                metrics["labels"],
-                cfg.bootstrap,
-                cfg.seed,
-            )
-        if result is None and shortcuts:
-            warn(
-                f"--shortcuts: {data.root} has no metadata (view, sex, age, source) that varies in its train split; no baselines"
-            )
-        metrics["shortcuts"] = result
-        add_within_source(cfg, metrics, data, frame, labels, targets, probs, model, card, device)
+    metrics["operating_points"] = operating_points(inputs, scores, metrics)
+    if cfg.shortcuts is not False:
+        metrics["shortcuts"] = _shortcuts(inputs, scores, metrics)
+        add_within_source(inputs, scores, metrics)
     if cfg.external is not None:
-        metrics["external"] = _external(
-            cfg, run, model, card, data, out, labels, targets, probs, frame, device, lineage
-        )
+        metrics["external"] = _external(inputs, scores)
 
-    metrics["labels"].update(unmatched_entries(unmatched, data, rows))
-    keys = {**frame_keys(frame), **({"seen": seen_mask.astype(int)} if seen["in_sample"] else {})}
-    write_predictions(out / "predictions.csv", predictions_table(keys, labels, probs, targets=targets))
-    write_outputs(out, metrics, labels, targets, probs)  # metrics.json is written once, complete
+    metrics["labels"].update(unmatched_entries(inputs.unmatched, data, inputs.rows))
+    keys = {**frame_keys(scores.frame), **({"seen": inputs.seen_mask.astype(int)} if seen["in_sample"] else {})}
+    write_predictions(out / "predictions.csv", predictions_table(keys, scores.labels, probs, targets=scores.targets))
+    write_outputs(out, metrics, scores.labels, scores.targets, probs)  # metrics.json is written once, complete
     return metrics
 
 
-def match_labels(model_labels: list[str], data, run: Path, imported: bool = False) -> tuple[list[str], dict[str, str]]:
-    """The model's labels the data annotates (matched by name), and why each other label cannot
-    be scored: the model's that the data lacks, and (for a model imported from another toolkit,
-    whose label set was not chosen on this data) the data's that the model lacks. No shared label
-    at all is an error."""
-    shared = [l for l in model_labels if l in data.labels]
-    if not shared:
-        data.require_labels(model_labels, f"the model in {run}")  # the one-line error naming them
-    unmatched = {l: "the data does not annotate this label" for l in model_labels if l not in shared}
-    if imported:
-        unmatched.update({l: "the model has no output for this label" for l in data.labels if l not in model_labels})
-    if unmatched:
-        info(f"scoring the {len(shared)} label(s) that the model and {data.root} share (matched by name)")
-    return shared, unmatched
-
-
-def only_outputs(model, columns: list[int]):
-    """The model with only the outputs `columns` (the labels scored), for every pass evaluate makes."""
-
-    class Outputs(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        @property
-        def num_labels(self) -> int:
-            return len(columns)
-
-        def forward(self, x):
-            return self.model(x)[:, columns]
-
-    return Outputs()
+def _shortcuts(inputs: EvaluationInputs, scores: Scores, metrics: dict) -> dict | None:
+    """Metadata-only baselines fitted on the run's own train part, scored on the rows evaluated."""
+    cfg, data = inputs.cfg, inputs.data
+    fit_rows = inputs.part_rows("train")
+    result = None
+    if len(fit_rows):
+        result = shortcut_baselines(
+            data.index,
+            scores.labels,
+            fit_rows,
+            data.targets(fit_rows)[:, inputs.cols],
+            inputs.rows,
+            scores.targets,
+            metrics["labels"],
+            cfg.bootstrap,
+            cfg.seed,
+        )
+    if result is None and cfg.shortcuts:
+        warn(
+            f"--shortcuts: {data.root} has no metadata (view, sex, age, source) that varies in its train split; no baselines"
+        )
+    return result
 
 
 def unmatched_entries(unmatched: dict[str, str], data, rows: np.ndarray) -> dict[str, dict]:
@@ -215,54 +143,32 @@ def unmatched_entries(unmatched: dict[str, str], data, rows: np.ndarray) -> dict
     return out
 
 
-def operating_points(
-    cfg: EvaluateConfig,
-    run: Path,
-    out: Path,
-    model,
-    card: dict,
-    data,
-    cols: list[int],
-    labels: list[str],
-    metrics: dict,
-    targets: np.ndarray,
-    probs: np.ndarray,
-    patients: np.ndarray,
-    device,
-    val_rows: np.ndarray,
-) -> dict:
+def operating_points(inputs: EvaluationInputs, scores: Scores, metrics: dict) -> dict:
     """Choose thresholds on the val split, write out/thresholds.json, and report them on this split.
 
     Each label's entry in `metrics` gets `operating_points` (sensitivity and specificity with
     patient-bootstrap intervals at the val-chosen thresholds); the return value says where the
     thresholds come from and whether the reported split contains the one they were chosen on.
     """
+    cfg, data, out = inputs.cfg, inputs.data, inputs.out
+    val_rows = inputs.part_rows("val")
     if len(val_rows) == 0:
         warn(f"{data.root}: no val split to choose operating points on; none are reported or written")
         return {"chosen_on": None, "reason": f"{data.root} has no val split"}
     if cfg.split == "val":
-        val_targets, val_probs = targets, probs
+        val_targets, val_probs = scores.targets, scores.probs
     else:
-        val_targets = data.targets(val_rows)[:, cols]
-        val_probs = predict_probs(
-            model,
-            data,
-            val_rows,
-            int(card["image_size"]),
-            cfg.batch_size,
-            device,
-            cfg.tta,
-            description="evaluate val (operating points)",
-        )
-    chosen, reasons = choose_thresholds(val_targets, val_probs, labels, cfg.sensitivity)
+        val_targets = data.targets(val_rows)[:, inputs.cols]
+        val_probs = inputs.model.probs(data, val_rows, "evaluate val (operating points)")
+    chosen, reasons = choose_thresholds(val_targets, val_probs, scores.labels, cfg.sensitivity)
     val_patients = data.index["patient"].iloc[val_rows].nunique()
     doc = thresholds_document(
         chosen,
         reasons,
         cfg.sensitivity,
-        run,
+        inputs.run,
         cfg.checkpoint,
-        resolve_checkpoint(run, cfg.checkpoint),
+        inputs.model.loaded.folder,
         data,
         "val",
         len(val_rows),
@@ -270,7 +176,7 @@ def operating_points(
     )
     atomic_write_json(out / FILE, doc)
     for label, points in report_at_thresholds(
-        chosen, targets, probs, labels, patients, cfg.bootstrap, cfg.seed
+        chosen, scores.targets, scores.probs, scores.labels, scores.patients, cfg.bootstrap, cfg.seed
     ).items():
         metrics["labels"][label]["operating_points"] = points
     for label, reason in reasons.items():
@@ -292,22 +198,10 @@ def operating_points(
     return result
 
 
-def _external(
-    cfg: EvaluateConfig,
-    run: Path,
-    model,
-    card: dict,
-    data,
-    out: Path,
-    labels: list[str],
-    targets: np.ndarray,
-    probs: np.ndarray,
-    frame: pd.DataFrame,
-    device,
-    lineage: Lineage,
-) -> dict:
+def _external(inputs: EvaluationInputs, scores: Scores) -> dict:
     """Score the model on every image of another prepared collection that is not a copy of an
     image in the run's lineage (evaluate/external.py), on the labels both share."""
+    cfg, data, labels = inputs.cfg, inputs.data, scores.labels
     ext = PreparedData(cfg.external)
     shared = [l for l in labels if l in ext.labels]
     if not shared:
@@ -322,21 +216,21 @@ def _external(
     model_cols = [labels.index(l) for l in shared]
     if len(ext) == 0:
         raise CxrError(f"{ext.root}: holds no images (--external)")
-    ext_rows, copies = drop_lineage_copies(ext, run, out)
+    ext_rows, copies = drop_lineage_copies(ext, inputs.run, inputs.out)
     # Copies found by the search are dropped first; the seen-image check then covers what is left.
-    ext_seen, ext_mask = check_seen(lineage, content_keys(ext, ext_rows), cfg.allow_seen, f"--external {ext.root}")
-    ext_probs = predict_probs(
-        model, ext, ext_rows, int(card["image_size"]), cfg.batch_size, device, cfg.tta, description="evaluate external"
-    )[:, model_cols]
+    ext_seen, ext_mask = check_seen(
+        inputs.lineage, content_keys(ext, ext_rows), cfg.allow_seen, f"--external {ext.root}"
+    )
+    ext_probs = inputs.model.probs(ext, ext_rows, "evaluate external")[:, model_cols]
     ext_targets = ext.targets(ext_rows)[:, [ext.labels.index(l) for l in shared]]
     ext_frame = ext.index.iloc[ext_rows]
     rep = label_report(ext_targets, ext_probs, shared, ext_frame["patient"].to_numpy(), cfg.bootstrap, cfg.seed)
     # The internal mean over the shared labels only, so that the two means are comparable.
     internal = label_report(
-        targets[:, model_cols], probs[:, model_cols], shared, frame["patient"].to_numpy(), cfg.bootstrap, cfg.seed
+        scores.targets[:, model_cols], scores.probs[:, model_cols], shared, scores.patients, cfg.bootstrap, cfg.seed
     )["mean"]
     write_predictions(
-        out / "external_predictions.csv",
+        inputs.out / "external_predictions.csv",
         predictions_table(
             {**frame_keys(ext_frame), **({"seen": ext_mask.astype(int)} if ext_seen["in_sample"] else {})},
             shared,
@@ -359,14 +253,3 @@ def _external(
         "lineage": ext_seen,
         **copies,
     }
-
-
-def part_rows(lineage: Lineage, data, role: str) -> np.ndarray:
-    """The rows of the run's own `role` part (val: thresholds; train: shortcut baselines).
-
-    A fold's run has its own validation and training parts inside the cache it was cut from; any
-    other run (or a cache it was not cut from) uses the cache's split of that name.
-    """
-    if lineage.fold is None or data.data_hash != lineage.data_hash or not lineage.recorded:
-        return data.rows(role)
-    return scored_rows(lineage, data, role, announce=False)[0]

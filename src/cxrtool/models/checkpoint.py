@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,43 @@ def resolve_model_source(run: Path | None, need: RunNeed | None = None) -> Path:
 def announce_model(source: Path, which: str, card: dict) -> None:
     """Say which model answers, always (even with --quiet), so a wrong one is never silent."""
     notice(f"model: {resolve_checkpoint(source, which)} ({card['arch']}, {len(card['labels'])} labels)")
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint as a stage uses it, opened once at the stage's door.
+
+    `source` is what was given or found (a run directory or a checkpoint folder), `folder` the
+    checkpoint folder it names (`which`: best or last), `network` the classifier on `device`, and
+    `card` its model card; the stage reads these instead of going back to the files.
+    """
+
+    source: Path
+    which: str
+    folder: Path
+    network: torch.nn.Module
+    card: dict[str, Any]
+    device: torch.device
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.card["labels"])
+
+    @property
+    def image_size(self) -> int:
+        """The network's input size."""
+        return int(self.card["image_size"])
+
+    @property
+    def cache_size(self) -> int:
+        """The size of the cache it was trained on (what loose files are preprocessed to); else its input size."""
+        return int((self.card.get("preprocessing") or {}).get("cache_size") or self.image_size)
+
+    def announce(self) -> None:
+        announce_model(self.source, self.which, self.card)
+
+
+def open_model(source: Path, which: str, device: torch.device) -> LoadedModel:
+    """Load the `which` checkpoint of `source` onto `device` (see `load_checkpoint`)."""
+    network, card = load_checkpoint(source, which, device)
+    return LoadedModel(Path(source), which, resolve_checkpoint(source, which), network, card, torch.device(device))
