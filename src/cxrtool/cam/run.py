@@ -14,9 +14,7 @@ probable class.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,15 +26,12 @@ import torch
 from ..atomic import atomic_write, atomic_write_text
 from ..config import parse_list, require
 from ..data.cache import SPLITS, PreparedData
-from ..data.dataset import CacheDataset
-from ..data.imageio import IMAGE_SUFFIXES
 from ..data.labels import needs_any_class, needs_classes, resolve_class
-from ..data.lineage import ALLOW_SEEN, check_data_hash, check_seen, content_keys, file_keys, read_lineage, scored_rows
-from ..data.walk import collect_image_files
+from ..data.lineage import ALLOW_SEEN, Lineage, check_data_hash, check_seen, read_lineage
 from ..device import resolve_device
 from ..errors import CxrError
-from ..inference import FileDataset, InferenceEngine, resolve_data
-from ..models.checkpoint import announce_model, load_checkpoint, resolve_model_source
+from ..inference import InferenceEngine, resolve_data
+from ..models.checkpoint import LoadedModel, open_model, resolve_model_source
 from ..owned import OwnedFolder
 from ..progress import info, print_table, result, warn
 from ..run_locks import holds_locks, own_output
@@ -44,6 +39,7 @@ from ..runs import RunNeed, RunPaths, run_of
 from ..safeio import csv_text, restore_cells
 from .baselines import patient_finder, with_prior
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
+from .images import CamImages, cache_images, file_images
 from .maps import METHODS, feature_grid, low_res_maps, upsample
 from .overlay import save_overlay
 
@@ -116,108 +112,66 @@ class CamConfig:
 
 
 @dataclass
-class CamImages:
-    """The images cam maps: decoded files or cache rows, with ids, output file stems, display size and truths.
+class CamInputs:
+    """What one `cam` call reads, opened at its door (`resolve_cam`)."""
 
-    (embed's `SampledImages` is another job: a stratified sample of cache rows with their metadata.)
-    """
+    model: LoadedModel
+    run: Path | None  # the run the model belongs to (its data and lineage); None: a loose checkpoint folder
+    lineage: Lineage
+    given: list[int]  # the --class names, as the model's output columns
+    images: CamImages
+    data: PreparedData | None  # the cache mapped; None for image files
+    seen_entry: dict  # the lineage entry of the images mapped (check_seen)
+    seen: np.ndarray  # which images the lineage trained or validated on
+    boxes: dict | None  # {id: {class: [boxes]}} of the model's classes; None: no boxes in play
+    prior: tuple  # (box table, size, patient finder) for the prior pointer
 
-    ids: list[str]
-    stems: list[str]
-    size: int
-    dataset: Any  # a FileDataset or CacheDataset the inference engine reads, position by position
-    truth: Any = None  # callable (position, class name) -> 1.0 / 0.0 / nan
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    keys: Any = None  # lineage keys (data.lineage), position by position
-    what: str = ""  # the images, in words (for the lineage check's message)
-
-
-def _stem(name: str) -> str:
-    stem = Path(name).stem if Path(name).suffix.lower() in IMAGE_SUFFIXES else Path(name).name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
-
-
-def _unique(stems: list[str], keys: list[str]) -> list[str]:
-    """Distinct file stems: a stem several inputs share gets a short hash of each input's path (or id).
-
-    The hash, unlike a counter, names the same input the same way in every call, so a later call
-    never takes an earlier call's map for its own; a name still taken is numbered.
-    """
-    counts = Counter(stems)
-    hashed = [
-        s if counts[s] == 1 else f"{s}_{hashlib.sha1(k.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
-        for s, k in zip(stems, keys)
-    ]
-    taken: set[str] = set()
-    out = []
-    for s in hashed:
-        name, n = s, 2
-        while name in taken:
-            name, n = f"{s}_{n}", n + 1
-        taken.add(name)
-        out.append(name)
-    return out
+    @property
+    def default_out(self) -> Path:
+        """RUN/cam, or SOURCE/cam for a checkpoint folder outside a run."""
+        return RunPaths(self.run).cam if self.run is not None else self.model.source / "cam"
 
 
-def _file_images(cfg: CamConfig, size: int) -> CamImages:
-    files, skipped = collect_image_files(cfg.inputs)
-    if cfg.max_images is not None:
-        files = files[: cfg.max_images]
-    if not files:
-        first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise CxrError(f"none of the {len(cfg.inputs)} input(s) holds an X-ray image{first}")
-
-    # Decoded by the engine's loader workers a batch at a time (memory stays flat for any number
-    # of files); a file that cannot be read is listed in `skipped` and left out of its batch.
-    return CamImages(
-        ids=[p.name for p in files],
-        stems=_unique([_stem(p.name) for p in files], [str(p) for p in files]),
-        size=size,
-        dataset=FileDataset(files, size),
-        skipped=skipped,
-        keys=file_keys(files),
-        what=f"{len(files)} image file(s)",
-    )
-
-
-def _cache_images(cfg: CamConfig, run_dir: Path | None, lineage) -> tuple[CamImages, Any]:
-    if cfg.data is None and run_dir is None:
-        raise CxrError(f"{cfg.run}: a checkpoint folder records no data; pass --data DIR or image files")
-    data = PreparedData(cfg.data) if cfg.data is not None else resolve_data(None, run_dir)
-    if cfg.data is None:
-        check_data_hash(run_dir, data, lineage)
-    rows, scored = scored_rows(lineage, data, cfg.split)  # a fold's run: its own held-out fold
-    ids = data.index["id"].astype(str).to_numpy()
-
-    def truth(position: int, label: str) -> float:
-        if label not in data.labels:
-            return float("nan")
-        return float(data.index[label].iloc[rows[position]])
-
-    images = CamImages(
-        ids=list(ids[rows]),
-        stems=_unique([_stem(i) for i in ids[rows]], [str(i) for i in ids[rows]]),
-        size=data.size,
-        dataset=CacheDataset(data, rows),
-        truth=truth,
-        keys=content_keys(data, rows),
-        what=f"the {scored} of {data.root}",
-    )
-    return images, data
-
-
-def _need(cfg: CamConfig) -> RunNeed | None:
-    """What the model must output, so that no run given picks the newest run that can answer."""
+def _need(cfg: CamConfig) -> tuple[RunNeed | None, PreparedData | None]:
+    """What the model must output, so that no run given picks the newest run that can answer (and
+    the cache opened to say so, read again by nothing)."""
     if cfg.classes:
-        return needs_classes(list(cfg.classes))
+        return needs_classes(list(cfg.classes)), None
     if cfg.data is not None and not cfg.inputs:
-        return needs_any_class(PreparedData(cfg.data).labels, f"a label of {cfg.data}")
-    return None
+        data = PreparedData(cfg.data)
+        return needs_any_class(data.labels, f"a label of {cfg.data}"), data
+    return None, None
 
 
-def _default_out(source: Path) -> Path:
-    run = run_of(source)  # a run, or RUN/checkpoints/best
-    return RunPaths(run).cam if run is not None else source / "cam"
+def resolve_cam(cfg: CamConfig) -> CamInputs:
+    """Open the model, the images, their lineage check and the boxes; refuse (one line) what cannot be mapped."""
+    device = resolve_device(cfg.device)
+    need, data = _need(cfg) if cfg.run is None else (None, None)
+    model = open_model(resolve_model_source(cfg.run, need=need), cfg.checkpoint, device)
+    model.announce()
+    labels = model.labels
+    given = [resolve_class(c, labels) for c in cfg.classes]  # unknown names fail before any work
+    if cfg.boxes is not None:
+        _refuse_boxes_of_other_classes(cfg.boxes, read_box_file(cfg.boxes, model.cache_size), labels)
+    run_dir = run_of(model.source)  # a run, or RUN/checkpoints/best
+    lineage = read_lineage(run_dir)
+    if cfg.inputs:
+        images, data = file_images(cfg.inputs, cfg.max_images, model.cache_size), None
+    else:
+        if cfg.data is None and run_dir is None:
+            raise CxrError(f"{cfg.run}: a checkpoint folder records no data; pass --data DIR or image files")
+        if cfg.data is None:
+            data = resolve_data(None, run_dir)
+            check_data_hash(run_dir, data, lineage)
+        elif data is None:
+            data = PreparedData(cfg.data)
+        images = cache_images(data, lineage, cfg.split)
+    seen_entry, seen = check_seen(lineage, images.keys, cfg.allow_seen, f"cam {model.source}: {images.what}")
+    boxes, box_table = _load_boxes(cfg, images.size, data, labels)
+    # The prior pointer learns from every box of the table, leaving each scored image's patient out.
+    patients = dict(zip(data.index["id"].astype(str), data.index["patient"].astype(str))) if data is not None else None
+    prior = (box_table, images.size, patient_finder(patients))
+    return CamInputs(model, run_dir, lineage, given, images, data, seen_entry, seen, boxes, prior)
 
 
 def _atomic_npy(path: Path, arr: np.ndarray) -> None:
@@ -251,28 +205,9 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     ((path, reason) pairs), and, when boxes were scored, box_scores (per class + 'all'),
     per_image, box_scores_csv and per_image_csv; otherwise those are None.
     """
-    device = resolve_device(cfg.device)
-    source = resolve_model_source(cfg.run, need=_need(cfg) if cfg.run is None else None)
-    model, card = load_checkpoint(source, cfg.checkpoint, device)
-    announce_model(source, cfg.checkpoint, card)
-    labels = list(card["labels"])
-    given = [resolve_class(c, labels) for c in cfg.classes]  # unknown names fail before any work
-    image_size = int(card["image_size"])
-    cache_size = int((card.get("preprocessing") or {}).get("cache_size") or image_size)
-    if cfg.boxes is not None:
-        _refuse_boxes_of_other_classes(cfg.boxes, read_box_file(cfg.boxes, cache_size), labels)
-    run_dir = run_of(source)
-
-    lineage = read_lineage(run_dir)
-    if cfg.inputs:
-        images, data = _file_images(cfg, cache_size), None
-    else:
-        images, data = _cache_images(cfg, run_dir, lineage)
-    seen_entry, seen = check_seen(lineage, images.keys, cfg.allow_seen, f"cam {source}: {images.what}")
-    boxes, box_table = _load_boxes(cfg, images.size, data, labels)
-    # The prior pointer learns from every box of the table, leaving each scored image's patient out.
-    patients = dict(zip(data.index["id"].astype(str), data.index["patient"].astype(str))) if data is not None else None
-    prior = (box_table, images.size, patient_finder(patients))
+    inputs = resolve_cam(cfg)  # everything below reads this, never the run's files
+    model, labels, images, data, boxes = inputs.model, inputs.model.labels, inputs.images, inputs.data, inputs.boxes
+    given, seen, image_size = inputs.given, inputs.seen, inputs.model.image_size
     mode = "given" if given else ("top" if cfg.top else ("boxes" if boxes is not None else "top"))
     top = cfg.top or 1
     positions = np.arange(len(images.ids))
@@ -296,7 +231,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
             "mapped, so nothing would be scored; check --class against the boxes"
         )
     # The output folder is claimed only now: a call refused above writes nothing into the run.
-    out = cfg.out or _default_out(source)
+    out = cfg.out or inputs.default_out
     owned = own_output(out, "CAM folder", "cam")  # a folder holding a file no cxrtool command wrote is refused
     for fname in (INDEX_NAME, SKIPPED_NAME):  # rewritten by every call, but only cam's own
         owned.check_replace(out / fname, overwrite=True)
@@ -327,8 +262,8 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                 if cfg.maps:
                     check.claim(out / "maps" / f"{name(p, c)}.npy")
 
-    grid = feature_grid(model, image_size) if cfg.align else None
-    engine = InferenceEngine(model, device, image_size)
+    grid = feature_grid(model.network, image_size) if cfg.align else None
+    engine = InferenceEngine(model.network, model.device, image_size)
     pairs, scores = [], []
     read = 0
     try:
@@ -410,7 +345,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     if not read:
         first = f" ({images.skipped[0][0]}: {images.skipped[0][1]})" if images.skipped else ""
         raise CxrError(f"none of the {len(positions)} input(s) could be read as an X-ray image{first}")
-    return {**_finish(cfg, out, pairs, scores, images, scoring, read, prior), "lineage": seen_entry}
+    return {**_finish(cfg, out, pairs, scores, images, scoring, read, inputs.prior), "lineage": inputs.seen_entry}
 
 
 def _refuse_boxes_of_other_classes(where: Path, table: pd.DataFrame, labels: list[str]) -> None:
