@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..device import resolve_device
 from ..errors import CxrError
 from ..formatting import fmt
 from ..inference import resolve_data
-from ..models.checkpoint import load_checkpoint
+from ..models.checkpoint import LoadedModel, open_model
 from ..owned import OwnedFolder
 from ..progress import info, print_table, result
 from ..run_locks import holds_locks, own_output
@@ -73,17 +74,35 @@ def output_files(space: str, method: str) -> list[str]:
     return [*names, f"som_{space}.png"] if method == "som" else names
 
 
-def _resolve_inputs(cfg: EmbedConfig) -> tuple[Path | None, PreparedData, Path]:
-    """(run or None, data, output folder). A pixels-only map of a cache needs no run."""
+@dataclass
+class EmbedInputs:
+    """What one `embed` call reads, opened at its door (`resolve_embed`)."""
+
+    run: Path | None  # None: a pixels-only map of a cache
+    data: PreparedData
+    out: Path
+    lineage: Lineage | None  # read when the latent space is mapped (which images the network saw)
+    model: LoadedModel | None  # loaded when the latent space is mapped
+
+
+def resolve_embed(cfg: EmbedConfig) -> EmbedInputs:
+    """The run, its data, the output folder, and for the latent space the lineage and the model.
+
+    A pixels-only map of a cache needs no run.
+    """
     if cfg.run is None and cfg.data is not None and cfg.spaces == ("pixels",):
         if cfg.out is None:
             raise CxrError("--out: a pixels-only map without --run needs an output folder (--out DIR)")
-        return None, PreparedData(cfg.data), Path(cfg.out)
+        return EmbedInputs(None, PreparedData(cfg.data), Path(cfg.out), None, None)
     run = resolve_run(cfg.run)
     data = resolve_data(cfg.data, run)
-    if cfg.data is None and "latent" in cfg.spaces:
-        check_data_hash(run, data, read_lineage(run))
-    return run, data, Path(cfg.out) if cfg.out is not None else RunPaths(run).embed
+    latent = "latent" in cfg.spaces
+    lineage = read_lineage(run) if latent else None
+    if cfg.data is None and latent:
+        check_data_hash(run, data, lineage)
+    out = Path(cfg.out) if cfg.out is not None else RunPaths(run).embed
+    model = open_model(run, cfg.checkpoint, resolve_device(cfg.device)) if latent else None
+    return EmbedInputs(run, data, out, lineage, model)
 
 
 def _check_outputs(out: Path, cfg: EmbedConfig, owned: OwnedFolder) -> None:
@@ -110,14 +129,12 @@ def _fingerprint(ids: np.ndarray, cfg: EmbedConfig, run: Path | None, data: Prep
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _compute_space(space: str, run: Path | None, data: PreparedData, rows: np.ndarray, cfg: EmbedConfig) -> np.ndarray:
+def _compute_space(space: str, inputs: EmbedInputs, rows: np.ndarray, cfg: EmbedConfig) -> np.ndarray:
+    data, model = inputs.data, inputs.model
     if space == "pixels":
         return pixel_features(data, rows, cfg.pixel_size, batch_size=max(cfg.batch_size, 256))
-
-    device = resolve_device(cfg.device)
-    model, card = load_checkpoint(run, which=cfg.checkpoint, device=device)
-    image_size = int(cfg.image_size or card.get("image_size") or data.size)
-    return latent_features(model, data, rows, image_size, cfg.batch_size, device)
+    image_size = int(cfg.image_size or model.card.get("image_size") or data.size)
+    return latent_features(model.network, data, rows, image_size, cfg.batch_size, model.device)
 
 
 SPLIT_ORDER = ("test", "val", "train")
@@ -228,8 +245,7 @@ class SampledImages:
 
 def _map_space(
     space: str,
-    run: Path | None,
-    data: PreparedData,
+    inputs: EmbedInputs,
     images: SampledImages,
     cfg: EmbedConfig,
     out: Path,
@@ -237,8 +253,8 @@ def _map_space(
     files: list[Path],
 ) -> pd.DataFrame:
     """Features, PCA and scores of one space, then each map; returns the space's centroid distance table."""
-    classes = images.classes
-    feats = _compute_space(space, run, data, images.rows, cfg)
+    classes, data = images.classes, inputs.data
+    feats = _compute_space(space, inputs, images.rows, cfg)
     started = time.perf_counter()
     reduced, kept = reduce_pca(feats, cfg.pca, cfg.seed)
     entry["full"] = {
@@ -290,10 +306,10 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     Returns {"out": folder, "scores": the scores.json content, "files": [written paths],
     "n_images": int}.
     """
-    run, data, out = _resolve_inputs(cfg)
+    inputs = resolve_embed(cfg)  # everything below reads this, never the run's files
+    run, data, out, lineage = inputs.run, inputs.data, inputs.out, inputs.lineage
     owned = own_output(out, "embedding folder", "embed")  # refuses a folder holding a user's file
     _check_outputs(out, cfg, owned)
-    lineage = read_lineage(run) if run is not None and "latent" in cfg.spaces else None
     images = SampledImages(data, cfg, lineage)
     if lineage is not None:
         # The headline scores (the split asked for; with `all`, the test split's) must be of unseen
@@ -318,9 +334,7 @@ def run_embed(cfg: EmbedConfig) -> dict[str, Any]:
     # Small samples run single-threaded: BLAS and OpenMP hand-offs cost more than they save there.
     with threadpool_limits(limits=1 if len(images.rows) < SMALL_FOR_THREADS else None):
         for space in cfg.spaces:
-            centroids[space] = _map_space(
-                space, run, data, images, cfg, out, spaces_scores.setdefault(space, {}), files
-            )
+            centroids[space] = _map_space(space, inputs, images, cfg, out, spaces_scores.setdefault(space, {}), files)
 
     classes = images.classes
     scored_on = (
