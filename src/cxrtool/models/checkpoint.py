@@ -330,11 +330,6 @@ def resolve_model_source(run: Path | None, need: RunNeed | None = None) -> Path:
     return resolve_run(run, need=need)
 
 
-def announce_model(source: Path, which: str, card: dict) -> None:
-    """Say which model answers, always (even with --quiet), so a wrong one is never silent."""
-    notice(f"model: {resolve_checkpoint(source, which)} ({card['arch']}, {len(card['labels'])} labels)")
-
-
 @dataclass
 class LoadedModel:
     """A checkpoint as a stage uses it, opened once at the stage's door.
@@ -366,7 +361,8 @@ class LoadedModel:
         return int((self.card.get("preprocessing") or {}).get("cache_size") or self.image_size)
 
     def announce(self) -> None:
-        announce_model(self.source, self.which, self.card)
+        """Say which model answers, always (even with --quiet), so a wrong one is never silent."""
+        notice(f"model: {self.folder} ({self.card['arch']}, {len(self.labels)} labels)")
 
 
 def open_model(source: Path, which: str, device: torch.device) -> LoadedModel:

@@ -23,14 +23,14 @@ import torch
 
 from ..atomic import atomic_write_text, to_json
 from ..config import require
-from ..data.lineage import file_keys, read_lineage, seen_mask
+from ..data.lineage import Lineage, file_keys, read_lineage, seen_mask
 from ..data.pool import cap_workers
 from ..data.walk import collect_image_files
 from ..device import resolve_device
 from ..errors import CxrError, InputsMissing
 from ..evaluate.thresholds import find_thresholds, pick_operating_point
 from ..inference import ArrayDataset, FileDataset, InferenceEngine, predictions_table, write_predictions
-from ..models.checkpoint import announce_model, load_checkpoint, resolve_checkpoint, resolve_model_source
+from ..models.checkpoint import LoadedModel, open_model, resolve_model_source
 from ..owned import claim_file
 from ..progress import info, print_table, warn
 from ..run_locks import holds_locks
@@ -106,21 +106,20 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
     """
     if cfg.out is not None:  # never a cache's or a run's own file, and another file only with --overwrite
         claim_file(cfg.out, "predict", cfg.overwrite)
-    device = resolve_device(cfg.device)
-    source = resolve_model_source(cfg.run)
-    model, card = load_checkpoint(source, cfg.checkpoint, device)
-    announce_model(source, cfg.checkpoint, card)
-    labels = list(card["labels"])
-    thresholds, origin = thresholds_for(cfg, source, labels)  # before the work: a bad --operating-point fails now
-    cache_size = int((card.get("preprocessing") or {}).get("cache_size") or card["image_size"])
+    inputs = resolve_predict(cfg)  # everything below reads this, never the run's files
+    model, labels, thresholds = inputs.model, inputs.model.labels, inputs.thresholds
     files, skipped = collect_image_files(cfg.inputs)
-    engine = InferenceEngine(model, device, int(card["image_size"]), tta=cfg.tta)
+    engine = InferenceEngine(model.network, model.device, model.image_size, tta=cfg.tta)
     # Written in place: nothing long-lived is allocated per batch, so the heap does not
     # fragment around each batch's temporaries and the memory stays flat over any number of files.
     probs = np.zeros((len(files), len(labels)), dtype=np.float32)
     readable = np.zeros(len(files), dtype=bool)
     for batch in engine.batches(
-        FileDataset(files, cache_size), cfg.batch_size, workers=cfg.workers, description="predict", skipped=skipped
+        FileDataset(files, model.cache_size),
+        cfg.batch_size,
+        workers=cfg.workers,
+        description="predict",
+        skipped=skipped,
     ):
         if batch.x is not None:
             probs[batch.positions] = engine.forward(batch.x, "probs").cpu().numpy()
@@ -132,14 +131,14 @@ def predict_files(cfg: PredictConfig) -> pd.DataFrame:
         first = f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise CxrError(f"none of the {len(files) or len(cfg.inputs)} input(s) could be read as an X-ray image{first}")
     keys: dict = {"file": [str(p) for p in read]}
-    seen = _seen_files(source, read)
+    seen = _seen_files(inputs, read)
     if seen is not None:
         keys["in_sample"] = seen.astype(int)
     table = predictions_table(keys, labels, probs[readable], thresholds=thresholds)
-    table["thresholds"] = origin["text"]
+    table["thresholds"] = inputs.origin["text"]
     table.attrs["skipped"] = skipped
     table.attrs["thresholds"] = thresholds
-    table.attrs["threshold_source"] = origin
+    table.attrs["threshold_source"] = inputs.origin
     table.attrs["labels"] = labels
     if cfg.out is not None:
         write_output(cfg.out, table)
@@ -158,9 +157,31 @@ def fail_if_inputs_missing(cfg: PredictConfig, table: pd.DataFrame) -> None:
         )
 
 
-def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple[dict[str, float], dict]:
+@dataclass
+class PredictInputs:
+    """What one `predict` call reads, opened at its door (`resolve_predict`)."""
+
+    model: LoadedModel
+    thresholds: dict[str, float]  # label -> operating point; {} when no evaluation chose any
+    origin: dict  # where the thresholds come from (file, operating point, text)
+    run: Path | None  # the run the model belongs to; None: a checkpoint folder outside a run
+    lineage: Lineage | None  # its record of the images it trained and validated on
+
+
+def resolve_predict(cfg: PredictConfig) -> PredictInputs:
+    """Open the model, its thresholds (a bad --operating-point fails before any file is read) and its lineage."""
+    device = resolve_device(cfg.device)  # a bad --device fails before the run is looked for
+    model = open_model(resolve_model_source(cfg.run), cfg.checkpoint, device)
+    model.announce()
+    thresholds, origin = thresholds_for(cfg, model)
+    run = run_of(model.source)
+    return PredictInputs(model, thresholds, origin, run, read_lineage(run) if run is not None else None)
+
+
+def thresholds_for(cfg: PredictConfig, model: LoadedModel) -> tuple[dict[str, float], dict]:
     """The operating points to call positives with, and where they come from (said on stderr)."""
-    path, doc, note = find_thresholds(source, resolve_checkpoint(source, cfg.checkpoint), cfg.thresholds)
+    labels = model.labels
+    path, doc, note = find_thresholds(model.source, model.folder, cfg.thresholds)
     if doc is None:
         # Thresholds of an evaluation of earlier weights are never used; say so even with --quiet.
         (warn if "earlier weights" in note else info)(f"thresholds: none; {note}")
@@ -177,15 +198,14 @@ def thresholds_for(cfg: PredictConfig, source: Path, labels: list[str]) -> tuple
     }
 
 
-def _seen_files(source: Path, files: list[Path]) -> np.ndarray | None:
+def _seen_files(inputs: PredictInputs, files: list[Path]) -> np.ndarray | None:
     """Which files the run (or an ancestor) trained or validated on (their bytes' hash), when any.
 
     predict scores nothing, so these are not refused: they are said and marked `in_sample`.
     """
-    run = run_of(source)
-    if run is None:
+    run, lineage = inputs.run, inputs.lineage
+    if run is None or lineage is None:
         return None
-    lineage = read_lineage(run)
     mask = seen_mask(lineage, file_keys(files)) if lineage.recorded else None
     if mask is None or not mask.any():
         return None
