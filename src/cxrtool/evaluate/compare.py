@@ -130,6 +130,66 @@ def read_evaluation(run: Path, option: str) -> dict:
     raise CxrError(f"{option}: {run} has no evaluation (no eval/metrics.json); run `cxrtool evaluate {run}` first")
 
 
+@dataclass
+class Evaluated:
+    """One evaluated run named on the command line: its name, the path as given, its metrics.json."""
+
+    name: str
+    run: str
+    metrics: dict
+
+
+@dataclass
+class CompareInputs:
+    """What `compare` reads, opened once at its door (`resolve_compare`): each evaluation given, read once."""
+
+    arms: list[Evaluated]  # --arm, in the order given
+    cv: list[Evaluated]  # --cv, in the order given
+    skipped: list[tuple[str, str]]  # --skipped NAME=why
+    pretrain: list[Evaluated]  # --pretrain
+    flagged: dict[str, str]  # arm -> "stale" / "in-sample" (allowed, and said in its status)
+
+    def cv_of(self, name: str) -> Evaluated | None:
+        return next((e for e in self.cv if e.name == name), None)
+
+
+def resolve_compare(cfg: CompareConfig) -> CompareInputs:
+    """Parse the arms, refuse stale or in-sample evaluations (unless allowed), and read every evaluation.
+
+    They are read in the order the table lists them (each arm, then its cross-validated twin;
+    then the arms evaluated by cross-validation only; then the pretraining runs).
+    """
+    arms, cv, pretrain = parse_pairs(cfg.arms, "--arm"), parse_pairs(cfg.cv, "--cv"), pretrain_runs(cfg.pretrain)
+    flagged = check_evaluations(
+        [(n, r, f"--arm {n}") for n, r in arms]
+        + [(n, r, f"--cv {n}") for n, r in cv]
+        + [(n, r, f"--pretrain {r}") for n, r in pretrain],
+        cfg.allow_stale,
+        cfg.allow_seen,
+    )
+    skipped = parse_pairs(cfg.skipped, "--skipped")
+    cv_runs = dict(cv)
+    read: dict[str, Evaluated] = {}
+
+    def cv_twin(name: str) -> None:
+        read["cv " + name] = Evaluated(name, cv_runs[name], read_evaluation(Path(cv_runs[name]), f"--cv {name}"))
+
+    for name, run in arms:
+        read["arm " + name] = Evaluated(name, run, read_evaluation(Path(run), f"--arm {name}"))
+        if name in cv_runs:
+            cv_twin(name)
+    for name in cv_runs:
+        if "cv " + name not in read:  # an arm evaluated by cross-validation only
+            cv_twin(name)
+    return CompareInputs(
+        arms=[read["arm " + n] for n, _ in arms],
+        cv=[read["cv " + n] for n, _ in cv],
+        skipped=skipped,
+        pretrain=[Evaluated(n, r, read_evaluation(Path(r), f"--pretrain {r}")) for n, r in pretrain],
+        flagged=flagged,
+    )
+
+
 def best_shortcut(metrics: dict, label: str) -> tuple[str | None, dict]:
     """The metadata-only predictor with the highest AUROC on `label`, and its entry."""
     predictors = ((metrics.get("shortcuts") or {}).get("predictors")) or {}
@@ -237,25 +297,23 @@ def add_cv(row: dict, metrics: dict, label: str, run: str) -> None:
         )
 
 
-def arms_table(cfg: CompareConfig) -> pd.DataFrame:
+def arms_table(cfg: CompareConfig, inputs: CompareInputs) -> pd.DataFrame:
     """One row per arm, in the order the arms were given (skipped arms included)."""
-    arms = parse_pairs(cfg.arms, "--arm")
-    cv = dict(parse_pairs(cfg.cv, "--cv"))
-    skipped = parse_pairs(cfg.skipped, "--skipped")
-    names = [n for n, _ in arms]
-    unknown = [n for n in cv if n not in names]
+    names = [e.name for e in inputs.arms]
     rows = []
-    for name, run in arms:
-        row = arm_row(name, read_evaluation(Path(run), f"--arm {name}"), cfg.label, run)
-        if name in cv:
-            add_cv(row, read_evaluation(Path(cv[name]), f"--cv {name}"), cfg.label, cv[name])
+    for arm in inputs.arms:
+        row = arm_row(arm.name, arm.metrics, cfg.label, arm.run)
+        twin = inputs.cv_of(arm.name)
+        if twin is not None:
+            add_cv(row, twin.metrics, cfg.label, twin.run)
         rows.append(row)
-    for name in unknown:  # an arm evaluated by cross-validation only
-        row = {"arm": name, "status": "ok", "label": cfg.label}
-        add_cv(row, read_evaluation(Path(cv[name]), f"--cv {name}"), cfg.label, cv[name])
-        rows.append(row)
-    for name, why in skipped:
-        if name in names or name in cv:
+    for twin in inputs.cv:
+        if twin.name not in names:  # an arm evaluated by cross-validation only
+            row = {"arm": twin.name, "status": "ok", "label": cfg.label}
+            add_cv(row, twin.metrics, cfg.label, twin.run)
+            rows.append(row)
+    for name, why in inputs.skipped:
+        if name in names or inputs.cv_of(name) is not None:
             raise CxrError(f"--skipped {name}: that arm is also given with --arm/--cv")
         rows.append({"arm": name, "status": f"skipped: {why}", "label": cfg.label})
     if not rows:
@@ -424,10 +482,10 @@ the 15-class NIH + COVID-19 set every COVID-19 positive comes from the COVID-19 
 apart as well as the disease."""
 
 
-def add_differences(cfg: CompareConfig, arms: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
+def add_differences(cfg: CompareConfig, inputs: CompareInputs, arms: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
     """Pair every arm with the reference; fill the arms' test-set and difference columns."""
-    split = [(n, run, read_evaluation(Path(run), f"--arm {n}")) for n, run in parse_pairs(cfg.arms, "--arm")]
-    cv = [(n, run, read_evaluation(Path(run), f"--cv {n}")) for n, run in parse_pairs(cfg.cv, "--cv")]
+    split = [(e.name, e.run, e.metrics) for e in inputs.arms]
+    cv = [(e.name, e.run, e.metrics) for e in inputs.cv]
     reference, diffs, split_sets, cv_sets = pair_arms(
         split, cv, cfg.reference, cfg.allow_different_test_sets, cfg.bootstrap, cfg.seed
     )
@@ -449,19 +507,14 @@ def compare(cfg: CompareConfig, page: Callable[[Path], Path] | None = None) -> P
     if owned.held("compare") and not cfg.overwrite:
         raise CxrError(f"{out}: holds an earlier table; pass --overwrite to replace it or --out DIR")
     # Stale or in-sample evaluations are refused, or (when allowed) their arm's status says so.
-    flagged = check_evaluations(
-        [(n, r, f"--arm {n}") for n, r in parse_pairs(cfg.arms, "--arm")]
-        + [(n, r, f"--cv {n}") for n, r in parse_pairs(cfg.cv, "--cv")]
-        + [(n, r, f"--pretrain {r}") for n, r in pretrain_runs(cfg.pretrain)],
-        cfg.allow_stale,
-        cfg.allow_seen,
-    )
-    arms = arms_table(cfg)
+    inputs = resolve_compare(cfg)  # everything below reads this, never the evaluations' files
+    flagged = inputs.flagged
+    arms = arms_table(cfg, inputs)
     arms["status"] = [f"{s}; {flagged[a]}" if a in flagged else s for a, s in zip(arms["arm"], arms["status"])]
-    reference, diffs = add_differences(cfg, arms)
+    reference, diffs = add_differences(cfg, inputs, arms)
     published = published_columns(cfg.published or ["chexnet"])
     findings = None
-    pretrained = [(name, read_evaluation(Path(run), f"--pretrain {run}")) for name, run in pretrain_runs(cfg.pretrain)]
+    pretrained = [(e.name, e.metrics) for e in inputs.pretrain]
     if pretrained:
         findings = findings_table(pretrained, published, exclude=cfg.label)
     owned.clear("compare")  # the earlier table's files (a findings.csv this call does not write included)
