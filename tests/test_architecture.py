@@ -15,6 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cxrtool"
 
 FOUNDATION = [
+    "optionspec",
     *("errors", "signals", "formatting", "safeio", "progress", "locks", "owned"),
     *("atomic", "environment", "runs", "run_locks", "config", "device"),
 ]

@@ -139,14 +139,18 @@ def test_finetune_cli_names_the_parent_and_refuses_missing_labels(tmp_path, trai
 
 @pytest.mark.parametrize("kind", ["pretrain", "finetune"])
 def test_shared_options_reach_both_commands_and_their_configs(kind, monkeypatch):
-    # Every row of SHARED_OPTIONS is an option of both commands, and each value given on the
-    # command line arrives in the config the command builds.
-    import cxrtool.train as train
-    from cxrtool.commands.train import SHARED_OPTIONS
+    # Every option field of the kind's config is an option of its command, and each value given
+    # on the command line arrives in the config the command builds.
+    import dataclasses
 
+    import cxrtool.train as train
+    from cxrtool.optionspec import option_spec
+
+    cls = train.TrainConfig if kind == "pretrain" else train.FinetuneConfig
     help_text = runner.invoke(app, [kind, "--help"], env={"COLUMNS": "250"}).output
-    for option in SHARED_OPTIONS:
-        assert option.flags[0].split("/")[0] in help_text, option.name
+    for f in dataclasses.fields(cls):
+        if (spec := option_spec(f)) is not None:
+            assert spec.flags_for(f.name)[0].split("/")[0] in help_text, f.name
     seen = {}
     monkeypatch.setattr(train, kind, lambda cfg, overwrite: seen.update(cfg=cfg, overwrite=overwrite))
     res = runner.invoke(

@@ -26,6 +26,7 @@ from .errors import CxrError
 from .evaluate.pipeline import EvaluateConfig, evaluate_run
 from .formatting import fmt, fmt_ci
 from .locks import LOCK_NAME
+from .optionspec import option
 from .owned import RECORD, note_written
 from .progress import info, print_table, result
 from .report.html_page import ReportConfig, build_report
@@ -36,12 +37,12 @@ from .train.config import FinetuneConfig, TrainConfig
 
 @dataclass
 class DemoConfig:
-    out: Path = Path("cxrtool-demo")
-    quick: bool = False
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 2
-    overwrite: bool = False
+    out: Path = option(Path("cxrtool-demo"), help="Folder for the demo's data, runs and reports.")
+    quick: bool = option(False, help="A smaller run for CI (about 15 s on 2 idle cores).")
+    seed: int = option(0, help="Random seed for the data and the training.")
+    device: str = option("auto", help="auto, cpu, cuda or mps.")
+    workers: int = option(2, help="Processes for decoding images in prepare.")
+    overwrite: bool = option(False, help="Replace an existing demo folder.")
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)

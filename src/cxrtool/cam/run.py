@@ -32,6 +32,7 @@ from ..device import resolve_device
 from ..errors import CxrError
 from ..inference import InferenceEngine, resolve_data
 from ..models.checkpoint import LoadedModel, open_model, resolve_model_source
+from ..optionspec import option
 from ..owned import OwnedFolder
 from ..progress import info, print_table, result, warn
 from ..run_locks import holds_locks, own_output
@@ -53,24 +54,48 @@ TABLE_ROWS_MAX = 20  # list each map on the console up to this many
 @dataclass
 class CamConfig:
     inputs: list[Path] = field(default_factory=list)  # image files and folders; none: a cache split
-    run: Path | None = None  # run directory or checkpoint folder; the newest run when None
-    classes: list[str] = field(default_factory=list)  # --class
-    top: int | None = None  # --top K
-    method: str = "cam"
-    out: Path | None = None  # default RUN/cam
-    data: Path | None = None  # prepared cache (default: the run's data, when no images are given)
-    split: str = "test"
-    max_images: int | None = None
-    boxes: Path | None = None  # NIH BBox_List_2017.csv or a cache's boxes.csv
-    thresholds: list[float] = field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
-    batch_size: int = 32
-    device: str = "auto"
-    checkpoint: str = "best"
-    align: bool = True  # place feature cells at their receptive-field centres
-    overlays: bool = True
-    maps: bool = True
-    overwrite: bool = False
-    allow_seen: bool = False  # map images the run's lineage trained or validated on (labelled in-sample)
+    run: Path | None = option(None, help="Run directory or checkpoint folder (default: the newest run under ./runs).")
+    classes: list[str] = option(
+        default_factory=list,
+        help="Class to map (repeat, or comma-separate). Default: the image's boxed classes with boxes, else its most probable class.",
+        flags=("--class", "-c"),
+    )
+    top: int | None = option(None, help="Map the K most probable classes of each image.")
+    method: str = option(
+        "cam",
+        help="cam (default; the head's weights over the last feature map), gradcam or gradcam++.",
+        choices=METHODS,
+    )
+    out: Path | None = option(None, help="Output folder (default RUN/cam).")
+    data: Path | None = option(
+        None, help="Prepared cache to map instead of files (default, when no files are given: the run's data)."
+    )
+    split: str = option("test", help="Cache split: train, val, test (default) or all.", choices=(*SPLITS, "all"))
+    max_images: int | None = option(None, help="Map at most this many images.")
+    boxes: Path | None = option(
+        None,
+        help="Score maps against boxes: NIH BBox_List_2017.csv or a cache's boxes.csv (default with a cache: its own boxes).",
+    )
+    thresholds: list[float] = option(
+        default_factory=lambda: list(DEFAULT_THRESHOLDS),
+        help="IoU thresholds as fractions of the map's range (default 0.3,0.5,0.7).",
+        type=str,
+    )
+    batch_size: int = option(32, help="Images per batch (default 32).")
+    device: str = option("auto", help="auto (default), cpu, cuda or mps.")
+    checkpoint: str = option("best", help="best (default) or last.", choices=("best", "last"))
+    align: bool = option(
+        True,
+        help="Place feature cells at their receptive-field centres (default) or resize plainly.",
+        flags=("--align/--no-align",),
+    )
+    overlays: bool = option(True, help="Write overlay PNGs (default on).", flags=("--overlays/--no-overlays",))
+    maps: bool = option(True, help="Write raw maps as .npy (default on).", flags=("--maps/--no-maps",))
+    overwrite: bool = option(False, help="Replace maps and scores already in the output folder.")
+    allow_seen: bool = option(
+        False,
+        help="Score images the run (or a run it was finetuned from) trained or validated on, labelled in-sample.",
+    )
 
     def __post_init__(self) -> None:
         self.inputs = [Path(p) for p in self.inputs]

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from ..config import require
 from ..errors import CxrError, did_you_mean
+from ..optionspec import option
 
 SPACES = ("latent", "pixels")
 METHODS = ("som", "tsne", "umap")
 SOM_SCHEDULES = ("paper", "minisom")
 MULTI_LABEL = ("multiple", "first")
+SPLITS = ("train", "val", "test", "all")
 
 
 def _choices(value: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
@@ -54,41 +56,60 @@ def parse_grid(value: str | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 @dataclass
 class EmbedConfig:
-    """Everything `run_embed` needs; every field has a command-line or YAML spelling."""
+    """Everything `run_embed` needs: the fields with `option(...)` are `cxrtool embed`'s options, the rest YAML only."""
 
-    run: Path | None = None  # run directory (None: the newest under ./runs)
-    data: Path | None = None  # prepared cache (None: the one the run was trained on)
-    split: str = "test"  # train / val / test / all (all: mapped together, scored per split)
-    allow_seen: bool = False  # map and score images the run's lineage saw (latent scores labelled in-sample)
-    space: str = "both"  # latent, pixels, both (or "latent,pixels")
-    method: str = "all"  # som, tsne, umap, all (or "som,tsne")
-    max_images: int = 10000  # stratified, seeded sample; 0 = every image
-    pca: int = 50  # PCA dimensions before any map (capped by the sample size)
-    perplexity: float = 30.0  # t-SNE perplexity (capped for small samples)
-    tsne_iter: int = 500  # t-SNE optimisation steps (Barnes-Hut)
+    run: Path | None = option(None, help="Run directory (same as the RUN argument).")  # None: the newest under ./runs
+    data: Path | None = option(None, help="Prepared cache to map (default: the run's training data).")
+    split: str = option(
+        "test",
+        help="train, val, test or all (default: test, images the network never trained on; all: scores per split).",
+        choices=SPLITS,
+    )
+    allow_seen: bool = option(
+        False,
+        help="Score images the run (or a run it was finetuned from) trained or validated on, labelled in-sample.",
+    )
+    space: str = option("both", help="latent, pixels or both (default: both).", choices=(*SPACES, "both"))
+    method: str = option(
+        "all", help="som, tsne, umap or all (or a list: som,tsne) (default: all).", choices=(*METHODS, "all")
+    )
+    max_images: int = option(10000, help="Stratified seeded sample size; 0 = every image (default: 10000).")
+    pca: int = option(50, help="PCA dimensions before any map (default: 50).")  # capped by the sample size
+    perplexity: float = option(30.0, help="t-SNE perplexity (capped for small samples) (default: 30).")
+    tsne_iter: int = option(500, help="t-SNE iterations (default: 500).")  # Barnes-Hut optimisation steps
     tsne_angle: float = 0.65  # Barnes-Hut accuracy/speed trade-off (scikit-learn's 0.5 costs 25% more)
-    umap_neighbors: int = 15  # UMAP n_neighbors (capped for small samples)
-    umap_epochs: int = 200  # UMAP optimisation epochs (its own default above 10,000 points)
-    som_grid: str = "10x10"  # SOM rows x columns
-    som_epochs: int = 10  # passes over the sample (online updates, one per image)
-    som_schedule: str = "paper"  # paper: sigma0*exp(-t^2 log(4 sigma0)/T^2); minisom: sigma0/(1+2t/T)
-    som_sigma: float | None = None  # initial neighbourhood radius (None: half the longer grid side)
+    umap_neighbors: int = option(15, help="UMAP n_neighbors (default: 15).")  # capped for small samples
+    # 200: UMAP's own default above 10,000 points
+    umap_epochs: int = option(200, help="UMAP optimisation epochs (default: 200).")
+    som_grid: str = option("10x10", help="SOM size ROWSxCOLS (default: 10x10).")
+    som_epochs: int = option(10, help="SOM passes over the images (default: 10).")  # online updates, one per image
+    # the minisom schedule: sigma0/(1+2t/T)
+    som_schedule: str = option(
+        "paper",
+        help="paper (sigma0*exp(-t^2 log(4 sigma0)/T^2)) or minisom (default: paper).",
+        choices=SOM_SCHEDULES,
+    )
+    som_sigma: float | None = option(None, help="SOM initial radius (default: half the longer grid side).")
     som_lr: float = 0.5  # initial learning rate
-    pixel_size: int = 32  # pixel space: images downsampled to this side (32 -> 1024-d)
-    multi_label: str = "multiple"  # colour/score an image with several findings as "multiple" or by its first
+    pixel_size: int = option(32, help="Pixel space: images downsampled to this side (default: 32).")  # 32 -> 1024-d
+    multi_label: str = option(
+        "multiple",
+        help="Images with several findings: 'multiple' or 'first' (default: multiple).",
+        choices=MULTI_LABEL,
+    )
     knn: int = 5  # neighbours for the k-NN accuracy
-    image_size: int | None = None  # network input (None: the model card's)
+    image_size: int | None = option(None, help="Network input size (default: the model card's).")
     checkpoint: str = "best"  # which checkpoint of the run: best or last
-    batch_size: int = 64
-    device: str = "auto"
-    seed: int = 0
-    out: Path | None = None  # None: RUN/embed/
-    overwrite: bool = False
+    batch_size: int = option(64, help="Images per forward pass (default: 64).")
+    device: str = option("auto", help="auto, cpu, cuda or mps (default: auto).")
+    seed: int = option(0, help="Seed for the sample and every map (default: 0).")
+    out: Path | None = option(None, help="Output folder (default: RUN/embed/).")
+    overwrite: bool = option(False, help="Replace maps written by an earlier embed.")
 
     def __post_init__(self) -> None:
         _ = (self.spaces, self.methods, self.grid)  # parse now: a bad value fails before any work
         require(
-            self.split in ("train", "val", "test", "all"),
+            self.split in SPLITS,
             f"--split: unknown split {self.split!r}; choose train, val, test or all",
         )
         require(int(self.max_images) >= 0, "--max-images: must be 0 (every image) or a positive number")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from ..atomic import atomic_write_text, read_json
 from ..errors import CxrError
 from ..formatting import fmt, fmt_ci, number_or_none
 from ..locks import require_writable
+from ..optionspec import option
 from ..progress import info, result
 from ..run_locks import holds_locks, own_output
 from ..safeio import csv_text
@@ -77,20 +78,47 @@ ARM_COLUMNS = [
 
 @dataclass
 class CompareConfig:
-    arms: list[str] = field(default_factory=list)  # "NAME=RUN": an evaluated run per arm
-    cv: list[str] = field(default_factory=list)  # "NAME=RUN": the arm's evaluated cross-validation run
-    skipped: list[str] = field(default_factory=list)  # "NAME=why": arms that could not run
-    label: str = "COVID-19"
-    pretrain: list[str] = field(default_factory=list)  # "RUN" or "NAME=RUN": evaluated NIH pretraining runs
-    published: list[str] = field(default_factory=list)  # "chexnet", "wang", or "TITLE=FILE.csv" (label,auroc)
-    out: Path = Path("results")
-    overwrite: bool = False
-    allow_stale: bool = False  # tabulate evaluations of earlier weights (labelled stale)
-    allow_seen: bool = False  # tabulate in-sample evaluations (evaluate --allow-seen; labelled in-sample)
-    reference: str | None = None  # the arm every other arm is paired with (default: the first)
-    allow_different_test_sets: bool = False  # list such arms unpaired instead of refusing
-    bootstrap: int = 1000  # replicates of the paired patient bootstrap
-    seed: int = 0
+    arms: list[str] = option(
+        default_factory=list,
+        help="NAME=RUN: an evaluated run, one row of the table (repeat for each arm).",
+        flags=("--arm",),
+    )  # "NAME=RUN": an evaluated run per arm
+    cv: list[str] = option(
+        default_factory=list, help="NAME=RUN: the arm's evaluated cross-validation run (finetune --folds K)."
+    )  # "NAME=RUN": the arm's evaluated cross-validation run
+    skipped: list[str] = option(
+        default_factory=list, help="NAME=REASON: an arm that could not run, listed with its reason."
+    )  # "NAME=why": arms that could not run
+    label: str = option("COVID-19", help="The label the arms are compared on.")
+    pretrain: list[str] = option(
+        default_factory=list,
+        help="RUN or NAME=RUN: an evaluated pretraining run, its per-finding AUROC beside published ones (repeatable).",
+    )  # "RUN" or "NAME=RUN": evaluated NIH pretraining runs
+    published: list[str] = option(
+        default_factory=list,
+        help="chexnet (default), wang, or TITLE=FILE.csv (columns label,auroc), e.g. the report's Table 1.",
+    )  # "chexnet", "wang", or "TITLE=FILE.csv" (label,auroc)
+    out: Path = option(
+        Path("results"), help="Folder for table.md, arms.csv, differences.csv, findings.csv and report.html."
+    )
+    overwrite: bool = option(False, help="Replace an earlier table in --out.")
+    allow_stale: bool = option(
+        False, help="Tabulate evaluations of earlier weights than the run's, labelled stale."
+    )  # tabulate evaluations of earlier weights (labelled stale)
+    allow_seen: bool = option(
+        False, help="Tabulate evaluations of images the run had seen, labelled in-sample."
+    )  # tabulate in-sample evaluations (evaluate --allow-seen; labelled in-sample)
+    reference: str | None = option(
+        None, help="The arm every other arm is paired with (default: the first arm given)."
+    )  # the arm every other arm is paired with (default: the first)
+    allow_different_test_sets: bool = option(
+        False,
+        help="List arms scored on other test sets (each row names its set) instead of refusing; they are not paired.",
+    )  # list such arms unpaired instead of refusing
+    bootstrap: int = option(
+        1000, help="Replicates of the paired patient bootstrap."
+    )  # replicates of the paired patient bootstrap
+    seed: int = option(0, help="Seed of the paired bootstrap.")
 
     def __post_init__(self) -> None:
         # Said first: with no arm, nothing else (such as the state of --out) matters yet.

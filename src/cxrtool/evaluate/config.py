@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import require
+from ..optionspec import option
 from .published import published_results
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -17,22 +18,34 @@ SPLIT_CHOICES = ("train", "val", "test", "all")
 
 @dataclass
 class EvaluateConfig:
-    run: Path | None = None  # run directory; the newest under ./runs when None
-    data: Path | None = None  # prepared cache; the run's own data when None
-    split: str = "test"
-    bootstrap: int = 1000  # patient-bootstrap replicates (0: no intervals)
-    tta: bool = False  # average with the horizontally flipped image
-    compare: str | None = None  # published results to show beside ours ("chexnet")
-    shortcuts: bool | None = None  # metadata-only baselines; None: on where metadata exists
-    external: Path | None = None  # another prepared collection to score the run on
-    batch_size: int = 64
-    device: str = "auto"
-    seed: int = 0
-    out: Path | None = None  # output folder; RUN/eval (RUN/eval-<split>) when None
-    checkpoint: str = "best"
-    overwrite: bool = False
-    sensitivity: float = 0.9  # the fixed-sensitivity operating point, chosen on val
-    allow_seen: bool = False  # score images the run's lineage trained or validated on (labelled in-sample)
+    run: Path | None = option(None, help="Run directory (same as the argument).")
+    data: Path | None = option(None, help="Prepared cache to score on (default: the run's own data).")
+    split: str = option("test", help="train, val, test (default) or all.", choices=SPLIT_CHOICES)
+    bootstrap: int = option(1000, help="Patient-bootstrap replicates for the 95% intervals (default 1000; 0: none).")
+    tta: bool = option(False, help="Average each prediction with its horizontal flip.", flags=("--tta/--no-tta",))
+    compare: str | None = option(None, help="Show published per-label AUROCs beside ours: chexnet.")
+    shortcuts: bool | None = option(
+        None,
+        help="Metadata-only baselines (default: on where the index has view/sex/age/source).",
+        flags=("--shortcuts/--no-shortcuts",),
+    )
+    external: Path | None = option(
+        None,
+        help="Another prepared collection: report internal vs external AUROC "
+        "(its copies of images in the run's lineage are dropped first and listed).",
+    )
+    batch_size: int = option(64, help="Images per batch (default 64).")
+    device: str = option("auto", help="auto (default), cpu, cuda or mps.")
+    seed: int = option(0, help="Seed of the bootstrap (default 0).")
+    out: Path | None = option(None, help="Output folder (default RUN/eval, or RUN/eval-<split>).")
+    checkpoint: str = option("best", help="best (default) or last.", choices=("best", "last"))
+    overwrite: bool = option(False, help="Replace an earlier evaluation in the output folder.")
+    sensitivity: float = option(
+        0.9, help="Target sensitivity of the second operating point, chosen on val (default 0.9)."
+    )
+    allow_seen: bool = option(
+        False, help="Score images the run (or a run it was finetuned from) trained or validated on, labelled in-sample."
+    )
 
     def __post_init__(self) -> None:
         require(

@@ -35,6 +35,7 @@ from ..data.tensors import to_model_input
 from ..errors import CxrError, did_you_mean
 from ..locks import require_writable
 from ..models.checkpoint import CARD, load_checkpoint, resolve_checkpoint
+from ..optionspec import option
 from ..owned import note_written
 from ..progress import info, result
 from ..run_locks import holds_locks, own_output
@@ -50,12 +51,20 @@ ONNX_PACKAGES = "onnx onnxscript onnxruntime"  # the onnx extra
 
 @dataclass
 class ExportConfig:
-    run: Path | None = None  # run directory or checkpoint folder; the newest run when None
-    format: str = "onnx"
-    out: Path | None = None  # folder; RUN/export/FORMAT when None
-    data: Path | None = None  # cache whose images the check runs on; the run's data when None
-    checkpoint: str = "best"
-    overwrite: bool = False
+    run: Path | None = option(
+        None, help="Run directory or checkpoint folder (default: the newest run under ./runs).", argument=True
+    )  # run directory or checkpoint folder; the newest run when None
+    format: str = option(
+        "onnx", help="onnx (needs pip install onnx onnxscript onnxruntime) or torchscript.", choices=tuple(FORMATS)
+    )
+    out: Path | None = option(
+        None, help="Output folder. (default: RUN/export/FORMAT)"
+    )  # folder; RUN/export/FORMAT when None
+    data: Path | None = option(
+        None, help="Prepared cache whose images check the export. (default: the run's data)"
+    )  # cache whose images the check runs on; the run's data when None
+    checkpoint: str = option("best", help="best or last.", choices=("best", "last"))
+    overwrite: bool = option(False, help="Replace an earlier export in the output folder.")
 
     def __post_init__(self) -> None:
         self.format = str(self.format).lower()

@@ -37,6 +37,7 @@ from ..data.lineage import unknown_lineage
 from ..errors import CxrError, did_you_mean
 from ..models.checkpoint import model_card, save_checkpoint
 from ..models.registry import create_model
+from ..optionspec import option
 from ..owned import owned_folder
 from ..progress import info, result
 from ..run_locks import holds_locks, new_run_dir
@@ -56,12 +57,24 @@ PUBLISHED_SHA256: dict[str, str] = {}
 
 @dataclass
 class XrvImportConfig:
-    name: str  # e.g. densenet121-res224-nih (or torchxrayvision's short alias, nih)
-    out: Path | None = None  # run directory to create; runs/import-NAME-TIME when None
-    weights_file: Path | None = None  # a local copy of the published file
-    cache_dir: Path | None = None  # where torchxrayvision keeps its files; its default when None
-    download: bool = False  # let torchxrayvision fetch a missing file
-    trust_weights_file: bool = False  # load a --weights-file whose SHA-256 is not the published one
+    name: str = option(
+        help="torchxrayvision weights, e.g. densenet121-res224-nih or densenet121-res224-all.", argument=True
+    )  # or torchxrayvision's short alias, e.g. nih
+    out: Path | None = option(
+        None, help="Run directory to create (new or empty). (default: runs/import-NAME-TIME)"
+    )  # run directory to create; runs/import-NAME-TIME when None
+    weights_file: Path | None = option(
+        None, help="A local copy of the published file (a pickle: only for files you trust)."
+    )  # a local copy of the published file
+    cache_dir: Path | None = option(
+        None, help="Where torchxrayvision keeps its files. (default: ~/.torchxrayvision/models_data)"
+    )  # where torchxrayvision keeps its files; its default when None
+    download: bool = option(
+        False, help="Let torchxrayvision download a missing file from its release page."
+    )  # let torchxrayvision fetch a missing file
+    trust_weights_file: bool = option(
+        False, help="Load a --weights-file whose SHA-256 is not the published one (none is published today)."
+    )  # load a --weights-file whose SHA-256 is not the published one
 
     def __post_init__(self) -> None:
         self.name = str(self.name)

@@ -31,6 +31,7 @@ from ..errors import CxrError, InputsMissing
 from ..evaluate.thresholds import find_thresholds, pick_operating_point
 from ..inference import ArrayDataset, FileDataset, InferenceEngine, predictions_table, write_predictions
 from ..models.checkpoint import LoadedModel, open_model, resolve_model_source
+from ..optionspec import option
 from ..owned import claim_file
 from ..progress import info, print_table, warn
 from ..run_locks import holds_locks
@@ -43,16 +44,18 @@ TABLE_LABELS_MAX = 8  # more labels than this: the printed table lists positives
 @dataclass
 class PredictConfig:
     inputs: list[Path] = field(default_factory=list)  # image files and folders
-    run: Path | None = None  # run directory or checkpoint folder; the newest run when None
-    out: Path | None = None  # FILE.csv or FILE.json
-    tta: bool = False
-    device: str = "auto"
-    batch_size: int = 32
-    workers: int | None = None  # decoding processes; None: every core
-    checkpoint: str = "best"
-    overwrite: bool = False
-    thresholds: Path | None = None  # a thresholds.json; None: the newest of the run's evaluations
-    operating_point: str = "youden"  # or sens90 (the fixed-sensitivity point evaluate chose)
+    run: Path | None = option(None, help="Run directory or checkpoint folder (default: the newest run).")
+    out: Path | None = option(None, help="Write the predictions to FILE.csv or FILE.json.")
+    tta: bool = option(False, help="Average each prediction with its horizontal flip.", flags=("--tta/--no-tta",))
+    device: str = option("auto", help="auto, cpu, cuda or mps.")
+    batch_size: int = option(32, help="Images per batch.")
+    workers: int | None = option(None, help="Processes decoding the files (default: every core).")
+    checkpoint: str = option("best", help="best or last.", choices=("best", "last"))
+    overwrite: bool = option(False, help="Replace an existing --out file.")
+    thresholds: Path | None = option(
+        None, help="A thresholds.json from cxrtool evaluate (default: the run's newest, chosen on val)."
+    )
+    operating_point: str = option("youden", help="youden, or the fixed-sensitivity point (e.g. sens90).")
 
     def __post_init__(self) -> None:
         self.inputs = [Path(p) for p in self.inputs]

@@ -21,6 +21,7 @@ from ..config import read_yaml
 from ..errors import CxrError
 from ..formatting import fmt, fmt_sig
 from ..models.provenance import STALE, evaluation_status
+from ..optionspec import option
 from ..owned import claim_file, claim_folder
 from ..progress import warn
 from ..run_locks import holds_locks
@@ -33,9 +34,11 @@ from .markup import details, esc, key_values, missing, note, page
 
 @dataclass
 class ReportConfig:
-    run: Path | None = None
-    out: Path | None = None  # default RUN/report.html
-    overwrite: bool = False  # replace an existing --out file (never a cache's or a run's own file)
+    run: Path | None = option(None, help="Run directory (same as the argument).")
+    out: Path | None = option(None, help="HTML file to write (default RUN/report.html).")  # default RUN/report.html
+    overwrite: bool = option(
+        False, help="Replace an existing --out file (never a cache's or a run's own file)."
+    )  # replace an existing --out file (never a cache's or a run's own file)
 
 
 def _summary_rows(manifest: dict[str, Any], paths: RunPaths) -> list[tuple[str, str]]:

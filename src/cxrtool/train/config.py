@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import require
+from ..config import parse_list, require
 from ..data.pool import cap_workers, default_workers
 from ..device import DEVICE_CHOICES
 from ..errors import CxrError
 from ..models.registry import check_image_size, get_spec
+from ..optionspec import option
 from .tensorboard import require_tensorboard
 
 SELECT_CHOICES = ("loss", "auroc", "last")
@@ -29,27 +30,53 @@ SMALL_VALIDATION = 20  # fewer validation examples of a class than this makes "b
 class TrainConfig:
     """Options of one training run (pretrain defaults)."""
 
-    data: Path = Path("data/nih")
-    arch: str = "densenet121"
-    weights: str = "imagenet"
-    out: Path | None = None
-    labels: list[str] | None = None  # None: every label of the data
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    plateau_patience: int = 1
-    early_stop: int = 5  # 0: never stop early
-    select: str = "loss"
-    augment: str = "paper"
-    image_size: int = 224
-    device: str = "auto"
-    seed: int = 0
-    workers: int = -1  # -1: default_workers("train")
-    oversample: bool = False
-    freeze_backbone: bool = False
-    allow_partial: bool = False  # start from weights that fit the backbone only in part
-    tensorboard: bool = False  # log to RUN/tensorboard (needs the tensorboard package)
+    data: Path = option(Path("data/nih"), help="Prepared cache to train on. (default: data/nih)")
+    arch: str = option(
+        "densenet121",
+        help="densenet121, resnet50, cxr-resnet50, resnet18 or tiny-cnn. (default: densenet121)",
+    )
+    weights: str = option("imagenet", help="imagenet, none, or a weights file. (default: imagenet)")
+    out: Path | None = option(None, help="Run directory (new or empty). (default: runs/pretrain-ARCH-TIME)")
+    labels: list[str] | None = option(
+        None, help="Comma-separated labels to train on. (default: all of the data's)", type=str, parse=parse_list
+    )  # None: every label of the data
+    epochs: int = option(20, help="Maximum number of epochs. (default: 20)")
+    batch_size: int = option(16, help="Images per step (per process). (default: 16)")
+    lr: float = option(1e-3, help="Adam learning rate. (default: 0.001)")
+    weight_decay: float = option(0.0, help="Adam weight decay. (default: 0)")
+    plateau_patience: int = option(
+        1, help="Epochs without a lower validation loss before the learning rate drops 10x. (default: 1)"
+    )
+    early_stop: int = option(5, help="Stop after N epochs without improvement (0: never). (default: 5)")
+    select: str = option(
+        "loss",
+        help="Best epoch by validation loss, mean validation AUROC, or the last epoch. (default: loss)",
+        choices=SELECT_CHOICES,
+    )
+    augment: str = option(
+        "paper",
+        help="none, flip or paper (flip, rotation, shift/scale, brightness/contrast). (default: paper)",
+        choices=AUGMENT_CHOICES,
+    )
+    image_size: int = option(224, help="Network input side in pixels. (default: 224)")
+    device: str = option("auto", help="auto, cpu, cuda or mps. (default: auto)", choices=DEVICE_CHOICES)
+    seed: int = option(0, help="Random seed (initialisation, batches, augmentation). (default: 0)")
+    workers: int = option(
+        -1, help="Data-loading processes. (default: half the cores, at most 4)"
+    )  # -1: default_workers("train")
+    oversample: bool = option(
+        False,
+        help="Draw positives and negatives of each label equally often.",
+        flags=("--oversample/--no-oversample",),
+    )
+    freeze_backbone: bool = False  # an option of finetune only
+    allow_partial: bool = option(
+        False, help="Accept weights that fit the backbone only in part (listed in the manifest)."
+    )  # start from weights that fit the backbone only in part
+    tensorboard: bool = option(
+        False,
+        help="Log losses, AUROCs, learning rate and images/s to RUN/tensorboard (needs pip install tensorboard).",
+    )
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
@@ -105,19 +132,53 @@ class TrainConfig:
 class FinetuneConfig(TrainConfig):
     """Options of `finetune`: the report's transfer defaults plus the parent and the folds."""
 
-    parent: str | None = None  # --from: a run, a checkpoint, or "none"; None: the newest run
-    data: Path = Path("data/covid")
-    arch: str | None = None  # None: the parent's architecture (densenet121 with --from none)
-    weights: str = "none"
-    image_size: int | None = None  # None: the parent's input size (224 with --from none)
-    epochs: int = 100
-    lr: float = 1e-4
-    plateau_patience: int = 5
-    early_stop: int = 10
-    select: str = "auroc"
-    folds: int = 0  # >= 2: patient cross-validation over all images of the data
-    seeds: int = 1  # >= 2: train the arm once per seed (seed, seed+1, ...) in RUN/seed-1..N
-    val_frac: float = 0.2  # the validation carve-out of each fold's training part
+    # The options whose default or help differ from pretrain's are declared again (a field keeps
+    # its place in the order of the base class).
+    parent: str | None = option(
+        None,
+        help="Run or checkpoint to start from, or none. (default: the newest run under ./runs)",
+        flags=("--from",),
+    )  # a run, a checkpoint, or "none"; None: the newest run
+    data: Path = option(Path("data/covid"), help="Prepared cache to train on. (default: data/covid)")
+    arch: str | None = option(
+        None, help="Architecture, only with --from none. (default: the parent's, or densenet121)"
+    )  # None: the parent's architecture (densenet121 with --from none)
+    weights: str = option("none", help="With --from none: imagenet, none or a weights file. (default: none)")
+    out: Path | None = option(None, help="Run directory (new or empty). (default: runs/finetune-ARCH-TIME)")
+    image_size: int | None = option(
+        None, help="Network input side in pixels. (default: the parent's, or 224)"
+    )  # None: the parent's input size (224 with --from none)
+    epochs: int = option(100, help="Maximum number of epochs. (default: 100)")
+    lr: float = option(1e-4, help="Adam learning rate. (default: 0.0001)")
+    plateau_patience: int = option(
+        5, help="Epochs without a lower validation loss before the learning rate drops 10x. (default: 5)"
+    )
+    early_stop: int = option(10, help="Stop after N epochs without improvement (0: never). (default: 10)")
+    select: str = option(
+        "auroc",
+        help="Best epoch by validation loss, mean validation AUROC, or the last epoch. (default: auroc)",
+        choices=SELECT_CHOICES,
+    )
+    augment: str = option("paper", help="none, flip or paper. (default: paper)", choices=AUGMENT_CHOICES)
+    oversample: bool = option(
+        False,
+        help="Balance positives and negatives by sampling (the report's remedy for COVID-19's imbalance).",
+        flags=("--oversample/--no-oversample",),
+    )
+    freeze_backbone: bool = option(
+        False, help="Train only the new head.", flags=("--freeze-backbone/--train-backbone",)
+    )
+    folds: int = option(
+        0, help="K-fold patient cross-validation over all images (0: use the data's splits). (default: 0)"
+    )  # >= 2: patient cross-validation over all images of the data
+    seeds: int = option(
+        1,
+        help="Train N times with seeds --seed, --seed+1, ... into RUN/seed-1..N (training variance). (default: 1)",
+    )
+    val_frac: float = option(
+        0.2,
+        help="With --folds: share of each fold's training patients kept for validation. (default: 0.2)",
+    )  # the validation carve-out of each fold's training part
 
     def __post_init__(self) -> None:
         super().__post_init__()

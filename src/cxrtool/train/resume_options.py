@@ -12,19 +12,23 @@ same value again is fine, so the command that started a run, with `--resume` add
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
 from ..config import load_yaml, parse_list
 from ..errors import CxrError
+from ..optionspec import option_spec
+from .config import FinetuneConfig
 
 MAY_CHANGE = ("epochs", "workers", "device")
-_FLAGS = {"parent": "--from", "freeze_backbone": "--freeze-backbone/--train-backbone"}
 
 
 def _flag(name: str) -> str:
-    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+    """The option's flag as the command spells it (`parent` is `--from`), read off the config's fields."""
+    spec = next((option_spec(f) for f in dataclasses.fields(FinetuneConfig) if f.name == name), None)
+    return spec.flags_for(name)[0] if spec is not None else "--" + name.replace("_", "-")
 
 
 def _as_path(value: Any) -> Path | None:
