@@ -92,16 +92,19 @@ class CommandSpec:
     config_class: Callable[[], type]
     extras: tuple[Extra, ...]
     first: tuple[str, ...] = ()  # fields shown before the others in --help (the command's own, for finetune)
+    show_defaults: bool | None = None  # Typer shows the fields' defaults (None: where no --config file is read)
 
-    def reads_config_file(self) -> bool:
-        return any(e.name == "config" for e in self.extras)
+    def absent_is_none(self) -> bool:
+        """Whether an option left out arrives as None (not given) rather than as the field's default."""
+        reads_config_file = any(e.name == "config" for e in self.extras)
+        return reads_config_file or self.show_defaults is False
 
     def parameters(self, cls: type) -> tuple[list[inspect.Parameter], dict[str, OptionSpec]]:
         """The Typer parameters (arguments first, then options) and the specs of the config fields among them."""
         hints = typing.get_type_hints(cls)
         specs = {f.name: (f, s) for f in dataclasses.fields(cls) if (s := option_spec(f)) is not None}
         order = [n for n in self.first if n in specs] + [n for n in specs if n not in self.first]
-        fields = [_field_parameter(n, *specs[n], hints[n], self.reads_config_file()) for n in order]
+        fields = [_field_parameter(n, *specs[n], hints[n], self.absent_is_none()) for n in order]
         extras = [_parameter(e.name, e.type, e.info, e.default) for e in self.extras]
         params = fields + extras
         is_argument = [isinstance(p.annotation.__metadata__[0], typer.models.ArgumentInfo) for p in params]
@@ -142,13 +145,13 @@ def _once(extra: Extra, as_argument: Any, as_option: Any) -> Any:
 
 
 def _field_parameter(
-    name: str, f: dataclasses.Field, spec: OptionSpec, hint: Any, reads_config_file: bool
+    name: str, f: dataclasses.Field, spec: OptionSpec, hint: Any, absent_is_none: bool
 ) -> inspect.Parameter:
     has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
     if not has_default:
         default: Any = ...  # required (e.g. `prepare combine --out`)
-    elif reads_config_file:
-        default = None  # "not given": a --config file's value stands
+    elif absent_is_none:
+        default = None  # "not given": a --config file's value stands, and the help says the default
     else:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     tp = spec.type if spec.type is not None else hint
@@ -219,11 +222,13 @@ def add_command(
     config_class: Callable[[], type],
     *extras: Extra,
     first: tuple[str, ...] = (),
+    show_defaults: bool | None = None,
 ) -> None:
     """Register `fn` as `name`: options from `config_class()`'s fields, then `extras`; help from fn's docstring."""
 
     def placeholder() -> None:
         """Stands for the command until its parameters are built (ConfigCommand)."""
 
-    placeholder.command_spec = CommandSpec(fn, config_class, extras, first)  # type: ignore[attr-defined]
+    spec = CommandSpec(fn, config_class, extras, first, show_defaults)
+    placeholder.command_spec = spec  # type: ignore[attr-defined]
     app.command(name, cls=ConfigCommand, help=inspect.getdoc(fn))(placeholder)

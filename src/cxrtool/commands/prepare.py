@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from .configured import Extra, Given, add_command, config_file, flag, quiet
 from .options import SharedOption, config_values, with_options
 from .support import quiet_option, user_errors
 
@@ -57,30 +58,15 @@ def register(app: typer.Typer) -> None:
         help="Decode a dataset once into a patient-split cache that every other command reads.", no_args_is_help=True
     )
     app.add_typer(prepare_app, name="prepare")
-
-    @prepare_app.command("synthetic")
-    @user_errors
-    def synthetic(
-        out: Path = typer.Argument(..., help="Folder to write the raw dataset into (NIH layout)."),
-        patients: int = typer.Option(200, help="Number of patients (each has 1-3 images)."),
-        size: int = typer.Option(256, help="Image side in pixels."),
-        seed: int = typer.Option(0, help="Random seed: the same seed writes the same images."),
-        shortcut: float = typer.Option(
-            0.0, help="0..1: how strongly the AP view tag predicts COVID-19 (a planted shortcut)."
-        ),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Write into a folder that already holds files."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    ) -> None:
-        """Write generated chest-like X-rays with drawn lesions at known boxes, in the NIH layout."""
-        quiet_option(quiet)
-        # lazy: keeps cxrtool --help fast
-        from ..data.sources.synthetic import SyntheticConfig, write_raw
-        from ..progress import result
-
-        counts = write_raw(
-            out, SyntheticConfig(n_patients=patients, size=size, seed=seed, shortcut=shortcut), overwrite=overwrite
-        )
-        result(f"wrote {counts['images']} images of {counts['patients']} patients ({counts['boxes']} boxes) to {out}")
+    add_command(
+        prepare_app,
+        "synthetic",
+        synthetic,
+        synthetic_config,
+        SYNTHETIC_OUT,
+        flag("overwrite", "Write into a folder that already holds files."),
+        quiet(),
+    )
 
     @prepare_app.command("nih")
     @user_errors
@@ -156,75 +142,53 @@ def register(app: typer.Typer) -> None:
         )
         prepare_folder(_cache_config(PrepareFolderConfig, own, shared))
 
-    @prepare_app.command("combine")
-    @user_errors
-    def combine_cmd(
-        data: list[Path] = typer.Argument(..., help="Prepared caches (same --size), e.g. data/nih data/covid."),
-        out: Path = typer.Option(..., "--out", help="Cache folder to write."),
-        per_class: int | None = typer.Option(None, "--per-class", help="Positive images per class (default: 200)."),
-        classes: str | None = typer.Option(
-            None, "--classes", help="Classes, comma-separated (default: the 14 NIH findings and COVID-19)."
-        ),
-        seed: int | None = typer.Option(None, "--seed", help="Seed of the selection (default: 0)."),
-        covid_negative: str | None = typer.Option(
-            None,
-            "--covid-negative",
-            help="Caches (folder names, comma-separated) whose every image is a COVID-19 negative, or none "
-            "(default: those prepared from NIH ChestX-ray14).",
-        ),
-        max_distance: int | None = typer.Option(None, "--max-distance", help=DIST_HELP),
-        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-        config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
-    ) -> None:
-        """A class-balanced set from several caches (the 15-class NIH + COVID-19 set)."""
-        quiet_option(quiet)
-        # lazy: keeps cxrtool --help fast
-        from ..config import build_config, parse_list
-        from ..data.combine import CombineConfig, combine
+    add_command(prepare_app, "combine", combine, combine_config, config_file(CONFIG_HELP), quiet(QUIET_HELP))
+    add_command(prepare_app, "dedupe", dedupe, dedupe_config, quiet(QUIET_HELP), show_defaults=False)
 
-        cfg = build_config(
-            CombineConfig,
-            config,
-            data=data,
-            out=out,
-            per_class=per_class,
-            seed=seed,
-            classes=parse_list(classes, "--classes") if classes else None,
-            covid_negative=parse_list(covid_negative, "--covid-negative") if covid_negative else None,
-            max_distance=max_distance,
-            overwrite=overwrite or None,
-        )
-        combine(cfg)
 
-    @prepare_app.command("dedupe")
-    @user_errors
-    def dedupe_cmd(
-        data: list[Path] = typer.Argument(..., help="Prepared caches to compare, e.g. data/nih data/external."),
-        drop_from: Path | None = typer.Option(
-            None, "--drop-from", help="Remove from this cache (one of DATA) the images duplicated in the others."
-        ),
-        max_distance: int | None = typer.Option(None, "--max-distance", help=DIST_HELP),
-        report: Path | None = typer.Option(None, "--report", help="Write every pair found to this CSV."),
-        overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace an existing --report file (never a cache's or a run's own file)."
-        ),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
-    ) -> None:
-        """Find near-duplicate radiographs across caches; optionally drop them from one."""
-        quiet_option(quiet)
-        # lazy: keeps cxrtool --help fast
-        from ..config import build_config
-        from ..data.combine import DedupeConfig, dedupe
+def synthetic_config() -> type:
+    from ..data.sources.synthetic import SyntheticConfig  # lazy: keeps cxrtool --help fast
 
-        dedupe(
-            build_config(
-                DedupeConfig,
-                None,
-                data=data,
-                drop_from=drop_from,
-                max_distance=max_distance,
-                report=report,
-                overwrite=overwrite,
-            )
-        )
+    return SyntheticConfig
+
+
+SYNTHETIC_OUT = Extra(
+    "out", Path, typer.Argument(help="Folder to write the raw dataset into (NIH layout)."), default=...
+)
+
+
+def synthetic(given: Given) -> None:
+    """Write generated chest-like X-rays with drawn lesions at known boxes, in the NIH layout."""
+    # lazy: keeps cxrtool --help fast
+    from ..data.sources.synthetic import write_raw
+    from ..progress import result
+
+    out = given.extras["out"]
+    counts = write_raw(out, given.config(), overwrite=given.extras["overwrite"])
+    result(f"wrote {counts['images']} images of {counts['patients']} patients ({counts['boxes']} boxes) to {out}")
+
+
+def combine_config() -> type:
+    from ..data.combine import CombineConfig  # lazy: keeps cxrtool --help fast
+
+    return CombineConfig
+
+
+def combine(given: Given) -> None:
+    """A class-balanced set from several caches (the 15-class NIH + COVID-19 set)."""
+    from ..data.combine import combine as run_combine  # lazy: keeps cxrtool --help fast
+
+    run_combine(given.config())
+
+
+def dedupe_config() -> type:
+    from ..data.combine import DedupeConfig  # lazy: keeps cxrtool --help fast
+
+    return DedupeConfig
+
+
+def dedupe(given: Given) -> None:
+    """Find near-duplicate radiographs across caches; optionally drop them from one."""
+    from ..data.combine import dedupe as run_dedupe  # lazy: keeps cxrtool --help fast
+
+    run_dedupe(given.config())

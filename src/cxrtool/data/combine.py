@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_bytes, read_json
-from ..config import require
+from ..config import parse_list, require
 from ..errors import CxrError
+from ..optionspec import option
 from ..owned import claim_file
 from ..progress import info, print_table, result, warn
 from ..run_locks import holds_locks
@@ -75,18 +76,35 @@ def fingerprints_of(data: PreparedData) -> list[str]:
 # ---------------------------------------------------------------- combine
 
 
+# The help of `--max-distance`, an option of combine, dedupe and every prepare source.
+MAX_DISTANCE_HELP = (
+    f"Near-duplicate threshold: bits (of 256) two fingerprints may differ by (default: {DEFAULT_MAX_DISTANCE})."
+)
+
+
 @dataclass(kw_only=True)
 class CombineConfig:
-    data: list[Path]
-    out: Path
-    per_class: int = 200
-    seed: int = 0
-    classes: list[str] | None = None  # None: the 14 NIH findings and COVID-19
-    overwrite: bool = False
-    max_distance: int = DEFAULT_MAX_DISTANCE
+    data: list[Path] = option(help="Prepared caches (same --size), e.g. data/nih data/covid.", argument=True)
+    out: Path = option(help="Cache folder to write.")
+    per_class: int = option(200, help="Positive images per class (default: 200).")
+    seed: int = option(0, help="Seed of the selection (default: 0).")
+    classes: list[str] | None = option(
+        None,
+        help="Classes, comma-separated (default: the 14 NIH findings and COVID-19).",
+        type=str,
+        parse=parse_list,
+    )  # None: the 14 NIH findings and COVID-19
+    overwrite: bool = option(False, help="Replace a cache prepared with other settings.")
+    max_distance: int = option(DEFAULT_MAX_DISTANCE, help=MAX_DISTANCE_HELP)
     # Caches (folder names) whose every image is a COVID-19 negative; None: those prepared from
     # NIH ChestX-ray14, which predates the pandemic; ["none"]: no cache.
-    covid_negative: list[str] | None = None
+    covid_negative: list[str] | None = option(
+        None,
+        help="Caches (folder names, comma-separated) whose every image is a COVID-19 negative, or none "
+        "(default: those prepared from NIH ChestX-ray14).",
+        type=str,
+        parse=parse_list,
+    )
 
     def __post_init__(self) -> None:
         self.data = [Path(p) for p in self.data]
@@ -297,11 +315,13 @@ def _combine(cfg: CombineConfig) -> PreparedData:
 
 @dataclass(kw_only=True)
 class DedupeConfig:
-    data: list[Path]
-    drop_from: Path | None = None
-    max_distance: int = DEFAULT_MAX_DISTANCE
-    report: Path | None = None  # write the pairs as CSV here
-    overwrite: bool = False  # replace an existing --report file (never a cache's or a run's own file)
+    data: list[Path] = option(help="Prepared caches to compare, e.g. data/nih data/external.", argument=True)
+    drop_from: Path | None = option(
+        None, help="Remove from this cache (one of DATA) the images duplicated in the others."
+    )
+    max_distance: int = option(DEFAULT_MAX_DISTANCE, help=MAX_DISTANCE_HELP)
+    report: Path | None = option(None, help="Write every pair found to this CSV.")
+    overwrite: bool = option(False, help="Replace an existing --report file (never a cache's or a run's own file).")
 
     def __post_init__(self) -> None:
         self.data = [Path(p) for p in self.data]

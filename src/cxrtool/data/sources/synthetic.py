@@ -29,6 +29,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from ...errors import CxrError
+from ...optionspec import option
 from ...progress import track
 
 SYNTHETIC_FINDINGS = ["Cardiomegaly", "Effusion", "Mass", "Nodule", "Pneumothorax", "COVID-19"]
@@ -38,10 +39,10 @@ NIH_BOX_SPACE = 1024  # NIH's box file is in 1024-pixel coordinates
 
 @dataclass
 class SyntheticConfig:
-    n_patients: int = 200
+    n_patients: int = option(200, help="Number of patients (each has 1-3 images).", flags=("--patients",))
     max_followups: int = 3
-    size: int = 256
-    seed: int = 0
+    size: int = option(256, help="Image side in pixels.")
+    seed: int = option(0, help="Random seed: the same seed writes the same images.")
     prevalence: dict[str, float] = field(
         default_factory=lambda: {
             "Cardiomegaly": 0.2,
@@ -52,7 +53,9 @@ class SyntheticConfig:
             "COVID-19": 0.2,
         }
     )
-    shortcut: float = 0.0  # 0: view independent of findings; 1: every COVID-19 image is AP
+    shortcut: float = option(
+        0.0, help="0..1: how strongly the AP view tag predicts COVID-19 (a planted shortcut)."
+    )  # 0: view independent of findings; 1: every COVID-19 image is AP
     noise: float = 6.0
 
 
