@@ -104,6 +104,8 @@ class CommandSpec:
         hints = typing.get_type_hints(cls)
         specs = {f.name: (f, s) for f in dataclasses.fields(cls) if (s := option_spec(f)) is not None}
         order = [n for n in self.first if n in specs] + [n for n in specs if n not in self.first]
+        if clash := sorted(set(specs) & {e.name for e in self.extras}):
+            raise ValueError(f"{cls.__name__}: {clash} are both config fields and extras of {self.fn.__name__}")
         fields = [_field_parameter(n, *specs[n], hints[n], self.absent_is_none()) for n in order]
         extras = [_parameter(e.name, e.type, e.info, e.default) for e in self.extras]
         params = fields + extras
