@@ -106,3 +106,29 @@ def test_a_class_with_no_box_on_the_images_is_refused_before_any_map(tmp_path, t
     res = runner.invoke(app, [*args, "--class", boxed["label"].iloc[0], "--device", "cpu", "--max-images", "400"])
     assert res.exit_code == 0, res.output
     assert (run / "cam" / "box_scores.csv").is_file()
+
+
+def test_top_classes_that_hit_no_box_are_refused_before_any_map(tmp_path, trained_run, synth_data):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    args = ["cam", "--run", str(run), "--data", str(synth_data.root), "--split", "all", "--allow-seen"]
+    args += ["--max-images", "1", "--top", "1", "-q", "--device", "cpu"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "probe")])  # which class is this image's top one
+    assert res.exit_code == 0, res.output
+    first = pd.read_csv(tmp_path / "probe" / "cams.csv").iloc[0]
+    other = next(label for label in synth_data.labels if label != first["class"])
+
+    def boxes_of(label: str):
+        path = tmp_path / f"boxes-{label}.csv"
+        pd.DataFrame({"id": [first["id"]], "label": [label], "x": [4], "y": [4], "w": [20], "h": [20]}).to_csv(
+            path, index=False
+        )
+        return str(path)
+
+    res = runner.invoke(app, [*args, "--boxes", boxes_of(other)])
+    assert res.exit_code == 2 and "nothing would be scored" in res.output
+    assert not (run / "cam").exists()  # refused before the run's cam folder was made
+    res = runner.invoke(app, [*args, "--boxes", boxes_of(str(first["class"]))])
+    assert res.exit_code == 0, res.output
+    scored = pd.read_csv(run / "cam" / "box_scores_per_image.csv")
+    assert scored["class"].tolist() == [first["class"]]

@@ -23,6 +23,7 @@ from .maps import normalise
 
 ALPHA = 0.45  # enough colour to read the map, enough grey to read the anatomy under it
 MIN_SIDE = 256  # smaller images are enlarged to at least this side
+MIN_TEXT_PX = 11  # the smallest caption: readable at 100% zoom (report figures keep text >= 10 px)
 COLORMAP = "jet"
 
 
@@ -58,6 +59,26 @@ def blend(image: np.ndarray, cam: np.ndarray, alpha: float = ALPHA) -> np.ndarra
     return np.clip((1 - alpha) * grey + alpha * colour, 0, 255).astype(np.uint8)
 
 
+def wrap(text: str, font, width: float, draw: ImageDraw.ImageDraw) -> list[str]:
+    """`text` in lines no wider than `width` pixels, broken at " · " first, then at spaces (never cut)."""
+    lines: list[str] = []
+    for part in text.split(" · "):
+        joined = f"{lines[-1]} · {part}" if lines else part
+        if lines and draw.textlength(joined, font=font) <= width:
+            lines[-1] = joined
+            continue
+        current = ""
+        for word in part.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if current and draw.textlength(candidate, font=font) > width:
+                lines.append(current)
+                current = word
+            else:
+                current = candidate
+        lines.append(current)
+    return lines
+
+
 def save_overlay(
     path: Path,
     image: np.ndarray,
@@ -73,15 +94,23 @@ def save_overlay(
     if scale > 1:
         picture = picture.resize((side * scale, side * scale), Image.Resampling.BILINEAR)
     width = picture.width
-    title_font, small_font = _font(max(12, width // 18)), _font(max(9, width // 28))
-    head = title_font.size + small_font.size + 14
+    title_font, small_font = _font(max(MIN_TEXT_PX + 3, width // 18)), _font(max(MIN_TEXT_PX, width // 28))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    titles = wrap(title, title_font, width - 8, measure)
+    subtitles = wrap(subtitle, small_font, width - 8, measure) if subtitle else []
+    line = 1.2  # line height, as a multiple of the font size
+    head = int(len(titles) * title_font.size * line + len(subtitles) * small_font.size * line) + 12
     foot = small_font.size + 16
     canvas = Image.new("RGB", (width, head + width + foot), "white")
     canvas.paste(picture, (0, head))
     draw = ImageDraw.Draw(canvas)
-    draw.text((width / 2, 4), title, fill="black", font=title_font, anchor="ma")
-    if subtitle:
-        draw.text((width / 2, title_font.size + 9), subtitle, fill=(90, 90, 90), font=small_font, anchor="ma")
+    y = 4.0
+    for text in titles:
+        draw.text((width / 2, y), text, fill="black", font=title_font, anchor="ma")
+        y += title_font.size * line
+    for text in subtitles:
+        draw.text((width / 2, y), text, fill=(90, 90, 90), font=small_font, anchor="ma")
+        y += small_font.size * line
     for x, y, w, h in boxes:
         draw.rectangle(
             [x * scale, head + y * scale, (x + w) * scale - 1, head + (y + h) * scale - 1],

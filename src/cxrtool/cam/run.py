@@ -255,6 +255,20 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
             f"{cfg.boxes}: no box of {', '.join(labels[c] for c in given)} falls on the {len(positions)} image(s) "
             "mapped, so nothing would be scored; check --class against the boxes"
         )
+    grid = feature_grid(model.network, image_size) if cfg.align else None
+    engine = InferenceEngine(model.network, model.device, image_size)
+    chosen: dict[int, list[int]] = {}
+    if mode == "top" and cfg.boxes is not None:
+        # --top K takes its classes from the model's output, so whether any map will be scored is
+        # known only after a forward pass: it is made first (one extra pass, only with --top and
+        # --boxes) so that a call that would score nothing is refused before anything is written.
+        chosen = _top_classes(engine, images.dataset, positions, cfg.batch_size, top)
+        if not any(labels[c] in boxes.get(images.ids[p], {}) for p, cs in chosen.items() for c in cs):
+            raise CxrError(
+                f"{cfg.boxes}: none of the top {top} classes of the {len(positions)} image(s) mapped has a box on its "
+                "image, so nothing would be scored; pass --class with a boxed class, or no --top to map each "
+                "image's boxed classes"
+            )
     # The output folder is claimed only now: a call refused above writes nothing into the run.
     out = cfg.out or inputs.default_out
     owned = own_output(out, "CAM folder", "cam")  # a folder holding a file no cxrtool command wrote is refused
@@ -267,6 +281,8 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
             return given
         if mode == "boxes":
             return [labels.index(c) for c in boxes.get(images.ids[position], {})]
+        if position in chosen:
+            return chosen[position]
         return [int(i) for i in np.argsort(-probs, kind="stable")[:top]]
 
     def name(position: int, cls: int) -> str:
@@ -287,8 +303,6 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                 if cfg.maps:
                     check.claim(out / "maps" / f"{name(p, c)}.npy")
 
-    grid = feature_grid(model.network, image_size) if cfg.align else None
-    engine = InferenceEngine(model.network, model.device, image_size)
     pairs, scores = [], []
     read = 0
     try:
@@ -304,7 +318,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                 continue
             chunk, x = batch.positions, batch.x
             read += len(chunk)
-            probs = engine.forward(x, "probs").cpu().numpy() if mode == "top" else None
+            probs = engine.forward(x, "probs").cpu().numpy() if mode == "top" and not chosen else None
             wanted = [classes_of(int(p), probs[j] if probs is not None else None) for j, p in enumerate(chunk)]
             union = sorted({c for cs in wanted for c in cs})
             if not union:
@@ -371,6 +385,21 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
         first = f" ({images.skipped[0][0]}: {images.skipped[0][1]})" if images.skipped else ""
         raise CxrError(f"none of the {len(positions)} input(s) could be read as an X-ray image{first}")
     return {**_finish(cfg, out, pairs, scores, images, scoring, read, inputs.prior), "lineage": inputs.seen_entry}
+
+
+def _top_classes(
+    engine: InferenceEngine, dataset, positions: np.ndarray, batch_size: int, top: int
+) -> dict[int, list[int]]:
+    """Each position's `top` most probable classes, from a forward pass without maps."""
+    chosen: dict[int, list[int]] = {}
+    # Unreadable files are listed by the mapping pass that follows; this pass only skips them.
+    for batch in engine.batches(dataset, batch_size, positions=positions, description="top classes", skipped=[]):
+        if batch.x is None:
+            continue
+        probs = engine.forward(batch.x, "probs").cpu().numpy()
+        for j, p in enumerate(batch.positions):
+            chosen[int(p)] = [int(i) for i in np.argsort(-probs[j], kind="stable")[:top]]
+    return chosen
 
 
 def _refuse_boxes_of_other_classes(where: Path, table: pd.DataFrame, labels: list[str]) -> None:
