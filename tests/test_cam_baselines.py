@@ -121,3 +121,28 @@ def test_real_nih_boxes_prior_pointer_against_chance(nih_root):
         assert row["box_fraction"] == pytest.approx(
             {"Cardiomegaly": 0.18, "Infiltration": 0.10, "Pneumonia": 0.09}[finding], abs=0.01
         )
+
+
+def test_the_model_against_the_prior_is_a_paired_difference_on_the_same_maps():
+    # 40 maps of 40 patients: the model and the prior hit the same 20 maps, and the model hits
+    # 3 more. Unpaired, the two rates' intervals overlap widely; paired, every map's difference is
+    # 0 or +1, so the difference's interval cannot reach below 0.
+    n = 40
+    prior_hit = np.r_[np.ones(20), np.zeros(20)]
+    hit = prior_hit.copy()
+    hit[20:23] = 1
+    per_image = pd.DataFrame(
+        {
+            "id": [f"{k:08d}_000.png" for k in range(n)],
+            "patient": [str(k) for k in range(n)],
+            "class": "Mass",
+            "hit": hit,
+            "prior_hit": prior_hit,
+            "box_fraction": 0.05,
+            **{f"iou@{t:g}": 0.1 for t in (0.3, 0.5, 0.7)},
+        }
+    )
+    row = summarise(per_image).set_index("class").loc["Mass"]
+    assert row["model_minus_prior"] == pytest.approx(3 / 40)
+    assert 0 <= row["model_minus_prior_low"] < row["model_minus_prior"] < row["model_minus_prior_high"] <= 0.2
+    assert row["pointing_hit_rate_low"] < row["prior_hit_rate_high"]  # the unpaired intervals overlap

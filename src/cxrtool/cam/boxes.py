@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..data.boxes import NIH_BOX_SPACE, box_label, is_nih_box_header, read_nih_boxes
 from ..errors import CxrError
-from .baselines import rate_intervals
+from .baselines import PAIRED, rate_intervals
 from .maps import normalise
 
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -145,6 +145,7 @@ def summarise(per_image: pd.DataFrame, thresholds: Sequence[float] = DEFAULT_THR
         "patients",
         *[c for r in rates for c in (r, f"{r}_low", f"{r}_high")],
         "interval",
+        *([PAIRED, f"{PAIRED}_low", f"{PAIRED}_high"] if has_prior else []),
         *[iou_column(t) for t in thresholds],
     ]
     if per_image.empty:

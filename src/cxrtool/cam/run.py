@@ -38,7 +38,7 @@ from ..progress import info, print_table, result, warn
 from ..run_locks import holds_locks, own_output
 from ..runs import RunNeed, RunPaths, run_of
 from ..safeio import csv_text, restore_cells
-from .baselines import patient_finder, with_prior
+from .baselines import PAIRED, patient_finder, with_prior
 from .boxes import DEFAULT_THRESHOLDS, boxes_by_image, clean_boxes, read_box_file, score_map, summarise
 from .images import CamImages, cache_images, file_images
 from .maps import METHODS, feature_grid, low_res_maps, upsample
@@ -501,13 +501,22 @@ def _finish(
         else:
             iou_cols = [c for c in summary.columns if c.startswith("iou@")]
 
-            def ci(r: dict, k: str) -> str:
-                return f"{r[k]:.3f} [{r[k + '_low']:.2f}, {r[k + '_high']:.2f}]"
+            def ci(r: dict, k: str, sign: str = "") -> str:
+                return f"{r[k]:{sign}.3f} [{r[k + '_low']:{sign}.2f}, {r[k + '_high']:{sign}.2f}]"
 
             print_table(
                 f"Box scores ({cfg.method}): pointing-game hit rate [95% interval] beside a pointer aimed where "
-                "other patients' boxes are densest (prior) and a uniformly random one (chance); mean IoU",
-                ["class", "n", "hit rate", "prior", "chance", *[c.replace("iou", "IoU") for c in iou_cols]],
+                "other patients' boxes are densest (prior) and a uniformly random one (chance); the paired "
+                "difference from the prior on the same maps; mean IoU",
+                [
+                    "class",
+                    "n",
+                    "hit rate",
+                    "prior",
+                    "chance",
+                    "hit - prior",
+                    *[c.replace("iou", "IoU") for c in iou_cols],
+                ],
                 [
                     [
                         r["class"],
@@ -515,6 +524,7 @@ def _finish(
                         ci(r, "pointing_hit_rate"),
                         ci(r, "prior_hit_rate"),
                         ci(r, "box_fraction"),
+                        ci(r, PAIRED, "+"),
                         *[f"{r[c]:.3f}" for c in iou_cols],
                     ]
                     for r in summary.to_dict("records")

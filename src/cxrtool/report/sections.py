@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..atomic import read_json
 from ..errors import CxrError
-from ..formatting import fmt, fmt_count, fmt_sci, fmt_sig
+from ..formatting import fmt, fmt_ci, fmt_count, fmt_sci, fmt_sig
 from ..runs import RunPaths
 from ..safeio import restore_cells
 from .markup import details, esc, file_figure, file_link, missing, note, table
@@ -102,26 +102,20 @@ def training(paths: RunPaths, page: Path) -> str:
     return "".join(parts) or missing("Training", "cxrtool pretrain / finetune")
 
 
+# box_scores.csv's rates, each shown as one "estimate [low, high]" cell (the CSV keeps the ends apart).
+BOX_RATES = {
+    "pointing_hit_rate": "Pointing-game hit rate",
+    "prior_hit_rate": "Prior pointer (other patients' densest boxes)",
+    "box_fraction": "Box share of the image (chance)",
+    "model_minus_prior": "Hit rate − prior, paired (same maps)",
+}
 BOX_HEADINGS = {
     "class": "Class",
     "method": "Method",
     "images": "Images",
     "patients": "Patients",
-    "pointing_hit_rate": "Pointing-game hit rate",
-    "pointing_hit_rate_low": "low",
-    "pointing_hit_rate_high": "high",
-    "prior_hit_rate": "Prior pointer (other patients' densest boxes)",
-    "prior_hit_rate_low": "low",
-    "prior_hit_rate_high": "high",
-    "box_fraction": "Box share of the image (chance)",
-    "box_fraction_low": "low",
-    "box_fraction_high": "high",
     "interval": "95% interval",
 }
-
-
-def _rate(column: str, value: Any) -> str:
-    return fmt(value) if isinstance(value, float) else _cell(column, value)
 
 
 def box_scores(frame: pd.DataFrame) -> str:
@@ -130,9 +124,22 @@ def box_scores(frame: pd.DataFrame) -> str:
             "No box was scored: none of the mapped images has a drawn box of its class "
             "(give `cam --boxes FILE` with the boxes of the images mapped)."
         )
-    columns = list(frame.columns)
-    rows = [[_rate(c, None if pd.isna(v) else v) for c, v in zip(columns, r)] for r in frame.itertuples(index=False)]
-    headings = [BOX_HEADINGS.get(c, f"IoU (map cut at {c[4:]})" if c.startswith("iou@") else c) for c in columns]
+    ends = {f"{rate}{end}" for rate in BOX_RATES for end in ("_low", "_high")}
+    columns = [c for c in frame.columns if c not in ends]
+
+    def cell(record: dict, column: str) -> str:
+        value = record[column]
+        if column in BOX_RATES:
+            digits, sign = (2, "+") if column == "model_minus_prior" else (3, "")
+            text = fmt_ci(value, record.get(f"{column}_low"), record.get(f"{column}_high"), digits)
+            return f"+{text}" if sign and not text.startswith(("-", "−")) and text != "-" else text
+        return _cell(column, None if pd.isna(value) else value)
+
+    rows = [[cell(r, c) for c in columns] for r in frame.to_dict("records")]
+    headings = [
+        BOX_RATES.get(c) or BOX_HEADINGS.get(c) or (f"IoU (map cut at {c[4:]})" if c.startswith("iou@") else c)
+        for c in columns
+    ]
     return table(headings, rows, left=2)
 
 
