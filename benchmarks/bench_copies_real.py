@@ -29,8 +29,10 @@ import numpy as np
 from bench_dedup import KINDS, change
 from machine import cpu_name
 
-from cxrtool.data.fingerprint import confirm, find_candidates, fingerprint
 from cxrtool.data.imageio import ImageReadError, preprocess, read_gray
+from cxrtool.data.neardup.confirm import confirm
+from cxrtool.data.neardup.hashing import fingerprint
+from cxrtool.data.neardup.search import ImageSet, find_candidates
 from cxrtool.data.walk import collect_image_files
 from cxrtool.progress import set_quiet
 
@@ -90,9 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
     planted = plant(images, groups, files, kinds, args.copies, args.size, args.seed)
     fps = [fingerprint(img) for img in images]
     start = time.perf_counter()
-    found = find_candidates(fps, lambda i: images[i], groups_a=groups)
+    found = find_candidates(ImageSet(fps, lambda i: images[i], groups=groups))
     t_candidates = time.perf_counter() - start
-    pairs = confirm(found.pairs, found.hashed, lambda i: images[i], None, found.words_a, found.words_b)
+    pairs = confirm(found, lambda i: images[i])
     t_confirm = time.perf_counter() - start - t_candidates
     candidates, confirmed = set(found.pairs), {(p.i, p.j) for p in pairs}
     wanted = {(min(a, b), max(a, b)) for a, b, _ in planted}

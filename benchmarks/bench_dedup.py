@@ -3,7 +3,7 @@
 Writes a cache of N generated radiographs (default 112,120, NIH's count, ~3.6 images per patient
 as in NIH) straight into the cache's image format at a small side (default 128 px, the side the
 confirmation looks at), plants `--copies` altered copies (crop, rescale, gamma, contrast,
-brightness, JPEG) under other patients, then runs `fingerprint.near_duplicates` exactly as
+brightness, JPEG) under other patients, then runs `neardup.search.near_duplicates` exactly as
 `prepare` does (patients as groups, pixels read back from the memmap). Reports: seconds per
 stage, candidates, confirmed pairs, planted copies found, the peak of memory allocated by Python
 and NumPy during the search (tracemalloc) and the process's peak resident size (getrusage; this
@@ -36,8 +36,9 @@ import numpy as np
 from machine import cpu_name
 from PIL import Image
 
-from cxrtool.data.fingerprint import fingerprint, near_duplicates
 from cxrtool.data.imageio import preprocess
+from cxrtool.data.neardup.hashing import fingerprint
+from cxrtool.data.neardup.search import ImageSet, near_duplicates
 from cxrtool.data.sources.synthetic import Anatomy, draw_image
 from cxrtool.progress import set_quiet
 
@@ -144,7 +145,7 @@ def main() -> None:
         candidates = None
         if args.confirm == 0:
             start = time.perf_counter()
-            pairs = near_duplicates(fps, lambda i: images[i], groups_a=patients)
+            pairs = near_duplicates(ImageSet(fps, lambda i: images[i], groups=patients))
             took = time.perf_counter() - start
             found = {(p.i, p.j) for p in pairs}
             line = f"whole search {took:.0f} s, {len(pairs)} pairs"
@@ -169,22 +170,25 @@ def main() -> None:
 
 def staged(images, fps, patients, planted, confirm: int):
     """The search's stages timed apart; only `confirm` candidates are confirmed (rate extrapolated)."""
-    from cxrtool.data import fingerprint as F
+    from cxrtool.data.neardup.confirm import Candidates, confirm
+    from cxrtool.data.neardup.descriptors import whole_descriptors, window_reader
+    from cxrtool.data.neardup.hashing import candidate_pairs, parse
+    from cxrtool.data.neardup.neighbours import DescriptorSet, descriptor_pairs
+    from cxrtool.data.neardup.options import DEFAULT_NEIGHBOURS
     from cxrtool.progress import progress_bar
 
     groups = np.unique(patients, return_inverse=True)[1]
     start = time.perf_counter()
     with progress_bar(None, "") as bar:
-        whole = F._whole(lambda i: images[i], len(fps), bar)
+        whole = whole_descriptors(lambda i: images[i], len(fps), bar)
         t_whole = time.perf_counter() - start
         mean = whole.astype(np.float32).mean(axis=0)
-        candidates = F.descriptor_pairs(
-            F._window_reader(lambda i: images[i], bar), len(fps), whole, mean, groups, groups, True
-        )
+        one_set = DescriptorSet(window_reader(lambda i: images[i], bar), whole, groups)
+        candidates = descriptor_pairs(one_set, one_set, mean, True)
     t_desc = time.perf_counter() - start
-    del whole
+    del whole, one_set
     skip = lambda rows, cols: groups[rows][:, None] == groups[cols][None, :]  # noqa: E731
-    hashed = {(i, j) for i, j, _ in F.candidate_pairs(fps, limit=F.DEFAULT_NEIGHBOURS, skip=skip)}
+    hashed = {(i, j) for i, j, _ in candidate_pairs(fps, limit=DEFAULT_NEIGHBOURS, skip=skip)}
     t_cand = time.perf_counter() - start
     todo = sorted(candidates | hashed)
     wanted = {(min(a, b), max(a, b)) for a, b in planted}
@@ -192,9 +196,9 @@ def staged(images, fps, patients, planted, confirm: int):
     others = [p for p in todo if p not in wanted]
     pick = rng.choice(len(others), size=min(len(others), max(0, confirm - len(wanted))), replace=False)
     sample = [p for p in todo if p in wanted] + [others[k] for k in pick]
-    words = F.parse(fps)
+    words = parse(fps)
     t0 = time.perf_counter()
-    pairs = F.confirm(sorted(sample), hashed, lambda i: images[i], None, words, words)
+    pairs = confirm(Candidates(sorted(sample), hashed, words, words), lambda i: images[i])
     t_conf = time.perf_counter() - t0
     found = {(p.i, p.j) for p in pairs}
     rate = len(sample) / t_conf

@@ -7,8 +7,8 @@ import pytest
 from scipy import fft as sfft
 from scipy.ndimage import gaussian_filter
 
-from cxrtool.data import align as A
 from cxrtool.data.imageio import preprocess
+from cxrtool.data.neardup import align as A
 from cxrtool.data.sources.synthetic import SyntheticConfig, generate_arrays
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrtool.cli import app
-from cxrtool.data.align import DEFAULT_MIN_SCORE, align_pairs, fine_image, work_image
 from cxrtool.data.cache import PreparedData
 from cxrtool.data.dedup import compact_images
-from cxrtool.data.fingerprint import ALIGNED, HASH, IDENTICAL, distance, fingerprint, near_duplicates
 from cxrtool.data.imageio import preprocess
+from cxrtool.data.neardup.align import DEFAULT_MIN_SCORE, align_pairs, fine_image, work_image
+from cxrtool.data.neardup.confirm import ALIGNED, HASH, IDENTICAL
+from cxrtool.data.neardup.hashing import distance, fingerprint
+from cxrtool.data.neardup.search import ImageSet, near_duplicates
 from cxrtool.data.npyfile import shrink_images
 from cxrtool.data.prepare import PrepareFolderConfig, prepare_folder
 from cxrtool.data.sources.synthetic import SyntheticConfig, generate_arrays, write_raw
@@ -80,10 +84,11 @@ def test_copies_are_close_and_distinct_patients_are_not_confirmed(phantoms):
     for make in COPIES.values():
         assert distance(fps[0], fingerprint(make(images[0]))) <= 20
     cached = [preprocess(im, 128)[0] for im in images]
-    assert near_duplicates(fps, lambda i: cached[i]) == []  # one image per patient, all distinct look-alikes
+    assert near_duplicates(ImageSet(fps, lambda i: cached[i])) == []  # one image per patient, all distinct look-alikes
     copies = [make(images[k]) for k, make in enumerate(COPIES.values())]
     found = near_duplicates(
-        fps, lambda i: cached[i], [fingerprint(c) for c in copies], lambda j: preprocess(copies[j], 128)[0]
+        ImageSet(fps, lambda i: cached[i]),
+        ImageSet([fingerprint(c) for c in copies], lambda j: preprocess(copies[j], 128)[0]),
     )
     assert sorted((p.i, p.j) for p in found) == [(0, 0), (1, 1), (2, 2)]
     assert {p.method for p in found} == {HASH}
@@ -97,10 +102,8 @@ def test_each_change_is_found_by_alignment_and_lookalikes_are_not_paired(phantom
         copies.append(preprocess(change(images[k]), 128)[0])
         truth.append((k, len(copies) - 1, name))
     found = near_duplicates(
-        [fingerprint(x) for x in originals],
-        lambda i: originals[i],
-        [fingerprint(x) for x in copies],
-        lambda j: copies[j],
+        ImageSet([fingerprint(x) for x in originals], lambda i: originals[i]),
+        ImageSet([fingerprint(x) for x in copies], lambda j: copies[j]),
     )
     pairs = {(p.i, p.j): p for p in found}
     missed = [name for i, j, name in truth if (i, j) not in pairs]
@@ -116,22 +119,22 @@ def test_each_change_is_found_by_alignment_and_lookalikes_are_not_paired(phantom
 def test_window_descriptors_are_the_low_frequencies_of_each_window(phantoms):
     from scipy.fft import dctn
 
-    from cxrtool.data.align import rank_image
-    from cxrtool.data.fingerprint import _MATRICES, descriptor_batch
+    from cxrtool.data.neardup.align import rank_image
+    from cxrtool.data.neardup.descriptors import descriptor_batch, window_matrices
 
     images, _ = phantoms
     small = [preprocess(im, 128)[0] for im in images[:3]]
     batch = descriptor_batch(small)
     for img, got in zip(small, batch):
         ranks = rank_image(img)
-        for k, (cols, rows) in enumerate(_MATRICES):
+        for k, (cols, rows) in enumerate(window_matrices()):
             want = dctn(rows @ ranks @ cols.T, norm="ortho")[:8, :8].ravel()
             want[0] = 0.0
             assert np.allclose(got[k], want, atol=1e-5)
 
 
 def test_window_resampling_averages_the_pixels_each_cell_covers():
-    from cxrtool.data.fingerprint import area_matrix
+    from cxrtool.data.neardup.descriptors import area_matrix
 
     rng = np.random.default_rng(0)
     row = rng.random(64)
@@ -145,9 +148,9 @@ def test_the_window_grid_covers_every_view_a_crop_leaves():
     """A crop of up to 15% per border leaves a square view of 70% to 100% of the side anywhere
     inside the film: some window lies within 4% of the side of each such view (side and position),
     close enough for its descriptor to match (the crop figures in docs/performance.md)."""
-    from cxrtool.data.fingerprint import WINDOWS
+    from cxrtool.data.neardup.descriptors import window_grid
 
-    grid = np.array(WINDOWS)
+    grid = np.array(window_grid())
     worst = 0.0
     for side in np.linspace(0.7, 1.0, 31):
         for x in np.linspace(0.0, 1.0 - side, 9):
@@ -157,8 +160,21 @@ def test_the_window_grid_covers_every_view_a_crop_leaves():
     assert worst <= 0.04
 
 
+def test_the_search_builds_nothing_at_import():
+    """The window matrices are built on first use (and then kept), not when the package is imported."""
+    code = (
+        "import cxrtool.data.neardup.search\n"
+        "from cxrtool.data.neardup import descriptors as D\n"
+        "built = [f.cache_info().currsize for f in (D.window_grid, D.window_matrices, D._projections)]\n"
+        "assert built == [0, 0, 0], built\n"
+        "D.descriptor_batch([__import__('numpy').zeros((64, 64), 'uint8')])\n"
+        "assert [f.cache_info().currsize for f in (D.window_grid, D.window_matrices, D._projections)] == [1, 1, 1]\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_fingerprint_neighbours_are_taken_on_either_side_of_an_image():
-    from cxrtool.data.fingerprint import candidate_pairs
+    from cxrtool.data.neardup.hashing import candidate_pairs
 
     rng = np.random.default_rng(0)
     words = rng.integers(0, 256, size=(6, 32), dtype=np.uint8)
@@ -170,10 +186,11 @@ def test_fingerprint_neighbours_are_taken_on_either_side_of_an_image():
     assert all(i < j for i, j, _ in pairs)
 
 
-def test_the_index_finds_what_the_exhaustive_search_finds(phantoms, monkeypatch):
-    """Above EXACT_LIMIT the neighbours come from the index: forced here on a small set, with
-    cells of 4 images of which each query searches 2, it still finds every copy and no look-alike."""
-    from cxrtool.data import fingerprint as F
+def test_the_index_finds_what_the_exhaustive_search_finds(phantoms):
+    """Above `exact_limit` images the neighbours come from the index: forced here on a small set,
+    with cells of 4 images of which each query searches 2, it still finds every copy and no look-alike."""
+    from cxrtool.data.neardup.index import IndexSettings
+    from cxrtool.data.neardup.options import SearchOptions
 
     images, _ = phantoms
     originals = [preprocess(im, 128)[0] for im in images[:24]]
@@ -181,11 +198,10 @@ def test_the_index_finds_what_the_exhaustive_search_finds(phantoms, monkeypatch)
     every = originals + copies
     groups = [f"p{k}" for k in range(len(originals))] + [f"c{k}" for k in range(len(copies))]
     fps = [fingerprint(x) for x in every]
-    exact = {(p.i, p.j) for p in near_duplicates(fps, lambda i: every[i], groups_a=groups)}
-    monkeypatch.setattr(F, "EXACT_LIMIT", 8)
-    monkeypatch.setattr(F, "CELL_SIZE", 4)
-    monkeypatch.setattr(F, "PROBES", 2)
-    indexed = {(p.i, p.j) for p in near_duplicates(fps, lambda i: every[i], groups_a=groups)}
+    searched = ImageSet(fps, lambda i: every[i], groups=groups)
+    exact = {(p.i, p.j) for p in near_duplicates(searched)}
+    forced = SearchOptions(index=IndexSettings(exact_limit=8, cell_size=4, probes=2))
+    indexed = {(p.i, p.j) for p in near_duplicates(searched, options=forced)}
     truth = {(k, len(originals) + k) for k in range(len(copies))}
     assert indexed == exact
     assert indexed == truth  # every copy, and no look-alike

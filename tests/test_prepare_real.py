@@ -134,9 +134,9 @@ def test_cohen_patients_137_and_202_share_a_film_found_by_alignment(covid_cache)
 def test_cohen_lookalike_films_of_different_patients_are_not_paired(covid_cache):
     """Each image's nearest neighbours by descriptor (the look-alikes the search considers) are,
     apart from the few true copies, rejected by the aligned correlation."""
-    from cxrtool.data.align import DEFAULT_MIN_SCORE, align_pairs, fine_image, work_image
-    from cxrtool.data.fingerprint import descriptors
     from cxrtool.data.imageio import load_preprocessed
+    from cxrtool.data.neardup.align import DEFAULT_MIN_SCORE, align_pairs, fine_image, work_image
+    from cxrtool.data.neardup.descriptors import descriptors
 
     index = covid_cache.index
     dups = pd.read_csv(covid_cache.root / "duplicates.csv", dtype=str)

@@ -35,8 +35,10 @@ from ..run_locks import holds_locks
 from ..safeio import csv_text, restore_cells
 from .cache import IMAGES, MANIFEST, SKIPPED_COLUMNS, SPLITS, PreparedData
 from .combine_labels import class_counts, counts_for_manifest, fill_labels, missing_classes, pre_pandemic, print_counts
-from .fingerprint import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint, near_duplicates
 from .labels import COVID_LABEL, NIH_LABELS, canonical
+from .neardup.hashing import DEFAULT_MAX_DISTANCE, FINGERPRINT_HEX, fingerprint
+from .neardup.options import SearchOptions
+from .neardup.search import ImageSet, near_duplicates
 from .npyfile import open_images, write_images_subset
 from .prepare import TMP_DIR, check_output, duplicate_pairs_frame, finish_cache, print_summary, writing_cache
 from .splits import patient_groups, unify_splits
@@ -256,10 +258,9 @@ def _combine(cfg: CombineConfig) -> PreparedData:
 
     # A radiograph present in two sources must not leave its patients in two splits.
     pairs = near_duplicates(
-        picked["fingerprint"].tolist(),
-        target.__getitem__,  # the pixels of row i, for confirming a candidate pair
-        max_distance=cfg.max_distance,
-        groups_a=picked["patient"].tolist(),
+        # target[i]: the pixels of row i, for confirming a candidate pair
+        ImageSet(picked["fingerprint"].tolist(), target.__getitem__, groups=picked["patient"].tolist()),
+        options=SearchOptions(max_distance=cfg.max_distance),
     )
     patients = picked["patient"].tolist()
     groups = patient_groups(patients, [(patients[p.i], patients[p.j]) for p in pairs])
@@ -360,11 +361,9 @@ def dedupe(cfg: DedupeConfig) -> DedupeReport:
         for b in range(a, len(caches)):
             same = a == b
             found = near_duplicates(
-                fps[a],
-                lambda i, a=a: caches[a].images[i],
-                None if same else fps[b],
-                None if same else (lambda j, b=b: caches[b].images[j]),
-                cfg.max_distance,
+                ImageSet(fps[a], lambda i, a=a: caches[a].images[i]),
+                None if same else ImageSet(fps[b], lambda j, b=b: caches[b].images[j]),
+                SearchOptions(max_distance=cfg.max_distance),
             )
             ia, ib = caches[a].index, caches[b].index
             for i, j, dist, *_ in found:

@@ -2,7 +2,7 @@
 
 `find_pairs` lists every pair of rows under different patients that shows the same radiograph:
 the same file or the same bytes ("identical file"), or a near-duplicate found and confirmed by
-fingerprint.near_duplicates ("hash" or "aligned correlation"). Patients joined by these pairs
+neardup.search.near_duplicates ("hash" or "aligned correlation"). Patients joined by these pairs
 form one group and go to one split (splits.py).
 
 With NIH's official lists a group may hold images from both lists. The official test list must
@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 
 from ..progress import warn
-from .fingerprint import IDENTICAL, Pair, hamming, near_duplicates, parse
+from .neardup.confirm import IDENTICAL, Pair
+from .neardup.hashing import hamming, parse
+from .neardup.options import SearchOptions
+from .neardup.search import ImageSet, near_duplicates
 from .npyfile import shrink_images
 from .splits import rows_sharing_keys
 
@@ -39,9 +42,8 @@ def find_pairs(index: pd.DataFrame, paths: Sequence[str], pixels: np.ndarray, ma
         for i, j in rows_sharing_keys(patients, keys):
             i, j = min(i, j), max(i, j)
             found.setdefault((i, j), Pair(i, j, hamming(words[i], words[j]), IDENTICAL, 1.0))
-    for pair in near_duplicates(
-        index["fingerprint"].tolist(), lambda i: pixels[i], max_distance=max_distance, groups_a=patients
-    ):
+    searched = ImageSet(index["fingerprint"].tolist(), lambda i: pixels[i], groups=patients)
+    for pair in near_duplicates(searched, options=SearchOptions(max_distance=max_distance)):
         found.setdefault((pair.i, pair.j), pair)
     return [found[k] for k in sorted(found)]
 

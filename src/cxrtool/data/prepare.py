@@ -34,7 +34,6 @@ from ..locks import FolderNotWritable
 from ..progress import info, print_table, progress_bar, result, warn
 from ..runs import write_manifest
 from ..safeio import csv_text
-from .align import FINE
 from .cache import (
     BOX_COLUMNS,
     BOXES,
@@ -62,8 +61,9 @@ from .cachedir import (  # noqa: F401 - re-exported
     writing_cache,
 )
 from .dedup import drop_training_members, find_pairs
-from .fingerprint import fingerprint
 from .imageio import ImageReadError, open_regular, read_gray_from, resize, square_crop
+from .neardup.align import FINE
+from .neardup.hashing import fingerprint
 from .npyfile import open_images, shrink_images
 from .pool import start_pool
 from .sources.base import PrepareOptions, SourceTable
@@ -225,7 +225,7 @@ def boxes_to_cache(boxes: pd.DataFrame, index: pd.DataFrame, size: int, box_spac
 def duplicate_pairs_frame(index: pd.DataFrame, pairs: list, other: pd.DataFrame | None = None) -> pd.DataFrame:
     """duplicates.csv rows for pairs under different patients (pairs within `index`, or index x other).
 
-    `pairs` are fingerprint.Pair records: how each pair was matched (method, score) and where
+    `pairs` are neardup.confirm.Pair records: how each pair was matched (method, score) and where
     b sits in a (scale, x, y).
     """
     other = index if other is None else other

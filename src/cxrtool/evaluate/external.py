@@ -9,7 +9,7 @@ folder's card does the same). Two searches, the same as `prepare` and `prepare d
 
 - exact copies: the same file bytes (`file_hash` in both indexes);
 - near-duplicates: the fingerprint and window-descriptor candidates confirmed on the aligned
-  pixels (data/fingerprint.near_duplicates: re-encoded, resized, re-windowed, cropped copies).
+  pixels (data/neardup/search.near_duplicates: re-encoded, resized, re-windowed, cropped copies).
 
 Every image of a cache is checked against, not only its training split: an external image that
 is a copy of an internal test image is not external either. The copies found are dropped from the
@@ -28,7 +28,10 @@ import pandas as pd
 from ..atomic import atomic_write_text
 from ..data.cache import PreparedData
 from ..data.combine import fingerprints_of
-from ..data.fingerprint import DEFAULT_MAX_DISTANCE, IDENTICAL, near_duplicates
+from ..data.neardup.confirm import IDENTICAL
+from ..data.neardup.hashing import DEFAULT_MAX_DISTANCE
+from ..data.neardup.options import SearchOptions
+from ..data.neardup.search import ImageSet, near_duplicates
 from ..errors import CxrError
 from ..models.checkpoint import read_card
 from ..progress import info, warn
@@ -107,11 +110,9 @@ def _copies_in(ext: PreparedData, fps_ext: list[str], cache: PreparedData, max_d
             if isinstance(h, str) and h in first:
                 rows.append({"i": i, "j": first[h], "method": IDENTICAL, "distance": 0, "score": 1.0})
     pairs = near_duplicates(
-        fps_ext,
-        lambda i: ext.images[i],
-        fingerprints_of(cache),
-        lambda j: cache.images[j],
-        max_distance=max_distance,
+        ImageSet(fps_ext, lambda i: ext.images[i]),
+        ImageSet(fingerprints_of(cache), lambda j: cache.images[j]),
+        SearchOptions(max_distance=max_distance),
     )
     rows += [{"i": p.i, "j": p.j, "method": p.method, "distance": p.distance, "score": p.score} for p in pairs]
     return rows

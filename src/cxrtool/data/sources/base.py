@@ -15,7 +15,7 @@ import pandas as pd
 
 from ...config import config_to_dict, require
 from ..cache import SKIPPED_COLUMNS
-from ..fingerprint import DEFAULT_MAX_DISTANCE
+from ..neardup.hashing import DEFAULT_MAX_DISTANCE
 from ..pool import cap_workers, default_workers
 
 

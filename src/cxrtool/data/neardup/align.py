@@ -32,7 +32,7 @@ from scipy.ndimage import correlate1d, gaussian_filter1d
 WORK = 64  # side of the work image the search runs on
 FINE = 128  # side of the image the alignment is refined and scored on
 CORE = 0.8  # the central part of one image that is searched for in the other
-SCALES = tuple(float(s) for s in np.round(np.arange(0.70, 1.0001, 0.05), 3))
+SCALES = (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)  # b's side as a fraction of a's, in steps of 0.05
 DEFAULT_MIN_SCORE = 0.85
 COARSE_GATE = 0.6
 _COARSE_BAND = (0.6, 3.0)  # blur sigmas (pixels) whose difference is the band compared
@@ -41,9 +41,8 @@ _FINE_STEPS = (-0.5, -0.25, 0.0, 0.25, 0.5)  # in coarse scale steps
 # A refined pair that scores from POLISH_FROM up to the threshold is tried again with its template
 # one pixel smaller and one larger. The template's side is what a scale sets (rounded to whole
 # pixels); the refinement's scales are 1.28 px of template apart at 128 px, so one side in four
-# is never tried, and a copy at that side loses its fine band's agreement (real crops scored
-# 0.77-0.84, under the threshold, and 0.82-0.87 polished). Look-alikes score 0.74 or less, so
-# few other pairs pay for it.
+# is never tried, and a copy at that side loses its fine band's agreement. Look-alikes seldom
+# score this high, so few other pairs pay for it (the figures: docs/performance.md, "Near misses").
 POLISH_FROM = 0.7
 _RANK_CAP = 1 / 64
 
