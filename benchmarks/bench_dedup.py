@@ -170,7 +170,8 @@ def main() -> None:
 
 def staged(images, fps, patients, planted, confirm: int):
     """The search's stages timed apart; only `confirm` candidates are confirmed (rate extrapolated)."""
-    from cxrtool.data.neardup.confirm import Candidates, confirm
+    from cxrtool.data.neardup.confirm import Candidates
+    from cxrtool.data.neardup.confirm import confirm as confirm_pairs  # `confirm` is the sample size here
     from cxrtool.data.neardup.descriptors import whole_descriptors, window_reader
     from cxrtool.data.neardup.hashing import candidate_pairs, parse
     from cxrtool.data.neardup.neighbours import DescriptorSet, descriptor_pairs
@@ -198,7 +199,7 @@ def staged(images, fps, patients, planted, confirm: int):
     sample = [p for p in todo if p in wanted] + [others[k] for k in pick]
     words = parse(fps)
     t0 = time.perf_counter()
-    pairs = confirm(Candidates(sorted(sample), hashed, words, words), lambda i: images[i])
+    pairs = confirm_pairs(Candidates(sorted(sample), hashed, words, words), lambda i: images[i])
     t_conf = time.perf_counter() - t0
     found = {(p.i, p.j) for p in pairs}
     rate = len(sample) / t_conf
