@@ -32,6 +32,7 @@ from ..device import resolve_device
 from ..errors import CxrError
 from ..inference import InferenceEngine, resolve_data
 from ..models.checkpoint import LoadedModel, open_model, resolve_model_source
+from ..models.provenance import weights_sha256
 from ..optionspec import option
 from ..owned import OwnedFolder
 from ..progress import info, print_table, result, warn
@@ -233,6 +234,9 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
     inputs = resolve_cam(cfg)  # everything below reads this, never the run's files
     model, labels, images, data, boxes = inputs.model, inputs.model.labels, inputs.images, inputs.data, inputs.boxes
     given, seen, image_size = inputs.given, inputs.seen, inputs.model.image_size
+    # Every map records the weights it was made of, so a report of a run trained further since
+    # can say which maps describe a model that is no longer there (models/provenance.cam_status).
+    made_of = {"checkpoint": model.which, "weights_sha256": weights_sha256(model.folder)}
     mode = "given" if given else ("top" if cfg.top else ("boxes" if boxes is not None else "top"))
     top = cfg.top or 1
     positions = np.arange(len(images.ids))
@@ -343,6 +347,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                     "overlay": "",
                     "map": "",
                     "in_sample": int(seen[p]),
+                    **made_of,
                 }
                 if cfg.maps:
                     path = names.claim(out / "maps" / f"{name(p, c)}.npy")
@@ -367,6 +372,7 @@ def run_cam(cfg: CamConfig) -> dict[str, Any]:
                             **{k: row[k] for k in ("id", "class", "method", "probability", "label", "in_sample")},
                             "boxes": len(own_boxes),
                             **score_map(cam, own_boxes, cfg.thresholds),
+                            **made_of,
                         }
                     )
             del mb, low, full  # free the batch's maps before the next one
@@ -436,13 +442,14 @@ def _load_boxes(cfg: CamConfig, size: int, data, labels: list[str]) -> tuple[dic
 
 
 INDEX_COLUMNS = ["id", "class", "method", "probability", "label", "overlay", "map"]
+MADE_OF = ["checkpoint", "weights_sha256"]  # the weights each map was made of (not required of older files)
 
 
 def _write_index(out: Path, pairs: list[dict]) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
     """Write cams.csv: this call's rows and an earlier call's rows for maps this call did not rewrite."""
     out.mkdir(parents=True, exist_ok=True)
     # in_sample (data.lineage) is not required of an earlier index: older cams.csv files lack it.
-    frame = pd.DataFrame(pairs, columns=[*INDEX_COLUMNS, "in_sample"])
+    frame = pd.DataFrame(pairs, columns=[*INDEX_COLUMNS, "in_sample", *MADE_OF])
     index_path = out / INDEX_NAME
     frame_all = frame
     if index_path.is_file() and len(frame):

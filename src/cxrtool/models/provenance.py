@@ -6,6 +6,11 @@ and an evaluation of the old ones then describes a model that is no longer there
 `compare`, `predict` and `cam` call `evaluation_status` and say so (compare refuses it unless
 told). An evaluation made before this record existed is judged by its thresholds.json, which has
 held the weights' hash all along; with neither, its status is "unknown".
+
+Class activation maps are recorded the same way, map by map: each row of `cams.csv` and of
+`box_scores_per_image.csv` names the checkpoint (best/last) and the weights' hash it was made of,
+since one cam folder gathers the maps of several calls. `cam_status` counts the maps whose
+weights are no longer the run's.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from ..atomic import read_json
 from ..errors import CxrError
@@ -87,5 +94,32 @@ def evaluation_status(folder: Path, metrics: dict[str, Any]) -> tuple[str, str]:
         return STALE, (
             f"{folder}: stale: it scored earlier weights than {checkpoint} holds now (the run was trained further); "
             f"evaluate again with --overwrite"
+        )
+    return CURRENT, ""
+
+
+def cam_status(table: Path, run: Path) -> tuple[str, str]:
+    """(current | stale | unknown, a one-line reason) for the maps listed in `table` (cams.csv or
+    box_scores_per_image.csv of RUN/cam): stale when any was made of weights other than the ones
+    `run`'s checkpoint of the same kind holds now; unknown when the file records no weights."""
+    try:
+        frame = pd.read_csv(table, usecols=lambda c: c in ("checkpoint", "weights_sha256"), dtype=str)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return UNKNOWN, f"{table}: cannot be read"
+    if "weights_sha256" not in frame.columns or frame["weights_sha256"].isna().all():
+        return UNKNOWN, f"{table}: records no hash of the weights its maps were made of (an older cam)"
+    current: dict[str, str | None] = {}
+    stale = 0
+    for which, sha in zip(
+        frame.get("checkpoint", pd.Series(["best"] * len(frame))).fillna("best"), frame["weights_sha256"]
+    ):
+        if which not in current:
+            folder = Path(run) / "checkpoints" / str(which)
+            current[which] = weights_sha256(folder) if (folder / WEIGHTS).is_file() else None
+        stale += int(isinstance(sha, str) and current[which] is not None and sha != current[which])
+    if stale:
+        return STALE, (
+            f"{table}: stale: {stale} of {len(frame)} map(s) were made of earlier weights than the run holds now "
+            "(it was trained further); run cam again with --overwrite"
         )
     return CURRENT, ""

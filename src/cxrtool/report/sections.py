@@ -16,6 +16,7 @@ import pandas as pd
 from ..atomic import read_json
 from ..errors import CxrError
 from ..formatting import fmt, fmt_ci, fmt_count, fmt_sci, fmt_sig
+from ..models.provenance import STALE, cam_status
 from ..runs import RunPaths
 from ..safeio import restore_cells
 from .markup import details, esc, file_figure, file_link, missing, note, table
@@ -147,6 +148,12 @@ def cam(paths: RunPaths) -> str:
     if not paths.cam.is_dir():
         return missing("Class activation maps", "cxrtool cam IMAGE --class C")
     parts = []
+    # Maps of weights the run no longer holds (it was trained further) describe another model.
+    for listing in ("cams.csv", "box_scores_per_image.csv"):
+        if (paths.cam / listing).is_file():
+            state, why = cam_status(paths.cam / listing, paths.root)
+            if state == STALE:
+                parts.append(note(why))
     if (frame := read_csv(paths.cam / "box_scores.csv")) is not None:
         parts.append("<h4>Box scores: does the map point into the drawn box?</h4>" + box_scores(frame))
     found = pngs(paths.cam)
