@@ -1,21 +1,18 @@
 """Examples printed at the end of each command's `--help`, and how flags and lists are shown there.
 
-Kept in one table so that each command module stays about its options; `cli.py` attaches them
-when the app is built. Every example is a command line that works as typed after the README's
-tour (the paths are the tour's own).
+Kept in one table so that each command module stays about its options (a `prepare` source's
+come from the source registry); `cli.py` attaches them when the app is built. Every example is a
+command line that works as typed after the README's tour (the paths are the tour's own).
 """
 
 from __future__ import annotations
 
 from typing import Any, get_args
 
+from ..data.sources.registry import sources
+
 # Command path (as typed after `cxrtool`) -> example lines.
 EXAMPLES: dict[str, tuple[str, ...]] = {
-    "prepare nih": ("cxrtool prepare nih ~/data/ChestX-ray14 --out data/nih",),
-    "prepare covid": ("cxrtool prepare covid ~/data/covid-chestxray-dataset --out data/covid",),
-    "prepare folder": (
-        "cxrtool prepare folder ~/data/mine/labels.csv --label-cols Mass,Nodule --patient-col patient --out data/mine",
-    ),
     "prepare combine": ("cxrtool prepare combine data/nih data/covid --out data/nih-covid",),
     "prepare dedupe": ("cxrtool prepare dedupe data/nih data/external --drop-from data/external",),
     "prepare synthetic": ("cxrtool prepare synthetic raw/synthetic --patients 200",),
@@ -40,6 +37,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "export": ("cxrtool export --format onnx",),
     "demo": ("cxrtool demo", "cxrtool demo --quick --out /tmp/cxrtool-demo"),
 }
+# Each dataset source's subcommand brings its own examples (data/sources/registry.py).
+EXAMPLES.update({f"prepare {source.name}": source.examples for source in sources()})
 
 
 def epilog(lines: tuple[str, ...]) -> str:

@@ -2,15 +2,22 @@
 
 Each subcommand gathers its options into the source's config dataclass (options left unset do not
 override `--config FILE.yaml`) and makes one call into `cxrtool.data.prepare` / `data.combine`.
+There is one subcommand per source in the registry (data/sources/registry.py), built from what
+the source registered: its name, help, own options and config; the options every source shares
+are `CACHE_OPTIONS` below.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
+from ..data.sources.registry import Source, SourceOption, sources
 from .configured import Extra, Given, add_command, config_file, flag, quiet
 from .options import SharedOption, config_values, with_options
 from .support import quiet_option, user_errors
@@ -21,9 +28,8 @@ CONFIG_HELP = "YAML file of option values (options given here win)."
 QUIET_HELP = "No progress bars or notes."
 
 # The options of every `prepare SOURCE` that decodes raw images into a cache, declared once.
-SOURCES = ("nih", "covid", "folder")
 CACHE_OPTIONS: tuple[SharedOption, ...] = (
-    SharedOption("out", Path | None, ("--out",), "Cache folder to write.", {s: f"data/{s}" for s in SOURCES}),
+    SharedOption("out", Path | None, ("--out",), "Cache folder to write."),  # default: the source's config's
     SharedOption("size", int | None, ("--size",), "Side of the cached square images in pixels (default: 256)."),
     SharedOption("workers", int | None, ("--workers",), "Decoding processes (default: min(8, CPU count))."),
     SharedOption("seed", int | None, ("--seed",), "Seed of the patient split (default: 0)."),
@@ -53,6 +59,43 @@ def _cache_config(cls, own: dict, shared: dict):
     return build_config(cls, shared["config"], **own, **values)
 
 
+def _own_parameter(option: SourceOption) -> inspect.Parameter:
+    """A source's own option as the parameter Typer reads (an argument is required)."""
+    if option.argument:
+        marker, default = typer.Argument(help=option.help), inspect.Parameter.empty
+    else:
+        marker, default = typer.Option(*option.flags, help=option.help), False if option.switch else None
+    return inspect.Parameter(
+        option.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[option.type, marker]
+    )
+
+
+def _source_command(source: Source) -> Callable[..., None]:
+    """`prepare NAME`: the source's own options, then CACHE_OPTIONS, into its config; one prepare call."""
+
+    def command(**values: Any) -> None:
+        from ..data.prepare import prepare  # lazy: keeps cxrtool --help fast
+
+        own = {}
+        for option in source.options:
+            value = values.pop(option.name)
+            # A switch left off is "not given": a --config file may turn it on.
+            own[option.config_field] = (value or None) if option.switch else value
+        prepare(_cache_config(source.config, own, values))
+
+    command.__name__ = source.name
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*map(_own_parameter, source.options), inspect.Parameter("shared", inspect.Parameter.VAR_KEYWORD)]
+    )
+    # --out's help shows the default the source's config gives (data/NAME).
+    out_default = next(f.default for f in dataclasses.fields(source.config) if f.name == "out")
+    rows = tuple(
+        dataclasses.replace(row, default={source.name: str(out_default)}) if row.name == "out" else row
+        for row in CACHE_OPTIONS
+    )
+    return with_options(rows, source.name)(command)
+
+
 def register(app: typer.Typer) -> None:
     prepare_app = typer.Typer(
         help="Decode a dataset once into a patient-split cache that every other command reads.", no_args_is_help=True
@@ -68,79 +111,8 @@ def register(app: typer.Typer) -> None:
         quiet(),
     )
 
-    @prepare_app.command("nih")
-    @user_errors
-    @with_options(CACHE_OPTIONS, "nih")
-    def nih(
-        root: Path = typer.Argument(..., help="Folder holding the NIH label file and images (any sub-folders)."),
-        views: str | None = typer.Option(None, "--views", help="Keep only these views, e.g. PA,AP (default: all)."),
-        findings: str | None = typer.Option(
-            None, "--findings", help="Label columns, comma-separated (default: the 14 NIH findings)."
-        ),
-        labels: Path | None = typer.Option(
-            None, "--labels", help="The label file, if not Data_Entry_2017*.csv[.gz] under ROOT."
-        ),
-        **shared: Any,
-    ) -> None:
-        """NIH ChestX-ray14 -> cache (official lists when present, else a seeded patient split)."""
-        from ..data.prepare import PrepareNihConfig, prepare_nih  # lazy: keeps cxrtool --help fast
-
-        prepare_nih(
-            _cache_config(PrepareNihConfig, dict(root=root, views=views, findings=findings, labels_file=labels), shared)
-        )
-
-    @prepare_app.command("covid")
-    @user_errors
-    @with_options(CACHE_OPTIONS, "covid")
-    def covid(
-        root: Path = typer.Argument(..., help="The covid-chestxray-dataset folder (metadata.csv, images/)."),
-        views: str | None = typer.Option(None, "--views", help="Views to keep (default: PA,AP,AP Supine)."),
-        findings: str | None = typer.Option(
-            None, "--findings", help="Labels: COVID-19 and/or Pneumonia (default: COVID-19)."
-        ),
-        **shared: Any,
-    ) -> None:
-        """Cohen/Dao COVID-19 collection -> cache (frontal X-rays, split by patient, duplicates grouped)."""
-        from ..data.prepare import PrepareCovidConfig, prepare_covid  # lazy: keeps cxrtool --help fast
-
-        prepare_covid(_cache_config(PrepareCovidConfig, dict(root=root, views=views, findings=findings), shared))
-
-    @prepare_app.command("folder")
-    @user_errors
-    @with_options(CACHE_OPTIONS, "folder")
-    def folder(
-        csv: Path = typer.Argument(..., help="CSV with one row per image."),
-        image_col: str | None = typer.Option(None, "--image-col", help="Column with the image path (default: image)."),
-        label_cols: str | None = typer.Option(
-            None, "--label-cols", help="Label columns, comma-separated (cells 1/0, blank = not annotated)."
-        ),
-        patient_col: str | None = typer.Option(
-            None, "--patient-col", help="Column with the patient id (strongly advised)."
-        ),
-        view_col: str | None = typer.Option(None, "--view-col", help="Column with the view (PA, AP, ...)."),
-        root: Path | None = typer.Option(
-            None, "--root", help="Folder the image paths are relative to (default: the CSV's folder)."
-        ),
-        name: str | None = typer.Option(None, "--name", help="Dataset name for the `source` column (default: folder)."),
-        allow_outside_root: bool = typer.Option(
-            False, "--allow-outside-root", help="Accept image paths that lead outside --root (../x, /elsewhere/x)."
-        ),
-        **shared: Any,
-    ) -> None:
-        """Any labelled set described by a CSV -> cache."""
-        from ..data.prepare import PrepareFolderConfig, prepare_folder  # lazy: keeps cxrtool --help fast
-
-        own = dict(
-            csv=csv,
-            image_col=image_col,
-            label_cols=label_cols,
-            patient_col=patient_col,
-            view_col=view_col,
-            image_root=root,
-            name=name,
-            allow_outside_root=allow_outside_root or None,  # False means "not given": the file may say true
-        )
-        prepare_folder(_cache_config(PrepareFolderConfig, own, shared))
+    for source in sources():  # nih, covid, folder, ...: each source module registers itself
+        prepare_app.command(source.name, help=source.help)(user_errors(_source_command(source)))
 
     add_command(prepare_app, "combine", combine, combine_config, config_file(CONFIG_HELP), quiet(QUIET_HELP))
     add_command(prepare_app, "dedupe", dedupe, dedupe_config, quiet(QUIET_HELP), show_defaults=False)

@@ -6,8 +6,9 @@ left unknown (NaN) is masked in the loss, so the set can only teach COVID-19 if 
 known for both classes. The rules, in one place:
 
 - COVID-19 for an NIH image is 0: ChestX-ray14 was collected in 1992-2015, before SARS-CoV-2
-  existed (by default the caches whose manifest says `source: nih`; `--covid-negative` names
-  them instead, e.g. when an NIH-layout folder holds generated COVID-19 phantoms).
+  existed (by default the caches whose manifest `source` is a source registered as
+  `pre_pandemic`, today `nih`; `--covid-negative` names them instead, e.g. when an NIH-layout
+  folder holds generated COVID-19 phantoms).
 - COVID-19 for a Cohen image is the cache's own column: 1 exactly when the finding is COVID-19,
   flat (`COVID-19`, `COVID-19, ARDS`) or hierarchical (`Pneumonia/Viral/COVID-19`); 0 for any other
   diagnosis; unknown (NaN) when the finding says nothing about it (`todo`, `Unknown`, blank). A
@@ -30,9 +31,7 @@ import pandas as pd
 from ..progress import print_table
 from .labels import COVID_LABEL, NIH_LABELS, canonical
 from .sources.covid import finding_tokens, label_value
-
-# Manifest `source` values of collections that predate COVID-19: all their images are negatives.
-PRE_PANDEMIC_SOURCES = {"nih"}
+from .sources.registry import is_pre_pandemic
 
 
 def nih_value_from_finding(finding: str, label: str) -> float:
@@ -43,8 +42,8 @@ def nih_value_from_finding(finding: str, label: str) -> float:
 
 
 def pre_pandemic(manifest: dict) -> bool:
-    """Whether a cache holds only images taken before COVID-19 existed (by default: NIH's)."""
-    return str(manifest.get("source", "")) in PRE_PANDEMIC_SOURCES
+    """Whether a cache holds only images taken before COVID-19 existed (its source says so: NIH's)."""
+    return is_pre_pandemic(str(manifest.get("source", "")))
 
 
 def fill_labels(

@@ -5,6 +5,9 @@ COVID-19 is one more label. A label a source does not annotate is NaN in index.c
 and metrics skip it. A label file is never trusted to be clean: a finding name that is not a
 known label (a typo) makes the row's other labels unknown rather than negative, and an image
 listed twice with different labels is reported (`conflicting_rows`, `count_summary`).
+Other spellings of a label are accepted wherever a label is named (`canonical`): our own
+vocabulary's variants here, and each source's publisher names from the source registry
+(`sources.registry`, e.g. the "Pleural Effusion" of CheXpert-style CSVs).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import pandas as pd
 
 from ..errors import CxrError, did_you_mean
 from ..runs import RunNeed
+from .sources.registry import label_aliases
 
 NIH_LABELS: list[str] = [
     "Atelectasis",
@@ -34,16 +38,15 @@ COVID_LABEL = "COVID-19"
 NO_FINDING = "No Finding"
 UNKNOWN_CLASS = "unknown"  # an image whose findings nobody has said (every label NaN, a Cohen `todo`)
 
-# Spellings seen in other collections, mapped to the NIH names.
-ALIASES = {
+# Variants of our own labels' names (lower case); a source's publisher names are registered
+# with the source (sources/registry.py).
+SPELLINGS = {
     "pleural thickening": "Pleural_Thickening",
     "pleural_thickening": "Pleural_Thickening",
     "covid": COVID_LABEL,
     "covid19": COVID_LABEL,
     "covid-19": COVID_LABEL,
     "sars-cov-2": COVID_LABEL,
-    "effusions": "Effusion",
-    "pleural effusion": "Effusion",
 }
 
 
@@ -53,7 +56,8 @@ def canonical(name: str) -> str:
     for known in [*NIH_LABELS, COVID_LABEL]:
         if stripped.lower() == known.lower():
             return known
-    return ALIASES.get(stripped.lower(), stripped)
+    lower = stripped.lower()
+    return SPELLINGS.get(lower) or label_aliases().get(lower, stripped)
 
 
 def resolve_class(name: str, labels: list[str]) -> int:

@@ -11,8 +11,9 @@ manifest is an unfinished prepare). Running it again with the same settings does
 whole run holds the folder's lock, and a failure or Ctrl-C leaves it complete or absent
 (data/cachedir.py); label-file problems a source finds are `SourceTable.warnings`.
 
-Entry points other code calls: `prepare_nih`, `prepare_covid`, `prepare_folder` (each takes its
-config and returns the `PreparedData`), and from data/combine.py `combine` and `dedupe`.
+Entry points other code calls: `prepare(cfg)` for any registered source's config (the source
+is found by its config class in sources/registry.py; `prepare_nih`, `prepare_covid` and
+`prepare_folder` are the same call, named), and from data/combine.py `combine` and `dedupe`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -67,16 +68,39 @@ from .neardup.hashing import fingerprint
 from .npyfile import open_images, shrink_images
 from .pool import start_pool
 from .sources.base import PrepareOptions, SourceTable
-from .sources.covid import PrepareCovidConfig, read_covid
-from .sources.folder import PrepareFolderConfig, read_folder
-from .sources.nih import PrepareNihConfig, read_nih
+from .sources.covid import PrepareCovidConfig
+from .sources.folder import PrepareFolderConfig
+from .sources.nih import PrepareNihConfig
+from .sources.registry import source_for_config
 from .splits import check_splits, official_split, patient_groups, random_split
 
 # ---------------------------------------------------------------- decoding in worker processes
 
 
-def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | None, str, str, str, bytes | None]:
-    """(k, path, size) -> (k, pixels, crop, fingerprint, file hash, reason if unreadable, thumbnail).
+class Decoded(NamedTuple):
+    """What a worker sends back for one file (pixels None: unreadable, `reason` says why)."""
+
+    k: int
+    pixels: bytes | None
+    crop: tuple | None
+    fingerprint: str
+    file_hash: str
+    reason: str
+    thumbnail: bytes | None
+
+
+class DecodeResult(NamedTuple):
+    """One input path after decoding: its slot in the images file (-1: unreadable) and the rest."""
+
+    slot: int
+    crop: tuple | None  # (x, y, side, width, height) of the square crop in the file
+    fingerprint: str
+    file_hash: str
+    reason: str  # why it could not be read ("" when it was)
+
+
+def _decode_one(task: tuple[int, str, int]) -> Decoded:
+    """(k, path, size) -> the file's pixels, crop, fingerprint, hash and thumbnail, or why not.
 
     The thumbnail (the square crop at align.FINE px) is made only for caches smaller than that,
     so that near-duplicates are confirmed on as much detail at any --size.
@@ -92,26 +116,25 @@ def _decode_one(task: tuple[int, str, int]) -> tuple[int, bytes | None, tuple | 
         # The cached image is fingerprinted; below 64 px the crop is, so small caches hash as well.
         fp = fingerprint(img if size >= 64 else square)
         thumb = resize(square, FINE).tobytes() if size < FINE else None
-        return k, img.tobytes(), dataclasses.astuple(crop), fp, digest.hexdigest(), "", thumb
+        return Decoded(k, img.tobytes(), dataclasses.astuple(crop), fp, digest.hexdigest(), "", thumb)
     except ImageReadError as exc:
-        return k, None, None, "", "", str(exc), None
+        return Decoded(k, None, None, "", "", str(exc), None)
     except OSError as exc:
-        return k, None, None, "", "", f"cannot read ({exc.strerror or exc})", None
+        return Decoded(k, None, None, "", "", f"cannot read ({exc.strerror or exc})", None)
 
 
 def decode_all(
     paths: list[str], size: int, workers: int, images_path: Path, thumbs_path: Path | None = None
-) -> tuple[int, list[tuple]]:
+) -> tuple[int, list[DecodeResult]]:
     """Decode `paths` into an (n, size, size) memmap at images_path, readable ones first, in order.
 
     With `thumbs_path` (caches under align.FINE px), the FINE-px thumbnails go into a memmap
-    there, in the same order. Returns (number decoded, per input path: (slot or -1, crop,
-    fingerprint, hash, reason)).
+    there, in the same order. Returns the number decoded and a `DecodeResult` per input path.
     """
     # Space checked and reserved first: a full disk is one line, not SIGBUS (data/npyfile.py).
     images = open_images(images_path, (max(1, len(paths)), size, size))
     thumbs = open_images(thumbs_path, (max(1, len(paths)), FINE, FINE)) if thumbs_path is not None else None
-    results: list[tuple] = [None] * len(paths)  # type: ignore[list-item]
+    results: list[DecodeResult] = [None] * len(paths)  # type: ignore[list-item]
     tasks = [(k, p, size) for k, p in enumerate(paths)]
     slot = 0
     pool = None
@@ -122,14 +145,14 @@ def decode_all(
         stream = map(_decode_one, tasks)
     try:
         with progress_bar(len(tasks), "decode", unit="images") as bar:
-            for k, pixels, crop, fp, digest, reason, thumb in stream:
-                if pixels is None:
-                    results[k] = (-1, None, "", "", reason)
+            for done in stream:
+                if done.pixels is None:
+                    results[done.k] = DecodeResult(-1, None, "", "", done.reason)
                 else:
-                    images[slot] = np.frombuffer(pixels, dtype=np.uint8).reshape(size, size)
-                    if thumbs is not None and thumb is not None:
-                        thumbs[slot] = np.frombuffer(thumb, dtype=np.uint8).reshape(FINE, FINE)
-                    results[k] = (slot, crop, fp, digest, "")
+                    images[slot] = np.frombuffer(done.pixels, dtype=np.uint8).reshape(size, size)
+                    if thumbs is not None and done.thumbnail is not None:
+                        thumbs[slot] = np.frombuffer(done.thumbnail, dtype=np.uint8).reshape(FINE, FINE)
+                    results[done.k] = DecodeResult(slot, done.crop, done.fingerprint, done.file_hash, "")
                     slot += 1
                 bar.advance(1)
     finally:
@@ -265,13 +288,13 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
     tmp.mkdir(parents=True)
     thumbs = tmp / "thumbs.u8.npy" if cfg.size < FINE else None
     n_ok, results = decode_all(rows["path"].astype(str).tolist(), cfg.size, cfg.workers, tmp / IMAGES, thumbs)
-    bad = [k for k, r in enumerate(results) if r[0] < 0]
+    bad = [k for k, r in enumerate(results) if r.slot < 0]
     unreadable = pd.DataFrame(
         {
             "source_path": rows.loc[bad, "source_path"].to_numpy(),
             "id": rows.loc[bad, "id"].to_numpy(),
             "patient": rows.loc[bad, "patient"].to_numpy(),
-            "reason": [results[k][4] for k in bad],
+            "reason": [results[k].reason for k in bad],
         },
         columns=list(SKIPPED_COLUMNS),
     )
@@ -280,9 +303,9 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
         example = f"{unreadable['source_path'].iloc[0]}: {unreadable['reason'].iloc[0]}" if len(unreadable) else ""
         raise CxrError(f"{table.name}: none of the {len(rows)} images could be read (e.g. {example})")
     shrink_images(tmp / IMAGES, n_ok)
-    good = [k for k, r in enumerate(results) if r[0] >= 0]
+    good = [k for k, r in enumerate(results) if r.slot >= 0]
     kept = rows.loc[good].reset_index(drop=True)
-    crops = np.array([results[k][1] for k in good], dtype=np.int64)
+    crops = np.array([results[k].crop for k in good], dtype=np.int64)
     index = pd.DataFrame(
         {
             "id": kept["id"].astype(str),
@@ -298,8 +321,8 @@ def build_cache(table: SourceTable, cfg: PrepareOptions) -> PreparedData:
             index[col] = kept[col].to_numpy()
     for k, col in enumerate(("crop_x", "crop_y", "crop_side", "orig_width", "orig_height")):
         index[col] = crops[:, k]
-    index["fingerprint"] = [results[k][2] for k in good]
-    index["file_hash"] = [results[k][3] for k in good]
+    index["fingerprint"] = [results[k].fingerprint for k in good]
+    index["file_hash"] = [results[k].file_hash for k in good]
     for label in table.labels:
         index[label] = kept[label].astype(float).to_numpy()
 
@@ -376,29 +399,36 @@ def print_summary(
     result(f"prepared {len(index)} images into {data.root}")
 
 
-def _run(cfg: PrepareOptions, source: str, make_table) -> PreparedData:
+def prepare(cfg: PrepareOptions) -> PreparedData:
+    """Prepare the cache `cfg` describes, with the reader of the source whose config it is.
+
+    Nothing is done when the cache there was made with the same settings; a read-only cache
+    made so is returned as it is.
+    """
+    source = source_for_config(cfg)
+    name = source.source_of(cfg)
     try:
         with writing_cache(cfg.out):
-            ready = check_output(cfg.out, cfg.settings(), source, cfg.overwrite)
+            ready = check_output(cfg.out, cfg.settings(), name, cfg.overwrite)
             if ready is not None:
                 return ready
-            return build_cache(make_table(cfg), cfg)
+            return build_cache(source.read(cfg), cfg)
     except FolderNotWritable as problem:  # a read-only cache made with these settings needs no write
         if cfg.overwrite:
             raise
-        return ready_unwritable(cfg.out, cfg.settings(), source, problem)
+        return ready_unwritable(cfg.out, cfg.settings(), name, problem)
 
 
 def prepare_nih(cfg: PrepareNihConfig) -> PreparedData:
     """NIH ChestX-ray14 (label file, images anywhere under the root, optional lists and boxes)."""
-    return _run(cfg, "nih", read_nih)
+    return prepare(cfg)
 
 
 def prepare_covid(cfg: PrepareCovidConfig) -> PreparedData:
     """The Cohen/Dao COVID-19 image collection (metadata.csv, images/)."""
-    return _run(cfg, "covid", read_covid)
+    return prepare(cfg)
 
 
 def prepare_folder(cfg: PrepareFolderConfig) -> PreparedData:
     """Any labelled set described by a CSV (image path, label columns, optional patient column)."""
-    return _run(cfg, cfg.name, read_folder)
+    return prepare(cfg)

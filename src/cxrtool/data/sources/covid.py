@@ -28,6 +28,7 @@ from ...errors import CxrError
 from ..imageio import file_problem
 from ..labels import COVID_LABEL, NO_FINDING, UNKNOWN_CLASS, canonical, count_summary, examples
 from .base import PrepareOptions, SourceTable, unique_ids
+from .registry import Source, SourceOption, register_source
 
 DEFAULT_VIEWS = ["PA", "AP", "AP Supine"]
 SUPPORTED = [COVID_LABEL, "Pneumonia"]
@@ -240,3 +241,22 @@ def read_covid(cfg: PrepareCovidConfig) -> SourceTable:
     return SourceTable(
         name="covid", rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes, warnings=warnings
     )
+
+
+register_source(
+    Source(
+        name="covid",
+        help="Cohen/Dao COVID-19 collection -> cache (frontal X-rays, split by patient, duplicates grouped).",
+        config=PrepareCovidConfig,
+        read=read_covid,
+        options=(
+            SourceOption("root", Path, "The covid-chestxray-dataset folder (metadata.csv, images/).", argument=True),
+            SourceOption("views", str | None, "Views to keep (default: PA,AP,AP Supine).", ("--views",)),
+            SourceOption(
+                "findings", str | None, "Labels: COVID-19 and/or Pneumonia (default: COVID-19).", ("--findings",)
+            ),
+        ),
+        examples=("cxrtool prepare covid ~/data/covid-chestxray-dataset --out data/covid",),
+        rank=20,
+    )
+)

@@ -23,6 +23,7 @@ from ...errors import CxrError, did_you_mean
 from ..imageio import file_problem
 from ..labels import canonical, conflicting_rows, examples
 from .base import PrepareOptions, SourceTable, unique_ids
+from .registry import Source, SourceOption, register_source
 
 POSITIVE = {"1", "1.0", "true", "yes", "y", "positive", "pos"}
 NEGATIVE = {"0", "0.0", "false", "no", "n", "negative", "neg"}
@@ -206,3 +207,49 @@ def read_folder(cfg: PrepareFolderConfig) -> SourceTable:
     return SourceTable(
         name=cfg.name, rows=rows, labels=labels, skipped=skipped.reset_index(drop=True), notes=notes, warnings=warnings
     )
+
+
+register_source(
+    Source(
+        name="folder",
+        help="Any labelled set described by a CSV -> cache.",
+        config=PrepareFolderConfig,
+        read=read_folder,
+        options=(
+            SourceOption("csv", Path, "CSV with one row per image.", argument=True),
+            SourceOption("image_col", str | None, "Column with the image path (default: image).", ("--image-col",)),
+            SourceOption(
+                "label_cols",
+                str | None,
+                "Label columns, comma-separated (cells 1/0, blank = not annotated).",
+                ("--label-cols",),
+            ),
+            SourceOption(
+                "patient_col", str | None, "Column with the patient id (strongly advised).", ("--patient-col",)
+            ),
+            SourceOption("view_col", str | None, "Column with the view (PA, AP, ...).", ("--view-col",)),
+            SourceOption(
+                "root",
+                Path | None,
+                "Folder the image paths are relative to (default: the CSV's folder).",
+                ("--root",),
+                field="image_root",
+            ),
+            SourceOption("name", str | None, "Dataset name for the `source` column (default: folder).", ("--name",)),
+            SourceOption(
+                "allow_outside_root",
+                bool,
+                "Accept image paths that lead outside --root (../x, /elsewhere/x).",
+                ("--allow-outside-root",),
+                switch=True,
+            ),
+        ),
+        examples=(
+            "cxrtool prepare folder ~/data/mine/labels.csv --label-cols Mass,Nodule --patient-col patient --out data/mine",
+        ),
+        # CheXpert-style CSVs (and other collections) name NIH's Effusion so.
+        label_aliases={"pleural effusion": "Effusion", "effusions": "Effusion"},
+        cache_source=lambda cfg: cfg.name,  # --name: the cache is that dataset's
+        rank=30,
+    )
+)

@@ -26,6 +26,7 @@ from ..imageio import IMAGE_SUFFIXES
 from ..labels import COVID_LABEL, NIH_LABELS, NO_FINDING, canonical, conflicting_rows, count_summary, examples
 from ..walk import walk_files
 from .base import PrepareOptions, SourceTable
+from .registry import Source, SourceOption, register_source
 
 LABEL_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 
@@ -274,3 +275,35 @@ def read_nih(cfg: PrepareNihConfig) -> SourceTable:
         notes=notes,
         warnings=warnings,
     )
+
+
+register_source(
+    Source(
+        name="nih",
+        help="NIH ChestX-ray14 -> cache (official lists when present, else a seeded patient split).",
+        config=PrepareNihConfig,
+        read=read_nih,
+        options=(
+            SourceOption(
+                "root", Path, "Folder holding the NIH label file and images (any sub-folders).", argument=True
+            ),
+            SourceOption("views", str | None, "Keep only these views, e.g. PA,AP (default: all).", ("--views",)),
+            SourceOption(
+                "findings",
+                str | None,
+                "Label columns, comma-separated (default: the 14 NIH findings).",
+                ("--findings",),
+            ),
+            SourceOption(
+                "labels",
+                Path | None,
+                "The label file, if not Data_Entry_2017*.csv[.gz] under ROOT.",
+                ("--labels",),
+                field="labels_file",
+            ),
+        ),
+        examples=("cxrtool prepare nih ~/data/ChestX-ray14 --out data/nih",),
+        pre_pandemic=True,  # collected 1992-2015: every image is a COVID-19 negative
+        rank=10,
+    )
+)
