@@ -15,8 +15,8 @@ from cxrtool.config import build_config, parse_list
 from cxrtool.data.imageio import ImageReadError, load_preprocessed, read_gray
 from cxrtool.errors import CxrError
 from cxrtool.models import create_model
+from cxrtool.models.archs import arch_names
 from cxrtool.models.checkpoint import load_checkpoint, load_state, model_card, read_card, save_checkpoint
-from cxrtool.models.registry import arch_names
 from cxrtool.models.resnet import ResNet50
 from cxrtool.run_locks import new_run_dir
 from cxrtool.runs import latest_run, resolve_run

@@ -24,7 +24,8 @@ from helpers import TINY_PRETRAIN, cli, one_line, pretrain_cli
 
 from cxrtool.data.cache import PreparedData
 from cxrtool.data.sources.synthetic import SyntheticConfig, write_raw
-from cxrtool.models.registry import arch_names, create_model, get_spec
+from cxrtool.models.archs import arch_names, get_spec
+from cxrtool.models.registry import create_model
 
 
 def prepare(raw, out, *extra):

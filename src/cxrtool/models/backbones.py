@@ -4,9 +4,11 @@
 global average pooling and one linear head (one logit per label), in the timm style:
 `forward_features(x) -> (B, C, h, w)`, `forward_head(f, pre_logits=True) -> (B, C)`, and
 `cam_layer`, the module whose output is the final feature map. CAM and embeddings need nothing
-else. Inputs are float images in [0, 1] with 1 or 3 channels; the network repeats a grey channel
-to three and applies the ImageNet normalisation itself, so every caller (trainer, predict, cam)
-feeds the same thing and the normalisation travels inside the checkpoint. An input convention
+else. Which module is the CAM layer and which is the body's first convolution are named by the
+architecture's entry (models/archs.py) and given to the classifier when it is built. Inputs are
+float images in [0, 1] with 1 or 3 channels; the network repeats a grey channel to three and
+applies the ImageNet normalisation itself, so every caller (trainer, predict, cam) feeds the
+same thing and the normalisation travels inside the checkpoint. An input convention
 (`INPUT_CONVENTIONS`) says how many channels the body takes and how [0, 1] maps to its input:
 "imagenet" (grey repeated to three channels, ImageNet mean/std) for our own networks,
 "torchxrayvision" (one channel, -1024..1024) for networks imported from that package.
@@ -46,10 +48,15 @@ class XRayClassifier(nn.Module):
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
         convention: str = "imagenet",
+        *,
+        first_conv: str,
+        cam_layer: str = "body",
     ):
         super().__init__()
         self.arch = arch
         self.convention = convention
+        self.first_conv = first_conv  # path of the body's first convolution (archs.ArchSpec)
+        self.cam_layer_path = cam_layer  # path of the module whose output is the feature map
         self.body = body
         self.num_features = num_features
         self.head = nn.Linear(num_features, num_labels)
@@ -64,7 +71,7 @@ class XRayClassifier(nn.Module):
     @property
     def cam_layer(self) -> nn.Module:
         """The module whose output is the final convolutional feature map (B, C, h, w)."""
-        return self.body
+        return self.get_submodule(self.cam_layer_path)
 
     @property
     def in_channels(self) -> int:
@@ -86,7 +93,7 @@ class XRayClassifier(nn.Module):
         channels, default_mean, default_std = INPUT_CONVENTIONS[convention]
         mean, std = tuple(mean or default_mean), tuple(std or default_std)
         if channels == 1 and self.in_channels != 1:
-            single_channel_stem(self.body)
+            single_channel_stem(self.body, self.first_conv)
         device = self.mean.device
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -132,9 +139,11 @@ def densenet_body(model: nn.Module) -> tuple[nn.Module, int]:
     return body, model.classifier.in_features
 
 
-def single_channel_stem(body: nn.Module) -> None:
-    """Replace the body's first convolution by one that takes a single channel (in place)."""
-    name, child = next((n, m) for n, m in body.named_modules() if isinstance(m, nn.Conv2d))
+def single_channel_stem(body: nn.Module, name: str) -> None:
+    """Replace the body's first convolution (at path `name`) by one that takes a single channel (in place)."""
+    child = body.get_submodule(name)
+    if not isinstance(child, nn.Conv2d):
+        raise TypeError(f"{name} is a {type(child).__name__}, not the body's first convolution")
     conv = nn.Conv2d(
         1,
         child.out_channels,

@@ -37,8 +37,9 @@ from ..progress import notice
 from ..runs import RunNeed, is_cv_run, is_seeds_run, resolve_run
 from ..safeio import read_json_file
 from ..signals import signals_deferred
+from .archs import arch_names
 from .backbones import INPUT_CONVENTIONS, XRayClassifier
-from .registry import arch_names, create_model
+from .registry import create_model
 
 CARD = "card.json"
 WEIGHTS = "model.safetensors"

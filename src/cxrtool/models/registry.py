@@ -1,123 +1,25 @@
-"""Architecture registry: name -> factory, with "did you mean" on unknown names.
+"""Building a network of the architecture registry (models/archs.py) and loading its first weights.
 
-Each entry builds a randomly initialised body; `build_model` puts it in an `XRayClassifier` for a
-number of labels and loads a `weights` choice into it: "none" (random initialisation), "imagenet"
-(torchvision's weights, from the torch cache or downloaded into it; see `models.weights`), or a
-path to a local weights file (safetensors, a weights-only PyTorch state dict, or a cxrtool
-checkpoint). Loading a file never runs code from it, and reports what matched.
+`build_model` builds an entry's randomly initialised body, puts it in an `XRayClassifier` (with
+the entry's first convolution, CAM layer and input convention) for a number of labels and loads a
+`weights` choice into it: "none" (random initialisation), "imagenet" (torchvision's weights,
+from the torch cache or downloaded into it; see `models.weights`), or a path to a local weights
+file (safetensors, a weights-only PyTorch state dict, or a cxrtool checkpoint). Loading a file
+never runs code from it, and reports what matched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from torch import nn
 
-from ..errors import CxrError, did_you_mean
+from ..errors import CxrError
 from ..progress import is_quiet
-from .backbones import TinyCNN, XRayClassifier, densenet_body, resnet_body
-from .resnet import ResNet50
+from .archs import get_spec
+from .backbones import INPUT_CONVENTIONS, XRayClassifier
 from .weights import LoadReport, imagenet_state_dict, load_body_weights
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    name: str
-    description: str
-    build_body: Callable[[], tuple[nn.Module, int]]  # () -> (randomly initialised body, num_features)
-    imagenet: str | None  # torchvision weights enum name, when ImageNet weights exist
-    # The smallest input side (px) the body runs on, measured: a training step at batch 2 and an
-    # inference at batch 1 (tests/test_disk_errors.py checks it, and for densenet121 that one pixel less fails).
-    min_image_size: int = 8
-
-
-_REGISTRY: dict[str, ArchSpec] = {}
-IMAGE_SIZE_RANGE = (16, 2048)  # what --image-size accepts for any architecture
-
-
-def register(name: str, description: str, imagenet: str | None = None, min_image_size: int = 8):
-    def deco(fn: Callable[[], tuple[nn.Module, int]]):
-        _REGISTRY[name] = ArchSpec(name, description, fn, imagenet, min_image_size)
-        return fn
-
-    return deco
-
-
-def check_image_size(arch: str | None, image_size: int, option: str = "--image-size") -> None:
-    """Refuse an input side outside IMAGE_SIZE_RANGE or below what `arch` runs on, naming the option.
-
-    `arch` None (not known yet: a finetune takes its parent's) checks the range only.
-    """
-    low, high = IMAGE_SIZE_RANGE
-    if not low <= int(image_size) <= high:
-        raise CxrError(f"{option}: must be between {low} and {high} pixels (got {image_size})")
-    smallest = max(low, get_spec(arch).min_image_size) if arch is not None else low
-    if int(image_size) < smallest:
-        raise CxrError(
-            f"{option}: {arch} needs at least {smallest} pixels (its pooling leaves nothing of a smaller "
-            f"image; got {image_size}); give --image-size {smallest} or more, or another --arch"
-        )
-
-
-def arch_names() -> list[str]:
-    return list(_REGISTRY)
-
-
-def get_spec(arch: str) -> ArchSpec:
-    if arch not in _REGISTRY:
-        raise CxrError(
-            f"--arch: unknown architecture {arch!r}; choose one of {', '.join(_REGISTRY)}.{did_you_mean(arch, list(_REGISTRY))}"
-        )
-    return _REGISTRY[arch]
-
-
-@register(
-    "densenet121",
-    "DenseNet-121 (torchvision), as CheXNet; 7x7 features at 224",
-    "DenseNet121_Weights.IMAGENET1K_V1",
-    min_image_size=29,  # below, the last transition's 2x2 average pool gets a 1x1 map
-)
-def _densenet121():
-    # lazy: torchvision, only for the architectures built from it
-    import torchvision.models as tvm
-
-    return densenet_body(tvm.densenet121(weights=None))
-
-
-@register("resnet50", "ResNet-50 (torchvision)", "ResNet50_Weights.IMAGENET1K_V1")
-def _resnet50():
-    # lazy: torchvision, only for the architectures built from it
-    import torchvision.models as tvm
-
-    return resnet_body(tvm.resnet50(weights=None))
-
-
-@register(
-    "cxr-resnet50",
-    "our own ResNet-50 from He et al. 2016 (torchvision-compatible weights)",
-    "ResNet50_Weights.IMAGENET1K_V1",
-)
-def _cxr_resnet50():
-    return resnet_body(ResNet50())
-
-
-@register("resnet18", "ResNet-18 (torchvision): a small network for CPU work", "ResNet18_Weights.IMAGENET1K_V1")
-def _resnet18():
-    # lazy: torchvision, only for the architectures built from it
-    import torchvision.models as tvm
-
-    return resnet_body(tvm.resnet18(weights=None))
-
-
-@register("tiny-cnn", "a 0.1 M-parameter CNN for tests and the CPU demo (no ImageNet weights)")
-def _tiny():
-    model = TinyCNN()
-    return model, model.num_features
-
 
 # ---------------------------------------------------------------- building
 
@@ -166,7 +68,18 @@ def build_model(
     if choice == "imagenet" and spec.imagenet is None:
         raise CxrError(f"--weights imagenet: {arch} has no ImageNet weights; use --weights none or a file")
     body, num_features = spec.build_body()
-    model = XRayClassifier(arch, body, num_features, num_labels)
+    _channels, mean, std = INPUT_CONVENTIONS[spec.input]
+    model = XRayClassifier(
+        arch,
+        body,
+        num_features,
+        num_labels,
+        mean,
+        std,
+        convention=spec.input,
+        first_conv=spec.first_conv,
+        cam_layer=spec.cam_layer,
+    )
     report = None
     if choice == "imagenet":
         state, url = imagenet_state_dict(spec.imagenet, progress=not is_quiet())

@@ -28,10 +28,12 @@ import torch
 
 from ..errors import CxrError
 from ..progress import info, warn
+from .archs import get_spec
 
-# Tensors of a classifier head (ours, torchvision's ResNet/DenseNet) and the normalisation
-# buffers: never part of the backbone, so neither missing nor unexpected when they differ.
-HEAD_PREFIXES = ("head.", "fc.", "classifier.")
+# Tensors of a classifier head (ours, and the one the architecture's entry names, e.g.
+# torchvision's ResNet `fc`) and the normalisation buffers: never part of the backbone, so
+# neither missing nor unexpected when they differ.
+OUR_HEAD = "head"
 NOT_WEIGHTS = ("mean", "std")
 # Older torchvision DenseNet files name layers 'norm.1' where the modules are now 'norm1'.
 _DENSENET_LEGACY = re.compile(
@@ -81,10 +83,16 @@ def _is_backbone_tensor(name: str) -> bool:
     return not name.endswith("num_batches_tracked")  # a BatchNorm step counter, not a weight
 
 
-def _ignorable(name: str) -> bool:
+def _ignorable(name: str, heads: tuple[str, ...]) -> bool:
     """Head or normalisation tensors of a file, with or without a DDP 'module.' prefix."""
     name = name[len("module.") :] if name.startswith("module.") else name
-    return name.startswith(HEAD_PREFIXES) or name in NOT_WEIGHTS or not _is_backbone_tensor(name)
+    return name.startswith(heads) or name in NOT_WEIGHTS or not _is_backbone_tensor(name)
+
+
+def head_prefixes(arch: str) -> tuple[str, ...]:
+    """The prefixes of a weights file's head tensors for `arch`: ours, and its entry's `head`."""
+    head = get_spec(arch).head
+    return (f"{OUR_HEAD}.", *((f"{head}.",) if head else ()))
 
 
 def legacy_densenet_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -97,9 +105,12 @@ def legacy_densenet_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def match_body(
-    body: torch.nn.Module, state: dict[str, torch.Tensor], source: str
+    body: torch.nn.Module, state: dict[str, torch.Tensor], source: str, heads: tuple[str, ...]
 ) -> tuple[LoadReport, dict[str, torch.Tensor]]:
-    """Map a file's tensors onto `body` (a cxrtool model, a bare body, a torchvision model, DDP)."""
+    """Map a file's tensors onto `body` (a cxrtool model, a bare body, a torchvision model, DDP).
+
+    `heads`: the prefixes of the file's head tensors (`head_prefixes`), which are not the body's.
+    """
     own = body.state_dict()
     wanted = {k for k in own if _is_backbone_tensor(k)}
     state = legacy_densenet_names(state)
@@ -121,7 +132,9 @@ def match_body(
                 report.matched.append(key)
     report.missing = sorted(wanted - set(best))
     report.unexpected = sorted(
-        k for k in state if not (k.startswith(best_prefix) and k[len(best_prefix) :] in own) and not _ignorable(k)
+        k
+        for k in state
+        if not (k.startswith(best_prefix) and k[len(best_prefix) :] in own) and not _ignorable(k, heads)
     )
     return report, loadable
 
@@ -131,7 +144,7 @@ def load_body_weights(model, state: dict[str, torch.Tensor], source: str, allow_
 
     `source` names the option and file in messages, e.g. "--weights w.pth" or "--from RUN".
     """
-    report, loadable = match_body(model.body, state, source)
+    report, loadable = match_body(model.body, state, source, head_prefixes(model.arch))
     if not report.matched:
         raise CxrError(f"{source} does not fit {model.arch} (0 of {report.total} backbone tensors match)")
     if not report.complete:

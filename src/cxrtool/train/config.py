@@ -17,7 +17,7 @@ from ..config import parse_list, require
 from ..data.pool import cap_workers, default_workers
 from ..device import DEVICE_CHOICES
 from ..errors import CxrError
-from ..models.registry import check_image_size, get_spec
+from ..models.archs import arch_choices, check_image_size, get_spec
 from ..optionspec import option
 from .tensorboard import require_tensorboard
 
@@ -33,7 +33,7 @@ class TrainConfig:
     data: Path = option(Path("data/nih"), help="Prepared cache to train on. (default: data/nih)")
     arch: str = option(
         "densenet121",
-        help="densenet121, resnet50, cxr-resnet50, resnet18 or tiny-cnn. (default: densenet121)",
+        help=f"{arch_choices()}. (default: densenet121)",  # the names of the registry (models/archs.py)
     )
     weights: str = option("imagenet", help="imagenet, none, or a weights file. (default: imagenet)")
     out: Path | None = option(None, help="Run directory (new or empty). (default: runs/pretrain-ARCH-TIME)")
