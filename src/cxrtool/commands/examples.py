@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from ..data.sources.registry import sources
-
 # Command path (as typed after `cxrtool`) -> example lines.
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "prepare combine": ("cxrtool prepare combine data/nih data/covid --out data/nih-covid",),
@@ -37,8 +35,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "export": ("cxrtool export --format onnx",),
     "demo": ("cxrtool demo", "cxrtool demo --quick --out /tmp/cxrtool-demo"),
 }
-# Each dataset source's subcommand brings its own examples (data/sources/registry.py).
-EXAMPLES.update({f"prepare {source.name}": source.examples for source in sources()})
+# Each dataset source's subcommand brings its own examples (data/sources/registry.py); they are
+# added here when `prepare`'s subcommands are built (commands/prepare.py, `source_commands`).
 
 
 def epilog(lines: tuple[str, ...]) -> str:
@@ -79,5 +77,7 @@ def polish(command: Any, path: str = "") -> None:
         command.epilog = epilog(EXAMPLES[path])
     get_params = command.get_params
     command.get_params = lambda ctx: _show_flags_untyped(get_params(ctx))
-    for name, sub in getattr(command, "commands", {}).items():
+    # A group that builds some subcommands on first use (`prepare`) polishes those itself.
+    subcommands = getattr(command, "eager_commands", None)
+    for name, sub in (subcommands if subcommands is not None else getattr(command, "commands", {})).items():
         polish(sub, f"{path} {name}".strip())

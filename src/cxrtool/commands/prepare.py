@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from ..data.sources.registry import Source, SourceOption, sources
+from ..data.sources.registry import Source, SourceOption
 from .configured import Extra, Given, add_command, config_file, flag, quiet
+from .examples import EXAMPLES, polish
 from .options import SharedOption, config_values, with_options
 from .support import quiet_option, user_errors
 
@@ -96,9 +98,63 @@ def _source_command(source: Source) -> Callable[..., None]:
     return with_options(rows, source.name)(command)
 
 
+def source_commands() -> dict[str, Any]:
+    """The click command of every registered source, by name, with its examples attached."""
+    # lazy: the registry imports every source module (pandas, numpy); only `prepare` needs them
+    from ..data.sources.registry import sources
+
+    builder = typer.Typer()
+    builder.callback()(_no_options)  # a callback makes Typer build a group even for one source
+    for source in sources():  # nih, covid, folder, ...: each source module registers itself
+        builder.command(source.name, help=source.help)(user_errors(_source_command(source)))
+        EXAMPLES[f"prepare {source.name}"] = source.examples
+    commands = dict(typer.main.get_command(builder).commands)
+    for name, command in commands.items():
+        polish(command, f"prepare {name}")
+    return commands
+
+
+def _no_options() -> None:
+    """(The group `source_commands` builds its commands in; never run.)"""
+
+
+class PrepareGroup(TyperGroup):
+    """`prepare`'s subcommands, the sources' added the first time any subcommand is looked at.
+
+    Building a source's subcommand imports its module, and with it pandas and numpy; deferring
+    that to `prepare` keeps `cxrtool --help` and every other command from paying for it.
+    `polish` (examples, flag display) reads `eager_commands` so as not to load them early.
+    """
+
+    SOURCES_AFTER = ("synthetic",)  # --help lists the generator, the sources, then the rest
+
+    _commands: dict[str, Any]
+    _sources_added = False
+
+    @property
+    def commands(self) -> dict[str, Any]:
+        if not self._sources_added:
+            self._sources_added = True
+            before = {n: c for n, c in self._commands.items() if n in self.SOURCES_AFTER}
+            after = {n: c for n, c in self._commands.items() if n not in self.SOURCES_AFTER}
+            self._commands = {**before, **source_commands(), **after}
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: dict[str, Any]) -> None:
+        self._commands = value
+
+    @property
+    def eager_commands(self) -> dict[str, Any]:
+        """The subcommands built so far (the sources' only once `commands` was read)."""
+        return self._commands
+
+
 def register(app: typer.Typer) -> None:
     prepare_app = typer.Typer(
-        help="Decode a dataset once into a patient-split cache that every other command reads.", no_args_is_help=True
+        cls=PrepareGroup,
+        help="Decode a dataset once into a patient-split cache that every other command reads.",
+        no_args_is_help=True,
     )
     app.add_typer(prepare_app, name="prepare")
     add_command(
@@ -110,9 +166,6 @@ def register(app: typer.Typer) -> None:
         flag("overwrite", "Write into a folder that already holds files."),
         quiet(),
     )
-
-    for source in sources():  # nih, covid, folder, ...: each source module registers itself
-        prepare_app.command(source.name, help=source.help)(user_errors(_source_command(source)))
 
     add_command(prepare_app, "combine", combine, combine_config, config_file(CONFIG_HELP), quiet(QUIET_HELP))
     add_command(prepare_app, "dedupe", dedupe, dedupe_config, quiet(QUIET_HELP), show_defaults=False)
