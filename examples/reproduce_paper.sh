@@ -3,7 +3,7 @@
 #
 # Usage:
 #   bash examples/reproduce_paper.sh NIH_ROOT COVID_ROOT [WORKDIR] [--external DATA]   # the full run (GPU)
-#   bash examples/reproduce_paper.sh --small [NIH_ROOT COVID_ROOT] [WORKDIR]           # 2-core CPU, < 30 min
+#   bash examples/reproduce_paper.sh --small [NIH_ROOT COVID_ROOT] [WORKDIR]           # 2-core CPU (timed in docs/reproducing-the-paper.md)
 #   bash examples/reproduce_paper.sh --generated [WORKDIR]                             # generated X-rays, minutes
 #
 #   NIH_ROOT:   ChestX-ray14 (Data_Entry_2017*.csv, images, optional BBox and official lists)
